@@ -1,0 +1,153 @@
+//! The `xa_open` info string.
+//!
+//! Owns: parsing `dir=PATH` plus optional `key=value` settings separated by `;` or `,` into a
+//! [`Config`]. Invariant: a returned `Config` is complete and every value is in range; every
+//! problem is an `Err` with a message naming the offending part. Keys:
+//!
+//! | key | values | default |
+//! |---|---|---|
+//! | `dir` | the store's directory (required; created if missing) | — |
+//! | `sync` | `msync`, `fdatasync`, `none` | `msync` |
+//! | `lock_timeout_ms` | 0..=3600000 (0: fail at once on a conflict) | 10000 |
+//! | `segment_mb` | log segment size in MiB, 4..=4096 | 64 |
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How records are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `msync(MS_SYNC)` of the written range of the mapping.
+    Msync,
+    /// `fdatasync` of the segment file.
+    Fdatasync,
+    /// No sync: fast, and not durable across a machine crash (a process crash loses nothing).
+    None,
+}
+
+/// The settings of one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The store's directory.
+    pub dir: PathBuf,
+    /// Durability mode.
+    pub sync: SyncMode,
+    /// How long a write waits for a key locked by another branch.
+    pub lock_timeout: Duration,
+    /// Size of each log segment file, in bytes.
+    pub segment_size: u64,
+}
+
+impl Config {
+    /// A config with the defaults for `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Config {
+        Config {
+            dir: dir.into(),
+            sync: SyncMode::Msync,
+            lock_timeout: Duration::from_millis(10_000),
+            segment_size: 64 << 20,
+        }
+    }
+}
+
+fn number(key: &str, value: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| format!("{key}={value}: not a whole number"))?;
+    if !(lo..=hi).contains(&n) {
+        return Err(format!("{key}={value}: must be between {lo} and {hi}"));
+    }
+    Ok(n)
+}
+
+/// Parses an info string (without its NUL).
+pub fn parse(info: &[u8]) -> Result<Config, String> {
+    let text = std::str::from_utf8(info).map_err(|_| "open string is not UTF-8".to_string())?;
+    let mut dir: Option<PathBuf> = None;
+    let mut cfg = Config::new("");
+    let mut seen: Vec<&str> = Vec::new();
+    for item in text.split([';', ',']) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!("'{item}': expected key=value"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if seen.contains(&key) {
+            return Err(format!("key '{key}' given twice"));
+        }
+        seen.push(key);
+        match key {
+            "dir" => {
+                if value.is_empty() {
+                    return Err("dir= is empty".into());
+                }
+                dir = Some(PathBuf::from(OsStr::from_bytes(value.as_bytes())));
+            }
+            "sync" => {
+                cfg.sync = match value {
+                    "msync" => SyncMode::Msync,
+                    "fdatasync" => SyncMode::Fdatasync,
+                    "none" => SyncMode::None,
+                    _ => return Err(format!("sync={value}: expected msync, fdatasync or none")),
+                }
+            }
+            "lock_timeout_ms" => {
+                cfg.lock_timeout = Duration::from_millis(number(key, value, 0, 3_600_000)?)
+            }
+            "segment_mb" => cfg.segment_size = number(key, value, 4, 4096)? << 20,
+            _ => {
+                return Err(format!(
+                    "unknown key '{key}' (known: dir, sync, lock_timeout_ms, segment_mb)"
+                ))
+            }
+        }
+    }
+    cfg.dir = dir.ok_or("missing dir=PATH")?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_and_defaults() {
+        let c = parse(b"dir=/tmp/x").unwrap();
+        assert_eq!(c, Config::new("/tmp/x"));
+    }
+
+    #[test]
+    fn all_keys_both_separators() {
+        let c = parse(b" dir = /a b/c ; sync=none,lock_timeout_ms=0;segment_mb=4;").unwrap();
+        assert_eq!(c.dir, PathBuf::from("/a b/c"));
+        assert_eq!(c.sync, SyncMode::None);
+        assert_eq!(c.lock_timeout, Duration::ZERO);
+        assert_eq!(c.segment_size, 4 << 20);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "missing dir"),
+            (b"sync=none", "missing dir"),
+            (b"dir=", "empty"),
+            (b"dir=/a;dir=/b", "twice"),
+            (b"dir=/a;bogus=1", "unknown key 'bogus'"),
+            (b"dir=/a;sync", "expected key=value"),
+            (b"dir=/a;sync=always", "sync=always"),
+            (b"dir=/a;lock_timeout_ms=-1", "not a whole number"),
+            (b"dir=/a;lock_timeout_ms=99999999", "between"),
+            (b"dir=/a;segment_mb=1", "between"),
+            (b"dir=/\xff", "UTF-8"),
+        ];
+        for (input, want) in cases {
+            let err = parse(input).unwrap_err();
+            assert!(err.contains(want), "{input:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The data API: `mmxa_put`, `mmxa_get`, `mmxa_delete`, `mmxa_strerror`, `mmxa_last_error`.
+//!
+//! Each call acts on the branch the calling thread is associated with for `rmid`, or, outside
+//! any branch, on committed data (a put or delete then commits by itself, durably).
+
+use super::guard::{clear_last_error, guard, last_error_ptr, set_last_error};
+use crate::registry;
+use crate::rm::DataError;
+use crate::status::*;
+use std::ffi::c_void;
+use std::os::raw::{c_char, c_int};
+
+/// Borrows `len` bytes at `ptr`; NULL is allowed only with length 0.
+///
+/// # Safety
+/// When non-NULL, `ptr` points to `len` readable bytes.
+unsafe fn bytes<'a>(ptr: *const c_void, len: usize, what: &str) -> Result<&'a [u8], DataError> {
+    if ptr.is_null() {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        return Err(DataError::new(MMXA_EINVAL, format!("{what} is NULL")));
+    }
+    if len > isize::MAX as usize {
+        return Err(DataError::new(
+            MMXA_ETOOBIG,
+            format!("{what} length {len} is too large"),
+        ));
+    }
+    Ok(std::slice::from_raw_parts(ptr as *const u8, len))
+}
+
+fn data_call(f: impl FnOnce() -> Result<c_int, DataError>) -> c_int {
+    clear_last_error();
+    guard(MMXA_EINTERNAL, || match f() {
+        Ok(code) => code,
+        Err(e) => {
+            set_last_error(&e.msg);
+            e.code
+        }
+    })
+}
+
+/// Writes `value` under `key` in the calling thread's branch for `rmid`, or, outside a branch,
+/// as a durable one-operation transaction. Keys are 1..=`MMXA_MAX_KEY` bytes, values
+/// 0..=`MMXA_MAX_VALUE` bytes. Returns `MMXA_OK` or a negative `MMXA_*` code.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes; `value` to `value_len` readable bytes (or is NULL
+/// with `value_len == 0`).
+#[no_mangle]
+pub unsafe extern "C" fn mmxa_put(
+    rmid: c_int,
+    key: *const c_void,
+    key_len: usize,
+    value: *const c_void,
+    value_len: usize,
+) -> c_int {
+    data_call(|| {
+        let key = bytes(key, key_len, "key")?;
+        let value = bytes(value, value_len, "value")?;
+        registry::data_call(rmid, |rm, toc| rm.put(toc, key, Some(value)))?;
+        Ok(MMXA_OK)
+    })
+}
+
+/// Reads `key`: the calling thread's branch sees its own writes, everyone else committed data.
+/// On `MMXA_OK` the value is copied into `buf` and its length stored in `*value_len`; when
+/// `buf_len` is too small, returns `MMXA_EBUFSIZE` with the needed length in `*value_len`
+/// (`buf` may be NULL to ask for the length). Returns `MMXA_NOTFOUND` for an absent key.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes; `buf` to `buf_len` writable bytes (or NULL with
+/// `buf_len == 0`); `value_len` to a writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmxa_get(
+    rmid: c_int,
+    key: *const c_void,
+    key_len: usize,
+    buf: *mut c_void,
+    buf_len: usize,
+    value_len: *mut usize,
+) -> c_int {
+    data_call(|| {
+        let key = bytes(key, key_len, "key")?;
+        if value_len.is_null() {
+            return Err(DataError::new(MMXA_EINVAL, "value_len is NULL"));
+        }
+        if buf.is_null() && buf_len != 0 {
+            return Err(DataError::new(MMXA_EINVAL, "buf is NULL and buf_len > 0"));
+        }
+        let found = registry::data_call(rmid, |rm, toc| rm.get(toc, key))?;
+        let Some(value) = found else {
+            return Ok(MMXA_NOTFOUND);
+        };
+        value_len.write(value.len());
+        if value.len() > buf_len {
+            return Err(DataError::new(
+                MMXA_EBUFSIZE,
+                format!(
+                    "buffer of {buf_len} bytes is too small for {} bytes",
+                    value.len()
+                ),
+            ));
+        }
+        if !value.is_empty() {
+            std::ptr::copy_nonoverlapping(value.as_ptr(), buf as *mut u8, value.len());
+        }
+        Ok(MMXA_OK)
+    })
+}
+
+/// Deletes `key` in the calling thread's branch for `rmid` (or, outside a branch, durably by
+/// itself). Returns `MMXA_OK`, `MMXA_NOTFOUND` when the key did not exist, or an error.
+///
+/// # Safety
+/// `key` points to `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mmxa_delete(rmid: c_int, key: *const c_void, key_len: usize) -> c_int {
+    data_call(|| {
+        let key = bytes(key, key_len, "key")?;
+        let existed = registry::data_call(rmid, |rm, toc| rm.put(toc, key, None))?;
+        Ok(if existed { MMXA_OK } else { MMXA_NOTFOUND })
+    })
+}
+
+/// A static description of an `MMXA_*` code; never NULL.
+#[no_mangle]
+pub extern "C" fn mmxa_strerror(code: c_int) -> *const c_char {
+    describe(code).as_ptr()
+}
+
+/// This thread's message for its last failed mmxa or XA call (empty after a success). The
+/// pointer stays valid until this thread's next mmxa call.
+#[no_mangle]
+pub extern "C" fn mmxa_last_error() -> *const c_char {
+    last_error_ptr()
+}

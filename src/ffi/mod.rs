@@ -1,0 +1,12 @@
+//! The C boundary: the only module that sees raw pointers and `extern "C"`.
+//!
+//! Owns: argument validation and conversion (pointers, lengths, flags, rmids) into safe types,
+//! the panic guard around every entry point, and the thread-local last-error message.
+//! Invariant: no panic unwinds into C, no output parameter is written unless the call succeeds,
+//! and nothing here keeps a caller's pointer after returning.
+#![allow(unsafe_code)]
+
+pub mod abi;
+pub mod data;
+mod guard;
+pub mod switch;

@@ -1,0 +1,221 @@
+//! The exported switches and the ten XA entry points behind them.
+//!
+//! Each entry point checks its arguments in one order — `TMASYNC`, other flags, rmid open in
+//! this thread, pointers and XID — and then calls the safe core through [`crate::registry`].
+
+use super::abi::{XaSwitch, Xid as CXid};
+use super::guard::{clear_last_error, guard, set_last_error};
+use crate::registry;
+use crate::rm::flags::{self, Entry};
+use crate::rm::XaError;
+use crate::xa::*;
+use crate::xid::Xid;
+use std::os::raw::{c_char, c_int, c_long};
+
+const fn rm_name() -> [c_char; RMNAMESZ] {
+    let mut name = [0 as c_char; RMNAMESZ];
+    let src = b"mmxa";
+    let mut i = 0;
+    while i < src.len() {
+        name[i] = src[i] as c_char;
+        i += 1;
+    }
+    name
+}
+
+/// The static-registration switch: no `TMNOMIGRATE` (associations can migrate between threads
+/// and processes), no `TMUSEASYNC`.
+#[allow(non_upper_case_globals)]
+#[no_mangle]
+pub static mut mmxa_switch: XaSwitch = XaSwitch {
+    name: rm_name(),
+    flags: TMNOFLAGS,
+    version: 0,
+    xa_open_entry: xa_open,
+    xa_close_entry: xa_close,
+    xa_start_entry: xa_start,
+    xa_end_entry: xa_end,
+    xa_rollback_entry: xa_rollback,
+    xa_prepare_entry: xa_prepare,
+    xa_commit_entry: xa_commit,
+    xa_recover_entry: xa_recover,
+    xa_forget_entry: xa_forget,
+    xa_complete_entry: xa_complete,
+};
+
+/// Returns `&mmxa_switch`, for monitors that look up a function rather than a data symbol.
+#[no_mangle]
+pub extern "C" fn mmxa_get_xa_switch() -> *mut XaSwitch {
+    &raw mut mmxa_switch
+}
+
+/// Runs one entry point: clears the last error, catches panics, records the error message.
+fn run(on_panic: c_int, rmid: c_int, f: impl FnOnce() -> Result<c_int, XaError>) -> c_int {
+    clear_last_error();
+    let code = guard(on_panic, || match f() {
+        Ok(code) => code,
+        Err(e) => {
+            set_last_error(&e.msg);
+            e.code
+        }
+    });
+    if code == on_panic && on_panic == XAER_RMFAIL {
+        // A panic may have left the instance inconsistent: fail it until reopened.
+        registry::fail_after_panic(rmid);
+    }
+    code
+}
+
+/// Reads the info string: at most `MAXINFOSIZE` bytes including the NUL.
+///
+/// # Safety
+/// `info` is NULL or points to readable memory up to its NUL or `MAXINFOSIZE` bytes.
+unsafe fn info_arg<'a>(info: *const c_char) -> Result<&'a [u8], XaError> {
+    if info.is_null() {
+        return Err(XaError::new(XAER_INVAL, "xa_info is NULL"));
+    }
+    let mut n = 0;
+    while n < MAXINFOSIZE {
+        if *info.add(n) == 0 {
+            return Ok(std::slice::from_raw_parts(info as *const u8, n));
+        }
+        n += 1;
+    }
+    Err(XaError::new(
+        XAER_INVAL,
+        "xa_info has no terminating NUL within 256 bytes",
+    ))
+}
+
+/// Copies and validates the caller's XID; the pointer is not kept.
+///
+/// # Safety
+/// `xid` is NULL or points to a readable `XID`.
+unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, XaError> {
+    if xid.is_null() {
+        return Err(XaError::new(XAER_INVAL, "xid is NULL"));
+    }
+    let x = &*xid;
+    let data: &[u8; XIDDATASIZE] = &*(&x.data as *const [c_char; XIDDATASIZE] as *const _);
+    Xid::new(
+        x.formatID as i64,
+        x.gtrid_length as i64,
+        x.bqual_length as i64,
+        data,
+    )
+    .map_err(|e| XaError::new(XAER_INVAL, format!("invalid XID: {e}")))
+}
+
+unsafe extern "C" fn xa_open(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMERR, rmid, || {
+        flags::check(Entry::Open, flags)?;
+        let info = info_arg(info)?;
+        registry::open(rmid, info).map(|()| XA_OK)
+    })
+}
+
+unsafe extern "C" fn xa_close(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMERR, rmid, || {
+        flags::check(Entry::Close, flags)?;
+        info_arg(info)?;
+        registry::close(rmid).map(|()| XA_OK)
+    })
+}
+
+unsafe extern "C" fn xa_start(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMFAIL, rmid, || {
+        let mode = flags::start(flags)?;
+        registry::call(rmid, |rm, toc| rm.start(toc, &xid_arg(xid)?, mode))
+    })
+}
+
+unsafe extern "C" fn xa_end(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMFAIL, rmid, || {
+        let mode = flags::end(flags)?;
+        registry::call(rmid, |rm, toc| rm.end(toc, &xid_arg(xid)?, mode))
+    })
+}
+
+unsafe extern "C" fn xa_rollback(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMFAIL, rmid, || {
+        flags::check(Entry::Rollback, flags)?;
+        registry::call(rmid, |rm, toc| rm.rollback(toc, &xid_arg(xid)?))
+    })
+}
+
+unsafe extern "C" fn xa_prepare(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMFAIL, rmid, || {
+        flags::check(Entry::Prepare, flags)?;
+        registry::call(rmid, |rm, toc| rm.prepare(toc, &xid_arg(xid)?))
+    })
+}
+
+unsafe extern "C" fn xa_commit(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMFAIL, rmid, || {
+        let one_phase = flags::commit(flags)?;
+        registry::call(rmid, |rm, toc| rm.commit(toc, &xid_arg(xid)?, one_phase))
+    })
+}
+
+unsafe extern "C" fn xa_recover(
+    xids: *mut CXid,
+    count: c_long,
+    rmid: c_int,
+    flags: c_long,
+) -> c_int {
+    run(XAER_RMFAIL, rmid, || {
+        let scan = flags::recover(flags)?;
+        registry::call(rmid, |rm, toc| {
+            if count < 0 {
+                return Err(XaError::new(XAER_INVAL, "xa_recover: count is negative"));
+            }
+            if xids.is_null() && count > 0 {
+                return Err(XaError::new(
+                    XAER_INVAL,
+                    "xa_recover: xids is NULL and count > 0",
+                ));
+            }
+            let cap = usize::try_from(count).unwrap_or(usize::MAX);
+            let found = rm.recover(toc, scan, cap)?;
+            for (i, x) in found.iter().enumerate() {
+                let mut out = CXid {
+                    formatID: x.format_id() as c_long,
+                    gtrid_length: x.gtrid().len() as c_long,
+                    bqual_length: x.bqual().len() as c_long,
+                    data: [0; XIDDATASIZE],
+                };
+                for (d, s) in out.data.iter_mut().zip(x.data().iter()) {
+                    *d = *s as c_char;
+                }
+                xids.add(i).write(out);
+            }
+            Ok(found.len() as c_int)
+        })
+    })
+}
+
+unsafe extern "C" fn xa_forget(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
+    run(XAER_RMFAIL, rmid, || {
+        flags::check(Entry::Forget, flags)?;
+        registry::call(rmid, |rm, toc| rm.forget(toc, &xid_arg(xid)?))
+    })
+}
+
+/// No operation is ever asynchronous here, so there is nothing to complete: `XAER_PROTO`
+/// (or `XAER_INVAL` for bad flags). `handle` and `retval` are never touched.
+unsafe extern "C" fn xa_complete(
+    _handle: *mut c_int,
+    _retval: *mut c_int,
+    rmid: c_int,
+    flags: c_long,
+) -> c_int {
+    run(XAER_PROTO, rmid, || {
+        flags::check(Entry::Complete, flags)?;
+        registry::call(rmid, |_, _| {
+            Err(XaError::new(
+                XAER_PROTO,
+                "xa_complete: mmxa performs no asynchronous operations",
+            ))
+        })
+    })
+}

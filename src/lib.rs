@@ -1,0 +1,16 @@
+//! mmxa: an embeddable, crash-safe X/Open XA resource manager.
+//!
+//! The crate is a safe core (XID, open string, log, locks, the XA state machine, recovery)
+//! behind one thin unsafe boundary, [`ffi`], which is all a C transaction monitor sees:
+//! `struct xa_switch_t mmxa_switch` and the `mmxa_*` data API.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod ffi;
+pub mod lock;
+pub mod log;
+pub mod registry;
+pub mod rm;
+pub mod status;
+pub mod xa;
+pub mod xid;

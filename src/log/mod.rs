@@ -1,0 +1,883 @@
+//! The write-ahead log: mmxa's only durable state.
+//!
+//! Owns: the on-disk format, appending, group commit, and the scan that recovery replays.
+//!
+//! # Files
+//! A store directory holds `mmxa.lock` (an `fcntl` lock held by the process that has the store
+//! open) and segment files `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A
+//! segment is created as `*.tmp`, reserved with `posix_fallocate`, given its header, synced and
+//! renamed into place, so a segment under its final name always has a valid header. Stray `*.tmp`
+//! files are deleted at open.
+//!
+//! # Segment header (64 bytes, little-endian)
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `MMXASEG1` |
+//! | 8 | 4 | format version, 1 |
+//! | 12 | 4 | header length, 64 |
+//! | 16 | 8 | segment id (matches the file name) |
+//! | 24 | 8 | base LSN: the log position of byte 0 of this segment |
+//! | 32 | 8 | segment size in bytes |
+//! | 40 | 8 | salt: random, new for every segment file |
+//! | 48 | 4 | CRC-32 of bytes 0..48 |
+//! | 52 | 12 | zero |
+//!
+//! The base LSN of segment `n+1` is `base(n) + size(n)`. An LSN (log sequence number) is a
+//! byte position in this endless, concatenated log.
+//!
+//! # Records (from offset 64, each 8-byte aligned)
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | CRC-32 over the segment salt (8 bytes LE), bytes 4..24 of this header, and the payload |
+//! | 4 | 4 | payload length |
+//! | 8 | 1 | kind (0 is invalid, so zeroed space never parses) |
+//! | 9 | 7 | zero |
+//! | 16 | 8 | vouch: the durable LSN when this record was appended |
+//! | 24 | len | payload, then zero padding to a multiple of 8 |
+//!
+//! Payloads (`tag` is a branch's log-local number; tag 0 marks an operation that commits by
+//! itself; an XID is `formatID` i64, gtrid length u8, bqual length u8, then the bytes):
+//! | kind | name | payload |
+//! |---|---|---|
+//! | 1 | PUT | tag u64, key length u32, value length u32, key, value |
+//! | 2 | DELETE | tag u64, key length u32, key |
+//! | 3 | PREPARE | tag u64, XID |
+//! | 4 | COMMIT | tag u64 (of a prepared branch, or a one-phase commit) |
+//! | 5 | ROLLBACK | tag u64 |
+//! | 6 | HEURISTIC | tag u64, outcome i32 (`XA_HEURCOM`/`XA_HEURRB`/…), XID, reason length u32, reason |
+//! | 7 | FORGET | tag u64 |
+//! | 8 | SEGMENT_END | empty: the log continues at the start of the next segment |
+//!
+//! # Validity, torn tails and corruption
+//! A record is valid when its kind is known, it fits in the segment, and its CRC matches. The
+//! salt makes bytes left from any other segment file fail the CRC. The scan replays valid
+//! records in order and stops at the first invalid one, at LSN `x`. Then it looks at every
+//! later position of the log for a valid record: if one vouches for a durable LSN greater than
+//! `x`, the bytes at `x` had been synced — that is corruption of acknowledged data, and opening
+//! fails naming the file and offset. Otherwise everything from `x` on was never acknowledged
+//! (a torn or unfinished write): it is cut, zeroed and synced, later segments are deleted, and
+//! appending resumes at `x`. A valid record whose payload does not decode is corruption too.
+//!
+//! # Assumptions about the media
+//! Synced bytes read back as written (or fail the CRC). A sync covers a prefix of the log, so a
+//! record can only be torn if no sync completed after it was written. Limitation: corruption of
+//! bytes in the last synced batch, with no later record vouching for them, reads as a torn tail.
+//! With `sync=none` nothing is vouched for and any invalid record is treated as the tail.
+//!
+//! # Versions
+//! 1: this layout.
+
+mod segment;
+
+use crate::config::SyncMode;
+use crate::xid::Xid;
+use segment::Segment;
+pub use segment::{lock_exclusive, sync_dir};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+/// A position in the log.
+pub type Lsn = u64;
+
+const MAGIC: &[u8; 8] = b"MMXASEG1";
+const VERSION: u32 = 1;
+const SEG_HEADER: u64 = 64;
+const REC_HEADER: usize = 24;
+
+const K_PUT: u8 = 1;
+const K_DELETE: u8 = 2;
+const K_PREPARE: u8 = 3;
+const K_COMMIT: u8 = 4;
+const K_ROLLBACK: u8 = 5;
+const K_HEURISTIC: u8 = 6;
+const K_FORGET: u8 = 7;
+const K_SEGMENT_END: u8 = 8;
+
+/// Offset of a PUT's value bytes from the start of its record.
+pub fn put_value_offset(key_len: usize) -> u64 {
+    (REC_HEADER + 16 + key_len) as u64
+}
+
+/// A decoded log record, borrowing its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// A write of `key` (tag 0: committed by itself).
+    Put {
+        /// Branch tag.
+        tag: u64,
+        /// Key bytes.
+        key: &'a [u8],
+        /// Value bytes.
+        value: &'a [u8],
+    },
+    /// A delete of `key` (tag 0: committed by itself).
+    Delete {
+        /// Branch tag.
+        tag: u64,
+        /// Key bytes.
+        key: &'a [u8],
+    },
+    /// The branch is prepared.
+    Prepare {
+        /// Branch tag.
+        tag: u64,
+        /// The branch's XID.
+        xid: Xid,
+    },
+    /// The branch is committed.
+    Commit {
+        /// Branch tag.
+        tag: u64,
+    },
+    /// The branch is rolled back.
+    Rollback {
+        /// Branch tag.
+        tag: u64,
+    },
+    /// A prepared branch was completed heuristically.
+    Heuristic {
+        /// Branch tag.
+        tag: u64,
+        /// `XA_HEURCOM`, `XA_HEURRB`, `XA_HEURMIX` or `XA_HEURHAZ`.
+        outcome: i32,
+        /// The branch's XID.
+        xid: Xid,
+        /// Why (operator text).
+        reason: &'a [u8],
+    },
+    /// A heuristically completed branch is forgotten.
+    Forget {
+        /// Branch tag.
+        tag: u64,
+    },
+}
+
+/// A log failure.
+#[derive(Debug)]
+pub enum LogError {
+    /// An I/O call failed.
+    Io(String, io::Error),
+    /// Synced bytes do not read back as written.
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Offset in that file.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// An earlier sync failed: nothing more is appended or acknowledged until reopened.
+    Failed(String),
+    /// No disk space for a new segment.
+    NoSpace(String),
+    /// The record is larger than a segment can hold.
+    TooBig(usize),
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::Io(what, e) => write!(f, "{what}: {e}"),
+            LogError::Corrupt { file, offset, what } => {
+                write!(
+                    f,
+                    "log corrupt in {} at offset {offset}: {what}",
+                    file.display()
+                )
+            }
+            LogError::Failed(why) => {
+                write!(f, "the log failed earlier and must be reopened: {why}")
+            }
+            LogError::NoSpace(what) => write!(f, "no space for the log: {what}"),
+            LogError::TooBig(n) => write!(f, "record of {n} bytes does not fit in a segment"),
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LogError {
+    let what = what.into();
+    move |e| {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            LogError::NoSpace(format!("{what}: {e}"))
+        } else {
+            LogError::Io(what, e)
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// LSN of the record's first byte.
+    pub lsn: Lsn,
+    /// LSN just past the record: what must be durable for it to be.
+    pub end: Lsn,
+}
+
+struct Seg {
+    id: u64,
+    base: Lsn,
+    salt: u64,
+    file: Segment,
+}
+
+struct Tail {
+    seg: Arc<Seg>,
+    off: u64,
+}
+
+/// The log of one store.
+pub struct Log {
+    dir: PathBuf,
+    segment_size: u64,
+    sync: SyncMode,
+    segs: RwLock<Vec<Arc<Seg>>>,
+    tail: Mutex<Tail>,
+    written: AtomicU64,
+    durable: AtomicU64,
+    syncing: Mutex<bool>,
+    synced: Condvar,
+    failed: AtomicBool,
+    fail_reason: Mutex<String>,
+}
+
+fn seg_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("log-{id:016x}.seg"))
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn new_salt(id: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(id);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn segment_header(id: u64, base: Lsn, size: u64, salt: u64) -> [u8; SEG_HEADER as usize] {
+    let mut h = [0u8; SEG_HEADER as usize];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(SEG_HEADER as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&id.to_le_bytes());
+    h[24..32].copy_from_slice(&base.to_le_bytes());
+    h[32..40].copy_from_slice(&size.to_le_bytes());
+    h[40..48].copy_from_slice(&salt.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..48]);
+    h[48..52].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn xid_bytes(xid: &Xid) -> ([u8; 10], &[u8]) {
+    let mut head = [0u8; 10];
+    head[0..8].copy_from_slice(&xid.format_id().to_le_bytes());
+    head[8] = xid.gtrid().len() as u8;
+    head[9] = xid.bqual().len() as u8;
+    let n = xid.gtrid().len() + xid.bqual().len();
+    (head, &xid.data()[..n])
+}
+
+/// Decodes a record payload; `None` when it is malformed.
+fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
+    let tag = || p.get(0..8).map(|b| le_u64(b, 0));
+    let xid_at = |at: usize| -> Option<(Xid, usize)> {
+        let head = p.get(at..at + 10)?;
+        let (g, b) = (head[8] as usize, head[9] as usize);
+        let data = p.get(at + 10..at + 10 + g + b)?;
+        let xid = Xid::new(le_u64(head, 0) as i64, g as i64, b as i64, data).ok()?;
+        Some((xid, at + 10 + g + b))
+    };
+    let rec = match kind {
+        K_PUT => {
+            let kl = le_u32(p.get(8..12)?, 0) as usize;
+            let vl = le_u32(p.get(12..16)?, 0) as usize;
+            if p.len() != 16 + kl + vl {
+                return None;
+            }
+            Record::Put {
+                tag: tag()?,
+                key: &p[16..16 + kl],
+                value: &p[16 + kl..],
+            }
+        }
+        K_DELETE => {
+            let kl = le_u32(p.get(8..12)?, 0) as usize;
+            if p.len() != 12 + kl {
+                return None;
+            }
+            Record::Delete {
+                tag: tag()?,
+                key: &p[12..],
+            }
+        }
+        K_PREPARE => {
+            let (xid, end) = xid_at(8)?;
+            if end != p.len() {
+                return None;
+            }
+            Record::Prepare { tag: tag()?, xid }
+        }
+        K_COMMIT | K_ROLLBACK | K_FORGET => {
+            if p.len() != 8 {
+                return None;
+            }
+            let tag = tag()?;
+            match kind {
+                K_COMMIT => Record::Commit { tag },
+                K_ROLLBACK => Record::Rollback { tag },
+                _ => Record::Forget { tag },
+            }
+        }
+        K_HEURISTIC => {
+            let outcome = le_u32(p.get(8..12)?, 0) as i32;
+            let (xid, at) = xid_at(12)?;
+            let rl = le_u32(p.get(at..at + 4)?, 0) as usize;
+            if p.len() != at + 4 + rl {
+                return None;
+            }
+            Record::Heuristic {
+                tag: tag()?,
+                outcome,
+                xid,
+                reason: &p[at + 4..],
+            }
+        }
+        _ => return None,
+    };
+    Some(rec)
+}
+
+/// A header that passed the checks, with its payload length and total (padded) size.
+struct Header {
+    kind: u8,
+    len: usize,
+    total: u64,
+    vouch: Lsn,
+}
+
+/// Checks the record at `off` of `seg`: known kind, fits, CRC matches.
+fn probe(seg: &Seg, off: u64) -> Option<Header> {
+    let size = seg.file.size();
+    if off + REC_HEADER as u64 > size {
+        return None;
+    }
+    let mut h = Vec::with_capacity(REC_HEADER);
+    seg.file.read_into(off, REC_HEADER, &mut h).ok()?;
+    let kind = h[8];
+    if !(K_PUT..=K_SEGMENT_END).contains(&kind) || h[9..16].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let len = le_u32(&h, 4) as usize;
+    let total = ((REC_HEADER + len + 7) & !7) as u64;
+    if off + total > size {
+        return None;
+    }
+    let crc = seg
+        .file
+        .with_bytes(off + REC_HEADER as u64, len, |payload| {
+            let mut c = crc32fast::Hasher::new();
+            c.update(&seg.salt.to_le_bytes());
+            c.update(&h[4..REC_HEADER]);
+            c.update(payload);
+            c.finalize()
+        })
+        .ok()?;
+    if crc != le_u32(&h, 0) {
+        return None;
+    }
+    Some(Header {
+        kind,
+        len,
+        total,
+        vouch: le_u64(&h, 16),
+    })
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` and replays every valid record through `visit`, in
+    /// log order, before returning. A torn tail is cut; corruption is an error.
+    pub fn open(
+        dir: &Path,
+        segment_size: u64,
+        sync: SyncMode,
+        visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
+    ) -> Result<Log, LogError> {
+        let mut ids = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(io_err(format!("read {}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err("read directory"))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("log-") && name.ends_with(".tmp") {
+                std::fs::remove_file(entry.path()).map_err(io_err("remove stray segment"))?;
+            } else if let Some(hex) = name
+                .strip_prefix("log-")
+                .and_then(|n| n.strip_suffix(".seg"))
+            {
+                if let Ok(id) = u64::from_str_radix(hex, 16) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort_unstable();
+        let mut segs: Vec<Arc<Seg>> = Vec::with_capacity(ids.len());
+        for (i, &id) in ids.iter().enumerate() {
+            let seg = Log::open_segment(dir, id)?;
+            let corrupt = |what: String| LogError::Corrupt {
+                file: seg.file.path().to_path_buf(),
+                offset: 0,
+                what,
+            };
+            if i > 0 {
+                let prev = &segs[i - 1];
+                if id != prev.id + 1 {
+                    return Err(corrupt(format!("segment {} is missing", prev.id + 1)));
+                }
+                if seg.base != prev.base + prev.file.size() {
+                    return Err(corrupt(
+                        "base LSN does not follow the previous segment".into(),
+                    ));
+                }
+            }
+            segs.push(Arc::new(seg));
+        }
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            segment_size,
+            sync,
+            segs: RwLock::new(Vec::new()),
+            tail: Mutex::new(Tail {
+                seg: match segs.first() {
+                    Some(s) => s.clone(),
+                    None => Arc::new(Log::create_segment(dir, 1, 0, segment_size)?),
+                },
+                off: SEG_HEADER,
+            }),
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            syncing: Mutex::new(false),
+            synced: Condvar::new(),
+            failed: AtomicBool::new(false),
+            fail_reason: Mutex::new(String::new()),
+        };
+        if segs.is_empty() {
+            segs.push(log.tail.get_mut().expect("fresh mutex").seg.clone());
+        }
+        let (last, mut off) = Log::replay(&segs, visit)?;
+        segs.truncate(last + 1);
+        let mut seg = segs[last].clone();
+        if off == seg.file.size() {
+            let next = Log::create_segment(dir, seg.id + 1, seg.base + off, segment_size)?;
+            seg = Arc::new(next);
+            segs.push(seg.clone());
+            off = SEG_HEADER;
+        }
+        let end = seg.base + off;
+        // Everything replayed is synced now, so later records may vouch for it truthfully.
+        log.flush_segs(&segs, segs[0].base, end)
+            .map_err(io_err("sync log at open"))?;
+        *log.segs.get_mut().expect("fresh lock") = segs;
+        *log.tail.get_mut().expect("fresh mutex") = Tail { seg, off };
+        log.written = AtomicU64::new(end);
+        log.durable = AtomicU64::new(end);
+        Ok(log)
+    }
+
+    fn open_segment(dir: &Path, id: u64) -> Result<Seg, LogError> {
+        let path = seg_path(dir, id);
+        let file = Segment::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+        let corrupt = |what: &str| LogError::Corrupt {
+            file: path.clone(),
+            offset: 0,
+            what: what.to_string(),
+        };
+        let mut h = Vec::new();
+        file.read_into(0, SEG_HEADER as usize, &mut h)
+            .map_err(|_| corrupt("file shorter than a segment header"))?;
+        if &h[0..8] != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        if crc32fast::hash(&h[0..48]) != le_u32(&h, 48) {
+            return Err(corrupt("segment header checksum mismatch"));
+        }
+        if le_u32(&h, 8) != VERSION {
+            return Err(corrupt("unsupported format version"));
+        }
+        if le_u64(&h, 16) != id || le_u64(&h, 32) != file.size() {
+            return Err(corrupt("segment id or size does not match the file"));
+        }
+        Ok(Seg {
+            id,
+            base: le_u64(&h, 24),
+            salt: le_u64(&h, 40),
+            file,
+        })
+    }
+
+    fn create_segment(dir: &Path, id: u64, base: Lsn, size: u64) -> Result<Seg, LogError> {
+        let salt = new_salt(id);
+        let path = seg_path(dir, id);
+        let file = Segment::create(&path, size, &segment_header(id, base, size, salt))
+            .map_err(io_err(format!("create {}", path.display())))?;
+        Ok(Seg {
+            id,
+            base,
+            salt,
+            file,
+        })
+    }
+
+    /// Replays `segs`; returns the index of the tail segment and the append offset in it.
+    fn replay(
+        segs: &[Arc<Seg>],
+        visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
+    ) -> Result<(usize, u64), LogError> {
+        let mut i = 0;
+        let mut off = SEG_HEADER;
+        loop {
+            let seg = &segs[i];
+            let Some(h) = probe(seg, off) else {
+                Log::cut_tail(segs, i, off)?;
+                return Ok((i, off));
+            };
+            if h.kind == K_SEGMENT_END {
+                if i + 1 == segs.len() {
+                    // The next segment's creation was lost: the caller creates it again.
+                    return Ok((i, seg.file.size()));
+                }
+                i += 1;
+                off = SEG_HEADER;
+                continue;
+            }
+            let lsn = seg.base + off;
+            let corrupt = |what: String| LogError::Corrupt {
+                file: seg.file.path().to_path_buf(),
+                offset: off,
+                what,
+            };
+            seg.file
+                .with_bytes(off + REC_HEADER as u64, h.len, |payload| {
+                    let rec = decode(h.kind, payload).ok_or_else(|| {
+                        corrupt("record with a valid checksum does not decode".into())
+                    })?;
+                    visit(lsn, rec).map_err(corrupt)
+                })
+                .map_err(io_err("read segment"))??;
+            off += h.total;
+        }
+    }
+
+    /// Decides whether the invalid bytes at `segs[i]`+`off` are a torn tail (cut them) or
+    /// corruption of synced data (a later record vouches for them).
+    fn cut_tail(segs: &[Arc<Seg>], i: usize, off: u64) -> Result<(), LogError> {
+        let x = segs[i].base + off;
+        for (j, seg) in segs.iter().enumerate().skip(i) {
+            let mut pos = if j == i { off + 8 } else { SEG_HEADER };
+            while pos + REC_HEADER as u64 <= seg.file.size() {
+                if let Some(h) = probe(seg, pos) {
+                    if h.vouch > x {
+                        return Err(LogError::Corrupt {
+                            file: segs[i].file.path().to_path_buf(),
+                            offset: off,
+                            what: format!(
+                                "invalid record before synced data (a record at LSN {} vouches \
+                                 for LSN {})",
+                                seg.base + pos,
+                                h.vouch
+                            ),
+                        });
+                    }
+                }
+                pos += 8;
+            }
+        }
+        // A torn tail: zero it durably, then drop the segments after it.
+        let seg = &segs[i];
+        let size = seg.file.size();
+        let mut last = off;
+        let mut pos = size;
+        while pos > off {
+            let from = pos.saturating_sub(4096).max(off);
+            let nonzero = seg
+                .file
+                .with_bytes(from, (pos - from) as usize, |b| {
+                    b.iter().rposition(|&c| c != 0)
+                })
+                .map_err(io_err("read segment"))?;
+            if let Some(p) = nonzero {
+                last = from + p as u64 + 1;
+                break;
+            }
+            pos = from;
+        }
+        if last > off {
+            let len = (last - off) as usize;
+            seg.file.zero(off, len).map_err(io_err("zero torn tail"))?;
+            seg.file.msync(off, len).map_err(io_err("sync torn tail"))?;
+        }
+        for later in &segs[i + 1..] {
+            std::fs::remove_file(later.file.path()).map_err(io_err("remove torn segment"))?;
+        }
+        if i + 1 < segs.len() {
+            sync_dir(seg.file.path().parent().unwrap_or(Path::new(".")))
+                .map_err(io_err("sync directory"))?;
+        }
+        Ok(())
+    }
+
+    /// The LSN just past the last appended record.
+    pub fn written(&self) -> Lsn {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Whether an earlier sync failed (the log then refuses all work).
+    pub fn failed(&self) -> Option<String> {
+        if self.failed.load(Ordering::Acquire) {
+            Some(
+                self.fail_reason
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_default(),
+            )
+        } else {
+            None
+        }
+    }
+
+    fn fail(&self, why: String) {
+        if let Ok(mut r) = self.fail_reason.lock() {
+            if r.is_empty() {
+                *r = why;
+            }
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Appends a record (not yet durable: see [`Log::sync_to`]).
+    pub fn append(&self, rec: &Record<'_>) -> Result<Appended, LogError> {
+        let mut fixed = [0u8; 32];
+        let (kind, parts): (u8, [&[u8]; 4]) = match rec {
+            Record::Put { tag, key, value } => {
+                fixed[0..8].copy_from_slice(&tag.to_le_bytes());
+                fixed[8..12].copy_from_slice(&(key.len() as u32).to_le_bytes());
+                fixed[12..16].copy_from_slice(&(value.len() as u32).to_le_bytes());
+                (K_PUT, [&fixed[..16], key, value, &[]])
+            }
+            Record::Delete { tag, key } => {
+                fixed[0..8].copy_from_slice(&tag.to_le_bytes());
+                fixed[8..12].copy_from_slice(&(key.len() as u32).to_le_bytes());
+                (K_DELETE, [&fixed[..12], key, &[], &[]])
+            }
+            Record::Commit { tag } | Record::Rollback { tag } | Record::Forget { tag } => {
+                fixed[0..8].copy_from_slice(&tag.to_le_bytes());
+                let kind = match rec {
+                    Record::Commit { .. } => K_COMMIT,
+                    Record::Rollback { .. } => K_ROLLBACK,
+                    _ => K_FORGET,
+                };
+                (kind, [&fixed[..8], &[], &[], &[]])
+            }
+            Record::Prepare { tag, xid } => {
+                let (head, data) = xid_bytes(xid);
+                fixed[0..8].copy_from_slice(&tag.to_le_bytes());
+                fixed[8..18].copy_from_slice(&head);
+                (K_PREPARE, [&fixed[..18], data, &[], &[]])
+            }
+            Record::Heuristic { .. } => return self.append_heuristic(rec),
+        };
+        self.append_parts(kind, &parts)
+    }
+
+    fn append_heuristic(&self, rec: &Record<'_>) -> Result<Appended, LogError> {
+        let Record::Heuristic {
+            tag,
+            outcome,
+            xid,
+            reason,
+        } = rec
+        else {
+            unreachable!("only called for HEURISTIC");
+        };
+        let (head, data) = xid_bytes(xid);
+        let mut buf = Vec::with_capacity(26 + data.len() + reason.len());
+        buf.extend_from_slice(&tag.to_le_bytes());
+        buf.extend_from_slice(&outcome.to_le_bytes());
+        buf.extend_from_slice(&head);
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(&(reason.len() as u32).to_le_bytes());
+        buf.extend_from_slice(reason);
+        self.append_parts(K_HEURISTIC, &[&buf])
+    }
+
+    fn append_parts(&self, kind: u8, parts: &[&[u8]]) -> Result<Appended, LogError> {
+        if let Some(why) = self.failed() {
+            return Err(LogError::Failed(why));
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let total = ((REC_HEADER + len + 7) & !7) as u64;
+        // Room for this record and a SEGMENT_END marker after it.
+        if total + REC_HEADER as u64 + SEG_HEADER > self.segment_size || len > u32::MAX as usize {
+            return Err(LogError::TooBig(len));
+        }
+        let mut tail = self
+            .tail
+            .lock()
+            .map_err(|_| LogError::Failed("poisoned lock".into()))?;
+        if tail.off + total + REC_HEADER as u64 > tail.seg.file.size() {
+            self.roll(&mut tail)?;
+        }
+        let at = tail.off;
+        self.write_record(&tail.seg, at, kind, parts)?;
+        tail.off += total;
+        let lsn = tail.seg.base + at;
+        let end = tail.seg.base + tail.off;
+        self.written.store(end, Ordering::Release);
+        Ok(Appended { lsn, end })
+    }
+
+    fn write_record(&self, seg: &Seg, at: u64, kind: u8, parts: &[&[u8]]) -> Result<(), LogError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut h = [0u8; REC_HEADER];
+        h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+        h[8] = kind;
+        h[16..24].copy_from_slice(&self.durable.load(Ordering::Acquire).to_le_bytes());
+        let mut c = crc32fast::Hasher::new();
+        c.update(&seg.salt.to_le_bytes());
+        c.update(&h[4..]);
+        for p in parts {
+            c.update(p);
+        }
+        h[0..4].copy_from_slice(&c.finalize().to_le_bytes());
+        // Payload first, header last: a reader of the mapping never sees a valid header over
+        // missing payload bytes.
+        seg.file
+            .write(at + REC_HEADER as u64, parts)
+            .and_then(|()| seg.file.write(at, &[&h]))
+            .map_err(io_err("write record"))
+    }
+
+    /// Ends the tail segment and starts the next one.
+    fn roll(&self, tail: &mut Tail) -> Result<(), LogError> {
+        let cur = tail.seg.clone();
+        let next = Arc::new(Log::create_segment(
+            &self.dir,
+            cur.id + 1,
+            cur.base + cur.file.size(),
+            self.segment_size,
+        )?);
+        self.write_record(&cur, tail.off, K_SEGMENT_END, &[])?;
+        self.segs
+            .write()
+            .map_err(|_| LogError::Failed("poisoned lock".into()))?
+            .push(next.clone());
+        *tail = Tail {
+            seg: next,
+            off: SEG_HEADER,
+        };
+        Ok(())
+    }
+
+    /// Returns once everything up to `lsn` is on stable storage. Concurrent callers share one
+    /// sync: a single leader flushes for everyone waiting. A failed sync fails the log for good.
+    pub fn sync_to(&self, lsn: Lsn) -> Result<(), LogError> {
+        if self.sync == SyncMode::None {
+            return match self.failed() {
+                Some(why) => Err(LogError::Failed(why)),
+                None => Ok(()),
+            };
+        }
+        let lock_err = |_| LogError::Failed("poisoned lock".into());
+        let mut syncing = self.syncing.lock().map_err(lock_err)?;
+        loop {
+            if let Some(why) = self.failed() {
+                return Err(LogError::Failed(why));
+            }
+            if self.durable.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            if *syncing {
+                syncing = self.synced.wait(syncing).map_err(lock_err)?;
+                continue;
+            }
+            *syncing = true;
+            drop(syncing);
+            let from = self.durable.load(Ordering::Acquire);
+            let to = self.written();
+            let result = self.flush(from, to);
+            syncing = self.syncing.lock().map_err(lock_err)?;
+            *syncing = false;
+            match result {
+                Ok(()) => self.durable.store(to, Ordering::Release),
+                Err(e) => self.fail(format!("sync failed: {e}")),
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    fn flush(&self, from: Lsn, to: Lsn) -> io::Result<()> {
+        let segs: Vec<Arc<Seg>> = {
+            let all = self
+                .segs
+                .read()
+                .map_err(|_| io::Error::other("poisoned lock"))?;
+            all.iter()
+                .filter(|s| s.base < to && s.base + s.file.size() > from)
+                .cloned()
+                .collect()
+        };
+        self.flush_segs(&segs, from, to)
+    }
+
+    fn flush_segs(&self, segs: &[Arc<Seg>], from: Lsn, to: Lsn) -> io::Result<()> {
+        for s in segs
+            .iter()
+            .filter(|s| s.base < to && s.base + s.file.size() > from)
+        {
+            let lo = from.max(s.base) - s.base;
+            let hi = to.min(s.base + s.file.size()) - s.base;
+            match self.sync {
+                SyncMode::Fdatasync => s.file.fdatasync()?,
+                // `none` still syncs here: this runs only at open, to make vouches truthful.
+                SyncMode::Msync | SyncMode::None => s.file.msync(lo, (hi - lo) as usize)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `lsn` (below [`Log::written`]) into `out`.
+    pub fn read_into(&self, lsn: Lsn, len: usize, out: &mut Vec<u8>) -> Result<(), LogError> {
+        let seg = {
+            let segs = self
+                .segs
+                .read()
+                .map_err(|_| LogError::Failed("poisoned lock".into()))?;
+            let i = segs.partition_point(|s| s.base <= lsn);
+            match i.checked_sub(1).and_then(|i| segs.get(i)) {
+                Some(s) => s.clone(),
+                None => return Err(LogError::Failed(format!("LSN {lsn} is not in the log"))),
+            }
+        };
+        seg.file
+            .read_into(lsn - seg.base, len, out)
+            .map_err(io_err("read value"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

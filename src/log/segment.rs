@@ -1,0 +1,188 @@
+//! One log segment file: preallocated, memory-mapped, written through the mapping.
+//!
+//! Owns: the only `unsafe` outside `ffi` — the shared mapping, `posix_fallocate` and the
+//! store's `fcntl` lock. Invariants: a segment is reserved on disk (`posix_fallocate`) before
+//! it is mapped, so a full disk is an error code at creation and never a SIGBUS at write; bytes
+//! below the published end are never written again while readers may see them (callers write
+//! only above the log's tail and read only below it).
+#![allow(unsafe_code)]
+
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A mapped segment file.
+pub struct Segment {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    size: u64,
+}
+
+impl Segment {
+    /// Creates `path` atomically: a temporary file is reserved to `size` bytes, given `header`,
+    /// synced, then renamed into place and the directory synced.
+    pub fn create(path: &Path, size: u64, header: &[u8]) -> io::Result<Segment> {
+        let tmp = path.with_extension("tmp");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let reserved = reserve(&file, size).and_then(|()| {
+            file.write_all_at(header, 0)?;
+            file.sync_all()
+        });
+        if let Err(e) = reserved {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, path)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        Segment::map(path.to_path_buf(), file, size)
+    }
+
+    /// Opens and maps an existing segment file.
+    pub fn open(path: &Path) -> io::Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let size = file.metadata()?.len();
+        Segment::map(path.to_path_buf(), file, size)
+    }
+
+    fn map(path: PathBuf, file: File, size: u64) -> io::Result<Segment> {
+        let len = usize::try_from(size).map_err(|_| io::Error::other("segment too large"))?;
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        Ok(Segment {
+            path,
+            file,
+            map,
+            size,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn check(&self, off: u64, len: usize) -> io::Result<usize> {
+        match off.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(off as usize),
+            _ => Err(io::Error::other(format!(
+                "range {off}+{len} outside segment of {} bytes",
+                self.size
+            ))),
+        }
+    }
+
+    /// Copies `len` bytes at `off` into `out`. Callers read only bytes that are no longer
+    /// written (below the log's published end, or during the single-threaded open scan).
+    pub fn read_into(&self, off: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        let start = self.check(off, len)?;
+        // SAFETY: the range is inside the mapping (checked) and, by the caller's contract, not
+        // concurrently written.
+        let src = unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), len) };
+        out.extend_from_slice(src);
+        Ok(())
+    }
+
+    /// Runs `f` over `len` bytes at `off` without copying; same contract as [`read_into`].
+    ///
+    /// [`read_into`]: Segment::read_into
+    pub fn with_bytes<R>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+        let start = self.check(off, len)?;
+        // SAFETY: as in `read_into`; the slice does not outlive `f`.
+        let src = unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), len) };
+        Ok(f(src))
+    }
+
+    /// Writes `parts` back to back at `off`. Callers write only above the published end, under
+    /// the log's tail lock, so no reader or other writer sees these bytes meanwhile.
+    pub fn write(&self, off: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut at = self.check(off, total)?;
+        for part in parts {
+            // SAFETY: inside the mapping (checked above); exclusive by the caller's contract.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.map.as_mut_ptr().add(at),
+                    part.len(),
+                )
+            };
+            at += part.len();
+        }
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `off` with zeros (used to cut a torn tail at open).
+    pub fn zero(&self, off: u64, len: usize) -> io::Result<()> {
+        let start = self.check(off, len)?;
+        // SAFETY: inside the mapping; only called by the single-threaded open scan.
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(start), 0, len) };
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `off` durable with `msync(MS_SYNC)`.
+    pub fn msync(&self, off: u64, len: usize) -> io::Result<()> {
+        let start = self.check(off, len)?;
+        self.map.flush_range(start, len)
+    }
+
+    /// Makes the file's written data durable with `fdatasync`.
+    pub fn fdatasync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Reserves `size` bytes of disk for `file`, so later writes through the mapping cannot fail
+/// for lack of space.
+fn reserve(file: &File, size: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("size too large"))?;
+    // SAFETY: plain syscall on a valid descriptor.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Syncs a directory so that a create, rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Takes an exclusive `fcntl` write lock on `file` without waiting. POSIX record locks belong
+/// to the process, so a library copy loaded again after `dlclose` can take the lock its
+/// predecessor never released; other processes get `Err` naming the holder's pid.
+pub fn lock_exclusive(file: &File) -> io::Result<()> {
+    // SAFETY: zeroed `flock` is a valid value; fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: valid descriptor and a pointer to a live `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // SAFETY: as above; F_GETLK fills `fl` with the conflicting lock.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) } == 0
+        && fl.l_type != libc::F_UNLCK as libc::c_short
+    {
+        return Err(io::Error::new(
+            err.kind(),
+            format!("the store is in use by process {}", fl.l_pid),
+        ));
+    }
+    Err(err)
+}

@@ -1,0 +1,221 @@
+//! Which `rmid` names which open store in this process, and which threads have it open.
+//!
+//! Owns: the R0/R1 state of every (thread of control, rmid) pair (XA reference §5.1) and the
+//! life of open stores. Invariants: an rmid names at most one store and a store is open under
+//! at most one rmid per process (a TM sends the same XID to every RM, so two rmids over one
+//! store would collide); a store is open (recovered, locked against other processes) exactly
+//! while some thread has it open; a thread that got `XAER_RMFAIL` is back in R0 and reopens.
+//!
+//! Threads are numbered through a const-initialised thread-local with no destructor, so the
+//! library registers no thread-exit hook and can be unloaded with `dlclose`.
+
+use crate::config::{self, Config};
+use crate::log::lock_exclusive;
+use crate::rm::{DataError, Rm, Toc, XaError};
+use crate::status::{MMXA_EIO, MMXA_ENOTOPEN};
+use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL};
+use once_cell::sync::Lazy;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+struct Entry {
+    cfg: Config,
+    current: Arc<Rm>,
+    /// The threads in R1, each with the instance it opened (a failed instance is replaced,
+    /// and threads still on the old one get `XAER_RMFAIL`).
+    tocs: HashMap<Toc, Arc<Rm>>,
+    /// Holds the store's process lock while the entry exists.
+    _lock: File,
+}
+
+static REGISTRY: Lazy<RwLock<HashMap<i32, Entry>>> = Lazy::new(|| RwLock::new(HashMap::new()));
+static NEXT_TOC: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static TOC: Cell<Toc> = const { Cell::new(0) };
+}
+
+/// The calling thread's number.
+pub fn toc() -> Toc {
+    TOC.with(|t| {
+        if t.get() == 0 {
+            t.set(NEXT_TOC.fetch_add(1, Ordering::Relaxed));
+        }
+        t.get()
+    })
+}
+
+fn read() -> RwLockReadGuard<'static, HashMap<i32, Entry>> {
+    REGISTRY.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write() -> RwLockWriteGuard<'static, HashMap<i32, Entry>> {
+    REGISTRY.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn rmerr(msg: String) -> XaError {
+    XaError::new(XAER_RMERR, msg)
+}
+
+/// `xa_open` for the calling thread.
+pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
+    let mut cfg = config::parse(info).map_err(|e| XaError::new(XAER_INVAL, e))?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.dir)
+        .map_err(|e| rmerr(format!("cannot create {}: {e}", cfg.dir.display())))?;
+    cfg.dir = std::fs::canonicalize(&cfg.dir)
+        .map_err(|e| rmerr(format!("cannot resolve {}: {e}", cfg.dir.display())))?;
+    let toc = toc();
+    let mut reg = write();
+    if let Some(e) = reg.get_mut(&rmid) {
+        if e.cfg.dir != cfg.dir {
+            return Err(XaError::new(
+                XAER_INVAL,
+                format!(
+                    "rmid {rmid} already names the store {}",
+                    e.cfg.dir.display()
+                ),
+            ));
+        }
+        if e.cfg != cfg {
+            return Err(XaError::new(
+                XAER_INVAL,
+                format!(
+                    "the store {} is open with other settings",
+                    cfg.dir.display()
+                ),
+            ));
+        }
+        if e.tocs.get(&toc).is_some_and(|rm| rm.failed().is_none()) {
+            return Ok(());
+        }
+        if e.current.failed().is_some() {
+            e.current = Arc::new(Rm::open(cfg).map_err(rmerr)?);
+        }
+        e.tocs.insert(toc, e.current.clone());
+        return Ok(());
+    }
+    if let Some((other, _)) = reg.iter().find(|(_, e)| e.cfg.dir == cfg.dir) {
+        return Err(XaError::new(
+            XAER_INVAL,
+            format!(
+                "the store {} is already open under rmid {other} in this process",
+                cfg.dir.display()
+            ),
+        ));
+    }
+    let lock_path: PathBuf = cfg.dir.join("mmxa.lock");
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| rmerr(format!("cannot open {}: {e}", lock_path.display())))?;
+    lock_exclusive(&lock).map_err(|e| rmerr(format!("{}: {e}", cfg.dir.display())))?;
+    let rm = Arc::new(Rm::open(cfg.clone()).map_err(rmerr)?);
+    reg.insert(
+        rmid,
+        Entry {
+            cfg,
+            current: rm.clone(),
+            tocs: HashMap::from([(toc, rm)]),
+            _lock: lock,
+        },
+    );
+    Ok(())
+}
+
+/// `xa_close` for the calling thread: no effect in R0; refused while associated.
+pub fn close(rmid: i32) -> Result<(), XaError> {
+    let toc = toc();
+    let mut reg = write();
+    let Some(e) = reg.get_mut(&rmid) else {
+        return Ok(());
+    };
+    let Some(rm) = e.tocs.get(&toc) else {
+        return Ok(());
+    };
+    if rm.failed().is_none() {
+        rm.close_toc(toc)?;
+    }
+    e.tocs.remove(&toc);
+    if e.tocs.is_empty() {
+        reg.remove(&rmid);
+    }
+    Ok(())
+}
+
+/// Puts the calling thread back in R0 for `rmid` after `XAER_RMFAIL` from `rm`.
+fn drop_toc(rmid: i32, toc: Toc, rm: &Arc<Rm>) {
+    let mut reg = write();
+    if let Some(e) = reg.get_mut(&rmid) {
+        if e.tocs.get(&toc).is_some_and(|r| Arc::ptr_eq(r, rm)) {
+            e.tocs.remove(&toc);
+        }
+        if e.tocs.is_empty() {
+            reg.remove(&rmid);
+        }
+    }
+}
+
+fn lookup(rmid: i32, toc: Toc) -> Option<Arc<Rm>> {
+    read().get(&rmid).and_then(|e| e.tocs.get(&toc)).cloned()
+}
+
+/// Runs an XA call for `rmid` in the calling thread: `XAER_PROTO` when not open here,
+/// `XAER_RMFAIL` (and back to R0) when the store has failed.
+pub fn call(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<i32, XaError>) -> Result<i32, XaError> {
+    let toc = toc();
+    let Some(rm) = lookup(rmid, toc) else {
+        return Err(XaError::new(
+            XAER_PROTO,
+            format!("rmid {rmid} is not open in this thread (xa_open first)"),
+        ));
+    };
+    let result = match rm.failed() {
+        Some(why) => Err(XaError::new(XAER_RMFAIL, why)),
+        None => f(&rm, toc),
+    };
+    if matches!(&result, Err(e) if e.code == XAER_RMFAIL) {
+        drop_toc(rmid, toc, &rm);
+    }
+    result
+}
+
+/// Runs a data call for `rmid` in the calling thread: `MMXA_ENOTOPEN` when not open here,
+/// `MMXA_EIO` when the store has failed.
+pub fn data_call<T>(
+    rmid: i32,
+    f: impl FnOnce(&Rm, Toc) -> Result<T, DataError>,
+) -> Result<T, DataError> {
+    let toc = toc();
+    let Some(rm) = lookup(rmid, toc) else {
+        return Err(DataError::new(
+            MMXA_ENOTOPEN,
+            format!("rmid {rmid} is not open in this thread (xa_open first)"),
+        ));
+    };
+    if let Some(why) = rm.failed() {
+        return Err(DataError::new(MMXA_EIO, why));
+    }
+    f(&rm, toc)
+}
+
+/// After a panic inside an XA call: the instance the thread uses may be inconsistent, so it
+/// fails until reopened.
+pub fn fail_after_panic(rmid: i32) {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(rm) = lookup(rmid, toc()) {
+            rm.fail();
+        }
+    });
+}

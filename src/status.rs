@@ -1,0 +1,61 @@
+//! The `MMXA_*` result codes of the data API (`mmxa_put`, `mmxa_get`, `mmxa_delete`).
+//!
+//! Owns: their values and their one-line descriptions (`mmxa_strerror`). Invariants: `MMXA_OK`
+//! is 0, `MMXA_NOTFOUND` is the only positive code, every error is negative and distinct.
+//! cbindgen copies the constants into `include/mmxa.h`.
+
+use std::ffi::CStr;
+use std::os::raw::c_int;
+
+/// Success.
+pub const MMXA_OK: c_int = 0;
+/// `mmxa_get`/`mmxa_delete`: the key does not exist (not an error).
+pub const MMXA_NOTFOUND: c_int = 1;
+/// An argument is invalid (NULL pointer with a non-zero length, empty key, ...).
+pub const MMXA_EINVAL: c_int = -1;
+/// The key or value is larger than the documented maximum.
+pub const MMXA_ETOOBIG: c_int = -2;
+/// `mmxa_get`: the buffer is too small; `*value_len` holds the length needed.
+pub const MMXA_EBUFSIZE: c_int = -3;
+/// A lock wait timed out; the branch is now rollback-only (`XA_RBTIMEOUT`).
+pub const MMXA_ELOCKTIMEOUT: c_int = -4;
+/// A deadlock was detected; the branch is now rollback-only (`XA_RBDEADLOCK`).
+pub const MMXA_EDEADLOCK: c_int = -5;
+/// The branch is rollback-only (or was rolled back); only `xa_end` and `xa_rollback` remain.
+pub const MMXA_EROLLBACK: c_int = -6;
+/// An I/O error: the write failed, or a failed sync made the store unusable until reopened.
+pub const MMXA_EIO: c_int = -7;
+/// The `rmid` is not open in this thread (`xa_open` first).
+pub const MMXA_ENOTOPEN: c_int = -8;
+/// The call is not allowed in the thread's current state (for example while its association
+/// with a branch is suspended).
+pub const MMXA_EPROTO: c_int = -9;
+/// The log is full: the write could not reserve space (disk full).
+pub const MMXA_ENOSPC: c_int = -10;
+/// An internal error (a bug); the message tells more.
+pub const MMXA_EINTERNAL: c_int = -11;
+
+/// Largest key, in bytes.
+pub const MMXA_MAX_KEY: usize = 1024;
+/// Largest value, in bytes.
+pub const MMXA_MAX_VALUE: usize = 1024 * 1024;
+
+/// A static, human-readable description of a data-API code (NUL-terminated for C).
+pub fn describe(code: c_int) -> &'static CStr {
+    match code {
+        MMXA_OK => c"success",
+        MMXA_NOTFOUND => c"key not found",
+        MMXA_EINVAL => c"invalid argument",
+        MMXA_ETOOBIG => c"key or value too large",
+        MMXA_EBUFSIZE => c"buffer too small",
+        MMXA_ELOCKTIMEOUT => c"lock wait timed out; branch is rollback-only",
+        MMXA_EDEADLOCK => c"deadlock detected; branch is rollback-only",
+        MMXA_EROLLBACK => c"branch is rollback-only",
+        MMXA_EIO => c"I/O error; the store must be reopened",
+        MMXA_ENOTOPEN => c"rmid not open in this thread",
+        MMXA_EPROTO => c"call not allowed in the current association state",
+        MMXA_ENOSPC => c"no space left for the log",
+        MMXA_EINTERNAL => c"internal error",
+        _ => c"unknown mmxa code",
+    }
+}
