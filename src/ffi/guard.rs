@@ -36,7 +36,7 @@ pub fn clear_last_error() {
 pub fn last_error_ptr() -> *const c_char {
     LAST_ERROR
         .try_with(|cell| cell.as_ptr() as *const c_char)
-        .unwrap_or(b"\0".as_ptr() as *const c_char)
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Runs `f`, turning a panic into `on_panic` (and a message) instead of unwinding into C.

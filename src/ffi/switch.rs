@@ -98,9 +98,9 @@ unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, XaError> {
     let x = &*xid;
     let data: &[u8; XIDDATASIZE] = &*(&x.data as *const [c_char; XIDDATASIZE] as *const _);
     Xid::new(
-        x.formatID as i64,
-        x.gtrid_length as i64,
-        x.bqual_length as i64,
+        x.formatID,
+        x.gtrid_length,
+        x.bqual_length,
         data,
     )
     .map_err(|e| XaError::new(XAER_INVAL, format!("invalid XID: {e}")))

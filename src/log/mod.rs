@@ -371,42 +371,41 @@ struct Header {
     vouch: Lsn,
 }
 
-/// Checks the record at `off` of `seg`: known kind, fits, CRC matches.
-fn probe(seg: &Seg, off: u64) -> Option<Header> {
-    let size = seg.file.size();
-    if off + REC_HEADER as u64 > size {
-        return None;
-    }
-    let mut h = Vec::with_capacity(REC_HEADER);
-    seg.file.read_into(off, REC_HEADER, &mut h).ok()?;
+/// Checks the record at `off` of a segment's bytes `seg`: known kind, fits, CRC matches.
+fn probe(seg: &[u8], salt: u64, off: u64) -> Option<Header> {
+    let at = usize::try_from(off).ok()?;
+    let h = seg.get(at..at.checked_add(REC_HEADER)?)?;
     let kind = h[8];
     if !(K_PUT..=K_SEGMENT_END).contains(&kind) || h[9..16].iter().any(|&b| b != 0) {
         return None;
     }
-    let len = le_u32(&h, 4) as usize;
-    let total = ((REC_HEADER + len + 7) & !7) as u64;
-    if off + total > size {
+    let len = le_u32(h, 4) as usize;
+    let total = (REC_HEADER + len + 7) & !7;
+    let payload = seg.get(at + REC_HEADER..at + REC_HEADER + len)?;
+    if at + total > seg.len() {
         return None;
     }
-    let crc = seg
-        .file
-        .with_bytes(off + REC_HEADER as u64, len, |payload| {
-            let mut c = crc32fast::Hasher::new();
-            c.update(&seg.salt.to_le_bytes());
-            c.update(&h[4..REC_HEADER]);
-            c.update(payload);
-            c.finalize()
-        })
-        .ok()?;
-    if crc != le_u32(&h, 0) {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&salt.to_le_bytes());
+    c.update(&h[4..REC_HEADER]);
+    c.update(payload);
+    if c.finalize() != le_u32(h, 0) {
         return None;
     }
     Some(Header {
         kind,
         len,
-        total,
-        vouch: le_u64(&h, 16),
+        total: total as u64,
+        vouch: le_u64(h, 16),
     })
+}
+
+/// Runs `f` over all bytes of `seg`. Only for the single-threaded open scan, when nothing
+/// writes to the mapping.
+fn whole<R>(seg: &Seg, f: impl FnOnce(&[u8]) -> R) -> Result<R, LogError> {
+    seg.file
+        .with_bytes(0, seg.file.size() as usize, f)
+        .map_err(io_err("read segment"))
 }
 
 impl Log {
@@ -543,44 +542,45 @@ impl Log {
         })
     }
 
-    /// Replays `segs`; returns the index of the tail segment and the append offset in it.
+    /// Replays `segs`; returns the index of the tail segment and the append offset in it
+    /// (the segment's size when it ended with SEGMENT_END and no next segment exists).
     fn replay(
         segs: &[Arc<Seg>],
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<(usize, u64), LogError> {
-        let mut i = 0;
-        let mut off = SEG_HEADER;
-        loop {
-            let seg = &segs[i];
-            let Some(h) = probe(seg, off) else {
-                Log::cut_tail(segs, i, off)?;
-                return Ok((i, off));
-            };
-            if h.kind == K_SEGMENT_END {
-                if i + 1 == segs.len() {
-                    // The next segment's creation was lost: the caller creates it again.
-                    return Ok((i, seg.file.size()));
-                }
-                i += 1;
-                off = SEG_HEADER;
-                continue;
-            }
-            let lsn = seg.base + off;
-            let corrupt = |what: String| LogError::Corrupt {
-                file: seg.file.path().to_path_buf(),
-                offset: off,
-                what,
-            };
-            seg.file
-                .with_bytes(off + REC_HEADER as u64, h.len, |payload| {
-                    let rec = decode(h.kind, payload).ok_or_else(|| {
+        for (i, seg) in segs.iter().enumerate() {
+            let end = whole(seg, |bytes| -> Result<Option<u64>, LogError> {
+                let mut off = SEG_HEADER;
+                loop {
+                    let Some(h) = probe(bytes, seg.salt, off) else {
+                        return Ok(Some(off));
+                    };
+                    if h.kind == K_SEGMENT_END {
+                        return Ok(None);
+                    }
+                    let at = (off as usize) + REC_HEADER;
+                    let corrupt = |what: String| LogError::Corrupt {
+                        file: seg.file.path().to_path_buf(),
+                        offset: off,
+                        what,
+                    };
+                    let rec = decode(h.kind, &bytes[at..at + h.len]).ok_or_else(|| {
                         corrupt("record with a valid checksum does not decode".into())
                     })?;
-                    visit(lsn, rec).map_err(corrupt)
-                })
-                .map_err(io_err("read segment"))??;
-            off += h.total;
+                    visit(seg.base + off, rec).map_err(corrupt)?;
+                    off += h.total;
+                }
+            })??;
+            match end {
+                Some(off) => {
+                    Log::cut_tail(segs, i, off)?;
+                    return Ok((i, off));
+                }
+                None if i + 1 == segs.len() => return Ok((i, seg.file.size())),
+                None => {}
+            }
         }
+        Err(LogError::Failed("the log has no segment".into()))
     }
 
     /// Decides whether the invalid bytes at `segs[i]`+`off` are a torn tail (cut them) or
@@ -588,45 +588,38 @@ impl Log {
     fn cut_tail(segs: &[Arc<Seg>], i: usize, off: u64) -> Result<(), LogError> {
         let x = segs[i].base + off;
         for (j, seg) in segs.iter().enumerate().skip(i) {
-            let mut pos = if j == i { off + 8 } else { SEG_HEADER };
-            while pos + REC_HEADER as u64 <= seg.file.size() {
-                if let Some(h) = probe(seg, pos) {
-                    if h.vouch > x {
-                        return Err(LogError::Corrupt {
-                            file: segs[i].file.path().to_path_buf(),
-                            offset: off,
-                            what: format!(
-                                "invalid record before synced data (a record at LSN {} vouches \
-                                 for LSN {})",
-                                seg.base + pos,
-                                h.vouch
-                            ),
-                        });
-                    }
-                }
-                pos += 8;
+            let from = if j == i { off + 8 } else { SEG_HEADER };
+            let vouched = whole(seg, |bytes| {
+                (from..bytes.len() as u64)
+                    .step_by(8)
+                    .filter(|&pos| bytes.get(pos as usize + 8).is_some_and(|&k| k != 0))
+                    .find_map(|pos| {
+                        probe(bytes, seg.salt, pos)
+                            .filter(|h| h.vouch > x)
+                            .map(|h| (pos, h.vouch))
+                    })
+            })?;
+            if let Some((pos, vouch)) = vouched {
+                return Err(LogError::Corrupt {
+                    file: segs[i].file.path().to_path_buf(),
+                    offset: off,
+                    what: format!(
+                        "invalid record before synced data (the record at LSN {} vouches for \
+                         LSN {vouch})",
+                        seg.base + pos
+                    ),
+                });
             }
         }
         // A torn tail: zero it durably, then drop the segments after it.
         let seg = &segs[i];
-        let size = seg.file.size();
-        let mut last = off;
-        let mut pos = size;
-        while pos > off {
-            let from = pos.saturating_sub(4096).max(off);
-            let nonzero = seg
-                .file
-                .with_bytes(from, (pos - from) as usize, |b| {
-                    b.iter().rposition(|&c| c != 0)
-                })
-                .map_err(io_err("read segment"))?;
-            if let Some(p) = nonzero {
-                last = from + p as u64 + 1;
-                break;
-            }
-            pos = from;
-        }
-        if last > off {
+        let last = whole(seg, |bytes| {
+            bytes[off as usize..]
+                .iter()
+                .rposition(|&c| c != 0)
+                .map(|p| off + p as u64 + 1)
+        })?;
+        if let Some(last) = last {
             let len = (last - off) as usize;
             seg.file.zero(off, len).map_err(io_err("zero torn tail"))?;
             seg.file.msync(off, len).map_err(io_err("sync torn tail"))?;

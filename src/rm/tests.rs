@@ -5,7 +5,7 @@ use super::*;
 use crate::config::{Config, SyncMode};
 
 fn xid(n: u8) -> Xid {
-    Xid::from_parts(1, &[b'g', n], &[b'b']).unwrap()
+    Xid::from_parts(1, &[b'g', n], b"b").unwrap()
 }
 
 fn open(dir: &std::path::Path) -> Rm {
