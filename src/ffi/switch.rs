@@ -97,13 +97,8 @@ unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, XaError> {
     }
     let x = &*xid;
     let data: &[u8; XIDDATASIZE] = &*(&x.data as *const [c_char; XIDDATASIZE] as *const _);
-    Xid::new(
-        x.formatID,
-        x.gtrid_length,
-        x.bqual_length,
-        data,
-    )
-    .map_err(|e| XaError::new(XAER_INVAL, format!("invalid XID: {e}")))
+    Xid::new(x.formatID, x.gtrid_length, x.bqual_length, data)
+        .map_err(|e| XaError::new(XAER_INVAL, format!("invalid XID: {e}")))
 }
 
 unsafe extern "C" fn xa_open(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
