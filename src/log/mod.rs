@@ -400,6 +400,17 @@ fn probe(seg: &[u8], salt: u64, off: u64) -> Option<Header> {
     })
 }
 
+/// Whether the first `n` bytes of `b` (or all of `b`, if shorter) are zero; word-wise for speed.
+fn is_zero(b: &[u8], n: usize) -> bool {
+    let b = &b[..n.min(b.len())];
+    let words = b.chunks_exact(8);
+    let rest = words.remainder();
+    words.fold(0u64, |acc, w| {
+        acc | u64::from_ne_bytes(w.try_into().expect("8 bytes"))
+    }) == 0
+        && rest.iter().all(|&c| c == 0)
+}
+
 /// Runs `f` over all bytes of `seg`. Only for the single-threaded open scan, when nothing
 /// writes to the mapping.
 fn whole<R>(seg: &Seg, f: impl FnOnce(&[u8]) -> R) -> Result<R, LogError> {
@@ -443,6 +454,10 @@ impl Log {
                 offset: 0,
                 what,
             };
+            if i == 0 && seg.base != 0 {
+                // Nothing ever deletes the first segment: the log starts at LSN 0.
+                return Err(corrupt(format!("the segments before {id} are missing")));
+            }
             if i > 0 {
                 let prev = &segs[i - 1];
                 if id != prev.id + 1 {
@@ -515,8 +530,8 @@ impl Log {
         if crc32fast::hash(&h[0..48]) != le_u32(&h, 48) {
             return Err(corrupt("segment header checksum mismatch"));
         }
-        if le_u32(&h, 8) != VERSION {
-            return Err(corrupt("unsupported format version"));
+        if le_u32(&h, 8) != VERSION || le_u32(&h, 12) != SEG_HEADER as u32 {
+            return Err(corrupt("unsupported format version or header length"));
         }
         if le_u64(&h, 16) != id || le_u64(&h, 32) != file.size() {
             return Err(corrupt("segment id or size does not match the file"));
@@ -590,14 +605,23 @@ impl Log {
         for (j, seg) in segs.iter().enumerate().skip(i) {
             let from = if j == i { off + 8 } else { SEG_HEADER };
             let vouched = whole(seg, |bytes| {
-                (from..bytes.len() as u64)
-                    .step_by(8)
-                    .filter(|&pos| bytes.get(pos as usize + 8).is_some_and(|&k| k != 0))
-                    .find_map(|pos| {
-                        probe(bytes, seg.salt, pos)
-                            .filter(|h| h.vouch > x)
-                            .map(|h| (pos, h.vouch))
-                    })
+                let mut pos = from as usize;
+                while pos + REC_HEADER <= bytes.len() {
+                    // Skip zeroed space a page at a time: usually all that follows the tail.
+                    if pos % 4096 == 0 && is_zero(&bytes[pos..], 4096) {
+                        pos += 4096;
+                        continue;
+                    }
+                    if bytes[pos + 8] != 0 {
+                        if let Some(h) = probe(bytes, seg.salt, pos as u64) {
+                            if h.vouch > x {
+                                return Some((pos as u64, h.vouch));
+                            }
+                        }
+                    }
+                    pos += 8;
+                }
+                None
             })?;
             if let Some((pos, vouch)) = vouched {
                 return Err(LogError::Corrupt {
@@ -614,10 +638,19 @@ impl Log {
         // A torn tail: zero it durably, then drop the segments after it.
         let seg = &segs[i];
         let last = whole(seg, |bytes| {
-            bytes[off as usize..]
-                .iter()
-                .rposition(|&c| c != 0)
-                .map(|p| off + p as u64 + 1)
+            let tail = &bytes[off as usize..];
+            let mut end = tail.len();
+            while end > 0 {
+                let from = end.saturating_sub(4096);
+                if !is_zero(&tail[from..], end - from) {
+                    return tail[from..end]
+                        .iter()
+                        .rposition(|&c| c != 0)
+                        .map(|p| off + (from + p) as u64 + 1);
+                }
+                end = from;
+            }
+            None
         })?;
         if let Some(last) = last {
             let len = (last - off) as usize;
