@@ -828,6 +828,13 @@ impl Log {
                 None => Ok(()),
             };
         }
+        if lsn > self.written() {
+            // Nothing can ever make it durable: a caller bug, never a wait.
+            return Err(LogError::Io(
+                format!("sync to LSN {lsn} beyond the log's end {}", self.written()),
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ));
+        }
         let lock_err = |_| LogError::Failed("poisoned lock".into());
         let mut syncing = self.syncing.lock().map_err(lock_err)?;
         loop {

@@ -1,1 +1,2242 @@
+//! Tests of the log: the on-disk format round trip, segment roll, torn tails versus corruption
+//! (decided by the vouch field), crafted records, group commit and a model-based proptest.
+//!
+//! Damage is done with plain file I/O on the segment files after the `Log` is dropped, the way
+//! a crash or a bad disk would leave them. Most of the recovery tests are tables: each case names
+//! the damage and the expected outcome.
 
+use super::*;
+use crate::config::SyncMode;
+use crate::xa::{XA_HEURCOM, XA_HEURHAZ, XA_HEURMIX, XA_HEURRB};
+use crate::xid::Xid;
+use proptest::prelude::*;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+/// Segment size of most tests: small, so that a few records roll the log.
+const SEG: u64 = 64 << 10;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// An owned copy of a [`Record`], so replayed records can be kept and compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rec {
+    Put {
+        tag: u64,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        tag: u64,
+        key: Vec<u8>,
+    },
+    Prepare {
+        tag: u64,
+        xid: Xid,
+    },
+    Commit {
+        tag: u64,
+    },
+    Rollback {
+        tag: u64,
+    },
+    Heuristic {
+        tag: u64,
+        outcome: i32,
+        xid: Xid,
+        reason: Vec<u8>,
+    },
+    Forget {
+        tag: u64,
+    },
+}
+
+impl Rec {
+    fn as_record(&self) -> Record<'_> {
+        match self {
+            Rec::Put { tag, key, value } => Record::Put {
+                tag: *tag,
+                key,
+                value,
+            },
+            Rec::Delete { tag, key } => Record::Delete { tag: *tag, key },
+            Rec::Prepare { tag, xid } => Record::Prepare {
+                tag: *tag,
+                xid: *xid,
+            },
+            Rec::Commit { tag } => Record::Commit { tag: *tag },
+            Rec::Rollback { tag } => Record::Rollback { tag: *tag },
+            Rec::Heuristic {
+                tag,
+                outcome,
+                xid,
+                reason,
+            } => Record::Heuristic {
+                tag: *tag,
+                outcome: *outcome,
+                xid: *xid,
+                reason,
+            },
+            Rec::Forget { tag } => Record::Forget { tag: *tag },
+        }
+    }
+
+    fn of(r: &Record<'_>) -> Rec {
+        match *r {
+            Record::Put { tag, key, value } => Rec::Put {
+                tag,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+            Record::Delete { tag, key } => Rec::Delete {
+                tag,
+                key: key.to_vec(),
+            },
+            Record::Prepare { tag, xid } => Rec::Prepare { tag, xid },
+            Record::Commit { tag } => Rec::Commit { tag },
+            Record::Rollback { tag } => Rec::Rollback { tag },
+            Record::Heuristic {
+                tag,
+                outcome,
+                xid,
+                reason,
+            } => Rec::Heuristic {
+                tag,
+                outcome,
+                xid,
+                reason: reason.to_vec(),
+            },
+            Record::Forget { tag } => Rec::Forget { tag },
+        }
+    }
+
+    /// Payload length as the format defines it.
+    fn payload_len(&self) -> usize {
+        let xid_len = |x: &Xid| 10 + x.gtrid().len() + x.bqual().len();
+        match self {
+            Rec::Put { key, value, .. } => 16 + key.len() + value.len(),
+            Rec::Delete { key, .. } => 12 + key.len(),
+            Rec::Prepare { xid, .. } => 8 + xid_len(xid),
+            Rec::Commit { .. } | Rec::Rollback { .. } | Rec::Forget { .. } => 8,
+            Rec::Heuristic { xid, reason, .. } => 12 + xid_len(xid) + 4 + reason.len(),
+        }
+    }
+
+    /// Bytes the record takes in the log: header, payload, padding to 8.
+    fn total(&self) -> u64 {
+        ((REC_HEADER + self.payload_len() + 7) & !7) as u64
+    }
+}
+
+type Replayed = Vec<(Lsn, Rec)>;
+
+/// Opens the log in `dir`, collecting every replayed record.
+fn open_log(dir: &Path, size: u64, sync: SyncMode) -> Result<(Log, Replayed), LogError> {
+    let mut seen = Vec::new();
+    let log = Log::open(dir, size, sync, &mut |lsn, rec| {
+        seen.push((lsn, Rec::of(&rec)));
+        Ok(())
+    })?;
+    Ok((log, seen))
+}
+
+/// Opens the log with the default test settings; panics on failure.
+fn reopen(dir: &Path) -> (Log, Replayed) {
+    reopen_with(dir, SEG, SyncMode::Msync)
+}
+
+fn reopen_with(dir: &Path, size: u64, sync: SyncMode) -> (Log, Replayed) {
+    open_log(dir, size, sync).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+}
+
+/// Unwraps a `LogError::Corrupt` from an open, panicking on anything else.
+fn expect_corrupt(r: Result<(Log, Replayed), LogError>) -> (PathBuf, u64, String) {
+    match r {
+        Err(LogError::Corrupt { file, offset, what }) => (file, offset, what),
+        Err(e) => panic!("expected LogError::Corrupt, got {e}"),
+        Ok((_, seen)) => panic!(
+            "expected LogError::Corrupt, but open succeeded and replayed {} records",
+            seen.len()
+        ),
+    }
+}
+
+/// Ids of the `log-*.seg` files in `dir`, sorted.
+fn seg_ids(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter_map(|n| {
+            n.strip_prefix("log-")
+                .and_then(|n| n.strip_suffix(".seg"))
+                .map(|h| u64::from_str_radix(h, 16).expect("hex id"))
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Names of every file in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn file_bytes(path: &Path, off: u64, len: usize) -> Vec<u8> {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut b = vec![0u8; len];
+    f.read_exact_at(&mut b, off)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    b
+}
+
+fn put_bytes(path: &Path, off: u64, bytes: &[u8]) {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.write_all_at(bytes, off)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn flip_byte(path: &Path, off: u64) {
+    let b = file_bytes(path, off, 1)[0];
+    put_bytes(path, off, &[b ^ 0xff]);
+}
+
+fn zero_bytes(path: &Path, off: u64, len: usize) {
+    put_bytes(path, off, &vec![0u8; len]);
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("metadata").len()
+}
+
+/// The file and offset of `lsn`, for a log whose segments are all `SEG` bytes.
+fn where_is(dir: &Path, lsn: Lsn) -> (PathBuf, u64) {
+    (seg_path(dir, lsn / SEG + 1), lsn % SEG)
+}
+
+/// The salt in a segment file's header.
+fn salt_of(path: &Path) -> u64 {
+    le_u64(&file_bytes(path, 40, 8), 0)
+}
+
+/// A temporary directory on tmpfs when there is one: the tests that open a log hundreds of
+/// times would otherwise spend their time in `msync`, whose durability they do not test.
+fn fast_tempdir() -> TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = TempDir::new_in(shm) {
+            return d;
+        }
+    }
+    TempDir::new().expect("tempdir")
+}
+
+/// Copies every file of `from` into a fresh temporary directory.
+fn copy_dir(from: &Path) -> TempDir {
+    let to = fast_tempdir();
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.path().join(e.file_name())).expect("copy");
+    }
+    to
+}
+
+/// Deterministic, never-zero filler bytes (so zeroing any suffix changes them).
+fn pattern(seed: usize, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|j| ((j * 31 + seed * 7) % 251) as u8 + 1)
+        .collect()
+}
+
+fn key8(i: usize) -> Vec<u8> {
+    format!("key{:05}", i % 100_000).into_bytes()
+}
+
+fn xid(format_id: i64, gtrid: &[u8], bqual: &[u8]) -> Xid {
+    Xid::from_parts(format_id, gtrid, bqual).expect("valid xid")
+}
+
+/// The record a script letter stands for; `i` makes it unique.
+///
+/// | letter | record | total size |
+/// |---|---|---|
+/// | `s` | COMMIT | 32 |
+/// | `r` | ROLLBACK | 32 |
+/// | `f` | FORGET | 32 |
+/// | `p` | PUT, 3-byte key, 2-byte value (3 padding bytes) | 48 |
+/// | `d` | DELETE, 8-byte key (4 padding bytes) | 48 |
+/// | `v` | PUT, 8-byte key, 16-byte value (no padding) | 64 |
+/// | `x` | PREPARE, 3+3 byte XID (no padding) | 48 |
+/// | `h` | HEURISTIC, 2+2 byte XID, 2-byte reason (no padding) | 56 |
+/// | `b` | PUT, 8-byte key, 3000-byte value (no padding) | 3048 |
+fn script_rec(c: char, i: usize) -> Rec {
+    let tag = i as u64 + 1;
+    match c {
+        's' => Rec::Commit { tag },
+        'r' => Rec::Rollback { tag },
+        'f' => Rec::Forget { tag },
+        'p' => Rec::Put {
+            tag,
+            key: b"abc".to_vec(),
+            value: vec![b'0' + (i % 10) as u8, b'!'],
+        },
+        'd' => Rec::Delete { tag, key: key8(i) },
+        'v' => Rec::Put {
+            tag,
+            key: key8(i),
+            value: pattern(i, 16),
+        },
+        'x' => Rec::Prepare {
+            tag,
+            xid: xid(i as i64, &pattern(i, 3), &pattern(i + 1, 3)),
+        },
+        'h' => Rec::Heuristic {
+            tag,
+            outcome: XA_HEURCOM,
+            xid: xid(-(i as i64) - 2, &pattern(i, 2), &pattern(i + 1, 2)),
+            reason: pattern(i + 2, 2),
+        },
+        'b' => Rec::Put {
+            tag,
+            key: key8(i),
+            value: pattern(i, 3000),
+        },
+        _ => panic!("unknown script letter {c:?}"),
+    }
+}
+
+/// Runs a script on `log`: a letter appends a record (see [`script_rec`]), `S` syncs everything
+/// written so far, spaces are ignored. Records are numbered from `first`.
+fn run_script(log: &Log, script: &str, first: usize) -> Vec<(Appended, Rec)> {
+    let mut out = Vec::new();
+    for c in script.chars() {
+        match c {
+            ' ' => {}
+            'S' => log.sync_to(log.written()).expect("sync"),
+            _ => {
+                let rec = script_rec(c, first + out.len());
+                let a = log.append(&rec.as_record()).expect("append");
+                assert_eq!(a.end - a.lsn, rec.total(), "size of {rec:?}");
+                out.push((a, rec));
+            }
+        }
+    }
+    out
+}
+
+/// Builds a fresh log in `dir` from a script and closes it. Besides [`run_script`]'s letters,
+/// `R` closes and reopens the log (which syncs everything replayed).
+fn build(dir: &Path, sync: SyncMode, script: &str) -> Vec<(Appended, Rec)> {
+    let mut built = Vec::new();
+    for (i, part) in script.split('R').enumerate() {
+        let (log, seen) = reopen_with(dir, SEG, sync);
+        if i == 0 {
+            assert!(seen.is_empty(), "build wants an empty directory");
+        } else {
+            assert_replay(&seen, &replayed(&built), "reopen in build");
+        }
+        built.extend(run_script(&log, part, built.len()));
+    }
+    built
+}
+
+fn replayed(built: &[(Appended, Rec)]) -> Replayed {
+    built.iter().map(|(a, r)| (a.lsn, r.clone())).collect()
+}
+
+/// Asserts the two replays are equal, with a readable message on failure.
+fn assert_replay(got: &[(Lsn, Rec)], want: &[(Lsn, Rec)], ctx: &str) {
+    if got != want {
+        let first_diff = got
+            .iter()
+            .zip(want.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{ctx}: replayed {} records, expected {}; first difference at index {first_diff}: \
+             got {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            got.get(first_diff).map(|(l, _)| l),
+            want.get(first_diff).map(|(l, _)| l),
+        );
+    }
+}
+
+/// The position of the SEGMENT_END record that closes segment `id`, given every record built.
+fn segment_end_of(built: &[(Appended, Rec)], id: u64) -> Lsn {
+    built
+        .iter()
+        .filter(|(a, _)| a.lsn / SEG + 1 == id)
+        .map(|(a, _)| a.end)
+        .max()
+        .expect("segment has records")
+}
+
+/// A record with a valid CRC over `salt`, exactly as `write_record` lays it out.
+fn craft_record(salt: u64, kind: u8, payload: &[u8], vouch: Lsn, reserved: u8) -> Vec<u8> {
+    let mut h = [0u8; REC_HEADER];
+    h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[8] = kind;
+    h[12] = reserved;
+    h[16..24].copy_from_slice(&vouch.to_le_bytes());
+    let mut c = crc32fast::Hasher::new();
+    c.update(&salt.to_le_bytes());
+    c.update(&h[4..REC_HEADER]);
+    c.update(payload);
+    h[0..4].copy_from_slice(&c.finalize().to_le_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(payload);
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+    out
+}
+
+/// An XID as a payload encodes it, with the lengths given verbatim (so they may be invalid).
+fn xid_payload(format_id: i64, glen: u8, blen: u8, data: &[u8]) -> Vec<u8> {
+    let mut p = format_id.to_le_bytes().to_vec();
+    p.push(glen);
+    p.push(blen);
+    p.extend_from_slice(data);
+    p
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// Asserts that `dir` holds a well-formed segment `id` with the given base and size.
+fn assert_segment_header(dir: &Path, id: u64, base: Lsn, size: u64) {
+    let path = seg_path(dir, id);
+    let h = file_bytes(&path, 0, SEG_HEADER as usize);
+    assert_eq!(&h[0..8], MAGIC, "{}", path.display());
+    assert_eq!(le_u32(&h, 8), 1, "version");
+    assert_eq!(le_u32(&h, 12), 64, "header length");
+    assert_eq!(le_u64(&h, 16), id, "id");
+    assert_eq!(le_u64(&h, 24), base, "base");
+    assert_eq!(le_u64(&h, 32), size, "size");
+    assert_eq!(le_u32(&h, 48), crc32fast::hash(&h[0..48]), "header crc");
+    assert!(h[52..64].iter().all(|&b| b == 0), "reserved header bytes");
+    assert_eq!(file_len(&path), size, "file length");
+}
+
+/// Runs every case of a table, even after one fails, then fails naming every failed case (each
+/// failure's own message is printed by the panic hook).
+fn table<C>(cases: Vec<C>, name: impl Fn(&C) -> String, run: impl Fn(C)) {
+    let total = cases.len();
+    let mut failed = Vec::new();
+    for case in cases {
+        let n = name(&case);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(case))).is_err() {
+            failed.push(n);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {total} cases failed: {failed:#?}",
+        failed.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Round trip
+// ---------------------------------------------------------------------------------------------
+
+fn every_kind() -> Vec<Rec> {
+    let max_g: Vec<u8> = (0..64).map(|i| i as u8).collect();
+    let max_b: Vec<u8> = (0..64).map(|i| 200 - i as u8).collect();
+    vec![
+        Rec::Put {
+            tag: 0,
+            key: b"k".to_vec(),
+            value: Vec::new(),
+        },
+        Rec::Put {
+            tag: 1,
+            key: Vec::new(),
+            value: b"value with an empty key".to_vec(),
+        },
+        Rec::Put {
+            tag: 2,
+            key: b"big".to_vec(),
+            value: pattern(9, 1 << 20),
+        },
+        Rec::Put {
+            tag: u64::MAX,
+            key: pattern(3, 255),
+            value: pattern(4, 7),
+        },
+        Rec::Delete {
+            tag: 0,
+            key: b"k".to_vec(),
+        },
+        Rec::Delete {
+            tag: 3,
+            key: Vec::new(),
+        },
+        Rec::Prepare {
+            tag: 4,
+            xid: xid(0, b"g", b"b"),
+        },
+        Rec::Prepare {
+            tag: 5,
+            xid: xid(-2, &max_g, &max_b),
+        },
+        Rec::Prepare {
+            tag: 6,
+            xid: xid(i64::MIN, &max_g, b"q"),
+        },
+        Rec::Prepare {
+            tag: 7,
+            xid: xid(i64::MAX, b"gtrid", &max_b),
+        },
+        Rec::Prepare {
+            tag: 8,
+            xid: xid(0x1234_5678_9abc_def0, &[0; 13], &[0xff; 27]),
+        },
+        Rec::Commit { tag: 4 },
+        Rec::Commit { tag: 0 },
+        Rec::Rollback { tag: 6 },
+        Rec::Heuristic {
+            tag: 5,
+            outcome: XA_HEURCOM,
+            xid: xid(-2, &max_g, &max_b),
+            reason: b"operator forced commit".to_vec(),
+        },
+        Rec::Heuristic {
+            tag: 7,
+            outcome: XA_HEURRB,
+            xid: xid(i64::MAX, b"gtrid", &max_b),
+            reason: Vec::new(),
+        },
+        Rec::Heuristic {
+            tag: 8,
+            outcome: XA_HEURMIX,
+            xid: xid(1, b"a", b"b"),
+            reason: pattern(1, 1000),
+        },
+        Rec::Heuristic {
+            tag: 9,
+            outcome: XA_HEURHAZ,
+            xid: xid(-7, b"hazard", b"x"),
+            reason: b"?".to_vec(),
+        },
+        Rec::Forget { tag: 5 },
+        Rec::Forget { tag: u64::MAX },
+    ]
+}
+
+fn check_put_values(log: &Log, recs: &[(Lsn, Rec)], ctx: &str) {
+    for (lsn, rec) in recs {
+        if let Rec::Put { key, value, .. } = rec {
+            let mut out = b"prefix".to_vec();
+            log.read_into(lsn + put_value_offset(key.len()), value.len(), &mut out)
+                .unwrap_or_else(|e| panic!("{ctx}: read_into at {lsn}: {e}"));
+            assert_eq!(&out[..6], b"prefix", "{ctx}: read_into appends");
+            assert!(out[6..] == value[..], "{ctx}: value of the PUT at {lsn}");
+        }
+    }
+}
+
+#[test]
+fn round_trip_every_kind() {
+    // The 1 MiB value needs a bigger segment than the other tests use.
+    const SIZE: u64 = 4 << 20;
+    for sync in [SyncMode::Msync, SyncMode::Fdatasync, SyncMode::None] {
+        let ctx = format!("sync={sync:?}");
+        let dir = TempDir::new().unwrap();
+        let recs = every_kind();
+        let mut want = Vec::new();
+        {
+            let (log, seen) = reopen_with(dir.path(), SIZE, sync);
+            assert!(seen.is_empty());
+            assert_eq!(
+                log.written(),
+                SEG_HEADER,
+                "{ctx}: a new log starts after the header"
+            );
+            assert!(log.failed().is_none());
+            let mut expect_lsn = log.written();
+            for rec in &recs {
+                let a = log.append(&rec.as_record()).expect("append");
+                assert_eq!(a.lsn, expect_lsn, "{ctx}: records are contiguous");
+                assert_eq!(a.lsn % 8, 0, "{ctx}: records are 8-byte aligned");
+                assert_eq!(a.end - a.lsn, rec.total(), "{ctx}: size of {rec:?}");
+                assert_eq!(log.written(), a.end);
+                expect_lsn = a.end;
+                want.push((a.lsn, rec.clone()));
+            }
+            log.sync_to(log.written()).expect("sync");
+            assert!(log.durable.load(Ordering::Acquire) >= log.written() || sync == SyncMode::None);
+            // Values are readable before the log is closed, too.
+            check_put_values(&log, &want, &ctx);
+        }
+        let (log, seen) = reopen_with(dir.path(), SIZE, sync);
+        assert_replay(&seen, &want, &ctx);
+        assert_eq!(
+            log.written(),
+            want.last().map(|(l, r)| l + r.total()).unwrap()
+        );
+        check_put_values(&log, &seen, &ctx);
+        assert_eq!(
+            seg_ids(dir.path()),
+            vec![1],
+            "{ctx}: everything fits in segment 1"
+        );
+        assert_segment_header(dir.path(), 1, 0, SIZE);
+        drop(log);
+        // Opening again without changes replays the same and changes nothing.
+        let (log2, seen2) = reopen_with(dir.path(), SIZE, sync);
+        assert_replay(&seen2, &want, &ctx);
+        assert_eq!(
+            log2.written(),
+            want.last().map(|(l, r)| l + r.total()).unwrap()
+        );
+        assert_eq!(seg_ids(dir.path()), vec![1]);
+    }
+}
+
+#[test]
+fn unsynced_appends_survive_a_clean_close() {
+    // Without a crash, bytes written through the mapping are in the page cache: a reopen sees
+    // them even though no sync covered them.
+    let dir = TempDir::new().unwrap();
+    let built = build(dir.path(), SyncMode::Msync, "svxhpdrf");
+    let (_, seen) = reopen(dir.path());
+    assert_replay(&seen, &replayed(&built), "unsynced");
+}
+
+#[test]
+fn appends_continue_after_reopen() {
+    let dir = TempDir::new().unwrap();
+    let mut built = build(dir.path(), SyncMode::Msync, "svS");
+    for round in 0..3 {
+        let (log, seen) = reopen(dir.path());
+        assert_replay(&seen, &replayed(&built), &format!("round {round}"));
+        assert_eq!(log.written(), built.last().unwrap().0.end);
+        let more = run_script(&log, "xpS", built.len());
+        assert_eq!(
+            more[0].0.lsn,
+            built.last().unwrap().0.end,
+            "appends resume at the end"
+        );
+        built.extend(more);
+    }
+    let (_, seen) = reopen(dir.path());
+    assert_replay(&seen, &replayed(&built), "final");
+}
+
+#[test]
+fn visitor_error_is_reported_at_the_record() {
+    let dir = TempDir::new().unwrap();
+    let built = build(dir.path(), SyncMode::Msync, "sssS");
+    let bad = built[1].0.lsn;
+    let mut calls = 0;
+    let r = Log::open(dir.path(), SEG, SyncMode::Msync, &mut |lsn, _| {
+        calls += 1;
+        if lsn == bad {
+            Err("rejected by the visitor".into())
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        Err(LogError::Corrupt { file, offset, what }) => {
+            assert_eq!(file, seg_path(dir.path(), 1));
+            assert_eq!(offset, bad);
+            assert!(what.contains("rejected by the visitor"), "{what}");
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("expected Corrupt, open succeeded"),
+    }
+    assert_eq!(calls, 2, "replay stops at the rejected record");
+}
+
+#[test]
+fn open_of_a_missing_directory_is_an_io_error() {
+    let dir = TempDir::new().unwrap();
+    match open_log(&dir.path().join("nope"), SEG, SyncMode::Msync) {
+        Err(LogError::Io(..)) => {}
+        Err(e) => panic!("expected Io, got {e}"),
+        Ok(_) => panic!("expected Io, open succeeded"),
+    }
+}
+
+#[test]
+fn sync_to_a_durable_lsn_returns_at_once() {
+    let dir = TempDir::new().unwrap();
+    let (log, _) = reopen(dir.path());
+    log.sync_to(0).expect("nothing to do");
+    log.sync_to(log.written())
+        .expect("open made everything durable");
+    let a = log.append(&Record::Commit { tag: 1 }).unwrap();
+    log.sync_to(a.end).unwrap();
+    assert!(log.durable.load(Ordering::Acquire) >= a.end);
+    log.sync_to(a.lsn).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Segment roll
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn segment_roll_spans_several_segments() {
+    let dir = TempDir::new().unwrap();
+    let script: String = (0..100)
+        .map(|i| if i % 10 == 9 { "bS" } else { "b" })
+        .collect();
+    let built = build(dir.path(), SyncMode::Msync, &script);
+    let ids = seg_ids(dir.path());
+    let last = built.last().unwrap().0.lsn / SEG + 1;
+    assert!(last >= 4, "100 x 3 KiB span at least 4 segments of 64 KiB");
+    assert_eq!(
+        ids,
+        (1..=last).collect::<Vec<_>>(),
+        "consecutive segment files"
+    );
+    for &id in &ids {
+        assert_segment_header(dir.path(), id, (id - 1) * SEG, SEG);
+    }
+    // Each record lies inside one segment, after its header, leaving room for SEGMENT_END.
+    for w in built.windows(2) {
+        let (a, b) = (w[0].0, w[1].0);
+        assert!(a.lsn % SEG >= SEG_HEADER);
+        assert!(
+            a.end % SEG + REC_HEADER as u64 <= SEG,
+            "room for SEGMENT_END"
+        );
+        if a.lsn / SEG == b.lsn / SEG {
+            assert_eq!(b.lsn, a.end);
+        } else {
+            // A roll: the next record opens the next segment.
+            assert_eq!(b.lsn, (a.lsn / SEG + 1) * SEG + SEG_HEADER);
+            // The SEGMENT_END marker is where the segment's last record ended.
+            let (path, off) = where_is(dir.path(), a.end);
+            let h = file_bytes(&path, off, REC_HEADER);
+            assert_eq!(h[8], K_SEGMENT_END, "SEGMENT_END at {}", a.end);
+            assert_eq!(le_u32(&h, 4), 0, "SEGMENT_END is empty");
+        }
+    }
+    let (log, seen) = reopen(dir.path());
+    assert_replay(&seen, &replayed(&built), "after roll");
+    check_put_values(&log, &seen, "after roll");
+    assert_eq!(seg_ids(dir.path()), ids, "reopen creates no segment");
+    // Appending after the reopen continues in the last segment and rolls on.
+    let more = run_script(&log, &"b".repeat(30), built.len());
+    drop(log);
+    let mut all = replayed(&built);
+    all.extend(replayed(&more));
+    let (_, seen) = reopen(dir.path());
+    assert_replay(&seen, &all, "after more rolls");
+    let ids = seg_ids(dir.path());
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn too_big_record_is_refused_and_nothing_is_written() {
+    let dir = TempDir::new().unwrap();
+    let built = build(dir.path(), SyncMode::Msync, "svS");
+    let (log, _) = reopen(dir.path());
+    let before = log.written();
+    // The largest PUT with a 1-byte key: total + SEGMENT_END + segment header == SEG.
+    let max_value = (SEG - SEG_HEADER - REC_HEADER as u64) as usize - REC_HEADER - 16 - 1;
+    let whole = vec![7u8; SEG as usize];
+    let too_big_value = &whole[..max_value + 1];
+    let cases: Vec<(&str, Record<'_>, usize)> = vec![
+        (
+            "PUT one byte over",
+            Record::Put {
+                tag: 1,
+                key: b"k",
+                value: too_big_value,
+            },
+            16 + 1 + max_value + 1,
+        ),
+        (
+            "PUT of a whole segment",
+            Record::Put {
+                tag: 1,
+                key: b"k",
+                value: &whole[..SEG as usize - 17],
+            },
+            SEG as usize,
+        ),
+        (
+            "DELETE with a huge key",
+            Record::Delete {
+                tag: 1,
+                key: &whole,
+            },
+            12 + whole.len(),
+        ),
+        (
+            "HEURISTIC with a huge reason",
+            Record::Heuristic {
+                tag: 1,
+                outcome: XA_HEURHAZ,
+                xid: xid(1, b"g", b"b"),
+                reason: &whole,
+            },
+            8 + 4 + 12 + 4 + whole.len(),
+        ),
+    ];
+    for (name, rec, len) in &cases {
+        match log.append(rec) {
+            Err(LogError::TooBig(n)) => assert_eq!(n, *len, "{name}"),
+            Err(e) => panic!("{name}: expected TooBig, got {e}"),
+            Ok(a) => panic!("{name}: expected TooBig, appended at {}", a.lsn),
+        }
+        assert_eq!(log.written(), before, "{name}: nothing appended");
+        assert!(
+            log.failed().is_none(),
+            "{name}: TooBig does not fail the log"
+        );
+    }
+    assert_eq!(
+        seg_ids(dir.path()),
+        vec![1],
+        "no segment rolled for a refused record"
+    );
+    let (path, off) = where_is(dir.path(), before);
+    assert!(
+        file_bytes(&path, off, (SEG - off) as usize)
+            .iter()
+            .all(|&b| b == 0),
+        "nothing written past the tail"
+    );
+    // The largest record that fits does fit: it rolls into a fresh segment and fills it.
+    let max = Rec::Put {
+        tag: 9,
+        key: b"k".to_vec(),
+        value: pattern(5, max_value),
+    };
+    let a = log
+        .append(&max.as_record())
+        .expect("the largest record fits");
+    assert_eq!(a.lsn, SEG + SEG_HEADER, "rolled into segment 2");
+    assert_eq!(
+        a.end,
+        2 * SEG - REC_HEADER as u64,
+        "only SEGMENT_END fits after it"
+    );
+    // The next record rolls again; SEGMENT_END takes the last 24 bytes of segment 2.
+    let c = Rec::Commit { tag: 9 };
+    let b = log
+        .append(&c.as_record())
+        .expect("append after the largest");
+    assert_eq!(b.lsn, 2 * SEG + SEG_HEADER);
+    log.sync_to(b.end).unwrap();
+    drop(log);
+    let mut want = replayed(&built);
+    want.push((a.lsn, max));
+    want.push((b.lsn, c));
+    let (log, seen) = reopen(dir.path());
+    assert_replay(&seen, &want, "after the largest record");
+    check_put_values(&log, &seen, "largest");
+    assert_eq!(seg_ids(dir.path()), vec![1, 2, 3]);
+}
+
+#[test]
+fn segment_size_may_change_between_opens() {
+    let dir = TempDir::new().unwrap();
+    let built = build(dir.path(), SyncMode::Msync, &"b".repeat(25));
+    assert_eq!(seg_ids(dir.path()), vec![1, 2]);
+    let (log, seen) = reopen_with(dir.path(), 2 * SEG, SyncMode::Msync);
+    assert_replay(&seen, &replayed(&built), "bigger segments");
+    let more = run_script(&log, &"b".repeat(25), built.len());
+    drop(log);
+    // Segment 3 (if any) has the new size and follows segment 2.
+    assert_eq!(seg_ids(dir.path()), vec![1, 2, 3]);
+    assert_segment_header(dir.path(), 3, 2 * SEG, 2 * SEG);
+    let mut all = replayed(&built);
+    all.extend(replayed(&more));
+    let (_, seen) = reopen_with(dir.path(), SEG, SyncMode::Msync);
+    assert_replay(&seen, &all, "mixed segment sizes");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Torn tail: every byte of the last record
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Tear {
+    /// The byte is flipped.
+    Flip,
+    /// The byte and everything after it in the record are zero (the write stopped there).
+    ZeroFrom,
+}
+
+/// Offsets of `total` bytes to damage: all of them for small records, the header and a sample
+/// of the payload for big ones.
+fn offsets_to_tear(total: u64) -> Vec<u64> {
+    if total <= 128 {
+        (0..total).collect()
+    } else {
+        let mut v: Vec<u64> = (0..REC_HEADER as u64 + 8).collect();
+        v.extend((REC_HEADER as u64 + 8..total).step_by(61));
+        v.push(total - 1);
+        v
+    }
+}
+
+#[test]
+fn torn_last_record_is_cut_at_every_byte() {
+    // (what the case is, script; the last record is the one torn)
+    let fill = |n: usize| "b".repeat(n);
+    let cases: Vec<(&str, String)> = vec![
+        ("PUT, nothing synced since open", "ssssv".into()),
+        (
+            "PUT, everything before it synced (it vouches for itself)",
+            "ssssSv".into(),
+        ),
+        ("PREPARE after several syncs", "sSpSdSx".into()),
+        (
+            "HEURISTIC in segment 2, after a roll",
+            format!("sS{}Sh", fill(22)),
+        ),
+        (
+            "big PUT that rolled into segment 2",
+            format!("s{}Sb", fill(21)),
+        ),
+        ("first record after open of an empty log", "v".into()),
+    ];
+    for (name, script) in &cases {
+        let template = fast_tempdir();
+        let built = build(template.path(), SyncMode::Msync, script);
+        let n = built.len();
+        let (last, last_rec) = built[n - 1].clone();
+        assert_eq!(
+            last_rec.payload_len() % 8,
+            0,
+            "{name}: the torn record must have no padding (padding is not checksummed)"
+        );
+        let keep = replayed(&built[..n - 1]);
+        let lpath = where_is(template.path(), last.lsn).0;
+        let last_seg = last.lsn / SEG + 1;
+        let total = last.end - last.lsn;
+        for at in offsets_to_tear(total) {
+            for tear in [Tear::Flip, Tear::ZeroFrom] {
+                let ctx = format!("{name}: {tear:?} at byte {at} of the last record");
+                let dir = copy_dir(template.path());
+                let (path, off) = where_is(dir.path(), last.lsn);
+                assert_eq!(path.file_name(), lpath.file_name());
+                match tear {
+                    Tear::Flip => flip_byte(&path, off + at),
+                    Tear::ZeroFrom => zero_bytes(&path, off + at, (total - at) as usize),
+                }
+                let (log, seen) = open_log(dir.path(), SEG, SyncMode::Msync)
+                    .unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
+                assert_replay(&seen, &keep, &ctx);
+                assert_eq!(log.written(), last.lsn, "{ctx}: appends resume at the cut");
+                assert_eq!(
+                    seg_ids(dir.path()),
+                    (1..=last_seg).collect::<Vec<_>>(),
+                    "{ctx}: segments"
+                );
+                assert!(
+                    file_bytes(&path, off, (SEG - off) as usize)
+                        .iter()
+                        .all(|&b| b == 0),
+                    "{ctx}: the torn region is zeroed"
+                );
+                // New appends take the torn record's place; no stale record reappears.
+                let more = run_script(&log, "vs", 1000);
+                assert_eq!(more[0].0.lsn, last.lsn, "{ctx}");
+                drop(log);
+                let mut want = keep.clone();
+                want.extend(replayed(&more));
+                let (_, seen) = open_log(dir.path(), SEG, SyncMode::Msync)
+                    .unwrap_or_else(|e| panic!("{ctx}: second open failed: {e}"));
+                assert_replay(&seen, &want, &format!("{ctx}, after appending"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3/4. Damage table: torn tail or corruption, decided by the vouch field
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    /// Flip byte `at` of record `rec`.
+    Flip { rec: usize, at: u64 },
+    /// Zero all of record `rec`.
+    ZeroRecord { rec: usize },
+    /// Flip a byte of the SEGMENT_END that closes segment `seg`.
+    FlipSegmentEnd { seg: u64 },
+    /// Zero the SEGMENT_END that closes segment `seg`.
+    ZeroSegmentEnd { seg: u64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    /// Open fails with Corrupt naming record `rec`'s file and offset.
+    CorruptAtRecord(usize),
+    /// Open fails with Corrupt naming the SEGMENT_END that closes segment `seg`.
+    CorruptAtSegmentEnd(u64),
+    /// Open succeeds, replays the first `keep` records and cuts the rest; `segs` segments
+    /// remain.
+    Torn { keep: usize, segs: u64 },
+    /// The damage is harmless: everything is replayed.
+    Intact,
+}
+
+struct DamageCase {
+    name: &'static str,
+    sync: SyncMode,
+    script: String,
+    damage: Damage,
+    outcome: Outcome,
+}
+
+fn damage_cases() -> Vec<DamageCase> {
+    use Damage::*;
+    use Outcome::*;
+    let fill = "b".repeat(22); // after "s", the 22nd 'b' rolls into segment 2
+    let case = |name, sync, script: &str, damage, outcome| DamageCase {
+        name,
+        sync,
+        script: script.to_string(),
+        damage,
+        outcome,
+    };
+    vec![
+        case(
+            "payload byte of a synced record vouched for by a later one",
+            SyncMode::Msync,
+            "svvsSs",
+            Flip { rec: 2, at: 30 },
+            CorruptAtRecord(2),
+        ),
+        case(
+            "CRC field of the first record, vouched for",
+            SyncMode::Msync,
+            "sssSs",
+            Flip { rec: 0, at: 0 },
+            CorruptAtRecord(0),
+        ),
+        case(
+            "length field of a synced record",
+            SyncMode::Msync,
+            "sssSs",
+            Flip { rec: 1, at: 4 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "kind byte of a synced record",
+            SyncMode::Msync,
+            "sssSs",
+            Flip { rec: 1, at: 8 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "reserved zero byte of a synced record",
+            SyncMode::Msync,
+            "sssSs",
+            Flip { rec: 1, at: 12 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "vouch field of a synced record",
+            SyncMode::Msync,
+            "sSsSsSs",
+            Flip { rec: 1, at: 20 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "whole synced record zeroed",
+            SyncMode::Msync,
+            "sxhSs",
+            ZeroRecord { rec: 1 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "last record of the synced batch, vouched for by the next",
+            SyncMode::Msync,
+            "sssSs",
+            Flip { rec: 2, at: 27 },
+            CorruptAtRecord(2),
+        ),
+        case(
+            "vouched for by records several syncs later",
+            SyncMode::Msync,
+            "ssSssSssSs",
+            Flip { rec: 0, at: 26 },
+            CorruptAtRecord(0),
+        ),
+        case(
+            "synced batch with nothing after it reads as torn (documented limitation)",
+            SyncMode::Msync,
+            "sssS",
+            Flip { rec: 1, at: 26 },
+            Torn { keep: 1, segs: 1 },
+        ),
+        case(
+            "unsynced middle record: later records vouch only for earlier ones",
+            SyncMode::Msync,
+            "sSsss",
+            Flip { rec: 2, at: 26 },
+            Torn { keep: 2, segs: 1 },
+        ),
+        case(
+            "unsynced record followed by a sync-less tail zeroed",
+            SyncMode::Msync,
+            "sSvvv",
+            ZeroRecord { rec: 1 },
+            Torn { keep: 1, segs: 1 },
+        ),
+        case(
+            "record in segment 1 vouched for by a record in segment 2",
+            SyncMode::Msync,
+            &format!("svs{fill}Ss"),
+            Flip { rec: 1, at: 40 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "synced record in segment 2 vouched for by a later one",
+            SyncMode::Msync,
+            &format!("s{fill}vvSs"),
+            Flip { rec: 23, at: 30 },
+            CorruptAtRecord(23),
+        ),
+        case(
+            "SEGMENT_END vouched for by a record in the next segment",
+            SyncMode::Msync,
+            &format!("s{fill}Ss"),
+            FlipSegmentEnd { seg: 1 },
+            CorruptAtSegmentEnd(1),
+        ),
+        case(
+            "SEGMENT_END zeroed, vouched for",
+            SyncMode::Msync,
+            &format!("s{fill}Ss"),
+            ZeroSegmentEnd { seg: 1 },
+            CorruptAtSegmentEnd(1),
+        ),
+        case(
+            "SEGMENT_END never synced: the roll is undone, segment 2 deleted",
+            SyncMode::Msync,
+            &format!("sS{fill}s"),
+            ZeroSegmentEnd { seg: 1 },
+            Torn { keep: 22, segs: 1 },
+        ),
+        case(
+            "SEGMENT_END flipped, never synced",
+            SyncMode::Msync,
+            &format!("s{fill}"),
+            FlipSegmentEnd { seg: 1 },
+            Torn { keep: 22, segs: 1 },
+        ),
+        case(
+            "first record of segment 2 never synced",
+            SyncMode::Msync,
+            &format!("s{fill}s"),
+            Flip { rec: 22, at: 3 },
+            Torn { keep: 22, segs: 2 },
+        ),
+        case(
+            "unsynced record in segment 1, unsynced records in segment 2 are cut too",
+            SyncMode::Msync,
+            &format!("sSv{fill}ss"),
+            Flip { rec: 1, at: 30 },
+            Torn { keep: 1, segs: 1 },
+        ),
+        case(
+            "record before a reopen, vouched for by a record appended after it",
+            SyncMode::Msync,
+            "svRs",
+            Flip { rec: 1, at: 30 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "last record before a reopen, vouched for after it (open synced it)",
+            SyncMode::Msync,
+            "ssRs",
+            Flip { rec: 1, at: 26 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "record before a reopen, nothing appended after it: torn",
+            SyncMode::Msync,
+            "ssR",
+            Flip { rec: 1, at: 26 },
+            Torn { keep: 1, segs: 1 },
+        ),
+        case(
+            "record appended after a reopen, not synced: torn",
+            SyncMode::Msync,
+            "ssRss",
+            Flip { rec: 2, at: 26 },
+            Torn { keep: 2, segs: 1 },
+        ),
+        case(
+            "sync=none: what open replayed is vouched for after it",
+            SyncMode::None,
+            "ssRs",
+            Flip { rec: 0, at: 26 },
+            CorruptAtRecord(0),
+        ),
+        case(
+            "record in segment 1 vouched for after a reopen in segment 2",
+            SyncMode::Msync,
+            &format!("s{fill}Rs"),
+            Flip { rec: 3, at: 40 },
+            CorruptAtRecord(3),
+        ),
+        case(
+            "sync=none vouches for nothing written since open",
+            SyncMode::None,
+            "sssSs",
+            Flip { rec: 1, at: 26 },
+            Torn { keep: 1, segs: 1 },
+        ),
+        case(
+            "fdatasync vouches like msync",
+            SyncMode::Fdatasync,
+            "sssSs",
+            Flip { rec: 1, at: 26 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "fdatasync, across a roll",
+            SyncMode::Fdatasync,
+            &format!("sv{fill}Ss"),
+            Flip { rec: 1, at: 44 },
+            CorruptAtRecord(1),
+        ),
+        case(
+            "padding bytes are not checksummed: a flipped padding byte is harmless",
+            SyncMode::Msync,
+            "spsSs",
+            Flip {
+                rec: 1,
+                at: 24 + 21,
+            },
+            Intact,
+        ),
+    ]
+}
+
+#[test]
+fn damage_table() {
+    table(
+        damage_cases(),
+        |c| c.name.to_string(),
+        |case| {
+            let ctx = case.name;
+            let dir = TempDir::new().unwrap();
+            let built = build(dir.path(), case.sync, &case.script);
+            let target = match case.damage {
+                Damage::Flip { rec, at } => {
+                    let (path, off) = where_is(dir.path(), built[rec].0.lsn);
+                    flip_byte(&path, off + at);
+                    built[rec].0.lsn
+                }
+                Damage::ZeroRecord { rec } => {
+                    let (a, _) = built[rec];
+                    let (path, off) = where_is(dir.path(), a.lsn);
+                    zero_bytes(&path, off, (a.end - a.lsn) as usize);
+                    a.lsn
+                }
+                Damage::FlipSegmentEnd { seg } => {
+                    let lsn = segment_end_of(&built, seg);
+                    let (path, off) = where_is(dir.path(), lsn);
+                    assert_eq!(file_bytes(&path, off + 8, 1)[0], K_SEGMENT_END, "{ctx}");
+                    flip_byte(&path, off + 2);
+                    lsn
+                }
+                Damage::ZeroSegmentEnd { seg } => {
+                    let lsn = segment_end_of(&built, seg);
+                    let (path, off) = where_is(dir.path(), lsn);
+                    assert_eq!(file_bytes(&path, off + 8, 1)[0], K_SEGMENT_END, "{ctx}");
+                    zero_bytes(&path, off, REC_HEADER);
+                    lsn
+                }
+            };
+            let result = open_log(dir.path(), SEG, case.sync);
+            match case.outcome {
+                Outcome::CorruptAtRecord(_) | Outcome::CorruptAtSegmentEnd(_) => {
+                    let named = match case.outcome {
+                        Outcome::CorruptAtRecord(rec) => built[rec].0.lsn,
+                        Outcome::CorruptAtSegmentEnd(seg) => segment_end_of(&built, seg),
+                        _ => unreachable!(),
+                    };
+                    let (file, offset, what) = match result {
+                        Err(LogError::Corrupt { file, offset, what }) => (file, offset, what),
+                        Err(e) => panic!("{ctx}: expected Corrupt, got {e}"),
+                        Ok((_, seen)) => panic!(
+                            "{ctx}: expected Corrupt, open replayed {} of {} records",
+                            seen.len(),
+                            built.len()
+                        ),
+                    };
+                    let (want_file, want_off) = where_is(dir.path(), named);
+                    assert_eq!(file, want_file, "{ctx}: file ({what})");
+                    assert_eq!(offset, want_off, "{ctx}: offset ({what})");
+                    // Nothing was cut or deleted by the failed open.
+                    let last = built.last().unwrap().0.lsn / SEG + 1;
+                    assert_eq!(seg_ids(dir.path()), (1..=last).collect::<Vec<_>>(), "{ctx}");
+                    let again = expect_corrupt(open_log(dir.path(), SEG, case.sync));
+                    assert_eq!((again.0, again.1), (want_file, want_off), "{ctx}: stable");
+                }
+                Outcome::Torn { keep, segs } => {
+                    let (log, seen) = result.unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
+                    assert_replay(&seen, &replayed(&built[..keep]), ctx);
+                    assert_eq!(log.written(), target, "{ctx}: appends resume at the damage");
+                    assert_eq!(seg_ids(dir.path()), (1..=segs).collect::<Vec<_>>(), "{ctx}");
+                    let (path, off) = where_is(dir.path(), target);
+                    assert!(
+                        file_bytes(&path, off, (SEG - off) as usize)
+                            .iter()
+                            .all(|&b| b == 0),
+                        "{ctx}: everything from the damage on is zeroed"
+                    );
+                    let more = run_script(&log, "vSs", 1000);
+                    drop(log);
+                    let mut want = replayed(&built[..keep]);
+                    want.extend(replayed(&more));
+                    let (_, seen) = reopen_with(dir.path(), SEG, case.sync);
+                    assert_replay(&seen, &want, &format!("{ctx}, after appending"));
+                }
+                Outcome::Intact => {
+                    let (_, seen) = result.unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
+                    assert_replay(&seen, &replayed(&built), ctx);
+                }
+            }
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Crafted records: valid checksum, bad content; and the vouch scan
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Crafted {
+    /// Open fails with Corrupt at the crafted record.
+    Corrupt,
+    /// The crafted record is invalid and nothing vouches for it: cut as a torn tail.
+    Torn,
+    /// The crafted record is well formed and replayed.
+    Replayed,
+}
+
+struct CraftCase {
+    name: &'static str,
+    kind: u8,
+    payload: Vec<u8>,
+    /// Salt to checksum with: `None` is the segment's own.
+    salt: Option<u64>,
+    /// Value of header byte 12 (one of the bytes that must be zero).
+    reserved: u8,
+    outcome: Crafted,
+}
+
+fn craft_cases() -> Vec<CraftCase> {
+    let tag = 77u64.to_le_bytes();
+    let good_xid = xid_payload(5, 2, 3, b"ggbbb");
+    let c = |name, kind, payload: Vec<u8>, outcome| CraftCase {
+        name,
+        kind,
+        payload,
+        salt: None,
+        reserved: 0,
+        outcome,
+    };
+    use Crafted::*;
+    vec![
+        // Sanity: the crafting matches write_record, or the other cases prove nothing.
+        c("well-formed COMMIT", K_COMMIT, tag.to_vec(), Replayed),
+        c(
+            "well-formed PUT",
+            K_PUT,
+            cat(&[&tag, &3u32.to_le_bytes(), &2u32.to_le_bytes(), b"keyvv"]),
+            Replayed,
+        ),
+        c(
+            "well-formed HEURISTIC",
+            K_HEURISTIC,
+            cat(&[
+                &tag,
+                &XA_HEURRB.to_le_bytes(),
+                &good_xid,
+                &2u32.to_le_bytes(),
+                b"ok",
+            ]),
+            Replayed,
+        ),
+        // Valid checksum, payload that does not decode: corruption.
+        c(
+            "COMMIT with 16-byte payload",
+            K_COMMIT,
+            [tag, tag].concat(),
+            Corrupt,
+        ),
+        c("COMMIT with empty payload", K_COMMIT, Vec::new(), Corrupt),
+        c(
+            "ROLLBACK with 7-byte payload",
+            K_ROLLBACK,
+            tag[..7].to_vec(),
+            Corrupt,
+        ),
+        c(
+            "FORGET with 9-byte payload",
+            K_FORGET,
+            cat(&[&tag, b"x"]),
+            Corrupt,
+        ),
+        c(
+            "PUT shorter than its fixed part",
+            K_PUT,
+            tag.to_vec(),
+            Corrupt,
+        ),
+        c(
+            "PUT whose key length runs past the payload",
+            K_PUT,
+            cat(&[&tag, &9u32.to_le_bytes(), &2u32.to_le_bytes(), b"keyvv"]),
+            Corrupt,
+        ),
+        c(
+            "PUT with a byte after its value",
+            K_PUT,
+            cat(&[&tag, &3u32.to_le_bytes(), &2u32.to_le_bytes(), b"keyvvX"]),
+            Corrupt,
+        ),
+        c(
+            "PUT with huge lengths",
+            K_PUT,
+            cat(&[&tag, &u32::MAX.to_le_bytes(), &u32::MAX.to_le_bytes()]),
+            Corrupt,
+        ),
+        c(
+            "DELETE whose key length does not match",
+            K_DELETE,
+            cat(&[&tag, &4u32.to_le_bytes(), b"key"]),
+            Corrupt,
+        ),
+        c(
+            "DELETE shorter than its fixed part",
+            K_DELETE,
+            cat(&[&tag, b"k"]),
+            Corrupt,
+        ),
+        c(
+            "PREPARE with gtrid length 0",
+            K_PREPARE,
+            cat(&[&tag, &xid_payload(1, 0, 3, b"bbb")]),
+            Corrupt,
+        ),
+        c(
+            "PREPARE with bqual length 0",
+            K_PREPARE,
+            cat(&[&tag, &xid_payload(1, 3, 0, b"ggg")]),
+            Corrupt,
+        ),
+        c(
+            "PREPARE with gtrid length 65",
+            K_PREPARE,
+            cat(&[&tag, &xid_payload(1, 65, 1, &[1; 66])]),
+            Corrupt,
+        ),
+        c(
+            "PREPARE of the null XID (formatID -1)",
+            K_PREPARE,
+            cat(&[&tag, &xid_payload(-1, 2, 3, b"ggbbb")]),
+            Corrupt,
+        ),
+        c(
+            "PREPARE with XID data cut short",
+            K_PREPARE,
+            cat(&[&tag, &xid_payload(1, 2, 3, b"ggbb")]),
+            Corrupt,
+        ),
+        c(
+            "PREPARE with a trailing byte",
+            K_PREPARE,
+            cat(&[&tag, &good_xid, b"!"]),
+            Corrupt,
+        ),
+        c("PREPARE without an XID", K_PREPARE, tag.to_vec(), Corrupt),
+        c(
+            "HEURISTIC whose reason length does not match",
+            K_HEURISTIC,
+            cat(&[
+                &tag,
+                &XA_HEURCOM.to_le_bytes(),
+                &good_xid,
+                &3u32.to_le_bytes(),
+                b"ok",
+            ]),
+            Corrupt,
+        ),
+        c(
+            "HEURISTIC without a reason length",
+            K_HEURISTIC,
+            cat(&[&tag, &XA_HEURCOM.to_le_bytes(), &good_xid]),
+            Corrupt,
+        ),
+        c(
+            "HEURISTIC of the null XID",
+            K_HEURISTIC,
+            cat(&[
+                &tag,
+                &XA_HEURCOM.to_le_bytes(),
+                &xid_payload(-1, 2, 3, b"ggbbb"),
+                &0u32.to_le_bytes(),
+            ]),
+            Corrupt,
+        ),
+        // Invalid records (kind unknown, reserved bytes, other salt) are simply not records:
+        // with nothing vouching for them they are a torn tail.
+        c("kind 0 with a valid checksum", 0, tag.to_vec(), Torn),
+        c("kind 9 with a valid checksum", 9, tag.to_vec(), Torn),
+        c("kind 255 with a valid checksum", 255, tag.to_vec(), Torn),
+        CraftCase {
+            reserved: 1,
+            ..c(
+                "nonzero reserved byte with a valid checksum",
+                K_COMMIT,
+                tag.to_vec(),
+                Torn,
+            )
+        },
+        CraftCase {
+            salt: Some(0),
+            ..c(
+                "COMMIT checksummed with another salt",
+                K_COMMIT,
+                tag.to_vec(),
+                Torn,
+            )
+        },
+    ]
+}
+
+#[test]
+fn crafted_record_table() {
+    table(
+        craft_cases(),
+        |c| c.name.to_string(),
+        |case| {
+            let ctx = case.name;
+            let dir = TempDir::new().unwrap();
+            let built = build(dir.path(), SyncMode::Msync, "svsSs");
+            let tail = built.last().unwrap().0.end;
+            let (path, off) = where_is(dir.path(), tail);
+            let salt = case.salt.unwrap_or_else(|| salt_of(&path));
+            let bytes = craft_record(salt, case.kind, &case.payload, 0, case.reserved);
+            put_bytes(&path, off, &bytes);
+            let result = open_log(dir.path(), SEG, SyncMode::Msync);
+            match case.outcome {
+                Crafted::Corrupt => {
+                    let (file, offset, what) = match result {
+                        Err(LogError::Corrupt { file, offset, what }) => (file, offset, what),
+                        Err(e) => panic!("{ctx}: expected Corrupt, got {e}"),
+                        Ok((_, seen)) => {
+                            panic!("{ctx}: expected Corrupt, open replayed {}", seen.len())
+                        }
+                    };
+                    assert_eq!((file, offset), (path.clone(), off), "{ctx}: {what}");
+                }
+                Crafted::Torn => {
+                    let (log, seen) = result.unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
+                    assert_replay(&seen, &replayed(&built), ctx);
+                    assert_eq!(log.written(), tail, "{ctx}");
+                    assert!(
+                        file_bytes(&path, off, bytes.len()).iter().all(|&b| b == 0),
+                        "{ctx}: zeroed"
+                    );
+                }
+                Crafted::Replayed => {
+                    let (log, seen) = result.unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
+                    assert_eq!(seen.len(), built.len() + 1, "{ctx}");
+                    assert_replay(&seen[..built.len()], &replayed(&built), ctx);
+                    assert_eq!(seen[built.len()].0, tail, "{ctx}");
+                    let rec = seen[built.len()].1.as_record();
+                    assert_eq!(decode(case.kind, &case.payload), Some(rec), "{ctx}");
+                    assert_eq!(log.written(), tail + bytes.len() as u64, "{ctx}");
+                }
+            }
+        },
+    );
+}
+
+/// The scan after an invalid record: a later valid record vouching for a greater LSN makes it
+/// corruption; vouching for exactly its LSN or less does not.
+#[test]
+fn vouch_scan_table() {
+    /// Where the well-formed record goes: `After(n)` bytes past the invalid position, or `At`
+    /// an absolute offset of the segment file.
+    #[derive(Clone, Copy)]
+    enum Place {
+        After(u64),
+        At(u64),
+    }
+    use Place::*;
+    // (name, vouch relative to the invalid position x, where the valid record is, whether
+    // that makes it corruption)
+    let cases: &[(&str, i64, Place, bool)] = &[
+        ("later record vouches for x+8", 8, After(32), true),
+        ("later record vouches for x+1", 1, After(32), true),
+        ("later record vouches for exactly x", 0, After(32), false),
+        ("later record vouches for less than x", -8, After(32), false),
+        ("later record vouches for 0", -(1 << 40), After(32), false),
+        (
+            "later record far away vouches beyond x",
+            8,
+            After(40_000),
+            true,
+        ),
+        (
+            "later record right after 8 garbage bytes",
+            8,
+            After(8),
+            true,
+        ),
+        (
+            "later record at a page boundary after zero pages",
+            8,
+            At(8 * 4096),
+            true,
+        ),
+        (
+            "later record straddling a page boundary",
+            8,
+            At(8 * 4096 - 8),
+            true,
+        ),
+        (
+            "later record 16 bytes before a page boundary",
+            8,
+            At(8 * 4096 - 16),
+            true,
+        ),
+        (
+            "later record in the last bytes of the segment",
+            8,
+            At(SEG - 32),
+            true,
+        ),
+        (
+            "stale record at the segment's end, vouching for x",
+            0,
+            At(SEG - 32),
+            false,
+        ),
+    ];
+    table(
+        cases.to_vec(),
+        |c| c.0.to_string(),
+        |(name, rel, place, corrupt)| {
+            let dir = TempDir::new().unwrap();
+            let built = build(dir.path(), SyncMode::Msync, "svsSs");
+            let x = built.last().unwrap().0.end;
+            let (path, off) = where_is(dir.path(), x);
+            // Garbage at x (not a record), then a well-formed COMMIT further on.
+            put_bytes(&path, off, &[0xee; 8]);
+            let vouch = (x as i64 + rel).max(0) as u64;
+            let rec = craft_record(salt_of(&path), K_COMMIT, &9u64.to_le_bytes(), vouch, 0);
+            let at = match place {
+                After(n) => off + n,
+                At(a) => a,
+            };
+            put_bytes(&path, at, &rec);
+            let result = open_log(dir.path(), SEG, SyncMode::Msync);
+            if corrupt {
+                let (file, offset, what) = expect_corrupt(result);
+                assert_eq!((file, offset), (path.clone(), off), "{name}: {what}");
+            } else {
+                let (log, seen) = result.unwrap_or_else(|e| panic!("{name}: open failed: {e}"));
+                assert_replay(&seen, &replayed(&built), name);
+                assert_eq!(log.written(), x, "{name}");
+                assert!(
+                    file_bytes(&path, off, (SEG - off) as usize)
+                        .iter()
+                        .all(|&b| b == 0),
+                    "{name}: garbage and the stale record are zeroed"
+                );
+                drop(log);
+                let (_, seen) = reopen(dir.path());
+                assert_replay(&seen, &replayed(&built), &format!("{name}, again"));
+            }
+        },
+    );
+}
+
+#[test]
+fn vouching_record_in_a_later_segment_file() {
+    // The invalid record is in segment 1; the record that vouches for it is in segment 2.
+    let dir = TempDir::new().unwrap();
+    let built = build(
+        dir.path(),
+        SyncMode::Msync,
+        &format!("s{}s", "b".repeat(22)),
+    );
+    assert_eq!(seg_ids(dir.path()), vec![1, 2]);
+    let x = built[5].0.lsn;
+    let (p1, o1) = where_is(dir.path(), x);
+    flip_byte(&p1, o1 + 30);
+    // Nothing vouches yet (no sync since open): torn.
+    let copy = copy_dir(dir.path());
+    let (_, seen) = reopen(copy.path());
+    assert_replay(&seen, &replayed(&built[..5]), "unvouched");
+    assert_eq!(seg_ids(copy.path()), vec![1], "segment 2 deleted");
+    // A crafted record at the tail of segment 2 vouching beyond x: corruption in segment 1.
+    let tail = built.last().unwrap().0.end;
+    let (p2, o2) = where_is(dir.path(), tail);
+    let rec = craft_record(salt_of(&p2), K_COMMIT, &1u64.to_le_bytes(), x + 8, 0);
+    put_bytes(&p2, o2, &rec);
+    let (file, offset, what) = expect_corrupt(open_log(dir.path(), SEG, SyncMode::Msync));
+    assert_eq!((file, offset), (p1, o1), "{what}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Segment files: headers, names, gaps
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum SegDamage {
+    /// Flip byte `at` of segment `seg`'s header.
+    FlipHeader { seg: u64, at: u64 },
+    /// Rewrite segment `seg`'s header with a valid CRC but one field changed.
+    Rewrite { seg: u64, field: Field },
+    /// Delete segment `seg`.
+    Delete { seg: u64 },
+    /// Rename segment `seg` to the name of `to`.
+    Rename { seg: u64, to: u64 },
+    /// Set segment `seg`'s file length.
+    SetLen { seg: u64, len: u64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Field {
+    Version(u32),
+    HeaderLen(u32),
+    Id(u64),
+    Base(u64),
+    Size(u64),
+}
+
+/// `Some((seg, offset))`: Corrupt naming that segment file; `None`: Corrupt naming any file.
+type SegOutcome = Option<(u64, u64)>;
+
+#[test]
+fn segment_file_table() {
+    use Field::*;
+    use SegDamage::*;
+    let cases: &[(&str, SegDamage, SegOutcome)] = &[
+        ("bad magic", FlipHeader { seg: 2, at: 0 }, Some((2, 0))),
+        (
+            "last magic byte",
+            FlipHeader { seg: 1, at: 7 },
+            Some((1, 0)),
+        ),
+        (
+            "header CRC mismatch (base flipped)",
+            FlipHeader { seg: 2, at: 25 },
+            Some((2, 0)),
+        ),
+        (
+            "header CRC mismatch (id flipped)",
+            FlipHeader { seg: 3, at: 16 },
+            Some((3, 0)),
+        ),
+        (
+            "header CRC mismatch (salt flipped)",
+            FlipHeader { seg: 1, at: 44 },
+            Some((1, 0)),
+        ),
+        (
+            "header CRC field flipped",
+            FlipHeader { seg: 2, at: 49 },
+            Some((2, 0)),
+        ),
+        (
+            "unsupported version",
+            Rewrite {
+                seg: 2,
+                field: Version(2),
+            },
+            Some((2, 0)),
+        ),
+        (
+            "id differs from the file name",
+            Rewrite {
+                seg: 2,
+                field: Id(7),
+            },
+            Some((2, 0)),
+        ),
+        (
+            "id of the previous segment",
+            Rewrite {
+                seg: 2,
+                field: Id(1),
+            },
+            Some((2, 0)),
+        ),
+        (
+            "size differs from the file",
+            Rewrite {
+                seg: 1,
+                field: Size(SEG * 2),
+            },
+            Some((1, 0)),
+        ),
+        (
+            "base does not follow",
+            Rewrite {
+                seg: 3,
+                field: Base(2 * SEG + 8),
+            },
+            Some((3, 0)),
+        ),
+        (
+            "base of segment 2 is 0",
+            Rewrite {
+                seg: 2,
+                field: Base(0),
+            },
+            Some((2, 0)),
+        ),
+        (
+            "base of segment 1 is not 0",
+            Rewrite {
+                seg: 1,
+                field: Base(8),
+            },
+            Some((1, 0)),
+        ),
+        ("missing middle segment", Delete { seg: 2 }, Some((3, 0))),
+        (
+            "segment renamed past a gap",
+            Rename { seg: 3, to: 4 },
+            Some((4, 0)),
+        ),
+        ("segment renamed over a gap", Rename { seg: 2, to: 5 }, None),
+        (
+            "file shorter than a header",
+            SetLen { seg: 2, len: 10 },
+            Some((2, 0)),
+        ),
+        (
+            "file truncated",
+            SetLen {
+                seg: 2,
+                len: SEG / 2,
+            },
+            Some((2, 0)),
+        ),
+        (
+            "file extended",
+            SetLen {
+                seg: 3,
+                len: SEG + 4096,
+            },
+            Some((3, 0)),
+        ),
+        (
+            "empty segment file",
+            SetLen { seg: 2, len: 0 },
+            Some((2, 0)),
+        ),
+        (
+            "header length field",
+            Rewrite {
+                seg: 1,
+                field: HeaderLen(32),
+            },
+            Some((1, 0)),
+        ),
+        // Segments are numbered from 1 and never removed, so a log without segment 1 has lost
+        // acknowledged data.
+        ("missing first segment", Delete { seg: 1 }, None),
+    ];
+    let template = TempDir::new().unwrap();
+    let built = build(template.path(), SyncMode::Msync, &"bS".repeat(50));
+    assert_eq!(seg_ids(template.path()), vec![1, 2, 3]);
+    table(
+        cases.to_vec(),
+        |c| c.0.to_string(),
+        |(name, damage, outcome)| {
+            let dir = copy_dir(template.path());
+            let d = dir.path();
+            match damage {
+                FlipHeader { seg, at } => flip_byte(&seg_path(d, seg), at),
+                Rewrite { seg, field } => {
+                    let path = seg_path(d, seg);
+                    let mut h = file_bytes(&path, 0, SEG_HEADER as usize);
+                    match field {
+                        Version(v) => h[8..12].copy_from_slice(&v.to_le_bytes()),
+                        HeaderLen(v) => h[12..16].copy_from_slice(&v.to_le_bytes()),
+                        Id(v) => h[16..24].copy_from_slice(&v.to_le_bytes()),
+                        Base(v) => h[24..32].copy_from_slice(&v.to_le_bytes()),
+                        Size(v) => h[32..40].copy_from_slice(&v.to_le_bytes()),
+                    }
+                    let crc = crc32fast::hash(&h[0..48]);
+                    h[48..52].copy_from_slice(&crc.to_le_bytes());
+                    put_bytes(&path, 0, &h);
+                }
+                Delete { seg } => std::fs::remove_file(seg_path(d, seg)).unwrap(),
+                Rename { seg, to } => std::fs::rename(seg_path(d, seg), seg_path(d, to)).unwrap(),
+                SetLen { seg, len } => OpenOptions::new()
+                    .write(true)
+                    .open(seg_path(d, seg))
+                    .unwrap()
+                    .set_len(len)
+                    .unwrap(),
+            }
+            let names_before = file_names(d);
+            let result = open_log(d, SEG, SyncMode::Msync);
+            let (file, offset, what) = match result {
+                Err(LogError::Corrupt { file, offset, what }) => (file, offset, what),
+                Err(e) => panic!("{name}: expected Corrupt, got {e}"),
+                Ok((_, seen)) => panic!(
+                    "{name}: expected Corrupt, open replayed {} of {} records",
+                    seen.len(),
+                    built.len()
+                ),
+            };
+            if let Some((seg, off)) = outcome {
+                assert_eq!((file, offset), (seg_path(d, seg), off), "{name}: {what}");
+            }
+            assert_eq!(
+                file_names(d),
+                names_before,
+                "{name}: a failed open changes no file"
+            );
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Directory housekeeping
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn empty_directory_gets_segment_one() {
+    let dir = TempDir::new().unwrap();
+    let (log, seen) = reopen(dir.path());
+    assert!(seen.is_empty());
+    assert_eq!(log.written(), SEG_HEADER);
+    assert_eq!(file_names(dir.path()), vec!["log-0000000000000001.seg"]);
+    assert_segment_header(dir.path(), 1, 0, SEG);
+    assert!(
+        file_bytes(
+            &seg_path(dir.path(), 1),
+            SEG_HEADER,
+            (SEG - SEG_HEADER) as usize
+        )
+        .iter()
+        .all(|&b| b == 0),
+        "a new segment is zero after its header"
+    );
+    drop(log);
+    // Reopening the empty log changes nothing; a second segment file gets a new salt.
+    let salt1 = salt_of(&seg_path(dir.path(), 1));
+    let (log, seen) = reopen(dir.path());
+    assert!(seen.is_empty());
+    assert_eq!(log.written(), SEG_HEADER);
+    assert_eq!(seg_ids(dir.path()), vec![1]);
+    assert_eq!(salt_of(&seg_path(dir.path(), 1)), salt1);
+    run_script(&log, &"b".repeat(22), 0);
+    assert_eq!(seg_ids(dir.path()), vec![1, 2]);
+    assert_ne!(
+        salt_of(&seg_path(dir.path(), 2)),
+        salt1,
+        "salt is new per segment"
+    );
+}
+
+#[test]
+fn stray_tmp_files_are_deleted_at_open() {
+    let dir = TempDir::new().unwrap();
+    let built = build(dir.path(), SyncMode::Msync, "svS");
+    let d = dir.path();
+    // A segment creation that crashed before its rename, plus other junk of that shape.
+    std::fs::write(d.join("log-0000000000000002.tmp"), vec![0xab; 4096]).unwrap();
+    std::fs::write(d.join("log-garbage.tmp"), b"x").unwrap();
+    std::fs::write(d.join("log-.tmp"), b"").unwrap();
+    // Not ours: left alone.
+    std::fs::write(d.join("mmxa.lock"), b"").unwrap();
+    std::fs::write(d.join("notes.tmp"), b"keep").unwrap();
+    std::fs::write(d.join("log-0000000000000009.seg.bak"), b"keep").unwrap();
+    let (log, seen) = reopen(d);
+    assert_replay(&seen, &replayed(&built), "stray tmp");
+    assert_eq!(
+        file_names(d),
+        vec![
+            "log-0000000000000001.seg",
+            "log-0000000000000009.seg.bak",
+            "mmxa.lock",
+            "notes.tmp"
+        ]
+    );
+    // The next roll creates segment 2 normally.
+    let more = run_script(&log, &"b".repeat(22), 100);
+    drop(log);
+    assert_eq!(seg_ids(d), vec![1, 2]);
+    let mut want = replayed(&built);
+    want.extend(replayed(&more));
+    let (_, seen) = reopen(d);
+    assert_replay(&seen, &want, "after roll");
+}
+
+#[test]
+fn stray_tmp_for_a_future_segment_does_not_break_rolls() {
+    // A crash left log-2.tmp; the roll after reopen creates log-2.seg over the same name.
+    let dir = TempDir::new().unwrap();
+    let built = build(dir.path(), SyncMode::Msync, "s");
+    std::fs::write(dir.path().join("log-0000000000000002.tmp"), b"junk").unwrap();
+    let (log, _) = reopen(dir.path());
+    let more = run_script(&log, &"b".repeat(30), 1);
+    drop(log);
+    let mut want = replayed(&built);
+    want.extend(replayed(&more));
+    let (_, seen) = reopen(dir.path());
+    assert_replay(&seen, &want, "roll after stray tmp");
+    assert!(file_names(dir.path()).iter().all(|n| !n.ends_with(".tmp")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. SEGMENT_END as the last record, next segment missing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn segment_end_with_next_segment_missing() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    // The 22nd 'b' rolls into segment 2; it is lost with the file.
+    let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
+    assert_eq!(built.last().unwrap().0.lsn, SEG + SEG_HEADER);
+    std::fs::remove_file(seg_path(d, 2)).unwrap();
+    let kept = replayed(&built[..22]);
+    let (log, seen) = reopen(d);
+    assert_replay(&seen, &kept, "next segment missing");
+    assert_eq!(seg_ids(d), vec![1, 2], "segment 2 is created again");
+    assert_segment_header(d, 2, SEG, SEG);
+    assert_eq!(
+        log.written(),
+        SEG + SEG_HEADER,
+        "appends resume in segment 2"
+    );
+    let more = run_script(&log, "vxS", 100);
+    assert_eq!(more[0].0.lsn, SEG + SEG_HEADER);
+    drop(log);
+    let mut want = kept.clone();
+    want.extend(replayed(&more));
+    let (log, seen) = reopen(d);
+    assert_replay(&seen, &want, "after appending to the recreated segment");
+    check_put_values(&log, &seen, "recreated");
+    let more2 = run_script(&log, &"b".repeat(25), 200);
+    drop(log);
+    want.extend(replayed(&more2));
+    let (_, seen) = reopen(d);
+    assert_replay(&seen, &want, "after rolling on");
+    assert_eq!(seg_ids(d), vec![1, 2, 3]);
+}
+
+#[test]
+fn segment_end_then_empty_next_segment() {
+    // The roll completed (segment 2 exists, SEGMENT_END written) but the first record of
+    // segment 2 never reached the disk.
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
+    let (p, o) = where_is(d, built[22].0.lsn);
+    zero_bytes(&p, o, 3048);
+    let (log, seen) = reopen(d);
+    assert_replay(&seen, &replayed(&built[..22]), "empty segment 2");
+    assert_eq!(seg_ids(d), vec![1, 2]);
+    assert_eq!(log.written(), SEG + SEG_HEADER);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Group commit
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn group_commit_from_many_threads() {
+    const THREADS: usize = 8;
+    const EACH: usize = 200;
+    // Small segments so that rolls happen while other threads sync.
+    const SIZE: u64 = 16 << 10;
+    let dir = TempDir::new().unwrap();
+    let (log, _) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
+    let mut all: Vec<(Appended, Rec)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let log = &log;
+                s.spawn(move || {
+                    let mut mine = Vec::with_capacity(EACH);
+                    for i in 0..EACH {
+                        let rec = Rec::Put {
+                            tag: t as u64 + 1,
+                            key: (i as u32).to_le_bytes().to_vec(),
+                            value: pattern(t * EACH + i, i % 64),
+                        };
+                        let a = log.append(&rec.as_record()).expect("append");
+                        log.sync_to(a.end).expect("sync_to");
+                        assert!(log.durable.load(Ordering::Acquire) >= a.end);
+                        mine.push((a, rec));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert!(log.failed().is_none());
+    assert!(log.durable.load(Ordering::Acquire) >= log.written());
+    assert_eq!(all.len(), THREADS * EACH);
+    all.sort_by_key(|(a, _)| a.lsn);
+    for w in all.windows(2) {
+        assert!(w[0].0.end <= w[1].0.lsn, "appends do not overlap");
+    }
+    drop(log);
+    let (log, seen) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
+    assert_replay(&seen, &replayed(&all), "group commit");
+    check_put_values(&log, &seen, "group commit");
+    // Each thread's records are in its program order.
+    for t in 0..THREADS as u64 {
+        let keys: Vec<u32> = seen
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Rec::Put { tag, key, .. } if *tag == t + 1 => {
+                    Some(u32::from_le_bytes(key[..].try_into().unwrap()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, (0..EACH as u32).collect::<Vec<_>>(), "thread {t}");
+    }
+    let ids = seg_ids(dir.path());
+    assert!(ids.len() > 2, "the test should have rolled segments");
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Model-based proptest
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Rec),
+    Sync,
+    Reopen,
+}
+
+fn xid_strategy() -> impl Strategy<Value = Xid> {
+    (
+        any::<i64>().prop_filter("not the null XID", |f| *f != -1),
+        proptest::collection::vec(any::<u8>(), 1..=64),
+        proptest::collection::vec(any::<u8>(), 1..=64),
+    )
+        .prop_map(|(f, g, b)| xid(f, &g, &b))
+}
+
+fn rec_strategy() -> impl Strategy<Value = Rec> {
+    let bytes = |max: usize| proptest::collection::vec(any::<u8>(), 0..=max);
+    let tag = prop_oneof![Just(0u64), 1u64..16, any::<u64>()];
+    prop_oneof![
+        4 => (tag.clone(), bytes(64), bytes(4096))
+            .prop_map(|(tag, key, value)| Rec::Put { tag, key, value }),
+        2 => (tag.clone(), bytes(64)).prop_map(|(tag, key)| Rec::Delete { tag, key }),
+        1 => (tag.clone(), xid_strategy()).prop_map(|(tag, xid)| Rec::Prepare { tag, xid }),
+        1 => tag.clone().prop_map(|tag| Rec::Commit { tag }),
+        1 => tag.clone().prop_map(|tag| Rec::Rollback { tag }),
+        1 => (tag.clone(), any::<i32>(), xid_strategy(), bytes(300)).prop_map(
+            |(tag, outcome, xid, reason)| Rec::Heuristic {
+                tag,
+                outcome,
+                xid,
+                reason
+            }
+        ),
+        1 => tag.prop_map(|tag| Rec::Forget { tag }),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => rec_strategy().prop_map(Op::Append),
+        3 => Just(Op::Sync),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 32,
+        // No regression files: this module owns only src/log/tests.rs.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn model_replays_what_was_appended(ops in proptest::collection::vec(op_strategy(), 1..60)) {
+        const SIZE: u64 = 16 << 10;
+        let dir = fast_tempdir();
+        let mut model: Replayed = Vec::new();
+        let (mut log, seen) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
+        prop_assert!(seen.is_empty());
+        for op in ops {
+            match op {
+                Op::Append(rec) => {
+                    let before = log.written();
+                    let a = log.append(&rec.as_record()).expect("append");
+                    prop_assert!(a.lsn >= before);
+                    prop_assert_eq!(a.end - a.lsn, rec.total());
+                    prop_assert_eq!(log.written(), a.end);
+                    model.push((a.lsn, rec));
+                }
+                Op::Sync => {
+                    log.sync_to(log.written()).expect("sync");
+                    prop_assert!(log.durable.load(Ordering::Acquire) >= log.written());
+                }
+                Op::Reopen => {
+                    let written = log.written();
+                    drop(log);
+                    let (l, seen) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
+                    prop_assert_eq!(&seen, &model);
+                    prop_assert_eq!(l.written(), written);
+                    log = l;
+                }
+            }
+        }
+        drop(log);
+        let (log, seen) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
+        prop_assert_eq!(&seen, &model);
+        check_put_values(&log, &seen, "proptest");
+        let ids = seg_ids(dir.path());
+        prop_assert_eq!(ids.clone(), (1..=ids.len() as u64).collect::<Vec<_>>());
+    }
+}
+
+/// `sync_to` past the written end used to flush an empty range forever; it is an error now.
+#[test]
+fn sync_beyond_the_end_is_an_error_not_a_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), 64 << 10, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
+    let a = log.append(&Record::Commit { tag: 1 }).unwrap();
+    assert!(matches!(log.sync_to(a.end + 8), Err(LogError::Io(..))));
+    assert!(log.failed().is_none());
+    log.sync_to(a.end).unwrap();
+}
