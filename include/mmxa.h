@@ -59,20 +59,14 @@ struct xa_switch_t;
 #define MMXA_ENOTOPEN -8
 
 /**
- * The call is not allowed in the thread's current state (for example while its association
- * with a branch is suspended).
- */
-#define MMXA_EPROTO -9
-
-/**
  * The log is full: the write could not reserve space (disk full).
  */
-#define MMXA_ENOSPC -10
+#define MMXA_ENOSPC -9
 
 /**
  * An internal error (a bug); the message tells more.
  */
-#define MMXA_EINTERNAL -11
+#define MMXA_EINTERNAL -10
 
 /**
  * Largest key, in bytes.

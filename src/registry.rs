@@ -29,8 +29,16 @@ struct Entry {
     /// The threads in R1, each with the instance it opened (a failed instance is replaced,
     /// and threads still on the old one get `XAER_RMFAIL`).
     tocs: HashMap<Toc, Arc<Rm>>,
-    /// Holds the store's process lock while the entry exists.
+    /// Holds the store's lock while the entry exists.
     _lock: File,
+    /// The process that opened it: a child created by `fork` must not use its parent's store.
+    pid: u32,
+}
+
+impl Entry {
+    fn ours(&self) -> bool {
+        self.pid == std::process::id()
+    }
 }
 
 static REGISTRY: Lazy<RwLock<HashMap<i32, Entry>>> = Lazy::new(|| RwLock::new(HashMap::new()));
@@ -74,6 +82,8 @@ pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
         .map_err(|e| rmerr(format!("cannot resolve {}: {e}", cfg.dir.display())))?;
     let toc = toc();
     let mut reg = write();
+    // State inherited through fork belongs to the parent: forget it in the child.
+    reg.retain(|_, e| e.ours());
     if let Some(e) = reg.get_mut(&rmid) {
         if e.cfg.dir != cfg.dir {
             return Err(XaError::new(
@@ -129,6 +139,7 @@ pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
             current: rm.clone(),
             tocs: HashMap::from([(toc, rm)]),
             _lock: lock,
+            pid: std::process::id(),
         },
     );
     Ok(())
@@ -138,7 +149,7 @@ pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
 pub fn close(rmid: i32) -> Result<(), XaError> {
     let toc = toc();
     let mut reg = write();
-    let Some(e) = reg.get_mut(&rmid) else {
+    let Some(e) = reg.get_mut(&rmid).filter(|e| e.ours()) else {
         return Ok(());
     };
     let Some(rm) = e.tocs.get(&toc) else {
@@ -168,7 +179,11 @@ fn drop_toc(rmid: i32, toc: Toc, rm: &Arc<Rm>) {
 }
 
 fn lookup(rmid: i32, toc: Toc) -> Option<Arc<Rm>> {
-    read().get(&rmid).and_then(|e| e.tocs.get(&toc)).cloned()
+    read()
+        .get(&rmid)
+        .filter(|e| e.ours())
+        .and_then(|e| e.tocs.get(&toc))
+        .cloned()
 }
 
 /// Runs an XA call for `rmid` in the calling thread: `XAER_PROTO` when not open here,
@@ -218,4 +233,13 @@ pub fn fail_after_panic(rmid: i32) {
             rm.fail();
         }
     });
+}
+
+/// Closes every store of this library copy: releases their locks, mappings and files. Runs
+/// when the library is unloaded (`dlclose`, or process exit), so a copy loaded later — after a
+/// `dlclose` without `xa_close`, as some monitors do — can open the stores again. Calls still in
+/// flight keep their instance alive through its `Arc`.
+pub fn unload() {
+    let entries = std::mem::take(&mut *write());
+    drop(entries);
 }

@@ -27,13 +27,10 @@ pub const MMXA_EROLLBACK: c_int = -6;
 pub const MMXA_EIO: c_int = -7;
 /// The `rmid` is not open in this thread (`xa_open` first).
 pub const MMXA_ENOTOPEN: c_int = -8;
-/// The call is not allowed in the thread's current state (for example while its association
-/// with a branch is suspended).
-pub const MMXA_EPROTO: c_int = -9;
 /// The log is full: the write could not reserve space (disk full).
-pub const MMXA_ENOSPC: c_int = -10;
+pub const MMXA_ENOSPC: c_int = -9;
 /// An internal error (a bug); the message tells more.
-pub const MMXA_EINTERNAL: c_int = -11;
+pub const MMXA_EINTERNAL: c_int = -10;
 
 /// Largest key, in bytes.
 pub const MMXA_MAX_KEY: usize = 1024;
@@ -53,7 +50,6 @@ pub fn describe(code: c_int) -> &'static CStr {
         MMXA_EROLLBACK => c"branch is rollback-only",
         MMXA_EIO => c"I/O error; the store must be reopened",
         MMXA_ENOTOPEN => c"rmid not open in this thread",
-        MMXA_EPROTO => c"call not allowed in the current association state",
         MMXA_ENOSPC => c"no space left for the log",
         MMXA_EINTERNAL => c"internal error",
         _ => c"unknown mmxa code",

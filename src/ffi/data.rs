@@ -10,22 +10,28 @@ use crate::status::*;
 use std::ffi::c_void;
 use std::os::raw::{c_char, c_int};
 
-/// Borrows `len` bytes at `ptr`; NULL is allowed only with length 0.
+/// Borrows `len` bytes at `ptr`; NULL is allowed only with length 0. The length is checked
+/// against `max` before any slice is built from the caller's pointer.
 ///
 /// # Safety
 /// When non-NULL, `ptr` points to `len` readable bytes.
-unsafe fn bytes<'a>(ptr: *const c_void, len: usize, what: &str) -> Result<&'a [u8], DataError> {
-    if ptr.is_null() {
-        if len == 0 {
-            return Ok(&[]);
-        }
+unsafe fn bytes<'a>(
+    ptr: *const c_void,
+    len: usize,
+    max: usize,
+    what: &str,
+) -> Result<&'a [u8], DataError> {
+    if ptr.is_null() && len != 0 {
         return Err(DataError::new(MMXA_EINVAL, format!("{what} is NULL")));
     }
-    if len > isize::MAX as usize {
+    if len > max {
         return Err(DataError::new(
             MMXA_ETOOBIG,
-            format!("{what} length {len} is too large"),
+            format!("{what} of {len} bytes exceeds the maximum of {max}"),
         ));
+    }
+    if ptr.is_null() {
+        return Ok(&[]);
     }
     Ok(std::slice::from_raw_parts(ptr as *const u8, len))
 }
@@ -57,8 +63,8 @@ pub unsafe extern "C" fn mmxa_put(
     value_len: usize,
 ) -> c_int {
     data_call(|| {
-        let key = bytes(key, key_len, "key")?;
-        let value = bytes(value, value_len, "value")?;
+        let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
+        let value = bytes(value, value_len, MMXA_MAX_VALUE, "value")?;
         registry::data_call(rmid, |rm, toc| rm.put(toc, key, Some(value)))?;
         Ok(MMXA_OK)
     })
@@ -82,7 +88,7 @@ pub unsafe extern "C" fn mmxa_get(
     value_len: *mut usize,
 ) -> c_int {
     data_call(|| {
-        let key = bytes(key, key_len, "key")?;
+        let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
         if value_len.is_null() {
             return Err(DataError::new(MMXA_EINVAL, "value_len is NULL"));
         }
@@ -118,7 +124,7 @@ pub unsafe extern "C" fn mmxa_get(
 #[no_mangle]
 pub unsafe extern "C" fn mmxa_delete(rmid: c_int, key: *const c_void, key_len: usize) -> c_int {
     data_call(|| {
-        let key = bytes(key, key_len, "key")?;
+        let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
         let existed = registry::data_call(rmid, |rm, toc| rm.put(toc, key, None))?;
         Ok(if existed { MMXA_OK } else { MMXA_NOTFOUND })
     })

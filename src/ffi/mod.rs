@@ -10,3 +10,12 @@ pub mod abi;
 pub mod data;
 mod guard;
 pub mod switch;
+
+/// Runs when the library is unloaded (`dlclose` or process exit): see [`crate::registry::unload`].
+extern "C" fn on_unload() {
+    let _ = std::panic::catch_unwind(crate::registry::unload);
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static ON_UNLOAD: extern "C" fn() = on_unload;

@@ -1,7 +1,7 @@
 //! One log segment file: preallocated, memory-mapped, written through the mapping.
 //!
 //! Owns: the only `unsafe` outside `ffi` — the shared mapping, `posix_fallocate` and the
-//! store's `fcntl` lock. Invariants: a segment is reserved on disk (`posix_fallocate`) before
+//! store's lock. Invariants: a segment is reserved on disk (`posix_fallocate`) before
 //! it is mapped, so a full disk is an error code at creation and never a SIGBUS at write; bytes
 //! below the published end are never written again while readers may see them (callers write
 //! only above the log's tail and read only below it).
@@ -162,27 +162,25 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Takes an exclusive `fcntl` write lock on `file` without waiting. POSIX record locks belong
-/// to the process, so a library copy loaded again after `dlclose` can take the lock its
-/// predecessor never released; other processes get `Err` naming the holder's pid.
+/// Takes an exclusive open-file-description (`F_OFD_SETLK`) write lock on `file` without
+/// waiting. The lock belongs to this open of the file: another process, or another copy of the
+/// library loaded in this process, cannot take it while this `File` is open, and closing it
+/// releases the lock.
 pub fn lock_exclusive(file: &File) -> io::Result<()> {
-    // SAFETY: zeroed `flock` is a valid value; fields are set below.
+    // SAFETY: zeroed `flock` is a valid value; fields are set below (`l_pid` must be 0).
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     // SAFETY: valid descriptor and a pointer to a live `flock`.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } == 0 {
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
         return Ok(());
     }
     let err = io::Error::last_os_error();
-    // SAFETY: as above; F_GETLK fills `fl` with the conflicting lock.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) } == 0
-        && fl.l_type != libc::F_UNLCK as libc::c_short
-    {
-        return Err(io::Error::new(
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Err(io::Error::new(
             err.kind(),
-            format!("the store is in use by process {}", fl.l_pid),
-        ));
+            "the store is in use by another process (or another copy of libmmxa in this one)",
+        )),
+        _ => Err(err),
     }
-    Err(err)
 }

@@ -1,0 +1,235 @@
+//! C programs against the built libmmxa.so: the hostile-caller test (`tests/c/hostile.c`, also
+//! under valgrind when it is installed), the dlopen/dlclose stress test
+//! (`tests/c/dlopen_stress.c`), and the two examples in `c-examples/`.
+//!
+//! Every program prints what it checked and exits 0 only when all checks passed; a failing test
+//! shows the program's whole output. Programs run in fresh temporary directories.
+
+mod common;
+
+use common::{build_program, c_dir, compile_c, describe, root, run, run_ok, tmp_dir, Lang};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The libmmxa.so this test binary was built with (what a monitor would `dlopen`).
+fn lib_path() -> PathBuf {
+    common::lib_dir().join("libmmxa.so")
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Compiles a program that loads libmmxa.so itself (not linked against it).
+#[track_caller]
+fn build_unlinked(name: &str, source: &Path, extra: &[&str]) -> PathBuf {
+    let out = tmp_dir().join(name);
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if let Err(e) = compile_c(&[source], &out, &extra) {
+        panic!("{e}");
+    }
+    out
+}
+
+fn stdout_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[track_caller]
+fn assert_contains(output: &std::process::Output, needle: &str) {
+    assert!(
+        stdout_of(output).contains(needle),
+        "expected {needle:?} in the output:\n{}",
+        describe(output)
+    );
+}
+
+fn build_hostile(name: &str) -> PathBuf {
+    build_program(
+        Lang::C,
+        name,
+        &[&c_dir().join("hostile.c")],
+        &["-pthread".to_owned()],
+    )
+}
+
+/// Bad pointers, lengths, flags, rmids, open strings and wrong-state calls on every entry point
+/// of `mmxa_switch` and every data call: documented codes, no crash, no hang.
+#[test]
+fn hostile_caller_gets_documented_codes() {
+    let bin = build_hostile("hostile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_ok(&bin, &[path_str(dir.path())]);
+    // Notes are debatable behaviour, shown with --nocapture.
+    print!("{}", stdout_of(&out));
+    assert_contains(&out, ", 0 failed,");
+}
+
+/// A suppression file for reports that are not mmxa's. Empty today: hostile.c runs clean under
+/// valgrind (memcheck) against both the debug and the release library. Add an entry here only
+/// for a report whose whole stack lies outside mmxa and its callers (for example inside
+/// the dynamic loader), with a comment saying why.
+const VALGRIND_SUPPRESSIONS: &str = "# no suppressions needed\n";
+
+/// The same program under valgrind's memcheck: no invalid read or write, no use of
+/// uninitialised memory, on any of the hostile paths.
+#[test]
+fn hostile_caller_under_valgrind() {
+    let available = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !available {
+        eprintln!("note: valgrind is not installed; skipping hostile_caller_under_valgrind");
+        return;
+    }
+    let bin = build_hostile("hostile_valgrind");
+    let supp = common::write_source("hostile.supp", VALGRIND_SUPPRESSIONS);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("valgrind")
+        .args(["--error-exitcode=99", "--leak-check=no", "-q"])
+        .arg(format!("--suppressions={}", supp.display()))
+        .arg(&bin)
+        .arg(dir.path())
+        // valgrind is 10-50x slower; the program's own hang guard must not fire first.
+        .env("HOSTILE_ALARM", "900")
+        .output()
+        .expect("run valgrind");
+    assert!(
+        out.status.success(),
+        "hostile.c under valgrind failed (exit 99 = valgrind found errors):\n{}",
+        describe(&out)
+    );
+    assert_contains(&out, ", 0 failed,");
+}
+
+fn build_stress() -> PathBuf {
+    build_unlinked(
+        "dlopen_stress",
+        &c_dir().join("dlopen_stress.c"),
+        &["-pthread", "-ldl"],
+    )
+}
+
+/// Twenty dlopen/dlclose cycles with four threads per cycle doing two-phase, one-phase,
+/// prepared-and-left, failed and abandoned branches, sometimes unloading without xa_close: every
+/// acknowledged commit survives, every acknowledged prepare is listed exactly once.
+#[test]
+fn dlopen_dlclose_cycles_lose_nothing() {
+    let bin = build_stress();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = lib_path();
+    let out = run_ok(&bin, &[path_str(&lib), path_str(dir.path())]);
+    print!("{}", stdout_of(&out));
+    assert_contains(&out, "all checks passed");
+}
+
+/// Two copies of libmmxa.so in one process (an application linked against one, a monitor
+/// dlopening another path) must not both write one store: the second open is refused, or at
+/// least no acknowledged write is lost.
+#[test]
+fn two_library_copies_in_one_process_lose_no_acknowledged_write() {
+    let bin = build_stress();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("libmmxa-copy.so");
+    std::fs::copy(lib_path(), &copy).expect("copy libmmxa.so");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let out = run(
+        &bin,
+        &[
+            "--two-copies",
+            path_str(&lib_path()),
+            path_str(&copy),
+            path_str(&data),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "two instances of libmmxa in one process:\n{}",
+        describe(&out)
+    );
+}
+
+fn examples_dir() -> PathBuf {
+    root().join("c-examples")
+}
+
+/// The bank example: a committed and a rolled-back transfer across two stores; run twice on the
+/// same data, so the second run starts from the first run's balances.
+#[test]
+fn bank_example_commits_then_rolls_back() {
+    let bin = build_program(
+        Lang::C,
+        "bank_example",
+        &[&examples_dir().join("bank.c")],
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("bank-data");
+    let first = run_ok(&bin, &[path_str(&data)]);
+    print!("{}", stdout_of(&first));
+    assert_contains(&first, "balances before: alice@A = 100, bob@B = 50");
+    assert_contains(
+        &first,
+        "balances after transfer 1 (committed): alice@A = 70, bob@B = 80",
+    );
+    assert_contains(&first, "A: XA_RBROLLBACK  B: XA_RBROLLBACK");
+    assert_contains(&first, "(rolled back, unchanged): alice@A = 70, bob@B = 80");
+    let second = run_ok(&bin, &[path_str(&data)]);
+    assert_contains(&second, "alice@A exists (balance 70)");
+    assert_contains(
+        &second,
+        "balances after transfer 1 (committed): alice@A = 40, bob@B = 110",
+    );
+}
+
+/// The dlopen example: the switch found by name, one branch through its function pointers.
+/// Run twice on the same store: the XID of a committed branch may be used again.
+#[test]
+fn dlopen_switch_example_drives_a_branch() {
+    let bin = build_unlinked(
+        "dlopen_switch_example",
+        &examples_dir().join("dlopen_switch.c"),
+        &["-ldl"],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("dlopen-data");
+    let lib = lib_path();
+    for _ in 0..2 {
+        let out = run_ok(&bin, &[path_str(&lib), path_str(&data)]);
+        assert_contains(&out, "dlsym(\"mmxa_switch\"): name \"mmxa\", version 0");
+        assert_contains(&out, "xa_prepare                         -> XA_OK");
+        assert_contains(&out, "in doubt: formatID 0x4d4d5841");
+        assert_contains(&out, "dlclose: done");
+    }
+}
+
+/// `make -C c-examples run` is how the examples are meant to be run; check that the Makefile
+/// parses and names both examples, without starting a nested cargo build.
+#[test]
+fn examples_makefile_parses() {
+    let Ok(out) = Command::new("make")
+        .args(["-n", "-C"])
+        .arg(examples_dir())
+        .arg("run")
+        .output()
+    else {
+        eprintln!("note: make is not installed; skipping examples_makefile_parses");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "make -n run failed:\n{}",
+        describe(&out)
+    );
+    for needle in [
+        "cargo build --release",
+        "bank.c",
+        "dlopen_switch.c",
+        "-Werror",
+    ] {
+        assert_contains(&out, needle);
+    }
+}

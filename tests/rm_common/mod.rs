@@ -1,0 +1,112 @@
+//! Helpers shared by the core state-machine tests (`tests/state_tables.rs`, `tests/model.rs`):
+//! opening an `Rm` in a temporary directory, XIDs, and turning results into plain codes.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use mmxa::config::{Config, SyncMode};
+use mmxa::rm::flags::Scan;
+use mmxa::rm::{DataError, Rm, XaError};
+use mmxa::status::*;
+use mmxa::xa::*;
+use mmxa::xid::Xid;
+use std::path::Path;
+use std::time::Duration;
+
+/// A store configuration for tests: 4 MiB segments, the given sync mode and lock timeout.
+pub fn config(dir: &Path, sync: SyncMode, lock_timeout: Duration) -> Config {
+    let mut cfg = Config::new(dir);
+    cfg.segment_size = 4 << 20;
+    cfg.sync = sync;
+    cfg.lock_timeout = lock_timeout;
+    cfg
+}
+
+/// Opens (or reopens) a store, panicking with the reason on failure.
+pub fn open(cfg: &Config) -> Rm {
+    Rm::open(cfg.clone()).unwrap_or_else(|e| panic!("Rm::open({}): {e}", cfg.dir.display()))
+}
+
+/// An XID with formatID 1.
+pub fn xid(gtrid: &[u8], bqual: &[u8]) -> Xid {
+    Xid::from_parts(1, gtrid, bqual).expect("valid test XID")
+}
+
+/// The XA code of a result: `Ok` carries `XA_OK`/`XA_RDONLY`, `Err` its code.
+pub fn code(r: Result<i32, XaError>) -> i32 {
+    match r {
+        Ok(c) => c,
+        Err(e) => e.code,
+    }
+}
+
+/// The XA code of a `()` result (`Rm::heuristic`, `Rm::close_toc`).
+pub fn code0(r: Result<(), XaError>) -> i32 {
+    match r {
+        Ok(()) => XA_OK,
+        Err(e) => e.code,
+    }
+}
+
+/// The `MMXA_*` code of a data-call result (`MMXA_OK` on success).
+pub fn dcode<T>(r: &Result<T, DataError>) -> i32 {
+    match r {
+        Ok(_) => MMXA_OK,
+        Err(e) => e.code,
+    }
+}
+
+/// Scan flags for `Rm::recover`.
+pub fn scan(start: bool, end: bool) -> Scan {
+    Scan { start, end }
+}
+
+/// The symbolic name of an XA return code, for failure messages.
+pub fn xa_name(code: i32) -> String {
+    let s = match code {
+        XA_OK => "XA_OK",
+        XA_RDONLY => "XA_RDONLY",
+        XA_RETRY => "XA_RETRY",
+        XA_HEURMIX => "XA_HEURMIX",
+        XA_HEURRB => "XA_HEURRB",
+        XA_HEURCOM => "XA_HEURCOM",
+        XA_HEURHAZ => "XA_HEURHAZ",
+        XA_NOMIGRATE => "XA_NOMIGRATE",
+        XA_RBROLLBACK => "XA_RBROLLBACK",
+        XA_RBCOMMFAIL => "XA_RBCOMMFAIL",
+        XA_RBDEADLOCK => "XA_RBDEADLOCK",
+        XA_RBINTEGRITY => "XA_RBINTEGRITY",
+        XA_RBOTHER => "XA_RBOTHER",
+        XA_RBPROTO => "XA_RBPROTO",
+        XA_RBTIMEOUT => "XA_RBTIMEOUT",
+        XA_RBTRANSIENT => "XA_RBTRANSIENT",
+        XAER_ASYNC => "XAER_ASYNC",
+        XAER_RMERR => "XAER_RMERR",
+        XAER_NOTA => "XAER_NOTA",
+        XAER_INVAL => "XAER_INVAL",
+        XAER_PROTO => "XAER_PROTO",
+        XAER_RMFAIL => "XAER_RMFAIL",
+        XAER_DUPID => "XAER_DUPID",
+        XAER_OUTSIDE => "XAER_OUTSIDE",
+        _ => return format!("code {code}"),
+    };
+    s.to_string()
+}
+
+/// The symbolic name of an `MMXA_*` code, for failure messages.
+pub fn mmxa_name(code: i32) -> String {
+    let s = match code {
+        MMXA_OK => "MMXA_OK",
+        MMXA_NOTFOUND => "MMXA_NOTFOUND",
+        MMXA_EINVAL => "MMXA_EINVAL",
+        MMXA_ETOOBIG => "MMXA_ETOOBIG",
+        MMXA_EBUFSIZE => "MMXA_EBUFSIZE",
+        MMXA_ELOCKTIMEOUT => "MMXA_ELOCKTIMEOUT",
+        MMXA_EDEADLOCK => "MMXA_EDEADLOCK",
+        MMXA_EROLLBACK => "MMXA_EROLLBACK",
+        MMXA_EIO => "MMXA_EIO",
+        MMXA_ENOTOPEN => "MMXA_ENOTOPEN",
+        MMXA_ENOSPC => "MMXA_ENOSPC",
+        MMXA_EINTERNAL => "MMXA_EINTERNAL",
+        _ => return format!("code {code}"),
+    };
+    s.to_string()
+}
