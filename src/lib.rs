@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod ffi;
+mod fxhash;
 pub mod lock;
 pub mod log;
 pub mod registry;

@@ -10,13 +10,13 @@
 //! library registers no thread-exit hook and can be unloaded with `dlclose`.
 
 use crate::config::{self, Config};
+use crate::fxhash::FxHashMap;
 use crate::log::lock_exclusive;
 use crate::rm::{DataError, Rm, Toc, XaError};
 use crate::status::{MMXA_EIO, MMXA_ENOTOPEN};
 use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL};
 use once_cell::sync::Lazy;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ struct Entry {
     current: Arc<Rm>,
     /// The threads in R1, each with the instance it opened (a failed instance is replaced,
     /// and threads still on the old one get `XAER_RMFAIL`).
-    tocs: HashMap<Toc, Arc<Rm>>,
+    tocs: FxHashMap<Toc, Arc<Rm>>,
     /// Holds the store's lock while the entry exists.
     _lock: File,
     /// The process that opened it: a child created by `fork` must not use its parent's store.
@@ -41,7 +41,7 @@ impl Entry {
     }
 }
 
-static REGISTRY: Lazy<RwLock<HashMap<i32, Entry>>> = Lazy::new(|| RwLock::new(HashMap::new()));
+static REGISTRY: Lazy<RwLock<FxHashMap<i32, Entry>>> = Lazy::new(Default::default);
 static NEXT_TOC: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -58,11 +58,11 @@ pub fn toc() -> Toc {
     })
 }
 
-fn read() -> RwLockReadGuard<'static, HashMap<i32, Entry>> {
+fn read() -> RwLockReadGuard<'static, FxHashMap<i32, Entry>> {
     REGISTRY.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write() -> RwLockWriteGuard<'static, HashMap<i32, Entry>> {
+fn write() -> RwLockWriteGuard<'static, FxHashMap<i32, Entry>> {
     REGISTRY.write().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -137,7 +137,7 @@ pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
         Entry {
             cfg,
             current: rm.clone(),
-            tocs: HashMap::from([(toc, rm)]),
+            tocs: FxHashMap::from_iter([(toc, rm)]),
             _lock: lock,
             pid: std::process::id(),
         },

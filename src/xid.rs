@@ -7,9 +7,10 @@
 
 use crate::xa::{MAXBQUALSIZE, MAXGTRIDSIZE, XIDDATASIZE};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 /// A validated branch identifier.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Xid {
     format_id: i64,
     gtrid_len: u8,
@@ -102,6 +103,17 @@ impl Xid {
     /// The full 128-byte data buffer, tail zeroed (what `xa_recover` hands back).
     pub fn data(&self) -> &[u8; XIDDATASIZE] {
         &self.data
+    }
+}
+
+impl Hash for Xid {
+    /// Hashes what equality compares, without the zero tail (most XIDs use a few dozen of the
+    /// 128 bytes), so lookups stay cheap.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_i64(self.format_id);
+        h.write_u8(self.gtrid_len);
+        h.write_u8(self.bqual_len);
+        h.write(&self.data[..(self.gtrid_len + self.bqual_len) as usize]);
     }
 }
 

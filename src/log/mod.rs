@@ -850,6 +850,9 @@ impl Log {
             }
             *syncing = true;
             drop(syncing);
+            // Let runnable threads append first, so this sync covers more of them; with no
+            // other runnable thread this returns at once.
+            std::thread::yield_now();
             let from = self.durable.load(Ordering::Acquire);
             let to = self.written();
             let result = self.flush(from, to);

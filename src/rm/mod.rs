@@ -19,6 +19,7 @@ pub mod flags;
 mod recovery;
 
 use crate::config::Config;
+use crate::fxhash::FxHashMap;
 use crate::lock::{LockError, LockTable, Owner};
 use crate::log::{put_value_offset, Log, LogError, Lsn, Record};
 use crate::status::*;
@@ -142,8 +143,8 @@ struct TocState {
 
 #[derive(Default)]
 struct State {
-    branches: HashMap<Xid, Branch>,
-    tocs: HashMap<Toc, TocState>,
+    branches: FxHashMap<Xid, Branch>,
+    tocs: FxHashMap<Toc, TocState>,
 }
 
 /// An open store.
