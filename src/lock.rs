@@ -141,6 +141,20 @@ impl LockTable {
         self.changed.notify_all();
     }
 
+    /// Hands every lock of `from` to `to` at once (a prepared branch that changes its tag).
+    pub fn transfer(&self, from: Owner, to: Owner) {
+        let mut t = self.table();
+        if let Some(keys) = t.held.remove(&from) {
+            for k in &keys {
+                t.holder.insert(k.clone(), to);
+            }
+            t.held.entry(to).or_default().extend(keys);
+        }
+        // Waiters keep their edges to `from` until they wake (below) and look again.
+        drop(t);
+        self.changed.notify_all();
+    }
+
     /// Wakes all waiters so they re-check their abort condition.
     pub fn wake_all(&self) {
         self.changed.notify_all();

@@ -47,6 +47,18 @@
 //! | 6 | HEURISTIC | tag u64, outcome i32 (`XA_HEURCOM`/`XA_HEURRB`/…), XID, reason length u32, reason |
 //! | 7 | FORGET | tag u64 |
 //! | 8 | SEGMENT_END | empty: the log continues at the start of the next segment |
+//! | 9 | MOVE | old tag u64, new tag u64, XID: the prepared branch `old` now lives on as `new`, whose writes were re-logged just before |
+//! | 10 | CHECKPOINT | first segment id u64: segments before it are no longer needed |
+//!
+//! # Reclaiming space
+//! Segments are reclaimed oldest first. What is still live in the oldest segment is appended
+//! again at the tail (committed values as tag-0 PUTs; a prepared branch's writes under a new tag
+//! followed by MOVE; a heuristic outcome as a new HEURISTIC record), then a CHECKPOINT naming the
+//! next segment is appended and synced, and only then is the old file deleted. Replaying a
+//! segment that a crash left behind after its CHECKPOINT is harmless (everything live in it is
+//! restated later in the log) and open deletes it. The scan keeps the highest CHECKPOINT claim: a
+//! log whose first file comes after the claimed first segment has lost a segment (corruption);
+//! without any claim the log must start at segment 1.
 //!
 //! # Validity, torn tails and corruption
 //! A record is valid when its kind is known, it fits in the segment, and its CRC matches. The
@@ -95,6 +107,8 @@ const K_ROLLBACK: u8 = 5;
 const K_HEURISTIC: u8 = 6;
 const K_FORGET: u8 = 7;
 const K_SEGMENT_END: u8 = 8;
+const K_MOVE: u8 = 9;
+const K_CHECKPOINT: u8 = 10;
 
 /// Offset of a PUT's value bytes from the start of its record.
 pub fn put_value_offset(key_len: usize) -> u64 {
@@ -152,6 +166,15 @@ pub enum Record<'a> {
     Forget {
         /// Branch tag.
         tag: u64,
+    },
+    /// A prepared branch's state moves to a new tag (its writes were re-logged under it).
+    Move {
+        /// The tag that is gone.
+        old: u64,
+        /// The tag that holds the prepared branch now.
+        new: u64,
+        /// The branch's XID.
+        xid: Xid,
     },
 }
 
@@ -344,6 +367,17 @@ fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
                 _ => Record::Forget { tag },
             }
         }
+        K_MOVE => {
+            let (xid, end) = xid_at(16)?;
+            if end != p.len() {
+                return None;
+            }
+            Record::Move {
+                old: tag()?,
+                new: le_u64(p.get(8..16)?, 0),
+                xid,
+            }
+        }
         K_HEURISTIC => {
             let outcome = le_u32(p.get(8..12)?, 0) as i32;
             let (xid, at) = xid_at(12)?;
@@ -376,7 +410,7 @@ fn probe(seg: &[u8], salt: u64, off: u64) -> Option<Header> {
     let at = usize::try_from(off).ok()?;
     let h = seg.get(at..at.checked_add(REC_HEADER)?)?;
     let kind = h[8];
-    if !(K_PUT..=K_SEGMENT_END).contains(&kind) || h[9..16].iter().any(|&b| b != 0) {
+    if !(K_PUT..=K_CHECKPOINT).contains(&kind) || h[9..16].iter().any(|&b| b != 0) {
         return None;
     }
     let len = le_u32(h, 4) as usize;
@@ -454,9 +488,8 @@ impl Log {
                 offset: 0,
                 what,
             };
-            if i == 0 && seg.base != 0 {
-                // Nothing ever deletes the first segment: the log starts at LSN 0.
-                return Err(corrupt(format!("the segments before {id} are missing")));
+            if id == 1 && seg.base != 0 {
+                return Err(corrupt("segment 1 does not start at LSN 0".into()));
             }
             if i > 0 {
                 let prev = &segs[i - 1];
@@ -493,8 +526,26 @@ impl Log {
         if segs.is_empty() {
             segs.push(log.tail.get_mut().expect("fresh mutex").seg.clone());
         }
-        let (last, mut off) = Log::replay(&segs, visit)?;
+        let mut first_needed = 1;
+        let (mut last, mut off) = Log::replay(&segs, &mut first_needed, visit)?;
         segs.truncate(last + 1);
+        if segs[0].id > first_needed {
+            return Err(LogError::Corrupt {
+                file: segs[0].file.path().to_path_buf(),
+                offset: 0,
+                what: format!("segments {first_needed} to {} are missing", segs[0].id - 1),
+            });
+        }
+        // Segments a crash left behind after their CHECKPOINT: dead, delete them now.
+        let dead = segs.iter().take_while(|s| s.id < first_needed).count();
+        if dead > 0 {
+            for s in &segs[..dead] {
+                std::fs::remove_file(s.file.path()).map_err(io_err("remove reclaimed segment"))?;
+            }
+            sync_dir(dir).map_err(io_err("sync directory"))?;
+            segs.drain(..dead);
+            last -= dead;
+        }
         let mut seg = segs[last].clone();
         if off == seg.file.size() {
             let next = Log::create_segment(dir, seg.id + 1, seg.base + off, segment_size)?;
@@ -559,8 +610,10 @@ impl Log {
 
     /// Replays `segs`; returns the index of the tail segment and the append offset in it
     /// (the segment's size when it ended with SEGMENT_END and no next segment exists).
+    /// Raises `first_needed` to the highest CHECKPOINT claim seen.
     fn replay(
         segs: &[Arc<Seg>],
+        first_needed: &mut u64,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<(usize, u64), LogError> {
         for (i, seg) in segs.iter().enumerate() {
@@ -579,10 +632,18 @@ impl Log {
                         offset: off,
                         what,
                     };
-                    let rec = decode(h.kind, &bytes[at..at + h.len]).ok_or_else(|| {
-                        corrupt("record with a valid checksum does not decode".into())
-                    })?;
-                    visit(seg.base + off, rec).map_err(corrupt)?;
+                    let payload = &bytes[at..at + h.len];
+                    let undecodable =
+                        || corrupt("record with a valid checksum does not decode".into());
+                    if h.kind == K_CHECKPOINT {
+                        if payload.len() != 8 {
+                            return Err(undecodable());
+                        }
+                        *first_needed = (*first_needed).max(le_u64(payload, 0));
+                    } else {
+                        let rec = decode(h.kind, payload).ok_or_else(undecodable)?;
+                        visit(seg.base + off, rec).map_err(corrupt)?;
+                    }
                     off += h.total;
                 }
             })??;
@@ -724,6 +785,13 @@ impl Log {
                 fixed[0..8].copy_from_slice(&tag.to_le_bytes());
                 fixed[8..18].copy_from_slice(&head);
                 (K_PREPARE, [&fixed[..18], data, &[], &[]])
+            }
+            Record::Move { old, new, xid } => {
+                let (head, data) = xid_bytes(xid);
+                fixed[0..8].copy_from_slice(&old.to_le_bytes());
+                fixed[8..16].copy_from_slice(&new.to_le_bytes());
+                fixed[16..26].copy_from_slice(&head);
+                (K_MOVE, [&fixed[..26], data, &[], &[]])
             }
             Record::Heuristic { .. } => return self.append_heuristic(rec),
         };
@@ -894,6 +962,45 @@ impl Log {
             }
         }
         Ok(())
+    }
+
+    /// The oldest segment, unless it is the one being appended to: its id and LSN range.
+    pub fn oldest(&self) -> Option<(u64, Lsn, Lsn)> {
+        let segs = self.segs.read().ok()?;
+        let s = segs.first().filter(|_| segs.len() > 1)?;
+        Some((s.id, s.base, s.base + s.file.size()))
+    }
+
+    /// Number of segment files and their total size in bytes.
+    pub fn disk_usage(&self) -> (usize, u64) {
+        let segs = self.segs.read().unwrap_or_else(|p| p.into_inner());
+        (segs.len(), segs.iter().map(|s| s.file.size()).sum())
+    }
+
+    /// The configured size of new segments.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
+    }
+
+    /// Retires the oldest segment `id` once everything live in it has been appended again: a
+    /// CHECKPOINT naming the next segment is made durable, then the file is deleted. Readers
+    /// still holding the segment keep its mapping until they finish.
+    pub fn retire_oldest(&self, id: u64) -> Result<(), LogError> {
+        if self.oldest().map(|(first, _, _)| first) != Some(id) {
+            return Err(LogError::Failed(format!("segment {id} is not the oldest")));
+        }
+        let next = (id + 1).to_le_bytes();
+        let a = self.append_parts(K_CHECKPOINT, &[&next])?;
+        self.sync_to(a.end)?;
+        let seg = {
+            let mut segs = self
+                .segs
+                .write()
+                .map_err(|_| LogError::Failed("poisoned lock".into()))?;
+            segs.remove(0)
+        };
+        std::fs::remove_file(seg.file.path()).map_err(io_err("remove reclaimed segment"))?;
+        sync_dir(&self.dir).map_err(io_err("sync directory"))
     }
 
     /// Copies `len` bytes at `lsn` (below [`Log::written`]) into `out`.

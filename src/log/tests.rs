@@ -53,6 +53,11 @@ enum Rec {
     Forget {
         tag: u64,
     },
+    Move {
+        old: u64,
+        new: u64,
+        xid: Xid,
+    },
 }
 
 impl Rec {
@@ -82,6 +87,11 @@ impl Rec {
                 reason,
             },
             Rec::Forget { tag } => Record::Forget { tag: *tag },
+            Rec::Move { old, new, xid } => Record::Move {
+                old: *old,
+                new: *new,
+                xid: *xid,
+            },
         }
     }
 
@@ -111,6 +121,7 @@ impl Rec {
                 reason: reason.to_vec(),
             },
             Record::Forget { tag } => Rec::Forget { tag },
+            Record::Move { old, new, xid } => Rec::Move { old, new, xid },
         }
     }
 
@@ -123,6 +134,7 @@ impl Rec {
             Rec::Prepare { xid, .. } => 8 + xid_len(xid),
             Rec::Commit { .. } | Rec::Rollback { .. } | Rec::Forget { .. } => 8,
             Rec::Heuristic { xid, reason, .. } => 12 + xid_len(xid) + 4 + reason.len(),
+            Rec::Move { xid, .. } => 16 + xid_len(xid),
         }
     }
 
@@ -1503,7 +1515,7 @@ fn craft_cases() -> Vec<CraftCase> {
         // Invalid records (kind unknown, reserved bytes, other salt) are simply not records:
         // with nothing vouching for them they are a torn tail.
         c("kind 0 with a valid checksum", 0, tag.to_vec(), Torn),
-        c("kind 9 with a valid checksum", 9, tag.to_vec(), Torn),
+        c("kind 11 with a valid checksum", 11, tag.to_vec(), Torn),
         c("kind 255 with a valid checksum", 255, tag.to_vec(), Torn),
         CraftCase {
             reserved: 1,

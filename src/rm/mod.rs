@@ -15,20 +15,21 @@
 //! A thread of control (ToC) is an opaque number chosen by the caller, so the state machine can
 //! be driven, and tested, without threads.
 
+mod compact;
 pub mod flags;
 mod recovery;
 
 use crate::config::Config;
 use crate::fxhash::FxHashMap;
 use crate::lock::{LockError, LockTable, Owner};
-use crate::log::{put_value_offset, Log, LogError, Lsn, Record};
+use crate::log::{put_value_offset, Appended, Log, LogError, Lsn, Record};
 use crate::status::*;
 use crate::xa::*;
 use crate::xid::Xid;
 use flags::{EndMode, Scan, StartMode};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// A thread of control, as numbered by the caller.
 pub type Toc = u64;
@@ -78,6 +79,43 @@ struct ValueLoc {
     len: u32,
 }
 
+/// The committed key-value index, and the log bytes its live entries stand for.
+#[derive(Default)]
+struct Index {
+    map: HashMap<Vec<u8>, ValueLoc>,
+    bytes: u64,
+}
+
+impl Index {
+    /// Log bytes of the PUT record behind an entry.
+    fn cost(key: &[u8], loc: &ValueLoc) -> u64 {
+        put_value_offset(key.len()) + loc.len as u64
+    }
+
+    fn put(&mut self, key: &[u8], loc: ValueLoc) {
+        self.bytes += Index::cost(key, &loc);
+        if let Some(old) = self.map.get_mut(key) {
+            self.bytes -= Index::cost(key, old);
+            *old = loc;
+        } else {
+            self.map.insert(key.to_vec(), loc);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.bytes -= Index::cost(key, &old);
+        }
+    }
+
+    fn set(&mut self, key: &[u8], loc: Option<ValueLoc>) {
+        match loc {
+            Some(loc) => self.put(key, loc),
+            None => self.remove(key),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Working,
@@ -99,6 +137,12 @@ struct Branch {
     undone: bool,
     /// Latest write per key: the LSN of its record and the value (None: deleted).
     writes: BTreeMap<Vec<u8>, (Lsn, Option<ValueLoc>)>,
+    /// LSN of the first write record of a working branch: its segment cannot be reclaimed yet.
+    first_lsn: Option<Lsn>,
+    /// LSN of the record that states a prepared or heuristic branch (PREPARE, MOVE, HEURISTIC).
+    record_lsn: Lsn,
+    /// The operator's reason, for a heuristically completed branch.
+    reason: String,
     abort: Arc<AtomicBool>,
 }
 
@@ -114,6 +158,9 @@ impl Branch {
             rb: None,
             undone: false,
             writes: BTreeMap::new(),
+            first_lsn: None,
+            record_lsn: 0,
+            reason: String::new(),
             abort: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -152,7 +199,15 @@ pub struct Rm {
     cfg: Config,
     log: Log,
     locks: LockTable,
-    index: RwLock<HashMap<Vec<u8>, ValueLoc>>,
+    index: RwLock<Index>,
+    /// Held shared by every operation from its append until its effect is in memory (and by
+    /// readers), exclusively by the compactor, which so sees log and memory agree.
+    quiesce: RwLock<()>,
+    /// A compaction step is running.
+    compacting: AtomicBool,
+    /// Do not try to compact again before the log reaches this LSN (after a step found the
+    /// oldest segment still needed).
+    compact_after: AtomicU64,
     state: Mutex<State>,
     next_tag: AtomicU64,
     panicked: AtomicBool,
@@ -375,9 +430,14 @@ impl Rm {
     }
 
     /// Appends `rec` and waits until it is durable, with the state lock released.
-    fn log_durably(&self, rec: &Record<'_>) -> Result<(), LogError> {
+    fn log_durably(&self, rec: &Record<'_>) -> Result<Appended, LogError> {
         let a = self.log.append(rec)?;
-        self.log.sync_to(a.end)
+        self.log.sync_to(a.end)?;
+        Ok(a)
+    }
+
+    fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.quiesce.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Re-takes the state lock after a sync, even if the store failed meanwhile.
@@ -413,14 +473,19 @@ impl Rm {
         b.busy = true;
         let tag = b.tag;
         drop(st);
+        let q = self.shared();
         let result = self.log_durably(&Record::Prepare { tag, xid: *xid });
         let mut st = self.relock();
         match result {
-            Ok(()) => {
+            Ok(a) => {
                 if let Some(b) = st.branches.get_mut(xid) {
                     b.busy = false;
                     b.phase = Phase::Prepared;
+                    b.first_lsn = None;
+                    b.record_lsn = a.lsn;
                 }
+                drop((st, q));
+                self.maybe_compact();
                 Ok(XA_OK)
             }
             // The PREPARE record may be durable: only a reopen and xa_recover can tell.
@@ -466,14 +531,17 @@ impl Rm {
         b.busy = true;
         let tag = b.tag;
         drop(st);
+        let q = self.shared();
         let result = self.log_durably(&Record::Commit { tag });
         let mut st = self.relock();
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(b) = st.branches.remove(xid) {
                     self.apply(&b.writes);
                     self.locks.release_all(b.tag);
                 }
+                drop((st, q));
+                self.maybe_compact();
                 Ok(XA_OK)
             }
             Err(e @ LogError::Failed(_)) => Err(self.log_error(e)),
@@ -510,10 +578,11 @@ impl Rm {
                 let tag = b.tag;
                 drop(st);
                 // Synced: a lost rollback would bring the branch back, locks and all.
+                let _q = self.shared();
                 let result = self.log_durably(&Record::Rollback { tag });
                 let mut st = self.relock();
                 match result {
-                    Ok(()) => {
+                    Ok(_) => {
                         st.branches.remove(xid);
                         self.locks.release_all(tag);
                         Ok(XA_OK)
@@ -633,12 +702,15 @@ impl Rm {
             xid: *xid,
             reason: reason.as_bytes(),
         };
+        let _q = self.shared();
         let result = self.log_durably(&rec);
         let mut st = self.relock();
         let b = st.branches.get_mut(xid).ok_or_else(|| nota(xid))?;
         b.busy = false;
-        result.map_err(|e| self.log_error(e))?;
+        let a = result.map_err(|e| self.log_error(e))?;
         b.phase = Phase::Heuristic(outcome);
+        b.record_lsn = a.lsn;
+        b.reason = reason.to_string();
         let writes = std::mem::take(&mut b.writes);
         if outcome == XA_HEURCOM {
             self.apply(&writes);
@@ -650,10 +722,7 @@ impl Rm {
     fn apply(&self, writes: &BTreeMap<Vec<u8>, (Lsn, Option<ValueLoc>)>) {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for (k, (_, v)) in writes {
-            match v {
-                Some(loc) => index.insert(k.clone(), *loc),
-                None => index.remove(k),
-            };
+            index.set(k, *v);
         }
     }
 
@@ -764,6 +833,7 @@ impl Rm {
                 format!("{why}; the branch is rollback-only"),
             ));
         }
+        let _q = self.shared();
         let appended = self
             .log
             .append(&Self::record(tag, key, value))
@@ -784,6 +854,7 @@ impl Rm {
             None => self.index_get(key).is_some(),
         };
         let entry = (appended.lsn, Self::loc(appended.lsn, key, value));
+        b.first_lsn = Some(b.first_lsn.map_or(appended.lsn, |f| f.min(appended.lsn)));
         match b.writes.get_mut(key) {
             // Joined threads may append out of order with this insert: the later record wins,
             // as it will at recovery.
@@ -808,19 +879,20 @@ impl Rm {
             if value.is_none() && !existed {
                 return Ok(false);
             }
+            let _q = self.shared();
             let a = self
                 .log
                 .append(&Self::record(0, key, value))
                 .map_err(Self::data_log_error)?;
             self.log.sync_to(a.end).map_err(Self::data_log_error)?;
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            match Self::loc(a.lsn, key, value) {
-                Some(loc) => index.insert(key.to_vec(), loc),
-                None => index.remove(key),
-            };
+            index.set(key, Self::loc(a.lsn, key, value));
             Ok(existed)
         });
         self.locks.release_all(owner);
+        if result.is_ok() {
+            self.maybe_compact();
+        }
         result
     }
 
@@ -828,6 +900,7 @@ impl Rm {
         self.index
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .map
             .get(key)
             .copied()
     }
@@ -836,6 +909,8 @@ impl Rm {
     /// else committed data.
     pub fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError> {
         Self::check_kv(key, None)?;
+        // Shared: the compactor must not retire the segment between lookup and read.
+        let _q = self.shared();
         let loc = match self.current(toc)? {
             Some((xid, _, _)) => {
                 let st = self.data_state()?;
@@ -858,7 +933,11 @@ impl Rm {
 
     /// Number of committed keys.
     pub fn len(&self) -> usize {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     /// Whether no key is committed.

@@ -5,9 +5,11 @@
 //! prepared branch (same XID bytes, its write set, its locks taken before the store accepts
 //! work); a HEURISTIC without a later FORGET rebuilds a heuristically completed branch; every
 //! other branch is rolled back, and a ROLLBACK record is logged for it so that its records can
-//! never be attributed to anything later.
+//! never be attributed to anything later. A MOVE hands a prepared branch to the tag its writes
+//! were re-logged under when its old segment was reclaimed; a repeated HEURISTIC restates an
+//! outcome whose first record was reclaimed.
 
-use super::{Branch, Phase, Rm, State, ValueLoc};
+use super::{Branch, Index, Phase, Rm, State, ValueLoc};
 use crate::config::Config;
 use crate::lock::LockTable;
 use crate::log::{put_value_offset, Log, Lsn, Record};
@@ -19,22 +21,22 @@ use std::sync::{Mutex, RwLock};
 
 type Writes = BTreeMap<Vec<u8>, (Lsn, Option<ValueLoc>)>;
 
+/// An in-doubt branch as the log states it: XID and the LSN of the stating record.
+type Stated = (Xid, Lsn);
+
 #[derive(Default)]
 struct Replay {
-    index: HashMap<Vec<u8>, ValueLoc>,
+    index: Index,
     pending: HashMap<u64, Writes>,
-    prepared: HashMap<u64, Xid>,
-    heuristic: HashMap<u64, (Xid, i32)>,
+    prepared: HashMap<u64, Stated>,
+    heuristic: HashMap<u64, (Stated, i32, String)>,
     max_tag: u64,
 }
 
 impl Replay {
     fn apply(&mut self, writes: Writes) {
         for (k, (_, v)) in writes {
-            match v {
-                Some(loc) => self.index.insert(k, loc),
-                None => self.index.remove(&k),
-            };
+            self.index.set(&k, v);
         }
     }
 
@@ -46,7 +48,7 @@ impl Replay {
                 if !self.pending.contains_key(&tag) {
                     return Err(format!("PREPARE of {xid} for a branch with no writes"));
                 }
-                self.prepared.insert(tag, xid);
+                self.prepared.insert(tag, (xid, lsn));
                 return Ok(());
             }
             Record::Commit { tag } => {
@@ -61,18 +63,33 @@ impl Replay {
                 return Ok(());
             }
             Record::Heuristic {
-                tag, outcome, xid, ..
+                tag,
+                outcome,
+                xid,
+                reason,
             } => {
                 self.prepared.remove(&tag);
                 let writes = self.pending.remove(&tag).unwrap_or_default();
                 if outcome == XA_HEURCOM {
                     self.apply(writes);
                 }
-                self.heuristic.insert(tag, (xid, outcome));
+                let reason = String::from_utf8_lossy(reason).into_owned();
+                self.heuristic.insert(tag, ((xid, lsn), outcome, reason));
                 return Ok(());
             }
             Record::Forget { tag } => {
                 self.heuristic.remove(&tag);
+                return Ok(());
+            }
+            Record::Move { old, new, xid } => {
+                // The prepared branch's writes were re-logged under `new` just before.
+                self.prepared.remove(&old);
+                self.pending.remove(&old);
+                if !self.pending.contains_key(&new) {
+                    return Err(format!("MOVE of {xid} to tag {new}, which has no writes"));
+                }
+                self.max_tag = self.max_tag.max(new);
+                self.prepared.insert(new, (xid, lsn));
                 return Ok(());
             }
         };
@@ -81,10 +98,7 @@ impl Replay {
             len: v.len() as u32,
         });
         if tag == 0 {
-            match loc {
-                Some(loc) => self.index.insert(key.to_vec(), loc),
-                None => self.index.remove(key),
-            };
+            self.index.set(key, loc);
         } else {
             self.max_tag = self.max_tag.max(tag);
             if self.prepared.contains_key(&tag) {
@@ -108,7 +122,7 @@ pub(super) fn open(cfg: Config) -> Result<Rm, String> {
 
     let locks = LockTable::new();
     let mut state = State::default();
-    for (tag, xid) in std::mem::take(&mut replay.prepared) {
+    for (tag, (xid, lsn)) in std::mem::take(&mut replay.prepared) {
         let writes = replay.pending.remove(&tag).unwrap_or_default();
         for key in writes.keys() {
             if !locks.lock_now(tag, key) {
@@ -117,16 +131,16 @@ pub(super) fn open(cfg: Config) -> Result<Rm, String> {
         }
         let mut b = Branch::new(tag, Phase::Prepared);
         b.writes = writes;
+        b.record_lsn = lsn;
         if state.branches.insert(xid, b).is_some() {
             return Err(format!("XID {xid} is prepared twice in the log"));
         }
     }
-    for (tag, (xid, outcome)) in std::mem::take(&mut replay.heuristic) {
-        if state
-            .branches
-            .insert(xid, Branch::new(tag, Phase::Heuristic(outcome)))
-            .is_some()
-        {
+    for (tag, ((xid, lsn), outcome, reason)) in std::mem::take(&mut replay.heuristic) {
+        let mut b = Branch::new(tag, Phase::Heuristic(outcome));
+        b.record_lsn = lsn;
+        b.reason = reason;
+        if state.branches.insert(xid, b).is_some() {
             return Err(format!("XID {xid} is in doubt twice in the log"));
         }
     }
@@ -155,6 +169,9 @@ pub(super) fn open(cfg: Config) -> Result<Rm, String> {
         log,
         locks,
         index: RwLock::new(replay.index),
+        quiesce: RwLock::new(()),
+        compacting: AtomicBool::new(false),
+        compact_after: AtomicU64::new(0),
         state: Mutex::new(state),
         next_tag: AtomicU64::new(max_tag + 1),
         panicked: AtomicBool::new(false),

@@ -1,0 +1,130 @@
+//! Reclaiming log space: the oldest segment's live content is appended again, then the segment
+//! is retired (see "Reclaiming space" in the log module's doc for the durable protocol).
+//!
+//! Owns: when to reclaim and what counts as live. Invariants: a step runs with every other
+//! operation quiesced (no append is between its record and its effect in memory), so the index
+//! and the branches' write sets describe the log exactly; a segment holding a write of a working
+//! (unprepared) branch is not reclaimed until that branch ends; prepared branches move to a new
+//! tag with their locks; the segment is deleted only after a synced CHECKPOINT.
+
+use super::{Phase, Rm, ValueLoc};
+use crate::log::{put_value_offset, LogError, Lsn, Record};
+use std::sync::atomic::Ordering;
+
+/// Reclaim while the log is larger than this many times the live data, plus three segments.
+const SPACE_FACTOR: u64 = 2;
+
+impl Rm {
+    /// Whether the log holds enough dead space to reclaim its oldest segment.
+    fn wants_compaction(&self) -> bool {
+        let (count, bytes) = self.log.disk_usage();
+        let live = self.index.read().unwrap_or_else(|p| p.into_inner()).bytes;
+        count >= 3
+            && bytes > SPACE_FACTOR * live + 3 * self.log.segment_size()
+            && self.log.written() >= self.compact_after.load(Ordering::Relaxed)
+    }
+
+    /// Called after work that grows the log, with no lock held: reclaims one segment if the
+    /// log has grown well past its live data. One caller at a time does the work; others go on.
+    pub(super) fn maybe_compact(&self) {
+        if !self.wants_compaction() || self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match self.compact_step() {
+            Ok(true) => {}
+            // Pinned by a working branch, or failed: try again once the log has grown a bit.
+            Ok(false) | Err(_) => self.compact_after.store(
+                self.log.written() + self.log.segment_size() / 4,
+                Ordering::Relaxed,
+            ),
+        }
+        self.compacting.store(false, Ordering::Release);
+    }
+
+    /// Reclaims the oldest segment, if nothing pins it. Returns whether it was retired.
+    pub fn compact_step(&self) -> Result<bool, LogError> {
+        let Some((id, base, end)) = self.log.oldest() else {
+            return Ok(false);
+        };
+        let _quiet = self.quiesce.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.failed().is_some() || self.log.oldest().map(|o| o.0) != Some(id) {
+            return Ok(false);
+        }
+        let in_seg = |lsn: Lsn| (base..end).contains(&lsn);
+        // A working branch's writes live only in the log until it prepares; a completion in
+        // flight still has to append under the tag it read.
+        let pinned = st
+            .branches
+            .values()
+            .any(|b| b.busy || (b.phase == Phase::Working && b.first_lsn.is_some_and(|l| l < end)));
+        if pinned {
+            return Ok(false);
+        }
+        let mut value = Vec::new();
+        let mut copy = |tag: u64,
+                        key: &[u8],
+                        loc: Option<ValueLoc>|
+         -> Result<(Lsn, Option<ValueLoc>), LogError> {
+            let rec = match loc {
+                Some(loc) => {
+                    value.clear();
+                    self.log.read_into(loc.lsn, loc.len as usize, &mut value)?;
+                    Record::Put {
+                        tag,
+                        key,
+                        value: &value,
+                    }
+                }
+                None => Record::Delete { tag, key },
+            };
+            let a = self.log.append(&rec)?;
+            let loc = loc.map(|l| ValueLoc {
+                lsn: a.lsn + put_value_offset(key.len()),
+                len: l.len,
+            });
+            Ok((a.lsn, loc))
+        };
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for (key, loc) in index.map.iter_mut() {
+                if in_seg(loc.lsn) {
+                    *loc = copy(0, key, Some(*loc))?.1.unwrap_or(*loc);
+                }
+            }
+        }
+        for (xid, b) in st.branches.iter_mut() {
+            match b.phase {
+                Phase::Prepared => {
+                    if !in_seg(b.record_lsn) && !b.writes.values().any(|(l, _)| in_seg(*l)) {
+                        continue;
+                    }
+                    let new = self.next_tag.fetch_add(1, Ordering::Relaxed);
+                    for (key, entry) in b.writes.iter_mut() {
+                        *entry = copy(new, key, entry.1)?;
+                    }
+                    let a = self.log.append(&Record::Move {
+                        old: b.tag,
+                        new,
+                        xid: *xid,
+                    })?;
+                    self.locks.transfer(b.tag, new);
+                    b.tag = new;
+                    b.record_lsn = a.lsn;
+                }
+                Phase::Heuristic(outcome) if in_seg(b.record_lsn) => {
+                    let a = self.log.append(&Record::Heuristic {
+                        tag: b.tag,
+                        outcome,
+                        xid: *xid,
+                        reason: b.reason.as_bytes(),
+                    })?;
+                    b.record_lsn = a.lsn;
+                }
+                _ => {}
+            }
+        }
+        self.log.retire_oldest(id)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,198 @@
+//! Log lifecycle: reclaiming segments keeps disk use bounded under endless updates, and
+//! committed data, prepared branches (with their locks) and heuristic outcomes survive any
+//! number of reclaims and reopens.
+
+use mmxa::config::{Config, SyncMode};
+use mmxa::rm::flags::{EndMode, Scan, StartMode};
+use mmxa::rm::Rm;
+use mmxa::status::MMXA_ELOCKTIMEOUT;
+use mmxa::xa::*;
+use mmxa::xid::Xid;
+use std::path::Path;
+use std::time::Duration;
+
+const SEG: u64 = 64 << 10;
+
+fn open(dir: &Path) -> Rm {
+    let mut cfg = Config::new(dir);
+    cfg.segment_size = SEG;
+    cfg.sync = SyncMode::None;
+    cfg.lock_timeout = Duration::ZERO;
+    Rm::open(cfg).unwrap()
+}
+
+fn xid(n: u32) -> Xid {
+    Xid::from_parts(9, &n.to_be_bytes(), b"c").unwrap()
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+fn value(key: u32, round: u32) -> Vec<u8> {
+    format!(
+        "value-{key}-{round}-{}",
+        "x".repeat((key % 7 * 40) as usize)
+    )
+    .into_bytes()
+}
+
+/// Prepared branch P holds "held"; heuristic branch H was committed by an operator.
+fn setup_in_doubt(rm: &Rm) {
+    rm.start(1, &xid(1), StartMode::New).unwrap();
+    rm.put(1, b"held", Some(b"prepared value")).unwrap();
+    rm.end(1, &xid(1), EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &xid(1)), Ok(XA_OK));
+    rm.start(1, &xid(2), StartMode::New).unwrap();
+    rm.put(1, b"heur", Some(b"operator committed")).unwrap();
+    rm.end(1, &xid(2), EndMode::Success).unwrap();
+    rm.prepare(1, &xid(2)).unwrap();
+    rm.heuristic(&xid(2), XA_HEURCOM, "operator said so")
+        .unwrap();
+}
+
+fn check(rm: &Rm, keys: u32, round: u32) {
+    for k in 0..keys {
+        let got = rm.get(7, format!("key-{k}").as_bytes()).unwrap();
+        assert_eq!(got, Some(value(k, round)), "key-{k} after round {round}");
+    }
+    let mut found = rm
+        .recover(
+            7,
+            Scan {
+                start: true,
+                end: true,
+            },
+            10,
+        )
+        .unwrap();
+    found.sort_by_key(|x| x.gtrid().to_vec());
+    assert_eq!(found, vec![xid(1), xid(2)]);
+    assert_eq!(
+        rm.get(7, b"held").unwrap(),
+        None,
+        "prepared write stays invisible"
+    );
+    assert_eq!(
+        rm.put(7, b"held", Some(b"intruder")).unwrap_err().code,
+        MMXA_ELOCKTIMEOUT,
+        "the prepared branch still holds its lock"
+    );
+    assert_eq!(
+        rm.get(7, b"heur").unwrap().as_deref(),
+        Some(&b"operator committed"[..])
+    );
+}
+
+#[test]
+fn steady_updates_stay_within_bounds_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = 200;
+    let mut rm = open(dir.path());
+    setup_in_doubt(&rm);
+    let mut max_disk = 0;
+    for round in 0..60u32 {
+        for k in 0..keys {
+            let key = format!("key-{k}");
+            if k % 2 == 0 {
+                rm.put(7, key.as_bytes(), Some(&value(k, round))).unwrap();
+            } else {
+                let x = xid(1000 + round * keys + k);
+                rm.start(3, &x, StartMode::New).unwrap();
+                rm.put(3, key.as_bytes(), Some(&value(k, round))).unwrap();
+                rm.end(3, &x, EndMode::Success).unwrap();
+                assert_eq!(rm.commit(3, &x, true), Ok(XA_OK));
+            }
+        }
+        max_disk = max_disk.max(disk_bytes(dir.path()));
+        if round % 20 == 19 {
+            check(&rm, keys, round);
+            drop(rm);
+            rm = open(dir.path());
+            check(&rm, keys, round);
+        }
+    }
+    // About 40 KiB live; without reclaiming, 60 rounds write several MiB.
+    let live: u64 = (0..keys).map(|k| 64 + value(k, 59).len() as u64).sum();
+    assert!(
+        max_disk <= 2 * live + 5 * SEG,
+        "disk use {max_disk} exceeds 2 x live ({live}) + 5 segments"
+    );
+    assert_eq!(rm.commit(7, &xid(1), false), Ok(XA_OK));
+    assert_eq!(
+        rm.get(7, b"held").unwrap().as_deref(),
+        Some(&b"prepared value"[..])
+    );
+    assert_eq!(rm.forget(7, &xid(2)), Ok(XA_OK));
+    drop(rm);
+    let rm = open(dir.path());
+    assert_eq!(
+        rm.get(7, b"held").unwrap().as_deref(),
+        Some(&b"prepared value"[..])
+    );
+    assert!(rm
+        .recover(
+            7,
+            Scan {
+                start: true,
+                end: true
+            },
+            10
+        )
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_working_branch_pins_its_segment_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = open(dir.path());
+    let long = xid(77);
+    rm.start(5, &long, StartMode::New).unwrap();
+    rm.put(5, b"long-lived", Some(b"early write")).unwrap();
+    for round in 0..40u32 {
+        for k in 0..50u32 {
+            rm.put(7, format!("k{k}").as_bytes(), Some(&value(k, round)))
+                .unwrap();
+        }
+    }
+    let first = dir.path().join("log-0000000000000001.seg");
+    assert!(
+        disk_bytes(dir.path()) > 5 * SEG,
+        "enough garbage to want reclaiming"
+    );
+    assert!(
+        first.exists(),
+        "segment 1 holds the working branch's write: it stays"
+    );
+    rm.end(5, &long, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(5, &long), Ok(XA_OK));
+    for round in 40..80u32 {
+        for k in 0..50u32 {
+            rm.put(7, format!("k{k}").as_bytes(), Some(&value(k, round)))
+                .unwrap();
+        }
+    }
+    assert!(
+        !first.exists(),
+        "reclaiming resumes once the branch prepared"
+    );
+    assert_eq!(rm.commit(7, &long, false), Ok(XA_OK));
+    drop(rm);
+    let rm = open(dir.path());
+    assert_eq!(
+        rm.get(1, b"long-lived").unwrap().as_deref(),
+        Some(&b"early write"[..])
+    );
+    for k in 0..50u32 {
+        assert_eq!(
+            rm.get(1, format!("k{k}").as_bytes()).unwrap(),
+            Some(value(k, 79))
+        );
+    }
+}
