@@ -196,3 +196,36 @@ fn a_working_branch_pins_its_segment_until_it_ends() {
         );
     }
 }
+
+/// A committed branch whose writes were in a reclaimed segment while its PREPARE and COMMIT
+/// records are in the next one: replay used to refuse the PREPARE ("no writes") and the store
+/// could not be opened.
+#[test]
+fn completed_branch_straddling_a_reclaimed_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = open(dir.path());
+    let filler = vec![b'f'; 1000];
+    let second = dir.path().join("log-0000000000000002.seg");
+    let x = xid(5);
+    rm.start(3, &x, StartMode::New).unwrap();
+    rm.put(3, b"straddle", Some(b"v")).unwrap();
+    rm.end(3, &x, EndMode::Success).unwrap();
+    let mut n = 0u32;
+    while !second.exists() {
+        rm.put(7, format!("fill{n}").as_bytes(), Some(&filler))
+            .unwrap();
+        n += 1;
+    }
+    // The branch's write is in segment 1; its PREPARE and COMMIT go to segment 2.
+    assert_eq!(rm.prepare(3, &x), Ok(XA_OK));
+    assert_eq!(rm.commit(3, &x, false), Ok(XA_OK));
+    for k in 0..n {
+        rm.put(7, format!("fill{k}").as_bytes(), Some(b"small"))
+            .unwrap();
+    }
+    while rm.compact_step().unwrap() {}
+    assert!(!dir.path().join("log-0000000000000001.seg").exists());
+    drop(rm);
+    let rm = open(dir.path());
+    assert_eq!(rm.get(1, b"straddle").unwrap().as_deref(), Some(&b"v"[..]));
+}

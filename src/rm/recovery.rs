@@ -45,9 +45,10 @@ impl Replay {
             Record::Put { tag, key, value } => (tag, key, Some(value)),
             Record::Delete { tag, key } => (tag, key, None),
             Record::Prepare { tag, xid } => {
-                if !self.pending.contains_key(&tag) {
-                    return Err(format!("PREPARE of {xid} for a branch with no writes"));
-                }
+                // Its writes may be in a reclaimed segment if the branch completed later; a
+                // branch still prepared at the end must have writes (checked in `open`).
+                self.pending.entry(tag).or_default();
+                self.max_tag = self.max_tag.max(tag);
                 self.prepared.insert(tag, (xid, lsn));
                 return Ok(());
             }
@@ -124,6 +125,11 @@ pub(super) fn open(cfg: Config) -> Result<Rm, String> {
     let mut state = State::default();
     for (tag, (xid, lsn)) in std::mem::take(&mut replay.prepared) {
         let writes = replay.pending.remove(&tag).unwrap_or_default();
+        if writes.is_empty() {
+            return Err(format!(
+                "prepared branch {xid} has no writes in the log (a segment was lost)"
+            ));
+        }
         for key in writes.keys() {
             if !locks.lock_now(tag, key) {
                 return Err(format!("two prepared branches hold the same key ({xid})"));
