@@ -69,6 +69,13 @@ struct xa_switch_t;
 #define MMXA_EINTERNAL -10
 
 /**
+ * Dynamic registration failed (`mmxa_switch_dynamic` only): the monitor's `ax_reg` or
+ * `ax_unreg` answered an error, or the branch `ax_reg` named could not be started, joined or
+ * resumed (unknown, duplicate, or in the wrong state). The message tells which.
+ */
+#define MMXA_EREGISTER -11
+
+/**
  * Largest key, in bytes.
  */
 #define MMXA_MAX_KEY 1024
@@ -89,9 +96,24 @@ extern "C" {
 extern struct xa_switch_t mmxa_switch;
 
 /**
+ * The dynamic-registration switch (`TMREGISTER`): the monitor does not call `xa_start`; the
+ * first data call (`mmxa_put`, `mmxa_get`, `mmxa_delete`) of a thread that is not associated
+ * with a branch calls the monitor's `ax_reg` to learn its branch (and `ax_unreg` after work
+ * done outside any transaction). The monitor still calls `xa_end` and the completion routines.
+ * `xa_open` looks up `ax_reg`/`ax_unreg` with `dlsym(RTLD_DEFAULT)` and answers `XAER_RMERR` if
+ * the monitor does not export them. An `xa_start` called anyway behaves as in `mmxa_switch`.
+ */
+extern struct xa_switch_t mmxa_switch_dynamic;
+
+/**
  * Returns `&mmxa_switch`, for monitors that look up a function rather than a data symbol.
  */
 struct xa_switch_t *mmxa_get_xa_switch(void);
+
+/**
+ * Returns `&mmxa_switch_dynamic`.
+ */
+struct xa_switch_t *mmxa_get_xa_switch_dynamic(void);
 
 /**
  * Writes `value` under `key` in the calling thread's branch for `rmid`, or, outside a branch,

@@ -247,6 +247,36 @@ typedef struct xid_t XID;
 #define XAER_OUTSIDE -9
 
 /**
+ * `ax_reg`: the RM joins a branch it has seen before (act like `xa_start(TMJOIN)`).
+ */
+#define TM_JOIN 2
+
+/**
+ * `ax_reg`: the RM resumes a suspended association (act like `xa_start(TMRESUME)`).
+ */
+#define TM_RESUME 1
+
+/**
+ * `ax_reg`/`ax_unreg`: success; from `ax_reg`, `*xid` is a new branch or the null XID.
+ */
+#define TM_OK 0
+
+/**
+ * `ax_reg`/`ax_unreg`: an error in the transaction manager.
+ */
+#define TMER_TMERR -1
+
+/**
+ * `ax_reg`/`ax_unreg`: invalid arguments.
+ */
+#define TMER_INVAL -2
+
+/**
+ * `ax_reg`/`ax_unreg`: called in an improper context.
+ */
+#define TMER_PROTO -3
+
+/**
  * A transaction branch identifier (`XID`, `struct xid_t`).
  *
  * `data[0..gtrid_length)` is the global transaction id, followed immediately by

@@ -10,6 +10,7 @@
 //! | `sync` | `msync`, `fdatasync`, `none` | `msync` |
 //! | `lock_timeout_ms` | 0..=3600000 (0: fail at once on a conflict) | 10000 |
 //! | `segment_mb` | log segment size in MiB, 4..=4096 | 64 |
+//! | `trace` | a file to append a line to for every XA and data call (see `ffi::trace`) | none |
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -38,6 +39,8 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// Size of each log segment file, in bytes.
     pub segment_size: u64,
+    /// Where to trace every XA and data call of the process, if anywhere.
+    pub trace: Option<PathBuf>,
 }
 
 impl Config {
@@ -48,8 +51,16 @@ impl Config {
             sync: SyncMode::Msync,
             lock_timeout: Duration::from_millis(10_000),
             segment_size: 64 << 20,
+            trace: None,
         }
     }
+}
+
+fn path(key: &str, value: &str) -> Result<PathBuf, String> {
+    if value.is_empty() {
+        return Err(format!("{key}= is empty"));
+    }
+    Ok(PathBuf::from(OsStr::from_bytes(value.as_bytes())))
 }
 
 fn number(key: &str, value: &str, lo: u64, hi: u64) -> Result<u64, String> {
@@ -82,12 +93,8 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
         }
         seen.push(key);
         match key {
-            "dir" => {
-                if value.is_empty() {
-                    return Err("dir= is empty".into());
-                }
-                dir = Some(PathBuf::from(OsStr::from_bytes(value.as_bytes())));
-            }
+            "dir" => dir = Some(path(key, value)?),
+            "trace" => cfg.trace = Some(path(key, value)?),
             "sync" => {
                 cfg.sync = match value {
                     "msync" => SyncMode::Msync,
@@ -102,7 +109,7 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
             "segment_mb" => cfg.segment_size = number(key, value, 4, 4096)? << 20,
             _ => {
                 return Err(format!(
-                    "unknown key '{key}' (known: dir, sync, lock_timeout_ms, segment_mb)"
+                    "unknown key '{key}' (known: dir, sync, lock_timeout_ms, segment_mb, trace)"
                 ))
             }
         }
@@ -128,6 +135,19 @@ mod tests {
         assert_eq!(c.sync, SyncMode::None);
         assert_eq!(c.lock_timeout, Duration::ZERO);
         assert_eq!(c.segment_size, 4 << 20);
+        assert_eq!(c.trace, None);
+    }
+
+    #[test]
+    fn trace_is_a_path() {
+        let c = parse(b"dir=/a;trace=/var/log/mmxa trace.log").unwrap();
+        assert_eq!(c.trace, Some(PathBuf::from("/var/log/mmxa trace.log")));
+        assert_eq!(c.dir, PathBuf::from("/a"));
+        // A relative path is kept as given (relative to the process's working directory).
+        let c = parse(b"trace = t.log , dir=/a").unwrap();
+        assert_eq!(c.trace, Some(PathBuf::from("t.log")));
+        // The trace setting is part of the settings a second xa_open must repeat.
+        assert_ne!(c, parse(b"dir=/a").unwrap());
     }
 
     #[test]
@@ -136,6 +156,8 @@ mod tests {
             (b"", "missing dir"),
             (b"sync=none", "missing dir"),
             (b"dir=", "empty"),
+            (b"dir=/a;trace=", "trace= is empty"),
+            (b"dir=/a;trace=/t;trace=/u", "twice"),
             (b"dir=/a;dir=/b", "twice"),
             (b"dir=/a;bogus=1", "unknown key 'bogus'"),
             (b"dir=/a;sync", "expected key=value"),

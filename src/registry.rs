@@ -8,20 +8,61 @@
 //!
 //! Threads are numbered through a const-initialised thread-local with no destructor, so the
 //! library registers no thread-exit hook and can be unloaded with `dlclose`.
+//!
+//! An rmid opened through the dynamic-registration switch (`mmxa_switch_dynamic`) also keeps a
+//! [`Registrar`] (the monitor's `ax_reg`/`ax_unreg`) and, per thread, the branch the thread is
+//! registered with (state D1 of the XA reference §5.4). A data call of a thread that is not
+//! registered asks the registrar which branch the work belongs to before doing it. Every thread
+//! opens a given rmid through the same switch.
 
 use crate::config::{self, Config};
 use crate::fxhash::FxHashMap;
 use crate::log::lock_exclusive;
+use crate::rm::flags::{EndMode, StartMode};
 use crate::rm::{DataError, Rm, Toc, XaError};
-use crate::status::{MMXA_EIO, MMXA_ENOTOPEN};
-use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL};
+use crate::status::{MMXA_EIO, MMXA_ENOTOPEN, MMXA_EREGISTER, MMXA_EROLLBACK};
+use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL, XA_RBBASE, XA_RBEND};
+use crate::xid::Xid;
 use once_cell::sync::Lazy;
 use std::cell::Cell;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// What the transaction monitor answered to a registration request (`ax_reg`, XA reference §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Work in this branch: a new one (`TM_OK`), joined (`TM_JOIN`) or resumed (`TM_RESUME`).
+    Branch(Xid, StartMode),
+    /// The null XID: the work is outside any global transaction; unregister after it.
+    Outside,
+}
+
+/// The monitor's side of dynamic registration, as seen by the core: `ax_reg` and `ax_unreg`
+/// for the calling thread. The C boundary implements it over the monitor's functions; tests can
+/// implement it directly. Errors carry an `MMXA_*` code (normally `MMXA_EREGISTER`).
+pub trait Registrar: Send + Sync {
+    /// `ax_reg(rmid, &xid, TMNOFLAGS)`.
+    fn register(&self, rmid: i32) -> Result<Registration, DataError>;
+    /// `ax_unreg(rmid, TMNOFLAGS)`, after work done under the null XID.
+    fn unregister(&self, rmid: i32) -> Result<(), DataError>;
+}
+
+/// Dynamic registration state of one rmid.
+struct Dynamic {
+    registrar: Box<dyn Registrar>,
+    /// The branch each thread is registered with and actively associated (D1). Threads that
+    /// are absent are unregistered (D0) or have their registration suspended (D2).
+    active: Mutex<FxHashMap<Toc, Xid>>,
+}
+
+impl Dynamic {
+    fn active(&self) -> std::sync::MutexGuard<'_, FxHashMap<Toc, Xid>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 struct Entry {
     cfg: Config,
@@ -33,6 +74,8 @@ struct Entry {
     _lock: File,
     /// The process that opened it: a child created by `fork` must not use its parent's store.
     pid: u32,
+    /// Set when the rmid was opened through the dynamic-registration switch.
+    dynamic: Option<Arc<Dynamic>>,
 }
 
 impl Entry {
@@ -70,8 +113,27 @@ fn rmerr(msg: String) -> XaError {
     XaError::new(XAER_RMERR, msg)
 }
 
-/// `xa_open` for the calling thread.
+fn switch_name(dynamic: bool) -> &'static str {
+    if dynamic {
+        "mmxa_switch_dynamic (dynamic registration)"
+    } else {
+        "mmxa_switch (static registration)"
+    }
+}
+
+/// `xa_open` for the calling thread, through the static-registration switch.
 pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
+    open_with(rmid, info, None)
+}
+
+/// `xa_open` for the calling thread, through the dynamic-registration switch: data calls of a
+/// thread that is not associated with a branch ask `registrar` first. The rmid must be open
+/// through this switch in every thread.
+pub fn open_dynamic(rmid: i32, info: &[u8], registrar: Box<dyn Registrar>) -> Result<(), XaError> {
+    open_with(rmid, info, Some(registrar))
+}
+
+fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> Result<(), XaError> {
     let mut cfg = config::parse(info).map_err(|e| XaError::new(XAER_INVAL, e))?;
     DirBuilder::new()
         .recursive(true)
@@ -100,6 +162,16 @@ pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
                 format!(
                     "the store {} is open with other settings",
                     cfg.dir.display()
+                ),
+            ));
+        }
+        if e.dynamic.is_some() != registrar.is_some() {
+            return Err(XaError::new(
+                XAER_INVAL,
+                format!(
+                    "rmid {rmid} is open through {} in this process; open it through the same \
+                     switch in every thread",
+                    switch_name(e.dynamic.is_some())
                 ),
             ));
         }
@@ -140,6 +212,12 @@ pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
             tocs: FxHashMap::from_iter([(toc, rm)]),
             _lock: lock,
             pid: std::process::id(),
+            dynamic: registrar.map(|registrar| {
+                Arc::new(Dynamic {
+                    registrar,
+                    active: Mutex::default(),
+                })
+            }),
         },
     );
     Ok(())
@@ -159,6 +237,9 @@ pub fn close(rmid: i32) -> Result<(), XaError> {
         rm.close_toc(toc)?;
     }
     e.tocs.remove(&toc);
+    if let Some(d) = &e.dynamic {
+        d.active().remove(&toc);
+    }
     if e.tocs.is_empty() {
         reg.remove(&rmid);
     }
@@ -171,6 +252,9 @@ fn drop_toc(rmid: i32, toc: Toc, rm: &Arc<Rm>) {
     if let Some(e) = reg.get_mut(&rmid) {
         if e.tocs.get(&toc).is_some_and(|r| Arc::ptr_eq(r, rm)) {
             e.tocs.remove(&toc);
+            if let Some(d) = &e.dynamic {
+                d.active().remove(&toc);
+            }
         }
         if e.tocs.is_empty() {
             reg.remove(&rmid);
@@ -178,19 +262,69 @@ fn drop_toc(rmid: i32, toc: Toc, rm: &Arc<Rm>) {
     }
 }
 
-fn lookup(rmid: i32, toc: Toc) -> Option<Arc<Rm>> {
-    read()
-        .get(&rmid)
-        .filter(|e| e.ours())
-        .and_then(|e| e.tocs.get(&toc))
-        .cloned()
+/// The instance the thread uses for `rmid`, and the rmid's dynamic registration state.
+fn lookup(rmid: i32, toc: Toc) -> Option<(Arc<Rm>, Option<Arc<Dynamic>>)> {
+    let reg = read();
+    let e = reg.get(&rmid).filter(|e| e.ours())?;
+    let rm = e.tocs.get(&toc)?;
+    Some((rm.clone(), e.dynamic.clone()))
 }
 
 /// Runs an XA call for `rmid` in the calling thread: `XAER_PROTO` when not open here,
 /// `XAER_RMFAIL` (and back to R0) when the store has failed.
 pub fn call(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<i32, XaError>) -> Result<i32, XaError> {
+    call_with(rmid, |rm, toc, _| f(rm, toc))
+}
+
+/// `xa_start` for `rmid` through [`call`]; `xid` is converted only once the rmid is known to be
+/// open (the order of checks). On a dynamically registered rmid, a started association counts
+/// as a registration: the thread's data calls work in the branch without asking `ax_reg`.
+pub fn start(
+    rmid: i32,
+    xid: impl FnOnce() -> Result<Xid, XaError>,
+    mode: StartMode,
+) -> Result<i32, XaError> {
+    call_with(rmid, |rm, toc, dynamic| {
+        let xid = xid()?;
+        let code = rm.start(toc, &xid, mode)?;
+        if let Some(d) = dynamic {
+            d.active().insert(toc, xid);
+        }
+        Ok(code)
+    })
+}
+
+/// `xa_end` for `rmid` through [`call`]. On a dynamically registered rmid, an answer that ends
+/// the thread's active association (`XA_OK`, or a rollback code) ends its registration (D1 → D0,
+/// or D2 for `TMSUSPEND`): its next data call asks `ax_reg` again.
+pub fn end(
+    rmid: i32,
+    xid: impl FnOnce() -> Result<Xid, XaError>,
+    mode: EndMode,
+) -> Result<i32, XaError> {
+    call_with(rmid, |rm, toc, dynamic| {
+        let xid = xid()?;
+        let result = rm.end(toc, &xid, mode);
+        let ended = match &result {
+            Ok(_) => true,
+            Err(e) => (XA_RBBASE..=XA_RBEND).contains(&e.code),
+        };
+        if let (true, Some(d)) = (ended, dynamic) {
+            let mut active = d.active();
+            if active.get(&toc) == Some(&xid) {
+                active.remove(&toc);
+            }
+        }
+        result
+    })
+}
+
+fn call_with(
+    rmid: i32,
+    f: impl FnOnce(&Rm, Toc, Option<&Dynamic>) -> Result<i32, XaError>,
+) -> Result<i32, XaError> {
     let toc = toc();
-    let Some(rm) = lookup(rmid, toc) else {
+    let Some((rm, dynamic)) = lookup(rmid, toc) else {
         return Err(XaError::new(
             XAER_PROTO,
             format!("rmid {rmid} is not open in this thread (xa_open first)"),
@@ -198,7 +332,7 @@ pub fn call(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<i32, XaError>) -> Resu
     };
     let result = match rm.failed() {
         Some(why) => Err(XaError::new(XAER_RMFAIL, why)),
-        None => f(&rm, toc),
+        None => f(&rm, toc, dynamic.as_deref()),
     };
     if matches!(&result, Err(e) if e.code == XAER_RMFAIL) {
         drop_toc(rmid, toc, &rm);
@@ -213,7 +347,7 @@ pub fn data_call<T>(
     f: impl FnOnce(&Rm, Toc) -> Result<T, DataError>,
 ) -> Result<T, DataError> {
     let toc = toc();
-    let Some(rm) = lookup(rmid, toc) else {
+    let Some((rm, dynamic)) = lookup(rmid, toc) else {
         return Err(DataError::new(
             MMXA_ENOTOPEN,
             format!("rmid {rmid} is not open in this thread (xa_open first)"),
@@ -222,14 +356,75 @@ pub fn data_call<T>(
     if let Some(why) = rm.failed() {
         return Err(DataError::new(MMXA_EIO, why));
     }
-    f(&rm, toc)
+    match dynamic {
+        None => f(&rm, toc),
+        Some(d) => registered_call(rmid, toc, &rm, &d, f),
+    }
+}
+
+/// A data call on a dynamically registered rmid (XA reference §8): a thread that is not
+/// registered asks the monitor which branch the work belongs to, and starts, joins or resumes
+/// it as `xa_start` would; under the null XID the call works outside any branch and the thread
+/// unregisters afterwards.
+fn registered_call<T>(
+    rmid: i32,
+    toc: Toc,
+    rm: &Arc<Rm>,
+    d: &Dynamic,
+    f: impl FnOnce(&Rm, Toc) -> Result<T, DataError>,
+) -> Result<T, DataError> {
+    let registered = d.active().contains_key(&toc);
+    // The state machine has the last word: a thread with no association at all is not
+    // registered, whatever was noted here.
+    if registered && rm.toc_associated(toc) {
+        return f(rm, toc);
+    }
+    if registered {
+        d.active().remove(&toc);
+    }
+    match d.registrar.register(rmid)? {
+        Registration::Branch(xid, mode) => {
+            if let Err(e) = rm.start(toc, &xid, mode) {
+                if e.code == XAER_RMFAIL {
+                    drop_toc(rmid, toc, rm);
+                    return Err(DataError::new(MMXA_EIO, e.msg));
+                }
+                let code = if (XA_RBBASE..=XA_RBEND).contains(&e.code) {
+                    MMXA_EROLLBACK
+                } else {
+                    MMXA_EREGISTER
+                };
+                return Err(DataError::new(
+                    code,
+                    format!(
+                        "ax_reg named XID {xid} ({mode:?}), which cannot be used: {} ({})",
+                        e.msg, e.code
+                    ),
+                ));
+            }
+            d.active().insert(toc, xid);
+            f(rm, toc)
+        }
+        Registration::Outside => {
+            let result = f(rm, toc);
+            let unreg = d.registrar.unregister(rmid);
+            let value = result?;
+            unreg.map_err(|e| {
+                DataError::new(
+                    e.code,
+                    format!("the call was done outside any transaction, then {}", e.msg),
+                )
+            })?;
+            Ok(value)
+        }
+    }
 }
 
 /// After a panic inside an XA call: the instance the thread uses may be inconsistent, so it
 /// fails until reopened.
 pub fn fail_after_panic(rmid: i32) {
     let _ = std::panic::catch_unwind(|| {
-        if let Some(rm) = lookup(rmid, toc()) {
+        if let Some((rm, _)) = lookup(rmid, toc()) {
             rm.fail();
         }
     });

@@ -31,6 +31,10 @@ pub const MMXA_ENOTOPEN: c_int = -8;
 pub const MMXA_ENOSPC: c_int = -9;
 /// An internal error (a bug); the message tells more.
 pub const MMXA_EINTERNAL: c_int = -10;
+/// Dynamic registration failed (`mmxa_switch_dynamic` only): the monitor's `ax_reg` or
+/// `ax_unreg` answered an error, or the branch `ax_reg` named could not be started, joined or
+/// resumed (unknown, duplicate, or in the wrong state). The message tells which.
+pub const MMXA_EREGISTER: c_int = -11;
 
 /// Largest key, in bytes.
 pub const MMXA_MAX_KEY: usize = 1024;
@@ -52,6 +56,7 @@ pub fn describe(code: c_int) -> &'static CStr {
         MMXA_ENOTOPEN => c"rmid not open in this thread",
         MMXA_ENOSPC => c"no space left for the log",
         MMXA_EINTERNAL => c"internal error",
+        MMXA_EREGISTER => c"dynamic registration (ax_reg/ax_unreg) failed",
         _ => c"unknown mmxa code",
     }
 }

@@ -104,3 +104,16 @@ pub const XAER_RMFAIL: c_int = -7;
 pub const XAER_DUPID: c_int = -8;
 /// `xa_start`: the RM is doing work outside a global transaction.
 pub const XAER_OUTSIDE: c_int = -9;
+
+/// `ax_reg`: the RM joins a branch it has seen before (act like `xa_start(TMJOIN)`).
+pub const TM_JOIN: c_int = 2;
+/// `ax_reg`: the RM resumes a suspended association (act like `xa_start(TMRESUME)`).
+pub const TM_RESUME: c_int = 1;
+/// `ax_reg`/`ax_unreg`: success; from `ax_reg`, `*xid` is a new branch or the null XID.
+pub const TM_OK: c_int = 0;
+/// `ax_reg`/`ax_unreg`: an error in the transaction manager.
+pub const TMER_TMERR: c_int = -1;
+/// `ax_reg`/`ax_unreg`: invalid arguments.
+pub const TMER_INVAL: c_int = -2;
+/// `ax_reg`/`ax_unreg`: called in an improper context.
+pub const TMER_PROTO: c_int = -3;

@@ -1,6 +1,6 @@
 //! C programs against the built libmmxa.so: the hostile-caller test (`tests/c/hostile.c`, also
 //! under valgrind when it is installed), the dlopen/dlclose stress test
-//! (`tests/c/dlopen_stress.c`), and the two examples in `c-examples/`.
+//! (`tests/c/dlopen_stress.c`), and the examples in `c-examples/` (C, C++, Python).
 //!
 //! Every program prints what it checked and exits 0 only when all checks passed; a failing test
 //! shows the program's whole output. Programs run in fresh temporary directories.
@@ -206,6 +206,85 @@ fn dlopen_switch_example_drives_a_branch() {
     }
 }
 
+/// The C++ RAII example: a committed transfer, one rolled back by the branch's destructor when an
+/// exception leaves its scope, and a two-phase commit; run twice on the same store.
+#[test]
+fn raii_example_rolls_back_in_the_destructor() {
+    let bin = build_program(
+        Lang::Cxx,
+        "raii_example",
+        &[&examples_dir().join("raii.cpp")],
+        &[],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("raii-data");
+    let first = run_ok(&bin, &[path_str(&data)]);
+    print!("{}", stdout_of(&first));
+    assert_contains(&first, "before: alice = 100, bob = 50");
+    assert_contains(
+        &first,
+        "after transfer of 30 (committed): alice = 70, bob = 80",
+    );
+    assert_contains(&first, "(branch rolled back by ~Branch)");
+    assert_contains(&first, "transfer of 1000: insufficient funds");
+    assert_contains(
+        &first,
+        "after transfer of 1000 (rolled back): alice = 70, bob = 80",
+    );
+    assert_contains(
+        &first,
+        "after a two-phase bonus of 1 for bob: alice = 70, bob = 81",
+    );
+    let second = run_ok(&bin, &[path_str(&data)]);
+    assert_contains(&second, "before: alice = 70, bob = 81");
+    assert_contains(
+        &second,
+        "after transfer of 30 (committed): alice = 40, bob = 111",
+    );
+}
+
+/// The Python (ctypes) example: a two-store transaction with two-phase commit, then one rolled
+/// back on both stores. Skipped without python3.
+#[test]
+fn python_example_commits_on_both_stores() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("note: python3 is not installed; skipping python_example_commits_on_both_stores");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("py-data");
+    let script = examples_dir().join("bank.py");
+    let lib = lib_path();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&data)
+        .arg(&lib)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "bank.py failed:\n{}", describe(&out));
+    print!("{}", stdout_of(&out));
+    assert_contains(&out, "switch 'mmxa'");
+    assert_contains(&out, "balances before: alice@A = 100, bob@B = 50");
+    assert_contains(&out, "prepare  A: XA_OK  B: XA_OK");
+    assert_contains(&out, "transfer of 30 committed: alice@A = 70, bob@B = 80");
+    assert_contains(
+        &out,
+        "transfer of 1000 rolled back: alice@A = 70, bob@B = 80",
+    );
+    // MMXA_LIB instead of the argument; the balances carry over.
+    let again = Command::new("python3")
+        .arg(&script)
+        .arg(&data)
+        .env("MMXA_LIB", &lib)
+        .output()
+        .expect("run python3");
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_contains(
+        &again,
+        "transfer of 30 committed: alice@A = 40, bob@B = 110",
+    );
+}
+
 /// `make -C c-examples run` is how the examples are meant to be run; check that the Makefile
 /// parses and names both examples, without starting a nested cargo build.
 #[test]
@@ -228,6 +307,9 @@ fn examples_makefile_parses() {
         "cargo build --release",
         "bank.c",
         "dlopen_switch.c",
+        "raii.cpp",
+        "bank.py",
+        "ln -sf libmmxa.so",
         "-Werror",
     ] {
         assert_contains(&out, needle);

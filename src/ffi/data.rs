@@ -4,6 +4,7 @@
 //! any branch, on committed data (a put or delete then commits by itself, durably).
 
 use super::guard::{clear_last_error, guard, last_error_ptr, set_last_error};
+use super::trace;
 use crate::registry;
 use crate::rm::DataError;
 use crate::status::*;
@@ -62,6 +63,22 @@ pub unsafe extern "C" fn mmxa_put(
     value: *const c_void,
     value_len: usize,
 ) -> c_int {
+    trace::data("mmxa_put", rmid, || {
+        put(rmid, key, key_len, value, value_len)
+    })
+}
+
+/// `mmxa_put`'s body.
+///
+/// # Safety
+/// As for `mmxa_put`.
+unsafe fn put(
+    rmid: c_int,
+    key: *const c_void,
+    key_len: usize,
+    value: *const c_void,
+    value_len: usize,
+) -> c_int {
     data_call(|| {
         let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
         let value = bytes(value, value_len, MMXA_MAX_VALUE, "value")?;
@@ -80,6 +97,23 @@ pub unsafe extern "C" fn mmxa_put(
 /// `buf_len == 0`); `value_len` to a writable `size_t`.
 #[no_mangle]
 pub unsafe extern "C" fn mmxa_get(
+    rmid: c_int,
+    key: *const c_void,
+    key_len: usize,
+    buf: *mut c_void,
+    buf_len: usize,
+    value_len: *mut usize,
+) -> c_int {
+    trace::data("mmxa_get", rmid, || {
+        get(rmid, key, key_len, buf, buf_len, value_len)
+    })
+}
+
+/// `mmxa_get`'s body.
+///
+/// # Safety
+/// As for `mmxa_get`.
+unsafe fn get(
     rmid: c_int,
     key: *const c_void,
     key_len: usize,
@@ -123,10 +157,12 @@ pub unsafe extern "C" fn mmxa_get(
 /// `key` points to `key_len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn mmxa_delete(rmid: c_int, key: *const c_void, key_len: usize) -> c_int {
-    data_call(|| {
-        let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
-        let existed = registry::data_call(rmid, |rm, toc| rm.put(toc, key, None))?;
-        Ok(if existed { MMXA_OK } else { MMXA_NOTFOUND })
+    trace::data("mmxa_delete", rmid, || {
+        data_call(|| {
+            let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
+            let existed = registry::data_call(rmid, |rm, toc| rm.put(toc, key, None))?;
+            Ok(if existed { MMXA_OK } else { MMXA_NOTFOUND })
+        })
     })
 }
 

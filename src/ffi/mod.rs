@@ -8,12 +8,16 @@
 
 pub mod abi;
 pub mod data;
+mod dynreg;
 mod guard;
 pub mod switch;
+mod trace;
 
 /// Runs when the library is unloaded (`dlclose` or process exit): see [`crate::registry::unload`].
+/// The trace file is closed last, when no store is open any more.
 extern "C" fn on_unload() {
     let _ = std::panic::catch_unwind(crate::registry::unload);
+    let _ = std::panic::catch_unwind(trace::unload);
 }
 
 #[used]

@@ -2,9 +2,17 @@
 //!
 //! Each entry point checks its arguments in one order — `TMASYNC`, other flags, rmid open in
 //! this thread, pointers and XID — and then calls the safe core through [`crate::registry`].
+//! Every entry point runs inside [`trace`], which costs one atomic load when tracing is off.
+//!
+//! The two switches share every entry point but `xa_open`: opening through
+//! `mmxa_switch_dynamic` resolves the monitor's `ax_reg`/`ax_unreg` and marks the rmid as
+//! dynamically registered in the registry.
 
 use super::abi::{XaSwitch, Xid as CXid};
+use super::dynreg::Ax;
 use super::guard::{clear_last_error, guard, set_last_error};
+use super::trace::{self, Rc};
+use crate::config;
 use crate::registry;
 use crate::rm::flags::{self, Entry};
 use crate::rm::XaError;
@@ -49,6 +57,36 @@ pub extern "C" fn mmxa_get_xa_switch() -> *mut XaSwitch {
     &raw mut mmxa_switch
 }
 
+/// The dynamic-registration switch (`TMREGISTER`): the monitor does not call `xa_start`; the
+/// first data call (`mmxa_put`, `mmxa_get`, `mmxa_delete`) of a thread that is not associated
+/// with a branch calls the monitor's `ax_reg` to learn its branch (and `ax_unreg` after work
+/// done outside any transaction). The monitor still calls `xa_end` and the completion routines.
+/// `xa_open` looks up `ax_reg`/`ax_unreg` with `dlsym(RTLD_DEFAULT)` and answers `XAER_RMERR` if
+/// the monitor does not export them. An `xa_start` called anyway behaves as in `mmxa_switch`.
+#[allow(non_upper_case_globals)]
+#[no_mangle]
+pub static mut mmxa_switch_dynamic: XaSwitch = XaSwitch {
+    name: rm_name(),
+    flags: TMREGISTER,
+    version: 0,
+    xa_open_entry: xa_open_dynamic,
+    xa_close_entry: xa_close,
+    xa_start_entry: xa_start,
+    xa_end_entry: xa_end,
+    xa_rollback_entry: xa_rollback,
+    xa_prepare_entry: xa_prepare,
+    xa_commit_entry: xa_commit,
+    xa_recover_entry: xa_recover,
+    xa_forget_entry: xa_forget,
+    xa_complete_entry: xa_complete,
+};
+
+/// Returns `&mmxa_switch_dynamic`.
+#[no_mangle]
+pub extern "C" fn mmxa_get_xa_switch_dynamic() -> *mut XaSwitch {
+    &raw mut mmxa_switch_dynamic
+}
+
 /// Runs one entry point: clears the last error, catches panics, records the error message.
 fn run(on_panic: c_int, rmid: c_int, f: impl FnOnce() -> Result<c_int, XaError>) -> c_int {
     clear_last_error();
@@ -91,7 +129,7 @@ unsafe fn info_arg<'a>(info: *const c_char) -> Result<&'a [u8], XaError> {
 ///
 /// # Safety
 /// `xid` is NULL or points to a readable `XID`.
-unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, XaError> {
+pub(super) unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, XaError> {
     if xid.is_null() {
         return Err(XaError::new(XAER_INVAL, "xid is NULL"));
     }
@@ -101,54 +139,100 @@ unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, XaError> {
         .map_err(|e| XaError::new(XAER_INVAL, format!("invalid XID: {e}")))
 }
 
-unsafe extern "C" fn xa_open(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMERR, rmid, || {
-        flags::check(Entry::Open, flags)?;
-        let info = info_arg(info)?;
-        registry::open(rmid, info).map(|()| XA_OK)
+/// Turns tracing on for an open string with `trace=PATH`. A string that does not parse is left
+/// to the registry, which reports why.
+fn trace_from_info(info: &[u8]) -> Result<(), XaError> {
+    match config::parse(info).map(|cfg| cfg.trace) {
+        Ok(Some(path)) => trace::enable(&path).map_err(|e| XaError::new(XAER_RMERR, e)),
+        _ => Ok(()),
+    }
+}
+
+/// `xa_open` of either switch.
+///
+/// # Safety
+/// As for `xa_open`: `info` is NULL or a readable string.
+unsafe fn open(info: *mut c_char, rmid: c_int, flags: c_long, dynamic: bool) -> c_int {
+    let entry = if dynamic {
+        "xa_open_dynamic"
+    } else {
+        "xa_open"
+    };
+    trace::open_entry(entry, rmid, flags, || {
+        run(XAER_RMERR, rmid, || {
+            flags::check(Entry::Open, flags)?;
+            let info = info_arg(info)?;
+            trace_from_info(info)?;
+            if dynamic {
+                registry::open_dynamic(rmid, info, Box::new(Ax::resolve()?))?;
+            } else {
+                registry::open(rmid, info)?;
+            }
+            Ok(XA_OK)
+        })
     })
 }
 
+unsafe extern "C" fn xa_open(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
+    open(info, rmid, flags, false)
+}
+
+unsafe extern "C" fn xa_open_dynamic(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
+    open(info, rmid, flags, true)
+}
+
 unsafe extern "C" fn xa_close(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMERR, rmid, || {
-        flags::check(Entry::Close, flags)?;
-        info_arg(info)?;
-        registry::close(rmid).map(|()| XA_OK)
+    trace::xa("xa_close", rmid, std::ptr::null(), flags, Rc::Xa, || {
+        run(XAER_RMERR, rmid, || {
+            flags::check(Entry::Close, flags)?;
+            info_arg(info)?;
+            registry::close(rmid).map(|()| XA_OK)
+        })
     })
 }
 
 unsafe extern "C" fn xa_start(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMFAIL, rmid, || {
-        let mode = flags::start(flags)?;
-        registry::call(rmid, |rm, toc| rm.start(toc, &xid_arg(xid)?, mode))
+    trace::xa("xa_start", rmid, xid, flags, Rc::Xa, || {
+        run(XAER_RMFAIL, rmid, || {
+            let mode = flags::start(flags)?;
+            registry::start(rmid, || xid_arg(xid), mode)
+        })
     })
 }
 
 unsafe extern "C" fn xa_end(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMFAIL, rmid, || {
-        let mode = flags::end(flags)?;
-        registry::call(rmid, |rm, toc| rm.end(toc, &xid_arg(xid)?, mode))
+    trace::xa("xa_end", rmid, xid, flags, Rc::Xa, || {
+        run(XAER_RMFAIL, rmid, || {
+            let mode = flags::end(flags)?;
+            registry::end(rmid, || xid_arg(xid), mode)
+        })
     })
 }
 
 unsafe extern "C" fn xa_rollback(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMFAIL, rmid, || {
-        flags::check(Entry::Rollback, flags)?;
-        registry::call(rmid, |rm, toc| rm.rollback(toc, &xid_arg(xid)?))
+    trace::xa("xa_rollback", rmid, xid, flags, Rc::Xa, || {
+        run(XAER_RMFAIL, rmid, || {
+            flags::check(Entry::Rollback, flags)?;
+            registry::call(rmid, |rm, toc| rm.rollback(toc, &xid_arg(xid)?))
+        })
     })
 }
 
 unsafe extern "C" fn xa_prepare(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMFAIL, rmid, || {
-        flags::check(Entry::Prepare, flags)?;
-        registry::call(rmid, |rm, toc| rm.prepare(toc, &xid_arg(xid)?))
+    trace::xa("xa_prepare", rmid, xid, flags, Rc::Xa, || {
+        run(XAER_RMFAIL, rmid, || {
+            flags::check(Entry::Prepare, flags)?;
+            registry::call(rmid, |rm, toc| rm.prepare(toc, &xid_arg(xid)?))
+        })
     })
 }
 
 unsafe extern "C" fn xa_commit(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMFAIL, rmid, || {
-        let one_phase = flags::commit(flags)?;
-        registry::call(rmid, |rm, toc| rm.commit(toc, &xid_arg(xid)?, one_phase))
+    trace::xa("xa_commit", rmid, xid, flags, Rc::Xa, || {
+        run(XAER_RMFAIL, rmid, || {
+            let one_phase = flags::commit(flags)?;
+            registry::call(rmid, |rm, toc| rm.commit(toc, &xid_arg(xid)?, one_phase))
+        })
     })
 }
 
@@ -158,6 +242,21 @@ unsafe extern "C" fn xa_recover(
     rmid: c_int,
     flags: c_long,
 ) -> c_int {
+    trace::xa(
+        "xa_recover",
+        rmid,
+        std::ptr::null(),
+        flags,
+        Rc::Count,
+        || recover(xids, count, rmid, flags),
+    )
+}
+
+/// `xa_recover`'s body.
+///
+/// # Safety
+/// As for `xa_recover`: `xids` is NULL or has room for `count` XIDs.
+unsafe fn recover(xids: *mut CXid, count: c_long, rmid: c_int, flags: c_long) -> c_int {
     run(XAER_RMFAIL, rmid, || {
         let scan = flags::recover(flags)?;
         registry::call(rmid, |rm, toc| {
@@ -190,9 +289,11 @@ unsafe extern "C" fn xa_recover(
 }
 
 unsafe extern "C" fn xa_forget(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int {
-    run(XAER_RMFAIL, rmid, || {
-        flags::check(Entry::Forget, flags)?;
-        registry::call(rmid, |rm, toc| rm.forget(toc, &xid_arg(xid)?))
+    trace::xa("xa_forget", rmid, xid, flags, Rc::Xa, || {
+        run(XAER_RMFAIL, rmid, || {
+            flags::check(Entry::Forget, flags)?;
+            registry::call(rmid, |rm, toc| rm.forget(toc, &xid_arg(xid)?))
+        })
     })
 }
 
@@ -204,13 +305,15 @@ unsafe extern "C" fn xa_complete(
     rmid: c_int,
     flags: c_long,
 ) -> c_int {
-    run(XAER_PROTO, rmid, || {
-        flags::check(Entry::Complete, flags)?;
-        registry::call(rmid, |_, _| {
-            Err(XaError::new(
-                XAER_PROTO,
-                "xa_complete: mmxa performs no asynchronous operations",
-            ))
+    trace::xa("xa_complete", rmid, std::ptr::null(), flags, Rc::Xa, || {
+        run(XAER_PROTO, rmid, || {
+            flags::check(Entry::Complete, flags)?;
+            registry::call(rmid, |_, _| {
+                Err(XaError::new(
+                    XAER_PROTO,
+                    "xa_complete: mmxa performs no asynchronous operations",
+                ))
+            })
         })
     })
 }

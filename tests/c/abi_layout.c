@@ -1,6 +1,6 @@
 /*
  * Checks the C view of the ABI against the numbers in shared/xa-spec.md (sections 1.1-1.3,
- * 2.1, 3.1) and the switch that libmmxa.so exports.
+ * 2.1, 3.1, 8) and the two switches that libmmxa.so exports.
  *
  * Built twice by tests/headers.rs: against include/xa.h, and with -DUSE_MONITOR_XA_H against a
  * monitor's own xa.h (tests/c/monitor_xa.h). Both builds compare with the same literal numbers,
@@ -146,6 +146,14 @@ static void check_constants(void)
     CHK(XAER_RMFAIL, -7);
     CHK(XAER_DUPID, -8);
     CHK(XAER_OUTSIDE, -9);
+
+    /* 8 ax_reg / ax_unreg return codes */
+    CHK(TM_JOIN, 2);
+    CHK(TM_RESUME, 1);
+    CHK(TM_OK, 0);
+    CHK(TMER_TMERR, -1);
+    CHK(TMER_INVAL, -2);
+    CHK(TMER_PROTO, -3);
 }
 
 static void check_switch(void)
@@ -169,6 +177,16 @@ static void check_switch(void)
     CHK_TRUE(sw->xa_forget_entry != NULL);
     CHK_TRUE(sw->xa_complete_entry != NULL);
     CHK_TRUE(mmxa_get_xa_switch() == &mmxa_switch);
+
+    /* The dynamic-registration switch: same name, TMREGISTER, its own xa_open. */
+    sw = &mmxa_switch_dynamic;
+    CHK_STR(sw->name, "mmxa");
+    CHK(sw->version, 0);
+    CHK(sw->flags, TMREGISTER);
+    CHK_TRUE(sw->xa_open_entry != NULL && sw->xa_open_entry != mmxa_switch.xa_open_entry);
+    CHK_TRUE(sw->xa_start_entry == mmxa_switch.xa_start_entry);
+    CHK_TRUE(sw->xa_complete_entry == mmxa_switch.xa_complete_entry);
+    CHK_TRUE(mmxa_get_xa_switch_dynamic() == &mmxa_switch_dynamic);
 }
 
 int main(void)

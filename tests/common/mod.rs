@@ -54,12 +54,29 @@ pub fn lib_dir() -> PathBuf {
     panic!("libmmxa.so not found in {} or its parent", deps.display());
 }
 
+/// Programs linked with `-lmmxa` record the library's soname, `libmmxa.so.0` (build.rs), and
+/// load that name at run time; cargo only writes `libmmxa.so`. Makes the symlink `ldconfig` (or
+/// `make install`) would, next to the library in `dir`.
+pub fn soname_link(dir: &Path) {
+    let link = dir.join("libmmxa.so.0");
+    if link.symlink_metadata().is_ok() {
+        return;
+    }
+    match std::os::unix::fs::symlink("libmmxa.so", &link) {
+        Ok(()) => {}
+        // Another test binary made it meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("cannot create {}: {e}", link.display()),
+    }
+}
+
 /// Linker flags for `libmmxa.so`, with an rpath so the program runs without `LD_LIBRARY_PATH`.
 ///
 /// `--disable-new-dtags` writes DT_RPATH, which wins over `LD_LIBRARY_PATH`: `cargo test` sets
 /// that to a list where a stale `target/<profile>/libmmxa.so` can come first.
 pub fn mmxa_link_flags() -> Vec<String> {
     let dir = lib_dir();
+    soname_link(&dir);
     vec![
         format!("-L{}", dir.display()),
         "-lmmxa".to_owned(),

@@ -1,0 +1,98 @@
+# Build and install mmxa as a system library.
+#
+#   make                                   cargo build --release, the soname link, the adapters
+#   make install PREFIX=/usr/local         install (DESTDIR=/staging for packaging)
+#   make uninstall PREFIX=/usr/local       remove what install installed
+#   make clean                             remove the adapters' build directory ($(BUILD))
+#
+# Installed under $(DESTDIR)$(PREFIX):
+#   lib/libmmxa.so.$(VERSION)             the shared library; its soname is libmmxa.so.$(SOMAJOR)
+#   lib/libmmxa.so.$(SOMAJOR) -> libmmxa.so.$(VERSION), lib/libmmxa.so -> libmmxa.so.$(SOMAJOR)
+#   lib/libmmxa.a                         the static library (its system libraries are in
+#                                         mmxa.pc's Libs.private: pkg-config --static)
+#   lib/libmmxa_lixa.so, lib/libmmxa_lixa_dynamic.so   LIXA switch files (adapters/)
+#   lib/libmmxa_ndrx.so, lib/libmmxa_ndrx_dynamic.so   Enduro/X drivers (adapters/)
+#   include/mmxa/xa.h, include/mmxa/mmxa.h
+#   lib/pkgconfig/mmxa.pc                 Cflags: -I$(INCLUDEDIR)/mmxa   Libs: -lmmxa
+# so that `cc prog.c $(pkg-config --cflags --libs mmxa)` builds a program that says
+# #include "xa.h" / #include "mmxa.h" (or <xa.h>, <mmxa.h>).
+#
+# To install an existing build without running cargo: CARGO=true RUST_OUT=dir-with-libmmxa.so.
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+CARGO      ?= cargo
+CC         ?= cc
+INSTALL    ?= install
+# Where cargo leaves libmmxa.so and libmmxa.a.
+RUST_OUT   ?= target/release
+# Where the adapters are built.
+BUILD      ?= target/adapters
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# Must agree with SONAME in build.rs.
+SOMAJOR := 0
+# What libmmxa.a needs from the system (rustc --print native-static-libs, x86_64/aarch64 gnu).
+STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+ADAPTERS := $(BUILD)/libmmxa_lixa.so $(BUILD)/libmmxa_lixa_dynamic.so \
+            $(BUILD)/libmmxa_ndrx.so $(BUILD)/libmmxa_ndrx_dynamic.so
+ADAPTER_CFLAGS := -O2 -g -std=c99 -Wall -Wextra -Werror -fPIC -shared -Iinclude
+# $ORIGIN: an installed adapter finds libmmxa.so.$(SOMAJOR) in its own directory.
+ADAPTER_LINK := -L$(RUST_OUT) -lmmxa -Wl,-rpath,'$$ORIGIN'
+
+# libdir and includedir in mmxa.pc relative to ${prefix} when they are under it.
+PC_LIBDIR     := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+
+.PHONY: all lib adapters install uninstall clean FORCE
+
+all: lib adapters
+
+# Cargo knows whether the library is up to date; make only asks it every time.
+$(RUST_OUT)/libmmxa.so: FORCE
+	$(CARGO) build --release
+
+# Programs linked with -lmmxa load libmmxa.so.$(SOMAJOR): the symlink ldconfig would make, so
+# they also run against the build directory.
+lib: $(RUST_OUT)/libmmxa.so
+	test -L $(RUST_OUT)/libmmxa.so.$(SOMAJOR) || ln -sf libmmxa.so $(RUST_OUT)/libmmxa.so.$(SOMAJOR)
+
+adapters: $(ADAPTERS)
+
+$(BUILD):
+	mkdir -p $@
+
+$(BUILD)/libmmxa_%_dynamic.so: adapters/%_switch.c include/mmxa.h | lib $(BUILD)
+	$(CC) $(ADAPTER_CFLAGS) -DMMXA_ADAPTER_DYNAMIC $< -o $@ $(ADAPTER_LINK)
+
+$(BUILD)/libmmxa_%.so: adapters/%_switch.c include/mmxa.h | lib $(BUILD)
+	$(CC) $(ADAPTER_CFLAGS) $< -o $@ $(ADAPTER_LINK)
+
+install: all
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/mmxa
+	$(INSTALL) -m 0755 $(RUST_OUT)/libmmxa.so $(DESTDIR)$(LIBDIR)/libmmxa.so.$(VERSION)
+	ln -sf libmmxa.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmmxa.so.$(SOMAJOR)
+	ln -sf libmmxa.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libmmxa.so
+	$(INSTALL) -m 0644 $(RUST_OUT)/libmmxa.a $(DESTDIR)$(LIBDIR)/libmmxa.a
+	$(INSTALL) -m 0755 $(ADAPTERS) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 0644 include/xa.h include/mmxa.h $(DESTDIR)$(INCLUDEDIR)/mmxa/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|' -e '/^#/d' mmxa.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc
+	chmod 0644 $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libmmxa.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmmxa.so.$(SOMAJOR) \
+	      $(DESTDIR)$(LIBDIR)/libmmxa.so $(DESTDIR)$(LIBDIR)/libmmxa.a \
+	      $(addprefix $(DESTDIR)$(LIBDIR)/,$(notdir $(ADAPTERS))) \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc \
+	      $(DESTDIR)$(INCLUDEDIR)/mmxa/xa.h $(DESTDIR)$(INCLUDEDIR)/mmxa/mmxa.h
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/mmxa
+
+clean:
+	rm -rf $(BUILD)
+
+FORCE:

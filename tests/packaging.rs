@@ -1,0 +1,312 @@
+//! Packaging: the soname, and the top-level Makefile's `make install` as a C programmer uses it.
+//!
+//! `make install` runs without cargo here (`CARGO=true`, `RUST_OUT=` the libraries this test was
+//! built with): a nested cargo build would wait for the build lock `cargo test` holds. Into a
+//! temporary PREFIX it must install the versioned library and its two symlinks, the static
+//! library, the headers, the adapters and `mmxa.pc`; then `cc prog.c $(pkg-config --cflags --libs
+//! mmxa)` must build a program that runs against the installed library, an installed adapter
+//! must find the library through its `$ORIGIN` runpath, and `pkg-config --static` must be enough
+//! to link `libmmxa.a`. DESTDIR staging is checked too.
+
+mod common;
+
+use common::{describe, lib_dir, root};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tool_available(name: &str, arg: &str) -> bool {
+    Command::new(name)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[track_caller]
+fn ok(out: Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed:\n{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `make install` (or another target) with the test's libraries and a private build directory.
+fn make(target: &str, tmp: &Path, vars: &[(&str, &Path)]) -> Output {
+    // The Makefile leaves an existing soname link alone; tests running in parallel must not
+    // replace it under each other.
+    common::soname_link(&lib_dir());
+    let mut cmd = Command::new("make");
+    cmd.arg("-C")
+        .arg(root())
+        .arg(target)
+        .arg("CARGO=true")
+        .arg(format!("RUST_OUT={}", lib_dir().display()))
+        .arg(format!("BUILD={}", tmp.join("build").display()));
+    for (k, v) in vars {
+        cmd.arg(format!("{k}={}", v.display()));
+    }
+    cmd.output().expect("run make")
+}
+
+const PROG: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include "xa.h"
+#include "mmxa.h"
+
+int main(int argc, char **argv)
+{
+    char info[256], buf[16];
+    size_t len = 0;
+    XID x;
+    struct xa_switch_t *sw = mmxa_get_xa_switch();
+    if (argc != 2)
+        return 2;
+    snprintf(info, sizeof info, "dir=%s", argv[1]);
+    memset(&x, 0, sizeof x);
+    x.formatID = 1;
+    x.gtrid_length = 1;
+    x.bqual_length = 1;
+    memcpy(x.data, "gb", 2);
+    if (sw->xa_open_entry(info, 0, TMNOFLAGS) != XA_OK ||
+        sw->xa_start_entry(&x, 0, TMNOFLAGS) != XA_OK ||
+        mmxa_put(0, "k", 1, "installed", 9) != MMXA_OK ||
+        sw->xa_end_entry(&x, 0, TMSUCCESS) != XA_OK ||
+        sw->xa_commit_entry(&x, 0, TMONEPHASE) != XA_OK ||
+        mmxa_get(0, "k", 1, buf, sizeof buf, &len) != MMXA_OK ||
+        sw->xa_close_entry("", 0, TMNOFLAGS) != XA_OK) {
+        printf("failed: %s\n", mmxa_last_error());
+        return 1;
+    }
+    printf("value=%.*s switch=%s\n", (int)len, buf, sw->name);
+    return 0;
+}
+"#;
+
+const ADAPTER_PROBE: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+struct xa_switch_head { char name[32]; long flags; };
+
+int main(int argc, char **argv)
+{
+    void *h;
+    struct xa_switch_head *(*get)(void);
+    if (argc != 3)
+        return 2;
+    h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        printf("dlopen: %s\n", dlerror());
+        return 1;
+    }
+    *(void **)(&get) = dlsym(h, argv[2]);
+    if (get == NULL)
+        return 1;
+    printf("name=%s flags=%ld\n", get()->name, get()->flags);
+    return 0;
+}
+"#;
+
+/// Runs `sh -c script` in `dir` with `PKG_CONFIG_PATH` and no inherited `LD_LIBRARY_PATH`
+/// (cargo's points at the build tree).
+fn sh(script: &str, dir: &Path, pkgconfig: &Path, ld_path: Option<&Path>) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env("PKG_CONFIG_PATH", pkgconfig)
+        .env_remove("PKG_CONFIG_LIBDIR")
+        .env_remove("LD_LIBRARY_PATH");
+    if let Some(p) = ld_path {
+        cmd.env("LD_LIBRARY_PATH", p);
+    }
+    cmd.output().expect("run sh")
+}
+
+#[test]
+fn library_has_the_versioned_soname() {
+    let Ok(out) = Command::new("readelf")
+        .arg("-d")
+        .arg(lib_dir().join("libmmxa.so"))
+        .output()
+    else {
+        eprintln!("note: readelf is not installed; skipping library_has_the_versioned_soname");
+        return;
+    };
+    let text = ok(out, "readelf -d libmmxa.so");
+    assert!(
+        text.contains("Library soname: [libmmxa.so.0]"),
+        "no soname libmmxa.so.0:\n{text}"
+    );
+}
+
+#[test]
+fn make_install_and_pkg_config() {
+    if !tool_available("make", "--version") || !tool_available("pkg-config", "--version") {
+        eprintln!(
+            "note: make or pkg-config is not installed; skipping make_install_and_pkg_config"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("prefix");
+    ok(
+        make("install", tmp.path(), &[("PREFIX", &prefix)]),
+        "make install",
+    );
+
+    let lib = prefix.join("lib");
+    let version = env!("CARGO_PKG_VERSION");
+    let real = format!("libmmxa.so.{version}");
+    assert!(lib.join(&real).is_file());
+    for (link, target) in [
+        ("libmmxa.so.0", real.as_str()),
+        ("libmmxa.so", "libmmxa.so.0"),
+    ] {
+        assert_eq!(
+            std::fs::read_link(lib.join(link)).unwrap(),
+            PathBuf::from(target),
+            "{link}"
+        );
+    }
+    for f in [
+        "lib/libmmxa.a",
+        "lib/libmmxa_lixa.so",
+        "lib/libmmxa_lixa_dynamic.so",
+        "lib/libmmxa_ndrx.so",
+        "lib/libmmxa_ndrx_dynamic.so",
+        "lib/pkgconfig/mmxa.pc",
+        "include/mmxa/xa.h",
+        "include/mmxa/mmxa.h",
+    ] {
+        assert!(prefix.join(f).is_file(), "{f} not installed");
+    }
+
+    let pkgconfig = lib.join("pkgconfig");
+    let modversion = ok(
+        sh("pkg-config --modversion mmxa", tmp.path(), &pkgconfig, None),
+        "pkg-config --modversion",
+    );
+    assert_eq!(modversion.trim(), version);
+
+    // Dynamic: exactly the command a C programmer types.
+    std::fs::write(tmp.path().join("prog.c"), PROG).unwrap();
+    ok(
+        sh(
+            "cc -Wall -Wextra -Werror prog.c $(pkg-config --cflags --libs mmxa) -o prog",
+            tmp.path(),
+            &pkgconfig,
+            None,
+        ),
+        "cc prog.c $(pkg-config --cflags --libs mmxa)",
+    );
+    let out = ok(
+        sh("./prog data-dyn", tmp.path(), &pkgconfig, Some(&lib)),
+        "prog (shared)",
+    );
+    assert_eq!(out.trim(), "value=installed switch=mmxa");
+    let ldd = ok(
+        sh("ldd ./prog", tmp.path(), &pkgconfig, Some(&lib)),
+        "ldd prog",
+    );
+    let lib_real = std::fs::canonicalize(&lib).unwrap();
+    assert!(
+        ldd.contains(&format!(
+            "libmmxa.so.0 => {}",
+            lib.join("libmmxa.so.0").display()
+        )) || ldd.contains(&format!(
+            "libmmxa.so.0 => {}",
+            lib_real.join("libmmxa.so.0").display()
+        )),
+        "prog does not use the installed library:\n{ldd}"
+    );
+
+    // Static: libmmxa.a plus the system libraries pkg-config --static lists.
+    ok(
+        sh(
+            "cc prog.c $(pkg-config --cflags mmxa) -o prog-static \"$(pkg-config \
+             --variable=libdir mmxa)/libmmxa.a\" $(pkg-config --static --libs mmxa | \
+             sed 's/-lmmxa//')",
+            tmp.path(),
+            &pkgconfig,
+            None,
+        ),
+        "static link with pkg-config --static",
+    );
+    let out = ok(
+        sh("./prog-static data-static", tmp.path(), &pkgconfig, None),
+        "prog-static",
+    );
+    assert_eq!(out.trim(), "value=installed switch=mmxa");
+
+    // An installed adapter finds libmmxa.so.0 next to itself ($ORIGIN), with no search path.
+    std::fs::write(tmp.path().join("probe.c"), ADAPTER_PROBE).unwrap();
+    ok(
+        sh("cc probe.c -o probe -ldl", tmp.path(), &pkgconfig, None),
+        "cc probe.c",
+    );
+    for (so, getter, flags) in [
+        ("libmmxa_lixa.so", "lixa_get_xa_switch", 0),
+        ("libmmxa_lixa_dynamic.so", "lixa_get_xa_switch", 1),
+        ("libmmxa_ndrx.so", "ndrx_get_xa_switch", 0),
+        ("libmmxa_ndrx_dynamic.so", "ndrx_get_xa_switch", 1),
+    ] {
+        let script = format!("./probe {} {getter}", lib.join(so).display());
+        let out = ok(sh(&script, tmp.path(), &pkgconfig, None), &script);
+        assert_eq!(out.trim(), format!("name=mmxa flags={flags}"), "{so}");
+    }
+
+    ok(
+        make("uninstall", tmp.path(), &[("PREFIX", &prefix)]),
+        "make uninstall",
+    );
+    let left: Vec<_> = walk(&prefix);
+    assert!(
+        left.is_empty(),
+        "make uninstall left files behind: {left:?}"
+    );
+}
+
+/// Regular files and symlinks under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn make_install_honours_destdir() {
+    if !tool_available("make", "--version") {
+        eprintln!("note: make is not installed; skipping make_install_honours_destdir");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let stage = tmp.path().join("stage");
+    ok(
+        make(
+            "install",
+            tmp.path(),
+            &[("DESTDIR", &stage), ("PREFIX", Path::new("/opt/mmxa"))],
+        ),
+        "make install DESTDIR=",
+    );
+    let pc = std::fs::read_to_string(stage.join("opt/mmxa/lib/pkgconfig/mmxa.pc")).unwrap();
+    assert!(pc.contains("prefix=/opt/mmxa\n"), "{pc}");
+    assert!(pc.contains("libdir=${prefix}/lib\n"), "{pc}");
+    assert!(pc.contains("Cflags: -I${includedir}/mmxa"), "{pc}");
+    assert!(!pc.contains(&stage.display().to_string()), "{pc}");
+    assert!(stage.join("opt/mmxa/include/mmxa/mmxa.h").is_file());
+    assert_eq!(
+        std::fs::read_link(stage.join("opt/mmxa/lib/libmmxa.so")).unwrap(),
+        PathBuf::from("libmmxa.so.0")
+    );
+}
