@@ -10,15 +10,15 @@
 //! library registers no thread-exit hook and can be unloaded with `dlclose`.
 //!
 //! An rmid opened through the dynamic-registration switch (`mmxa_switch_dynamic`) also keeps a
-//! [`Registrar`] (the monitor's `ax_reg`/`ax_unreg`) and, per thread, the branch the thread is
-//! registered with (state D1 of the XA reference §5.4). A data call of a thread that is not
-//! registered asks the registrar which branch the work belongs to before doing it. Every thread
-//! opens a given rmid through the same switch.
+//! [`Registrar`] (the monitor's `ax_reg`/`ax_unreg`). A thread is registered (state D1 of the XA
+//! reference §5.4) exactly when the state machine has it actively associated with a branch; a
+//! data call of any other thread asks the registrar which branch the work belongs to before
+//! doing it. Every thread opens a given rmid through the same switch.
 
 use crate::config::{self, Config};
 use crate::fxhash::FxHashMap;
 use crate::log::lock_exclusive;
-use crate::rm::flags::{EndMode, StartMode};
+use crate::rm::flags::StartMode;
 use crate::rm::{DataError, Rm, Toc, XaError};
 use crate::status::{MMXA_EIO, MMXA_ENOTOPEN, MMXA_EREGISTER, MMXA_EROLLBACK};
 use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL, XA_RBBASE, XA_RBEND};
@@ -29,7 +29,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// What the transaction monitor answered to a registration request (`ax_reg`, XA reference §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +53,6 @@ pub trait Registrar: Send + Sync {
 /// Dynamic registration state of one rmid.
 struct Dynamic {
     registrar: Box<dyn Registrar>,
-    /// The branch each thread is registered with and actively associated (D1). Threads that
-    /// are absent are unregistered (D0) or have their registration suspended (D2).
-    active: Mutex<FxHashMap<Toc, Xid>>,
-}
-
-impl Dynamic {
-    fn active(&self) -> std::sync::MutexGuard<'_, FxHashMap<Toc, Xid>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 struct Entry {
@@ -212,12 +203,7 @@ fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> R
             tocs: FxHashMap::from_iter([(toc, rm)]),
             _lock: lock,
             pid: std::process::id(),
-            dynamic: registrar.map(|registrar| {
-                Arc::new(Dynamic {
-                    registrar,
-                    active: Mutex::default(),
-                })
-            }),
+            dynamic: registrar.map(|registrar| Arc::new(Dynamic { registrar })),
         },
     );
     Ok(())
@@ -237,9 +223,6 @@ pub fn close(rmid: i32) -> Result<(), XaError> {
         rm.close_toc(toc)?;
     }
     e.tocs.remove(&toc);
-    if let Some(d) = &e.dynamic {
-        d.active().remove(&toc);
-    }
     if e.tocs.is_empty() {
         reg.remove(&rmid);
     }
@@ -252,9 +235,6 @@ fn drop_toc(rmid: i32, toc: Toc, rm: &Arc<Rm>) {
     if let Some(e) = reg.get_mut(&rmid) {
         if e.tocs.get(&toc).is_some_and(|r| Arc::ptr_eq(r, rm)) {
             e.tocs.remove(&toc);
-            if let Some(d) = &e.dynamic {
-                d.active().remove(&toc);
-            }
         }
         if e.tocs.is_empty() {
             reg.remove(&rmid);
@@ -273,58 +253,8 @@ fn lookup(rmid: i32, toc: Toc) -> Option<(Arc<Rm>, Option<Arc<Dynamic>>)> {
 /// Runs an XA call for `rmid` in the calling thread: `XAER_PROTO` when not open here,
 /// `XAER_RMFAIL` (and back to R0) when the store has failed.
 pub fn call(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<i32, XaError>) -> Result<i32, XaError> {
-    call_with(rmid, |rm, toc, _| f(rm, toc))
-}
-
-/// `xa_start` for `rmid` through [`call`]; `xid` is converted only once the rmid is known to be
-/// open (the order of checks). On a dynamically registered rmid, a started association counts
-/// as a registration: the thread's data calls work in the branch without asking `ax_reg`.
-pub fn start(
-    rmid: i32,
-    xid: impl FnOnce() -> Result<Xid, XaError>,
-    mode: StartMode,
-) -> Result<i32, XaError> {
-    call_with(rmid, |rm, toc, dynamic| {
-        let xid = xid()?;
-        let code = rm.start(toc, &xid, mode)?;
-        if let Some(d) = dynamic {
-            d.active().insert(toc, xid);
-        }
-        Ok(code)
-    })
-}
-
-/// `xa_end` for `rmid` through [`call`]. On a dynamically registered rmid, an answer that ends
-/// the thread's active association (`XA_OK`, or a rollback code) ends its registration (D1 → D0,
-/// or D2 for `TMSUSPEND`): its next data call asks `ax_reg` again.
-pub fn end(
-    rmid: i32,
-    xid: impl FnOnce() -> Result<Xid, XaError>,
-    mode: EndMode,
-) -> Result<i32, XaError> {
-    call_with(rmid, |rm, toc, dynamic| {
-        let xid = xid()?;
-        let result = rm.end(toc, &xid, mode);
-        let ended = match &result {
-            Ok(_) => true,
-            Err(e) => (XA_RBBASE..=XA_RBEND).contains(&e.code),
-        };
-        if let (true, Some(d)) = (ended, dynamic) {
-            let mut active = d.active();
-            if active.get(&toc) == Some(&xid) {
-                active.remove(&toc);
-            }
-        }
-        result
-    })
-}
-
-fn call_with(
-    rmid: i32,
-    f: impl FnOnce(&Rm, Toc, Option<&Dynamic>) -> Result<i32, XaError>,
-) -> Result<i32, XaError> {
     let toc = toc();
-    let Some((rm, dynamic)) = lookup(rmid, toc) else {
+    let Some((rm, _)) = lookup(rmid, toc) else {
         return Err(XaError::new(
             XAER_PROTO,
             format!("rmid {rmid} is not open in this thread (xa_open first)"),
@@ -332,7 +262,7 @@ fn call_with(
     };
     let result = match rm.failed() {
         Some(why) => Err(XaError::new(XAER_RMFAIL, why)),
-        None => f(&rm, toc, dynamic.as_deref()),
+        None => f(&rm, toc),
     };
     if matches!(&result, Err(e) if e.code == XAER_RMFAIL) {
         drop_toc(rmid, toc, &rm);
@@ -373,14 +303,8 @@ fn registered_call<T>(
     d: &Dynamic,
     f: impl FnOnce(&Rm, Toc) -> Result<T, DataError>,
 ) -> Result<T, DataError> {
-    let registered = d.active().contains_key(&toc);
-    // The state machine has the last word: a thread with no association at all is not
-    // registered, whatever was noted here.
-    if registered && rm.toc_associated(toc) {
+    if rm.active_branch(toc).is_some() {
         return f(rm, toc);
-    }
-    if registered {
-        d.active().remove(&toc);
     }
     match d.registrar.register(rmid)? {
         Registration::Branch(xid, mode) => {
@@ -402,7 +326,6 @@ fn registered_call<T>(
                     ),
                 ));
             }
-            d.active().insert(toc, xid);
             f(rm, toc)
         }
         Registration::Outside => {

@@ -195,7 +195,7 @@ unsafe extern "C" fn xa_start(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_i
     trace::xa("xa_start", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             let mode = flags::start(flags)?;
-            registry::start(rmid, || xid_arg(xid), mode)
+            registry::call(rmid, |rm, toc| rm.start(toc, &xid_arg(xid)?, mode))
         })
     })
 }
@@ -204,7 +204,7 @@ unsafe extern "C" fn xa_end(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int
     trace::xa("xa_end", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             let mode = flags::end(flags)?;
-            registry::end(rmid, || xid_arg(xid), mode)
+            registry::call(rmid, |rm, toc| rm.end(toc, &xid_arg(xid)?, mode))
         })
     })
 }

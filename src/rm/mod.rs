@@ -279,6 +279,12 @@ impl Rm {
         Ok(())
     }
 
+    /// The branch `toc` is actively associated with (T1), if any.
+    pub fn active_branch(&self, toc: Toc) -> Option<Xid> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.tocs.get(&toc).and_then(|t| t.active)
+    }
+
     /// Whether `toc` is associated (actively or suspended) with any branch.
     pub fn toc_associated(&self, toc: Toc) -> bool {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
