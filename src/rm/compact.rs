@@ -14,6 +14,9 @@ use std::sync::atomic::Ordering;
 /// Reclaim while the log is larger than this many times the live data, plus three segments.
 const SPACE_FACTOR: u64 = 2;
 
+/// Most segments one caller reclaims in a row.
+const MAX_STEPS: usize = 16;
+
 impl Rm {
     /// Whether the log holds enough dead space to reclaim its oldest segment.
     fn wants_compaction(&self) -> bool {
@@ -30,15 +33,32 @@ impl Rm {
         if !self.wants_compaction() || self.compacting.swap(true, Ordering::AcqRel) {
             return;
         }
-        match self.compact_step() {
-            Ok(true) => {}
-            // Pinned by a working branch, or failed: try again once the log has grown a bit.
-            Ok(false) | Err(_) => self.compact_after.store(
-                self.log.written() + self.log.segment_size() / 4,
-                Ordering::Relaxed,
-            ),
+        // Several steps per turn: other threads skip while one compacts, so one step per
+        // trigger could fall behind many committers. Bounded, to bound this caller's delay.
+        for _ in 0..MAX_STEPS {
+            match self.compact_step() {
+                Ok(true) if self.wants_compaction() => {}
+                Ok(true) => break,
+                // Pinned by a working branch, or failed: try again once the log has grown.
+                Ok(false) | Err(_) => {
+                    self.compact_after.store(
+                        self.log.written() + self.log.segment_size() / 4,
+                        Ordering::Relaxed,
+                    );
+                    break;
+                }
+            }
         }
         self.compacting.store(false, Ordering::Release);
+    }
+
+    /// After an append failed for lack of disk space (with no lock held): reclaiming may free
+    /// a segment, so the next attempt can succeed even below the usual threshold.
+    pub(super) fn after_no_space(&self) {
+        if !self.compacting.swap(true, Ordering::AcqRel) {
+            let _ = self.compact_step();
+            self.compacting.store(false, Ordering::Release);
+        }
     }
 
     /// Reclaims the oldest segment, if nothing pins it. Returns whether it was retired.
@@ -52,12 +72,15 @@ impl Rm {
             return Ok(false);
         }
         let in_seg = |lsn: Lsn| (base..end).contains(&lsn);
-        // A working branch's writes live only in the log until it prepares; a completion in
-        // flight still has to append under the tag it read.
-        let pinned = st
-            .branches
-            .values()
-            .any(|b| b.busy || (b.phase == Phase::Working && b.first_lsn.is_some_and(|l| l < end)));
+        let touches =
+            |b: &super::Branch| in_seg(b.record_lsn) || b.writes.values().any(|(l, _)| in_seg(*l));
+        // A working branch's writes are copied only when it prepares, so its oldest segment
+        // waits; a completion in flight will still append under the tag it read, so a branch
+        // that would move waits for it.
+        let pinned = st.branches.values().any(|b| {
+            (b.phase == Phase::Working && b.first_lsn.is_some_and(|l| l < end))
+                || (b.busy && touches(b))
+        });
         if pinned {
             return Ok(false);
         }
@@ -95,12 +118,12 @@ impl Rm {
         }
         for (xid, b) in st.branches.iter_mut() {
             match b.phase {
-                Phase::Prepared => {
-                    if !in_seg(b.record_lsn) && !b.writes.values().any(|(l, _)| in_seg(*l)) {
-                        continue;
-                    }
+                Phase::Prepared if touches(b) => {
                     let new = self.next_tag.fetch_add(1, Ordering::Relaxed);
-                    for (key, entry) in b.writes.iter_mut() {
+                    // The copies count only once MOVE is logged: until then (say the disk fills
+                    // half way) the branch keeps its tag and its original records.
+                    let mut moved = b.writes.clone();
+                    for (key, entry) in moved.iter_mut() {
                         *entry = copy(new, key, entry.1)?;
                     }
                     let a = self.log.append(&Record::Move {
@@ -109,6 +132,7 @@ impl Rm {
                         xid: *xid,
                     })?;
                     self.locks.transfer(b.tag, new);
+                    b.writes = moved;
                     b.tag = new;
                     b.record_lsn = a.lsn;
                 }

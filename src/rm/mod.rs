@@ -563,6 +563,10 @@ impl Rm {
                 if let Some(b) = st.branches.get_mut(xid) {
                     b.busy = false;
                 }
+                drop((st, q));
+                if matches!(e, LogError::NoSpace(_)) {
+                    self.after_no_space();
+                }
                 Err(XaError::new(
                     XA_RETRY,
                     format!("commit could not be logged: {e}"),
@@ -840,10 +844,16 @@ impl Rm {
             ));
         }
         let _q = self.shared();
-        let appended = self
-            .log
-            .append(&Self::record(tag, key, value))
-            .map_err(Self::data_log_error)?;
+        let appended = match self.log.append(&Self::record(tag, key, value)) {
+            Ok(a) => a,
+            Err(e) => {
+                drop(_q);
+                if matches!(e, LogError::NoSpace(_)) {
+                    self.after_no_space();
+                }
+                return Err(Self::data_log_error(e));
+            }
+        };
         let mut st = self.data_state()?;
         let Some(b) = st
             .branches
@@ -880,6 +890,7 @@ impl Rm {
             LockError::Deadlock => DataError::new(MMXA_EDEADLOCK, "deadlock detected"),
             _ => DataError::new(MMXA_ELOCKTIMEOUT, "lock wait timed out"),
         });
+        let mut no_space = false;
         let result = result.and_then(|()| {
             let existed = self.index_get(key).is_some();
             if value.is_none() && !existed {
@@ -889,14 +900,19 @@ impl Rm {
             let a = self
                 .log
                 .append(&Self::record(0, key, value))
-                .map_err(Self::data_log_error)?;
-            self.log.sync_to(a.end).map_err(Self::data_log_error)?;
+                .and_then(|a| self.log.sync_to(a.end).map(|()| a))
+                .map_err(|e| {
+                    no_space = matches!(e, LogError::NoSpace(_));
+                    Self::data_log_error(e)
+                })?;
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             index.set(key, Self::loc(a.lsn, key, value));
             Ok(existed)
         });
         self.locks.release_all(owner);
-        if result.is_ok() {
+        if no_space {
+            self.after_no_space();
+        } else if result.is_ok() {
             self.maybe_compact();
         }
         result
