@@ -793,21 +793,23 @@ impl Log {
                 fixed[16..26].copy_from_slice(&head);
                 (K_MOVE, [&fixed[..26], data, &[], &[]])
             }
-            Record::Heuristic { .. } => return self.append_heuristic(rec),
+            Record::Heuristic {
+                tag,
+                outcome,
+                xid,
+                reason,
+            } => return self.append_heuristic(*tag, *outcome, xid, reason),
         };
         self.append_parts(kind, &parts)
     }
 
-    fn append_heuristic(&self, rec: &Record<'_>) -> Result<Appended, LogError> {
-        let Record::Heuristic {
-            tag,
-            outcome,
-            xid,
-            reason,
-        } = rec
-        else {
-            unreachable!("only called for HEURISTIC");
-        };
+    fn append_heuristic(
+        &self,
+        tag: u64,
+        outcome: i32,
+        xid: &Xid,
+        reason: &[u8],
+    ) -> Result<Appended, LogError> {
         let (head, data) = xid_bytes(xid);
         let mut buf = Vec::with_capacity(26 + data.len() + reason.len());
         buf.extend_from_slice(&tag.to_le_bytes());
