@@ -148,53 +148,78 @@ fn steady_updates_stay_within_bounds_and_survive_reopen() {
         .is_empty());
 }
 
+/// A branch that wrote long ago and has not prepared does not stop reclaiming: its writes are
+/// re-logged under its own tag, then it prepares and commits (or rolls back) as usual.
 #[test]
-fn a_working_branch_pins_its_segment_until_it_ends() {
+fn a_working_branch_survives_reclaiming_of_its_segment() {
     let dir = tempfile::tempdir().unwrap();
     let rm = open(dir.path());
-    let long = xid(77);
+    let (long, doomed) = (xid(77), xid(78));
     rm.start(5, &long, StartMode::New).unwrap();
     rm.put(5, b"long-lived", Some(b"early write")).unwrap();
-    for round in 0..40u32 {
-        for k in 0..50u32 {
-            rm.put(7, format!("k{k}").as_bytes(), Some(&value(k, round)))
-                .unwrap();
+    rm.start(6, &doomed, StartMode::New).unwrap();
+    rm.put(6, b"doomed", Some(b"never committed")).unwrap();
+    let churn = |from: u32, to: u32| {
+        for round in from..to {
+            for k in 0..50u32 {
+                rm.put(7, format!("k{k}").as_bytes(), Some(&value(k, round)))
+                    .unwrap();
+            }
         }
-    }
+    };
+    churn(0, 80);
     let first = dir.path().join("log-0000000000000001.seg");
     assert!(
-        disk_bytes(dir.path()) > 5 * SEG,
-        "enough garbage to want reclaiming"
+        !first.exists(),
+        "segment 1 was reclaimed while the branches still work"
     );
-    assert!(
-        first.exists(),
-        "segment 1 holds the working branch's write: it stays"
+    // Each branch still sees its own write; nobody else does.
+    assert_eq!(
+        rm.get(5, b"long-lived").unwrap().as_deref(),
+        Some(&b"early write"[..])
     );
+    assert_eq!(rm.get(7, b"long-lived").unwrap(), None);
     rm.end(5, &long, EndMode::Success).unwrap();
     assert_eq!(rm.prepare(5, &long), Ok(XA_OK));
-    for round in 40..80u32 {
-        for k in 0..50u32 {
-            rm.put(7, format!("k{k}").as_bytes(), Some(&value(k, round)))
-                .unwrap();
-        }
-    }
-    assert!(
-        !first.exists(),
-        "reclaiming resumes once the branch prepared"
-    );
+    rm.end(6, &doomed, EndMode::Success).unwrap();
+    churn(80, 120);
     assert_eq!(rm.commit(7, &long, false), Ok(XA_OK));
+    assert_eq!(rm.rollback(7, &doomed), Ok(XA_OK));
     drop(rm);
     let rm = open(dir.path());
     assert_eq!(
         rm.get(1, b"long-lived").unwrap().as_deref(),
         Some(&b"early write"[..])
     );
+    assert_eq!(rm.get(1, b"doomed").unwrap(), None);
     for k in 0..50u32 {
         assert_eq!(
             rm.get(1, format!("k{k}").as_bytes()).unwrap(),
-            Some(value(k, 79))
+            Some(value(k, 119))
         );
     }
+}
+
+/// A working branch whose writes were re-logged, then a crash: it is rolled back at open like
+/// any unprepared branch, and its XID can be used again.
+#[test]
+fn a_relogged_working_branch_is_rolled_back_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = open(dir.path());
+    let x = xid(88);
+    rm.start(5, &x, StartMode::New).unwrap();
+    rm.put(5, b"unfinished", Some(b"lost")).unwrap();
+    for round in 0..80u32 {
+        for k in 0..50u32 {
+            rm.put(7, format!("k{k}").as_bytes(), Some(&value(k, round)))
+                .unwrap();
+        }
+    }
+    assert!(!dir.path().join("log-0000000000000001.seg").exists());
+    std::mem::forget(rm);
+    let rm = open(dir.path());
+    assert_eq!(rm.get(1, b"unfinished").unwrap(), None);
+    assert_eq!(rm.start(5, &x, StartMode::New), Ok(XA_OK));
 }
 
 /// A committed branch whose writes were in a reclaimed segment while its PREPARE and COMMIT

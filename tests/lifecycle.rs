@@ -2317,11 +2317,11 @@ fn many_committers_keep_disk_bounded() {
             "{k} after reopening"
         );
     }
-    // In-flight branches pin the oldest segment by design (their writes are not copied before
-    // they prepare); with 64 KiB segments a thread descheduled for a few milliseconds pins
-    // several segments' worth of log. So the steady state must meet the bound, and transients
-    // may exceed it by a fixed allowance; growth with run length (the bug this test caught
-    // reached 531 segments in 3 s and kept growing) fails both.
+    // A commit in flight for a prepared branch that reclaiming would move pins the oldest
+    // segment briefly; with 64 KiB segments a thread descheduled meanwhile lets several
+    // segments' worth of log pass. So the steady state must meet the bound, and transients may
+    // exceed it by a fixed allowance; growth with run length (the bug this test caught reached
+    // 531 segments in 3 s and kept growing) fails both.
     let transient = bound + 32 * SOAK_SEG;
     assert!(
         end_disk <= bound && max_disk <= transient,

@@ -3,9 +3,10 @@
 //!
 //! Owns: when to reclaim and what counts as live. Invariants: a step runs with every other
 //! operation quiesced (no append is between its record and its effect in memory), so the index
-//! and the branches' write sets describe the log exactly; a segment holding a write of a working
-//! (unprepared) branch is not reclaimed until that branch ends; prepared branches move to a new
-//! tag with their locks; the segment is deleted only after a synced CHECKPOINT.
+//! and the branches' write sets describe the log exactly; a working (unprepared) branch's writes
+//! are re-logged under its own tag (later records win at replay, and its next writes come after
+//! the copies); prepared branches move to a new tag with their locks; the segment is deleted
+//! only after a synced CHECKPOINT.
 
 use super::{Phase, Rm, ValueLoc};
 use crate::log::{put_value_offset, LogError, Lsn, Record};
@@ -74,13 +75,12 @@ impl Rm {
         let in_seg = |lsn: Lsn| (base..end).contains(&lsn);
         let touches =
             |b: &super::Branch| in_seg(b.record_lsn) || b.writes.values().any(|(l, _)| in_seg(*l));
-        // A working branch's writes are copied only when it prepares, so its oldest segment
-        // waits; a completion in flight will still append under the tag it read, so a branch
-        // that would move waits for it.
-        let pinned = st.branches.values().any(|b| {
-            (b.phase == Phase::Working && b.first_lsn.is_some_and(|l| l < end))
-                || (b.busy && touches(b))
-        });
+        // A completion in flight will append under the tag it read: a prepared branch that
+        // would move to a new tag waits for it.
+        let pinned = st
+            .branches
+            .values()
+            .any(|b| b.busy && b.phase != Phase::Working && touches(b));
         if pinned {
             return Ok(false);
         }
@@ -135,6 +135,18 @@ impl Rm {
                     b.writes = moved;
                     b.tag = new;
                     b.record_lsn = a.lsn;
+                }
+                Phase::Working if b.first_lsn.is_some_and(|l| l < end) => {
+                    // Same tag: at replay the copies override the originals, and the owner's
+                    // later writes come after the copies.
+                    let mut first = None;
+                    for (key, entry) in b.writes.iter_mut().filter(|(_, e)| in_seg(e.0)) {
+                        *entry = copy(b.tag, key, entry.1)?;
+                    }
+                    for (lsn, _) in b.writes.values() {
+                        first = Some(first.map_or(*lsn, |f: Lsn| f.min(*lsn)));
+                    }
+                    b.first_lsn = first;
                 }
                 Phase::Heuristic(outcome) if in_seg(b.record_lsn) => {
                     let a = self.log.append(&Record::Heuristic {
