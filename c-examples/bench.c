@@ -1,0 +1,1159 @@
+/*
+ * bench.c - mmxa's XA switch against Berkeley DB 5.3's, side by side, through one mini-TM.
+ *
+ * Every measured point drives both resource managers (RMs) in the same run through the SAME
+ * transaction-manager code (tm_branch): per branch a distinct XID, xa_start, one put of a
+ * 16-byte key and a 100-byte value (a distinct key per branch), xa_end(TMSUCCESS), then either
+ *   2PC: xa_prepare, xa_commit(TMNOFLAGS)            or
+ *   1PC: xa_commit(TMONEPHASE).
+ * Both RMs are durable: mmxa with its default sync=msync; Berkeley DB (BDB) with a transactional,
+ * synchronous environment. Points: 2PC and 1PC at 1, 8 and 32 threads. Then:
+ *   - a raw probe of the disk's ceiling: 128-byte records appended to a preallocated file
+ *     (fallocate) and made durable with fdatasync, with leader-based group commit (a thread
+ *     appends under a mutex; whoever finds no sync in progress syncs everything written so far
+ *     for everyone), at 1, 8 and 32 threads. A 2PC branch needs two durable records (prepare,
+ *     commit), so half the 32-thread rate is a ceiling for 2PC branches;
+ *   - mmxa with sync=none, 2PC, 1 thread: CPU time per branch (CLOCK_PROCESS_CPUTIME_ID delta
+ *     divided by branches), i.e. what the library costs when the disk costs nothing.
+ *
+ * Berkeley DB honesty rules (the BDB XA switch was written for Tuxedo, one thread per server):
+ *   - its xa_* entry points are not safe to call from several threads at once, so every BDB
+ *     xa_* call is serialized by one global mutex; DB->put runs concurrently;
+ *   - in 5.3.28 xa_commit does not flush the commit record to disk (DB_ENV->log_stat's
+ *     st_scount does not move across an xa_commit, with or without TMONEPHASE; xa_prepare does
+ *     sync), so the TM calls DB_ENV->log_flush(env, NULL) after every xa_commit, outside the
+ *     mutex, which makes both RMs equally durable;
+ *   - XA R state is per thread, so every worker thread xa_opens the RM it drives (and the main
+ *     thread, which creates the store and verifies it, too).
+ * BDB's XA setup: the xa_info string is the environment home. xa_open itself opens the
+ * environment (DB_CREATE|DB_INIT_LOCK|DB_INIT_LOG|DB_INIT_MPOOL|DB_INIT_TXN|DB_THREAD|
+ * DB_REGISTER|DB_RECOVER); the only way to configure it is a DB_CONFIG file in the home, which
+ * bench writes first (cache, log buffer, lock/locker/object/transaction limits, thread count,
+ * deadlock detection). The database handle is db_create(&dbp, NULL, DB_XA_CREATE) (it takes the
+ * environment xa_open opened) and DB->open(..., DB_CREATE|DB_AUTO_COMMIT|DB_THREAD) outside any
+ * branch; a DB->put with a NULL txn inside a branch then belongs to the thread's XA transaction.
+ * BDB begins XA transactions with DB_TXN_NOWAIT, so a page-lock conflict (two branches writing
+ * the same btree leaf, or one waiting behind another's split, locks being held to commit) fails
+ * the put at once; the TM then ends the branch with TMFAIL, rolls it back, backs off (a random
+ * 25..75 us, doubling per attempt, at most 7.5 ms) and retries the same key under a new XID. The
+ * retries are counted and the latency of a committed branch includes its failed attempts.
+ * (Retrying without a pause livelocks at 8+ threads: the retrying threads keep the BDB mutex
+ * busy and the branch holding the lock cannot prepare. A DB_HASH database was also tried; it
+ * conflicted more and was not faster, so the database is a btree.)
+ *
+ * Measurements: a 1-second warm-up of each RM (not reported), then each point, on a fresh store,
+ * runs at least BENCH_SECONDS seconds (default 5); within a point mmxa and BDB take turns going
+ * first. Stores are closed and the file system synced (syncfs) after each point; the data
+ * directories are removed only at the end (removing big files on a file system mounted with
+ * `discard` slows the syncs that follow). Per branch latency
+ * (xa_start to the return of the last call, including waits for the BDB mutex and BDB's
+ * log_flush) goes into a preallocated per-thread log-linear histogram (~0.8% resolution): no
+ * allocation per branch. After each point: every committed key is read back outside any branch
+ * (mmxa_get / DB->get) and compared ("verified N keys"; for BDB the number of keys in the
+ * database must match too), and peak RSS (VmHWM) is printed with the resident anonymous and
+ * file-backed memory at the end of the point (store open) and after the store is closed (before
+ * and after malloc_trim), plus the bytes still allocated with malloc (mallinfo2, all arenas).
+ * While a store is open its RSS grows with its content (mmxa's in-memory key index and mapped log
+ * segments; BDB's cache and region files), so VmHWM is set by the biggest store, usually the
+ * sync=none point. After close, "malloc in use" is what is really left; anonymous RSS above it is
+ * free memory glibc keeps at the top of the worker threads' arenas (malloc_trim does not trim a
+ * thread arena's top chunk, and the dynamic trim threshold grows): MALLOC_TRIM_THRESHOLD_=131072
+ * in the environment makes it go back to the system. CPU time
+ * per branch is printed for every point, split into user and system time (getrusage); for BDB
+ * also log syncs per branch (DB_ENV->log_stat) and lock-conflict retries. A mismatch or any
+ * unexpected XA or
+ * data-call result exits non-zero with the RM's message. A watchdog ends the program (exit 3)
+ * if a point does not finish in time (a hang).
+ *
+ * Environment: BENCH_SECONDS (default 5), BENCH_DIR (parent of the temporary data directory,
+ * default /tmp), BENCH_THREADS (comma-separated thread counts, default 1,8,32; at most 64).
+ * Output: progress lines, then a Markdown table for the README. The machine's load average is
+ * printed at the start and the end: other work on the machine shows up in the numbers. No
+ * timing is a pass/fail criterion; the exit status only reports errors.
+ */
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/utsname.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <db.h>
+
+#include "xa.h"
+#include "mmxa.h"
+
+/* Berkeley DB exports its switch (src/xa/xa.c) but declares it only in an internal header. */
+extern const struct xa_switch_t db_xa_switch;
+
+#define MAX_THREADS 64
+#define KEY_LEN 16
+#define VALUE_LEN 100
+#define PROBE_RECORD 128
+#define PROBE_FILE_BYTES (512ull * 1024 * 1024) /* fallocated; wraps around if ever filled */
+
+/* ---- small utilities ---------------------------------------------------------------------- */
+
+static char g_root[4096];           /* the temporary directory holding every data directory */
+static double g_seconds = 5.0;      /* BENCH_SECONDS */
+static volatile sig_atomic_t g_watch_point = 0;
+static char g_point_name[128];      /* for the watchdog's message */
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    if (g_root[0] != '\0')
+        fprintf(stderr, "bench: data left in %s for inspection\n", g_root);
+    fflush(stderr);
+    _exit(1); /* not exit(): other threads may be inside an RM */
+}
+
+static uint64_t now_ns(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static const char *xa_name(int rc)
+{
+    switch (rc) {
+    case XA_OK: return "XA_OK";
+    case XA_RDONLY: return "XA_RDONLY";
+    case XA_RETRY: return "XA_RETRY";
+    case XA_HEURMIX: return "XA_HEURMIX";
+    case XA_HEURRB: return "XA_HEURRB";
+    case XA_HEURCOM: return "XA_HEURCOM";
+    case XA_HEURHAZ: return "XA_HEURHAZ";
+    case XA_NOMIGRATE: return "XA_NOMIGRATE";
+    case XA_RBROLLBACK: return "XA_RBROLLBACK";
+    case XA_RBCOMMFAIL: return "XA_RBCOMMFAIL";
+    case XA_RBDEADLOCK: return "XA_RBDEADLOCK";
+    case XA_RBINTEGRITY: return "XA_RBINTEGRITY";
+    case XA_RBOTHER: return "XA_RBOTHER";
+    case XA_RBPROTO: return "XA_RBPROTO";
+    case XA_RBTIMEOUT: return "XA_RBTIMEOUT";
+    case XA_RBTRANSIENT: return "XA_RBTRANSIENT";
+    case XAER_ASYNC: return "XAER_ASYNC";
+    case XAER_RMERR: return "XAER_RMERR";
+    case XAER_NOTA: return "XAER_NOTA";
+    case XAER_INVAL: return "XAER_INVAL";
+    case XAER_PROTO: return "XAER_PROTO";
+    case XAER_RMFAIL: return "XAER_RMFAIL";
+    case XAER_DUPID: return "XAER_DUPID";
+    case XAER_OUTSIDE: return "XAER_OUTSIDE";
+    default: return "unknown XA code";
+    }
+}
+
+/* Memory of this process from /proc/self/status, in KiB. */
+struct mem {
+    long hwm_kb;                     /* VmHWM: peak resident set size */
+    long anon_kb;                    /* RssAnon: heap, stacks */
+    long file_kb;                    /* RssFile: mapped files (mmxa's log, BDB's regions) */
+    long shmem_kb;                   /* RssShmem */
+    long heap_kb;                    /* bytes allocated with malloc and not freed (mallinfo2) */
+};
+
+static void read_mem(struct mem *m)
+{
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    struct mallinfo2 mi = mallinfo2();
+    m->heap_kb = (long)((mi.uordblks + mi.hblkhd) / 1024);
+    m->hwm_kb = m->anon_kb = m->file_kb = m->shmem_kb = -1;
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            m->hwm_kb = strtol(line + 6, NULL, 10);
+        else if (strncmp(line, "RssAnon:", 8) == 0)
+            m->anon_kb = strtol(line + 8, NULL, 10);
+        else if (strncmp(line, "RssFile:", 8) == 0)
+            m->file_kb = strtol(line + 8, NULL, 10);
+        else if (strncmp(line, "RssShmem:", 9) == 0)
+            m->shmem_kb = strtol(line + 9, NULL, 10);
+    }
+    fclose(f);
+}
+
+/*
+ * "VmHWM 70.1 MiB (end of point: anon 20.0, file 50.1; after close: anon 19.9 -> 2.0 after
+ * malloc_trim, file 3.9)". Anonymous memory still resident after the store is closed is either
+ * kept by the allocator (it goes away with malloc_trim) or still in use (it does not).
+ */
+static void print_mem(const struct mem *during, const struct mem *after, const struct mem *trim)
+{
+    printf("VmHWM %.1f MiB (end of point: anon %.1f, file %.1f", during->hwm_kb / 1024.0,
+           during->anon_kb / 1024.0, (during->file_kb + during->shmem_kb) / 1024.0);
+    if (after != NULL)
+        printf("; after close: anon %.1f -> %.1f after malloc_trim, file %.1f, "
+               "malloc in use %.1f",
+               after->anon_kb / 1024.0, trim->anon_kb / 1024.0,
+               (after->file_kb + after->shmem_kb) / 1024.0, trim->heap_kb / 1024.0);
+    printf(")\n");
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) != 0 && errno != ENOENT)
+        fprintf(stderr, "bench: cannot remove %s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+static void rm_rf(const char *path)
+{
+    nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS);
+}
+
+/*
+ * Between points: write back whatever the last one left dirty (BDB's database pages, ...), so
+ * it is not flushed during the next one. Data directories are removed only at the end: removing
+ * large files on a file system mounted with `discard` sends discards that slow later syncs.
+ */
+static void settle(void)
+{
+    int fd = open(g_root, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        syncfs(fd);
+        close(fd);
+    }
+}
+
+static void watchdog(int sig)
+{
+    static const char msg1[] = "\nbench: watchdog: point \"";
+    static const char msg2[] = "\" did not finish in time (hang?); exiting with status 3\n";
+    ssize_t r;
+    (void)sig;
+    r = write(2, msg1, sizeof msg1 - 1);
+    r = write(2, g_point_name, strnlen(g_point_name, sizeof g_point_name));
+    r = write(2, msg2, sizeof msg2 - 1);
+    (void)r;
+    _exit(3);
+}
+
+static void watch_start(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void watch_start(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_point_name, sizeof g_point_name, fmt, ap);
+    va_end(ap);
+    alarm((unsigned)(g_seconds * 3) + 180);
+}
+
+static void watch_stop(void)
+{
+    alarm(0);
+}
+
+/* ---- latency histogram -------------------------------------------------------------------- */
+
+/*
+ * Log-linear: values below 128 ns have their own bucket; above, 64 buckets per power of two
+ * (relative width <= 1/64, reported at the bucket's midpoint). Covers up to 2^41 ns (36 min).
+ */
+#define H_BUCKETS (36 * 64 + 128)
+
+struct hist {
+    uint64_t count[H_BUCKETS];
+};
+
+static inline unsigned h_index(uint64_t ns)
+{
+    unsigned msb, shift, idx;
+    if (ns < 128)
+        return (unsigned)ns;
+    msb = 63u - (unsigned)__builtin_clzll(ns);
+    shift = msb - 6;
+    idx = shift * 64 + (unsigned)(ns >> shift);
+    return idx < H_BUCKETS ? idx : H_BUCKETS - 1;
+}
+
+static double h_value(unsigned idx)
+{
+    unsigned shift;
+    uint64_t lo;
+    if (idx < 128)
+        return (double)idx;
+    shift = idx / 64 - 1;
+    lo = (uint64_t)(64 + idx % 64) << shift;
+    return (double)lo + (double)(1ull << shift) / 2.0;
+}
+
+static void h_merge(struct hist *into, const struct hist *from)
+{
+    for (unsigned i = 0; i < H_BUCKETS; i++)
+        into->count[i] += from->count[i];
+}
+
+/* The q-quantile (0 < q <= 1) in microseconds. */
+static double h_quantile_us(const struct hist *h, double q)
+{
+    uint64_t total = 0, seen = 0, rank;
+    for (unsigned i = 0; i < H_BUCKETS; i++)
+        total += h->count[i];
+    if (total == 0)
+        return 0.0;
+    rank = (uint64_t)(q * (double)total + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    for (unsigned i = 0; i < H_BUCKETS; i++) {
+        seen += h->count[i];
+        if (seen >= rank)
+            return h_value(i) / 1000.0;
+    }
+    return h_value(H_BUCKETS - 1) / 1000.0;
+}
+
+/* ---- keys and values ---------------------------------------------------------------------- */
+
+/* Key of branch n of thread t: 16 characters, thread in hex then counter in hex. */
+static void make_key(unsigned t, uint64_t n, char key[KEY_LEN + 1])
+{
+    snprintf(key, KEY_LEN + 1, "%04x%012" PRIx64, t & 0xffffu, (uint64_t)(n & 0xffffffffffffull));
+}
+
+/* A 100-byte value that depends on the key, so a value stored under the wrong key is noticed. */
+static void make_value(unsigned t, uint64_t n, unsigned char val[VALUE_LEN])
+{
+    uint64_t x = (n + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)(t + 1) << 48);
+    for (unsigned i = 0; i < VALUE_LEN; i++) {
+        x ^= x >> 29;
+        x *= 0xBF58476D1CE4E5B9ull;
+        x ^= x >> 32;
+        val[i] = (unsigned char)('!' + x % 94);
+    }
+}
+
+/* ---- the resource managers as the TM sees them -------------------------------------------- */
+
+enum rm_kind { RM_MMXA, RM_BDB };
+
+struct rm {
+    enum rm_kind kind;
+    const char *name;                /* "mmxa" or "BDB" */
+    const struct xa_switch_t *sw;
+    int rmid;
+    char info[MAXINFOSIZE];          /* xa_open string */
+    char dir[4096];                  /* data directory */
+    int serialize;                   /* BDB: every xa_* call under g_bdb_mutex */
+    DB *dbp;                         /* BDB database handle (DB_XA_CREATE) */
+    DB_ENV *env;                     /* BDB environment opened by xa_open */
+};
+
+static pthread_mutex_t g_bdb_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* BDB errors go to stderr with this prefix (DB_ENV->set_errfile). */
+static const char *rm_detail(const struct rm *rm)
+{
+    if (rm->kind == RM_MMXA) {
+        const char *m = mmxa_last_error();
+        return m[0] != '\0' ? m : "(no detail)";
+    }
+    return "(see the BDB messages above, if any)";
+}
+
+enum xa_op { OP_OPEN, OP_CLOSE, OP_START, OP_END, OP_PREPARE, OP_COMMIT, OP_ROLLBACK };
+static const char *const op_name[] = {"xa_open", "xa_close", "xa_start", "xa_end", "xa_prepare",
+                                      "xa_commit", "xa_rollback"};
+
+/* One XA call, serialized when the RM requires it. */
+static int xa_call(struct rm *rm, enum xa_op op, XID *xid, long flags)
+{
+    int rc = XAER_INVAL;
+    if (rm->serialize)
+        pthread_mutex_lock(&g_bdb_mutex);
+    switch (op) {
+    case OP_OPEN: rc = rm->sw->xa_open_entry(rm->info, rm->rmid, flags); break;
+    case OP_CLOSE: rc = rm->sw->xa_close_entry((char *)"", rm->rmid, flags); break;
+    case OP_START: rc = rm->sw->xa_start_entry(xid, rm->rmid, flags); break;
+    case OP_END: rc = rm->sw->xa_end_entry(xid, rm->rmid, flags); break;
+    case OP_PREPARE: rc = rm->sw->xa_prepare_entry(xid, rm->rmid, flags); break;
+    case OP_COMMIT: rc = rm->sw->xa_commit_entry(xid, rm->rmid, flags); break;
+    case OP_ROLLBACK: rc = rm->sw->xa_rollback_entry(xid, rm->rmid, flags); break;
+    }
+    if (rm->serialize)
+        pthread_mutex_unlock(&g_bdb_mutex);
+    return rc;
+}
+
+static void xa_must(struct rm *rm, enum xa_op op, XID *xid, long flags, int want)
+{
+    int rc = xa_call(rm, op, xid, flags);
+    if (rc != want)
+        die("%s: %s(flags 0x%lx) returned %s (%d), expected %s: %s", rm->name, op_name[op],
+            flags, xa_name(rc), rc, xa_name(want), rm_detail(rm));
+}
+
+/* The AP's write inside the branch. Returns 0, or 1 for a retryable conflict (BDB NOWAIT). */
+static int rm_put(struct rm *rm, const char *key, const unsigned char *val)
+{
+    if (rm->kind == RM_MMXA) {
+        int rc = mmxa_put(rm->rmid, key, KEY_LEN, val, VALUE_LEN);
+        if (rc != MMXA_OK)
+            die("mmxa: mmxa_put(\"%.16s\") returned %d (%s): %s", key, rc, mmxa_strerror(rc),
+                rm_detail(rm));
+        return 0;
+    } else {
+        DBT k, v;
+        int rc;
+        memset(&k, 0, sizeof k);
+        memset(&v, 0, sizeof v);
+        k.data = (void *)key;
+        k.size = KEY_LEN;
+        v.data = (void *)val;
+        v.size = VALUE_LEN;
+        rc = rm->dbp->put(rm->dbp, NULL, &k, &v, 0);
+        if (rc == DB_LOCK_DEADLOCK || rc == DB_LOCK_NOTGRANTED)
+            return 1;
+        if (rc != 0)
+            die("BDB: DB->put(\"%.16s\") returned %d (%s)", key, rc, db_strerror(rc));
+        return 0;
+    }
+}
+
+/* Makes the commit durable where xa_commit does not (BDB 5.3.28). */
+static void rm_after_commit(struct rm *rm)
+{
+    if (rm->kind == RM_BDB) {
+        int rc = rm->env->log_flush(rm->env, NULL);
+        if (rc != 0)
+            die("BDB: DB_ENV->log_flush returned %d (%s)", rc, db_strerror(rc));
+    }
+}
+
+/* Reads a key back outside any branch: 1 if present with the expected value, 0 otherwise. */
+static int rm_check(struct rm *rm, const char *key, const unsigned char *want)
+{
+    unsigned char buf[VALUE_LEN + 28];
+    if (rm->kind == RM_MMXA) {
+        size_t len = 0;
+        int rc = mmxa_get(rm->rmid, key, KEY_LEN, buf, sizeof buf, &len);
+        if (rc != MMXA_OK) {
+            fprintf(stderr, "bench: mmxa: mmxa_get(\"%.16s\") returned %d (%s): %s\n", key, rc,
+                    mmxa_strerror(rc), rm_detail(rm));
+            return 0;
+        }
+        return len == VALUE_LEN && memcmp(buf, want, VALUE_LEN) == 0;
+    } else {
+        DBT k, v;
+        int rc;
+        memset(&k, 0, sizeof k);
+        memset(&v, 0, sizeof v);
+        k.data = (void *)key;
+        k.size = KEY_LEN;
+        v.data = buf;
+        v.ulen = sizeof buf;
+        v.flags = DB_DBT_USERMEM;
+        rc = rm->dbp->get(rm->dbp, NULL, &k, &v, 0);
+        if (rc != 0) {
+            fprintf(stderr, "bench: BDB: DB->get(\"%.16s\") returned %d (%s)\n", key, rc,
+                    db_strerror(rc));
+            return 0;
+        }
+        return v.size == VALUE_LEN && memcmp(buf, want, VALUE_LEN) == 0;
+    }
+}
+
+/* ---- opening and closing one RM instance for a point --------------------------------------- */
+
+static void write_db_config(const char *home, int threads)
+{
+    char path[4200];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/DB_CONFIG", home);
+    f = fopen(path, "w");
+    if (f == NULL)
+        die("cannot write %s: %s", path, strerror(errno));
+    /*
+     * xa_open calls DB_ENV->set_thread_count(25) and opens the environment; DB_CONFIG is read
+     * during that open and its values win. Durability is BDB's default (synchronous commit, no
+     * DB_TXN_NOSYNC / WRITE_NOSYNC); the log buffer only batches records between flushes.
+     */
+    fprintf(f,
+            "set_cachesize 0 134217728 1\n"
+            "set_lg_bsize 8388608\n"
+            "set_lg_max 67108864\n"
+            "set_tx_max %d\n"
+            "set_thread_count %d\n"
+            "set_lk_max_locks 200000\n"
+            "set_lk_max_objects 200000\n"
+            "set_lk_max_lockers 200000\n"
+            "set_lk_detect DB_LOCK_DEFAULT\n",
+            4 * threads + 100, 4 * threads + 100);
+    if (fclose(f) != 0)
+        die("cannot write %s: %s", path, strerror(errno));
+}
+
+static void rm_setup(struct rm *rm, enum rm_kind kind, int rmid, const char *dirname,
+                     const char *extra, int threads)
+{
+    memset(rm, 0, sizeof *rm);
+    rm->kind = kind;
+    rm->rmid = rmid;
+    if ((size_t)snprintf(rm->dir, sizeof rm->dir, "%.2000s/%.64s", g_root, dirname) >=
+        sizeof rm->dir)
+        die("path too long: %s/%s", g_root, dirname);
+    if (kind == RM_MMXA) {
+        rm->name = "mmxa";
+        rm->sw = &mmxa_switch;
+        if (snprintf(rm->info, sizeof rm->info, "dir=%s%s", rm->dir, extra) >= MAXINFOSIZE)
+            die("data directory path too long for an xa_open string: %s", rm->dir);
+    } else {
+        rm->name = "BDB";
+        rm->sw = &db_xa_switch;
+        rm->serialize = 1;
+        if (snprintf(rm->info, sizeof rm->info, "%s", rm->dir) >= MAXINFOSIZE)
+            die("data directory path too long for an xa_open string: %s", rm->dir);
+        if (mkdir(rm->dir, 0700) != 0)
+            die("mkdir %s: %s", rm->dir, strerror(errno));
+        write_db_config(rm->dir, threads);
+    }
+    /* The main thread opens first: it creates the store and later verifies. */
+    xa_must(rm, OP_OPEN, NULL, TMNOFLAGS, XA_OK);
+    if (kind == RM_BDB) {
+        int rc = db_create(&rm->dbp, NULL, DB_XA_CREATE);
+        if (rc != 0)
+            die("BDB: db_create(DB_XA_CREATE) returned %d (%s)", rc, db_strerror(rc));
+        rm->env = rm->dbp->get_env(rm->dbp);
+        rm->env->set_errfile(rm->env, stderr);
+        rm->env->set_errpfx(rm->env, "bench: BDB");
+        rc = rm->dbp->open(rm->dbp, NULL, "bench.db", NULL, DB_BTREE,
+                           DB_CREATE | DB_AUTO_COMMIT | DB_THREAD, 0600);
+        if (rc != 0)
+            die("BDB: DB->open returned %d (%s)", rc, db_strerror(rc));
+    }
+}
+
+static void rm_teardown(struct rm *rm)
+{
+    if (rm->kind == RM_BDB) {
+        int rc = rm->dbp->close(rm->dbp, 0);
+        if (rc != 0)
+            die("BDB: DB->close returned %d (%s)", rc, db_strerror(rc));
+        rm->dbp = NULL;
+        rm->env = NULL;
+    }
+    xa_must(rm, OP_CLOSE, NULL, TMNOFLAGS, XA_OK);
+    settle();
+}
+
+static uint64_t bdb_log_syncs(struct rm *rm)
+{
+    DB_LOG_STAT *st = NULL;
+    uint64_t n;
+    int rc = rm->env->log_stat(rm->env, &st, 0);
+    if (rc != 0)
+        die("BDB: DB_ENV->log_stat returned %d (%s)", rc, db_strerror(rc));
+    n = (uint64_t)st->st_scount;
+    free(st);
+    return n;
+}
+
+/* ---- the mini-TM and its worker threads ----------------------------------------------------- */
+
+struct worker {
+    struct hist hist;                /* first: large and written only by its thread */
+    struct rm *rm;
+    unsigned id;
+    int two_phase;
+    pthread_t thread;
+    uint64_t committed;              /* keys 0 .. committed-1 are committed */
+    uint64_t retries;                /* BDB branches rolled back after a NOWAIT lock conflict */
+    uint64_t xid_seq;
+    uint64_t rng;                    /* xorshift state for the retry backoff */
+    unsigned point;
+} __attribute__((aligned(64)));
+
+static struct worker g_workers[MAX_THREADS];
+static pthread_barrier_t g_barrier;
+static atomic_int g_stop;
+
+static void make_xid(XID *xid, const struct worker *w)
+{
+    memset(xid, 0, sizeof *xid);
+    xid->formatID = 0x4d4d5842; /* "MMXB" */
+    xid->gtrid_length = 16;
+    xid->bqual_length = 4;
+    memcpy(xid->data, &w->point, 4);
+    memcpy(xid->data + 4, &w->id, 4);
+    memcpy(xid->data + 8, &w->xid_seq, 8);
+    memcpy(xid->data + 16, w->rm->kind == RM_MMXA ? "mmxa" : "bdb5", 4);
+}
+
+/*
+ * After a lock conflict the TM waits before retrying, as a TM (or its client) would: a random
+ * time in [0.5, 1.5) x 50 us x 2^attempt, the base capped at 5 ms. Retrying at once would spin on
+ * the BDB mutex and starve the branch that holds the lock, which needs it to prepare and commit.
+ */
+static void backoff(struct worker *w, unsigned attempt)
+{
+    uint64_t base_ns = 50000ull << (attempt < 7 ? attempt : 7), ns;
+    struct timespec ts;
+    if (base_ns > 5000000ull)
+        base_ns = 5000000ull;
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 7;
+    w->rng ^= w->rng << 17;
+    ns = base_ns / 2 + w->rng % base_ns;
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long)ns;
+    nanosleep(&ts, NULL);
+}
+
+/*
+ * One committed branch for key n of this worker, exactly as a TM drives it. Retries (BDB lock
+ * conflicts under DB_TXN_NOWAIT) roll the branch back and use a new XID for the same key.
+ */
+static void tm_branch(struct worker *w, const char *key, const unsigned char *val)
+{
+    struct rm *rm = w->rm;
+    XID xid;
+    unsigned attempt = 0;
+    for (;;) {
+        int rc;
+        make_xid(&xid, w);
+        w->xid_seq++;
+        xa_must(rm, OP_START, &xid, TMNOFLAGS, XA_OK);
+        if (rm_put(rm, key, val) != 0) {
+            rc = xa_call(rm, OP_END, &xid, TMFAIL);
+            if (rc != XA_OK && !(rc >= XA_RBBASE && rc <= XA_RBEND))
+                die("%s: xa_end(TMFAIL) after a lock conflict returned %s (%d): %s", rm->name,
+                    xa_name(rc), rc, rm_detail(rm));
+            rc = xa_call(rm, OP_ROLLBACK, &xid, TMNOFLAGS);
+            if (rc != XA_OK && !(rc >= XA_RBBASE && rc <= XA_RBEND))
+                die("%s: xa_rollback after a lock conflict returned %s (%d): %s", rm->name,
+                    xa_name(rc), rc, rm_detail(rm));
+            w->retries++;
+            backoff(w, attempt++);
+            continue;
+        }
+        xa_must(rm, OP_END, &xid, TMSUCCESS, XA_OK);
+        if (w->two_phase) {
+            xa_must(rm, OP_PREPARE, &xid, TMNOFLAGS, XA_OK);
+            xa_must(rm, OP_COMMIT, &xid, TMNOFLAGS, XA_OK);
+        } else {
+            xa_must(rm, OP_COMMIT, &xid, TMONEPHASE, XA_OK);
+        }
+        rm_after_commit(rm);
+        return;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char key[KEY_LEN + 1];
+    unsigned char val[VALUE_LEN];
+
+    xa_must(w->rm, OP_OPEN, NULL, TMNOFLAGS, XA_OK); /* R state is per thread */
+    pthread_barrier_wait(&g_barrier);
+    while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
+        uint64_t t0, t1;
+        make_key(w->id, w->committed, key);
+        make_value(w->id, w->committed, val);
+        t0 = now_ns(CLOCK_MONOTONIC);
+        tm_branch(w, key, val);
+        t1 = now_ns(CLOCK_MONOTONIC);
+        w->hist.count[h_index(t1 - t0)]++;
+        w->committed++;
+    }
+    xa_must(w->rm, OP_CLOSE, NULL, TMNOFLAGS, XA_OK);
+    return NULL;
+}
+
+struct result {
+    int valid;
+    double tps, p50_us, p99_us, cpu_us_per_branch;
+    double user_us_per_branch, sys_us_per_branch; /* getrusage split of the CPU time */
+    uint64_t branches, retries, verified;
+    double syncs_per_branch;         /* BDB only: log syncs per committed branch */
+    struct mem mem;                  /* at the end of the point, store still open */
+};
+
+static struct hist g_merged;
+
+static double tv_us(const struct timeval *b, const struct timeval *a)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e6 + (double)(b->tv_usec - a->tv_usec);
+}
+
+static void sleep_until(uint64_t deadline_ns)
+{
+    for (;;) {
+        uint64_t now = now_ns(CLOCK_MONOTONIC);
+        struct timespec ts;
+        if (now >= deadline_ns)
+            return;
+        ts.tv_sec = (time_t)((deadline_ns - now) / 1000000000ull);
+        ts.tv_nsec = (long)((deadline_ns - now) % 1000000000ull);
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Runs one point for one RM: threads x branches for g_seconds, then verification. */
+static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
+                      struct result *res)
+{
+    uint64_t t_start, t_end, cpu0, cpu1, syncs0 = 0, syncs1 = 0, total = 0, retries = 0;
+    uint64_t verified = 0;
+    struct rusage ru0, ru1;
+
+    memset(res, 0, sizeof *res);
+    atomic_store(&g_stop, 0);
+    if (pthread_barrier_init(&g_barrier, NULL, (unsigned)threads + 1) != 0)
+        die("pthread_barrier_init failed");
+    for (int i = 0; i < threads; i++) {
+        struct worker *w = &g_workers[i];
+        memset(&w->hist, 0, sizeof w->hist);
+        w->rm = rm;
+        w->id = (unsigned)i;
+        w->two_phase = two_phase;
+        w->committed = w->retries = w->xid_seq = 0;
+        w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + point;
+        w->point = point;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+            die("pthread_create failed");
+    }
+    if (rm->kind == RM_BDB)
+        syncs0 = bdb_log_syncs(rm);
+    pthread_barrier_wait(&g_barrier);
+    t_start = now_ns(CLOCK_MONOTONIC);
+    cpu0 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    getrusage(RUSAGE_SELF, &ru0);
+    sleep_until(t_start + (uint64_t)(g_seconds * 1e9));
+    atomic_store(&g_stop, 1);
+    for (int i = 0; i < threads; i++)
+        pthread_join(g_workers[i].thread, NULL);
+    t_end = now_ns(CLOCK_MONOTONIC);
+    cpu1 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    getrusage(RUSAGE_SELF, &ru1);
+    pthread_barrier_destroy(&g_barrier);
+    if (rm->kind == RM_BDB)
+        syncs1 = bdb_log_syncs(rm);
+
+    memset(&g_merged, 0, sizeof g_merged);
+    for (int i = 0; i < threads; i++) {
+        h_merge(&g_merged, &g_workers[i].hist);
+        total += g_workers[i].committed;
+        retries += g_workers[i].retries;
+    }
+
+    /* Verification, outside any branch, by the main thread (which has the RM open). */
+    for (int i = 0; i < threads; i++) {
+        char key[KEY_LEN + 1];
+        unsigned char val[VALUE_LEN];
+        for (uint64_t n = 0; n < g_workers[i].committed; n++) {
+            make_key((unsigned)i, n, key);
+            make_value((unsigned)i, n, val);
+            if (!rm_check(rm, key, val))
+                die("%s: committed key \"%s\" (thread %d, branch %" PRIu64
+                    ") is missing or has the wrong value after the point",
+                    rm->name, key, i, n);
+            verified++;
+        }
+    }
+    if (rm->kind == RM_BDB) {
+        DB_BTREE_STAT *st = NULL;
+        uint64_t nkeys;
+        int rc = rm->dbp->stat(rm->dbp, NULL, &st, 0);
+        if (rc != 0)
+            die("BDB: DB->stat returned %d (%s)", rc, db_strerror(rc));
+        nkeys = (uint64_t)st->bt_nkeys;
+        free(st);
+        if (nkeys != total)
+            die("BDB: the database holds %" PRIu64 " keys, %" PRIu64 " were committed", nkeys,
+                total);
+    }
+
+    res->valid = 1;
+    res->branches = total;
+    res->retries = retries;
+    res->verified = verified;
+    res->tps = (double)total / ((double)(t_end - t_start) / 1e9);
+    res->p50_us = h_quantile_us(&g_merged, 0.50);
+    res->p99_us = h_quantile_us(&g_merged, 0.99);
+    res->cpu_us_per_branch = total ? (double)(cpu1 - cpu0) / 1000.0 / (double)total : 0.0;
+    res->syncs_per_branch = total ? (double)(syncs1 - syncs0) / (double)total : 0.0;
+    if (total) {
+        res->user_us_per_branch = tv_us(&ru1.ru_utime, &ru0.ru_utime) / (double)total;
+        res->sys_us_per_branch = tv_us(&ru1.ru_stime, &ru0.ru_stime) / (double)total;
+    }
+    read_mem(&res->mem);
+}
+
+/* Runs a point for one RM on a fresh store, closes the store, prints one line. */
+static void measure(enum rm_kind kind, unsigned point, int threads, int two_phase,
+                    const char *extra, struct result *res)
+{
+    struct rm rm;
+    struct mem after, trimmed;
+    char name[64];
+    snprintf(name, sizeof name, "p%02u-%s", point, kind == RM_MMXA ? "mmxa" : "bdb");
+    watch_start("%s %s T=%d", two_phase ? "2PC" : "1PC", kind == RM_MMXA ? "mmxa" : "BDB",
+                threads);
+    rm_setup(&rm, kind, (kind == RM_MMXA ? 100 : 200) + (int)point, name, extra, threads);
+    run_point(&rm, point, threads, two_phase, res);
+    rm_teardown(&rm);
+    watch_stop();
+    read_mem(&after);
+    malloc_trim(0);
+    read_mem(&trimmed);
+    printf("  %-4s %s T=%-2d %7.0f tps  p50 %7.1f us  p99 %8.1f us  cpu %5.1f us/branch "
+           "(user %.1f, sys %.1f)",
+           rm.name, two_phase ? "2PC" : "1PC", threads, res->tps, res->p50_us, res->p99_us,
+           res->cpu_us_per_branch, res->user_us_per_branch, res->sys_us_per_branch);
+    if (kind == RM_BDB)
+        printf("  log syncs %.2f/branch  lock-conflict retries %" PRIu64, res->syncs_per_branch,
+               res->retries);
+    printf("\n       verified %" PRIu64 " keys  ", res->verified);
+    print_mem(&res->mem, &after, &trimmed);
+}
+
+/* ---- raw probe: the disk's group-commit ceiling --------------------------------------------- */
+
+struct probe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int fd;
+    uint64_t appended;               /* logical bytes appended (offset = appended % file size) */
+    uint64_t synced;                 /* logical bytes known durable */
+    int syncing;
+    uint64_t syncs;
+};
+
+struct probe_worker {
+    struct hist hist;
+    struct probe *p;
+    unsigned id;
+    uint64_t records;
+    pthread_t thread;
+} __attribute__((aligned(64)));
+
+static struct probe_worker g_probe_workers[MAX_THREADS];
+
+static void *probe_main(void *arg)
+{
+    struct probe_worker *w = arg;
+    struct probe *p = w->p;
+    unsigned char rec[PROBE_RECORD];
+
+    memset(rec, 'r', sizeof rec);
+    pthread_barrier_wait(&g_barrier);
+    while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC), mine;
+        memcpy(rec, &w->id, sizeof w->id);
+        memcpy(rec + 8, &w->records, sizeof w->records);
+        pthread_mutex_lock(&p->mu);
+        if (pwrite(p->fd, rec, sizeof rec, (off_t)(p->appended % PROBE_FILE_BYTES)) !=
+            (ssize_t)sizeof rec)
+            die("probe: pwrite: %s", strerror(errno));
+        p->appended += sizeof rec;
+        mine = p->appended;
+        while (p->synced < mine) {
+            if (!p->syncing) {
+                uint64_t target = p->appended;
+                p->syncing = 1;
+                pthread_mutex_unlock(&p->mu);
+                if (fdatasync(p->fd) != 0)
+                    die("probe: fdatasync: %s", strerror(errno));
+                pthread_mutex_lock(&p->mu);
+                p->synced = target;
+                p->syncing = 0;
+                p->syncs++;
+                pthread_cond_broadcast(&p->cv);
+            } else {
+                pthread_cond_wait(&p->cv, &p->mu);
+            }
+        }
+        pthread_mutex_unlock(&p->mu);
+        w->hist.count[h_index(now_ns(CLOCK_MONOTONIC) - t0)]++;
+        w->records++;
+    }
+    return NULL;
+}
+
+static void run_probe(int threads, struct result *res)
+{
+    char path[4200];
+    struct probe p;
+    uint64_t t_start, t_end, total = 0;
+    int rc;
+
+    watch_start("raw probe T=%d", threads);
+    memset(res, 0, sizeof *res);
+    memset(&p, 0, sizeof p);
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    snprintf(path, sizeof path, "%s/probe-%d.dat", g_root, threads);
+    p.fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (p.fd < 0)
+        die("probe: open %s: %s", path, strerror(errno));
+    if ((rc = posix_fallocate(p.fd, 0, (off_t)PROBE_FILE_BYTES)) != 0)
+        die("probe: fallocate %s: %s", path, strerror(rc));
+    if (fsync(p.fd) != 0)
+        die("probe: fsync: %s", strerror(errno));
+
+    atomic_store(&g_stop, 0);
+    pthread_barrier_init(&g_barrier, NULL, (unsigned)threads + 1);
+    for (int i = 0; i < threads; i++) {
+        struct probe_worker *w = &g_probe_workers[i];
+        memset(&w->hist, 0, sizeof w->hist);
+        w->p = &p;
+        w->id = (unsigned)i;
+        w->records = 0;
+        if (pthread_create(&w->thread, NULL, probe_main, w) != 0)
+            die("pthread_create failed");
+    }
+    pthread_barrier_wait(&g_barrier);
+    t_start = now_ns(CLOCK_MONOTONIC);
+    sleep_until(t_start + (uint64_t)(g_seconds * 1e9));
+    atomic_store(&g_stop, 1);
+    for (int i = 0; i < threads; i++)
+        pthread_join(g_probe_workers[i].thread, NULL);
+    t_end = now_ns(CLOCK_MONOTONIC);
+    pthread_barrier_destroy(&g_barrier);
+
+    memset(&g_merged, 0, sizeof g_merged);
+    for (int i = 0; i < threads; i++) {
+        h_merge(&g_merged, &g_probe_workers[i].hist);
+        total += g_probe_workers[i].records;
+    }
+    close(p.fd);
+    settle();
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cv);
+
+    res->valid = 1;
+    res->branches = total;
+    res->tps = (double)total / ((double)(t_end - t_start) / 1e9);
+    res->p50_us = h_quantile_us(&g_merged, 0.50);
+    res->p99_us = h_quantile_us(&g_merged, 0.99);
+    res->syncs_per_branch = total ? (double)p.syncs / (double)total : 0.0;
+    read_mem(&res->mem);
+    watch_stop();
+    printf("  raw probe T=%-2d %7.0f records/s  p50 %7.1f us  p99 %8.1f us  "
+           "%.3f fdatasync/record%s\n       ",
+           threads, res->tps, res->p50_us, res->p99_us, res->syncs_per_branch,
+           p.appended > PROBE_FILE_BYTES ? "  (file wrapped)" : "");
+    print_mem(&res->mem, NULL, NULL);
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+static int g_threads[8] = {1, 8, 32};
+static int g_nthreads = 3;
+
+static void parse_env(void)
+{
+    const char *s = getenv("BENCH_SECONDS");
+    if (s != NULL && s[0] != '\0') {
+        char *end;
+        double v = strtod(s, &end);
+        if (*end != '\0' || !(v > 0.0) || v > 86400.0)
+            die("BENCH_SECONDS must be a positive number of seconds, got \"%s\"", s);
+        g_seconds = v;
+    }
+    s = getenv("BENCH_THREADS");
+    if (s != NULL && s[0] != '\0') {
+        char buf[128], *save = NULL, *tok;
+        g_nthreads = 0;
+        snprintf(buf, sizeof buf, "%s", s);
+        for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+            int v = atoi(tok);
+            if (v < 1 || v > MAX_THREADS || g_nthreads == 8)
+                die("BENCH_THREADS: a comma-separated list of up to 8 counts in 1..%d",
+                    MAX_THREADS);
+            g_threads[g_nthreads++] = v;
+        }
+        if (g_nthreads == 0)
+            die("BENCH_THREADS is empty");
+    }
+}
+
+static void fmt_us(char *buf, size_t n, double us)
+{
+    if (us >= 100.0)
+        snprintf(buf, n, "%.0f", us);
+    else
+        snprintf(buf, n, "%.1f", us);
+}
+
+/* The first three fields of /proc/loadavg. */
+static const char *loadavg(void)
+{
+    static char buf[64];
+    FILE *f = fopen("/proc/loadavg", "r");
+    double a = 0, b = 0, c = 0;
+    if (f == NULL || fscanf(f, "%lf %lf %lf", &a, &b, &c) != 3)
+        snprintf(buf, sizeof buf, "unknown");
+    else
+        snprintf(buf, sizeof buf, "%.2f %.2f %.2f", a, b, c);
+    if (f != NULL)
+        fclose(f);
+    return buf;
+}
+
+static const char *fs_name(long type)
+{
+    switch ((unsigned long)type) {
+    case 0xEF53: return "ext2/3/4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x01021994: return "tmpfs";
+    case 0x794c7630: return "overlayfs";
+    case 0x2fc12fc1: return "zfs";
+    default: return "other";
+    }
+}
+
+int main(void)
+{
+    const char *base;
+    char tmpl[4096];
+    struct result mm[2][8], bdb[2][8], probe[8], none;
+    struct utsname un;
+    struct statfs sfs;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned point = 0;
+    uint64_t run_start = now_ns(CLOCK_MONOTONIC);
+    int major, minor, patch;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    parse_env();
+    signal(SIGALRM, watchdog);
+    base = getenv("BENCH_DIR");
+    if (base == NULL || base[0] == '\0')
+        base = "/tmp";
+    snprintf(tmpl, sizeof tmpl, "%s/mmxa-bench.XXXXXX", base);
+    if (mkdtemp(tmpl) == NULL)
+        die("mkdtemp %s: %s", tmpl, strerror(errno));
+    snprintf(g_root, sizeof g_root, "%s", tmpl);
+
+    uname(&un);
+    if (statfs(g_root, &sfs) != 0)
+        sfs.f_type = 0;
+    printf("mmxa vs Berkeley DB XA benchmark: %s %s, %ld CPUs, data in %s (%s), "
+           "load average %s\n",
+           un.sysname, un.release, ncpu, g_root, fs_name((long)sfs.f_type), loadavg());
+    printf("%s; %.1f s per point; 16-byte key, 100-byte value, one put per branch; "
+           "mmxa sync=msync, BDB synchronous log + log_flush after xa_commit\n",
+           db_version(&major, &minor, &patch), g_seconds);
+    fflush(stdout);
+
+    /*
+     * Warm-up, not reported: 1 s of 2PC at 1 thread on each RM, so the first measured point
+     * does not pay for a cold disk, page cache and library (and the build's writeback).
+     */
+    {
+        struct rm rm;
+        struct result ignored;
+        double seconds = g_seconds;
+        settle();
+        g_seconds = seconds < 1.0 ? seconds : 1.0;
+        printf("warm-up (%.1f s per RM, not reported)\n", g_seconds);
+        for (int k = 0; k < 2; k++) {
+            point++;
+            watch_start("warm-up %s", k == 0 ? "mmxa" : "BDB");
+            rm_setup(&rm, k == 0 ? RM_MMXA : RM_BDB, (k == 0 ? 100 : 200) + (int)point,
+                     k == 0 ? "warmup-mmxa" : "warmup-bdb", "", 1);
+            run_point(&rm, point, 1, 1, &ignored);
+            rm_teardown(&rm);
+            watch_stop();
+        }
+        g_seconds = seconds;
+    }
+
+    for (int mode = 0; mode < 2; mode++) {
+        int two_phase = mode == 0;
+        for (int i = 0; i < g_nthreads; i++) {
+            int t = g_threads[i];
+            printf("%s, %d thread%s:\n", two_phase ? "2PC" : "1PC", t, t == 1 ? "" : "s");
+            point++;
+            /* Alternate which RM goes first, so neither always follows the other's writes. */
+            if (point % 2 == 1) {
+                measure(RM_MMXA, point, t, two_phase, "", &mm[mode][i]);
+                measure(RM_BDB, point, t, two_phase, "", &bdb[mode][i]);
+            } else {
+                measure(RM_BDB, point, t, two_phase, "", &bdb[mode][i]);
+                measure(RM_MMXA, point, t, two_phase, "", &mm[mode][i]);
+            }
+        }
+    }
+
+    printf("raw probe (128-byte records, fallocated file, fdatasync, group commit):\n");
+    for (int i = 0; i < g_nthreads; i++)
+        run_probe(g_threads[i], &probe[i]);
+
+    printf("mmxa sync=none, 2PC, 1 thread:\n");
+    point++;
+    measure(RM_MMXA, point, 1, 1, ";sync=none", &none);
+
+    rm_rf(g_root);
+    g_root[0] = '\0';
+
+    /* The table, in Markdown. */
+    printf("\n| point | threads | mmxa tps | mmxa p50 µs | mmxa p99 µs | BDB tps | BDB p50 µs "
+           "| BDB p99 µs | mmxa/BDB |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int mode = 0; mode < 2; mode++) {
+        for (int i = 0; i < g_nthreads; i++) {
+            const struct result *a = &mm[mode][i], *b = &bdb[mode][i];
+            char a50[32], a99[32], b50[32], b99[32];
+            fmt_us(a50, sizeof a50, a->p50_us);
+            fmt_us(a99, sizeof a99, a->p99_us);
+            fmt_us(b50, sizeof b50, b->p50_us);
+            fmt_us(b99, sizeof b99, b->p99_us);
+            printf("| %s | %d | %.0f | %s | %s | %.0f | %s | %s | %.2f× |\n",
+                   mode == 0 ? "2PC" : "1PC", g_threads[i], a->tps, a50, a99, b->tps, b50, b99,
+                   b->tps > 0 ? a->tps / b->tps : 0.0);
+        }
+    }
+    for (int i = 0; i < g_nthreads; i++) {
+        char p50[32], p99[32];
+        fmt_us(p50, sizeof p50, probe[i].p50_us);
+        fmt_us(p99, sizeof p99, probe[i].p99_us);
+        printf("| raw probe: 128 B append + fdatasync, group commit (records/s) | %d | %.0f | %s "
+               "| %s | | | | 2PC ceiling ≈ %.0f tps |\n",
+               g_threads[i], probe[i].tps, p50, p99, probe[i].tps / 2.0);
+    }
+    {
+        char p50[32], p99[32];
+        fmt_us(p50, sizeof p50, none.p50_us);
+        fmt_us(p99, sizeof p99, none.p99_us);
+        printf("| mmxa sync=none, 2PC: CPU %.1f µs/branch | 1 | %.0f | %s | %s | | | | |\n",
+               none.cpu_us_per_branch, none.tps, p50, p99);
+    }
+    printf("\nTotal run time %.0f s; peak RSS (VmHWM) at the end %.1f MiB; load average %s.\n",
+           (double)(now_ns(CLOCK_MONOTONIC) - run_start) / 1e9, none.mem.hwm_kb / 1024.0,
+           loadavg());
+    return 0;
+}
