@@ -41,6 +41,26 @@ pub const MMXA_MAX_KEY: usize = 1024;
 /// Largest value, in bytes.
 pub const MMXA_MAX_VALUE: usize = 1024 * 1024;
 
+/// The symbolic name of an `MMXA_*` code (`None` for any other value).
+pub fn code_name(code: c_int) -> Option<&'static str> {
+    Some(match code {
+        MMXA_OK => "MMXA_OK",
+        MMXA_NOTFOUND => "MMXA_NOTFOUND",
+        MMXA_EINVAL => "MMXA_EINVAL",
+        MMXA_ETOOBIG => "MMXA_ETOOBIG",
+        MMXA_EBUFSIZE => "MMXA_EBUFSIZE",
+        MMXA_ELOCKTIMEOUT => "MMXA_ELOCKTIMEOUT",
+        MMXA_EDEADLOCK => "MMXA_EDEADLOCK",
+        MMXA_EROLLBACK => "MMXA_EROLLBACK",
+        MMXA_EIO => "MMXA_EIO",
+        MMXA_ENOTOPEN => "MMXA_ENOTOPEN",
+        MMXA_ENOSPC => "MMXA_ENOSPC",
+        MMXA_EINTERNAL => "MMXA_EINTERNAL",
+        MMXA_EREGISTER => "MMXA_EREGISTER",
+        _ => return None,
+    })
+}
+
 /// A static, human-readable description of a data-API code (NUL-terminated for C).
 pub fn describe(code: c_int) -> &'static CStr {
     match code {

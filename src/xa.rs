@@ -117,3 +117,34 @@ pub const TMER_TMERR: c_int = -1;
 pub const TMER_INVAL: c_int = -2;
 /// `ax_reg`/`ax_unreg`: called in an improper context.
 pub const TMER_PROTO: c_int = -3;
+
+/// The symbolic name of an `xa_` return code (`None` for any other value).
+pub fn code_name(code: c_int) -> Option<&'static str> {
+    Some(match code {
+        XA_OK => "XA_OK",
+        XA_RDONLY => "XA_RDONLY",
+        XA_RETRY => "XA_RETRY",
+        XA_HEURMIX => "XA_HEURMIX",
+        XA_HEURRB => "XA_HEURRB",
+        XA_HEURCOM => "XA_HEURCOM",
+        XA_HEURHAZ => "XA_HEURHAZ",
+        XA_NOMIGRATE => "XA_NOMIGRATE",
+        XA_RBROLLBACK => "XA_RBROLLBACK",
+        XA_RBCOMMFAIL => "XA_RBCOMMFAIL",
+        XA_RBDEADLOCK => "XA_RBDEADLOCK",
+        XA_RBINTEGRITY => "XA_RBINTEGRITY",
+        XA_RBOTHER => "XA_RBOTHER",
+        XA_RBPROTO => "XA_RBPROTO",
+        XA_RBTIMEOUT => "XA_RBTIMEOUT",
+        XA_RBTRANSIENT => "XA_RBTRANSIENT",
+        XAER_ASYNC => "XAER_ASYNC",
+        XAER_RMERR => "XAER_RMERR",
+        XAER_NOTA => "XAER_NOTA",
+        XAER_INVAL => "XAER_INVAL",
+        XAER_PROTO => "XAER_PROTO",
+        XAER_RMFAIL => "XAER_RMFAIL",
+        XAER_DUPID => "XAER_DUPID",
+        XAER_OUTSIDE => "XAER_OUTSIDE",
+        _ => return None,
+    })
+}

@@ -30,7 +30,6 @@
 //! - `us`: the call's duration in microseconds.
 
 use super::abi::Xid as CXid;
-use crate::status::*;
 use crate::xa::*;
 use std::fmt::Write as _;
 use std::os::fd::IntoRawFd;
@@ -292,49 +291,8 @@ fn xid_text(s: &mut String, x: Option<&CXid>) {
 fn rc_name(rc: Rc, code: c_int) -> &'static str {
     match rc {
         Rc::Count if code >= 0 => "count",
-        Rc::Xa | Rc::Count => match code {
-            XA_OK => "XA_OK",
-            XA_RDONLY => "XA_RDONLY",
-            XA_RETRY => "XA_RETRY",
-            XA_HEURMIX => "XA_HEURMIX",
-            XA_HEURRB => "XA_HEURRB",
-            XA_HEURCOM => "XA_HEURCOM",
-            XA_HEURHAZ => "XA_HEURHAZ",
-            XA_NOMIGRATE => "XA_NOMIGRATE",
-            XA_RBROLLBACK => "XA_RBROLLBACK",
-            XA_RBCOMMFAIL => "XA_RBCOMMFAIL",
-            XA_RBDEADLOCK => "XA_RBDEADLOCK",
-            XA_RBINTEGRITY => "XA_RBINTEGRITY",
-            XA_RBOTHER => "XA_RBOTHER",
-            XA_RBPROTO => "XA_RBPROTO",
-            XA_RBTIMEOUT => "XA_RBTIMEOUT",
-            XA_RBTRANSIENT => "XA_RBTRANSIENT",
-            XAER_ASYNC => "XAER_ASYNC",
-            XAER_RMERR => "XAER_RMERR",
-            XAER_NOTA => "XAER_NOTA",
-            XAER_INVAL => "XAER_INVAL",
-            XAER_PROTO => "XAER_PROTO",
-            XAER_RMFAIL => "XAER_RMFAIL",
-            XAER_DUPID => "XAER_DUPID",
-            XAER_OUTSIDE => "XAER_OUTSIDE",
-            _ => "unknown",
-        },
-        Rc::Data => match code {
-            MMXA_OK => "MMXA_OK",
-            MMXA_NOTFOUND => "MMXA_NOTFOUND",
-            MMXA_EINVAL => "MMXA_EINVAL",
-            MMXA_ETOOBIG => "MMXA_ETOOBIG",
-            MMXA_EBUFSIZE => "MMXA_EBUFSIZE",
-            MMXA_ELOCKTIMEOUT => "MMXA_ELOCKTIMEOUT",
-            MMXA_EDEADLOCK => "MMXA_EDEADLOCK",
-            MMXA_EROLLBACK => "MMXA_EROLLBACK",
-            MMXA_EIO => "MMXA_EIO",
-            MMXA_ENOTOPEN => "MMXA_ENOTOPEN",
-            MMXA_ENOSPC => "MMXA_ENOSPC",
-            MMXA_EINTERNAL => "MMXA_EINTERNAL",
-            MMXA_EREGISTER => "MMXA_EREGISTER",
-            _ => "unknown",
-        },
+        Rc::Xa | Rc::Count => crate::xa::code_name(code).unwrap_or("unknown"),
+        Rc::Data => crate::status::code_name(code).unwrap_or("unknown"),
         Rc::Ax => match code {
             TM_JOIN => "TM_JOIN",
             TM_RESUME => "TM_RESUME",
@@ -381,6 +339,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::MMXA_NOTFOUND;
     use std::time::Duration;
 
     #[test]

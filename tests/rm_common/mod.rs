@@ -61,52 +61,10 @@ pub fn scan(start: bool, end: bool) -> Scan {
 
 /// The symbolic name of an XA return code, for failure messages.
 pub fn xa_name(code: i32) -> String {
-    let s = match code {
-        XA_OK => "XA_OK",
-        XA_RDONLY => "XA_RDONLY",
-        XA_RETRY => "XA_RETRY",
-        XA_HEURMIX => "XA_HEURMIX",
-        XA_HEURRB => "XA_HEURRB",
-        XA_HEURCOM => "XA_HEURCOM",
-        XA_HEURHAZ => "XA_HEURHAZ",
-        XA_NOMIGRATE => "XA_NOMIGRATE",
-        XA_RBROLLBACK => "XA_RBROLLBACK",
-        XA_RBCOMMFAIL => "XA_RBCOMMFAIL",
-        XA_RBDEADLOCK => "XA_RBDEADLOCK",
-        XA_RBINTEGRITY => "XA_RBINTEGRITY",
-        XA_RBOTHER => "XA_RBOTHER",
-        XA_RBPROTO => "XA_RBPROTO",
-        XA_RBTIMEOUT => "XA_RBTIMEOUT",
-        XA_RBTRANSIENT => "XA_RBTRANSIENT",
-        XAER_ASYNC => "XAER_ASYNC",
-        XAER_RMERR => "XAER_RMERR",
-        XAER_NOTA => "XAER_NOTA",
-        XAER_INVAL => "XAER_INVAL",
-        XAER_PROTO => "XAER_PROTO",
-        XAER_RMFAIL => "XAER_RMFAIL",
-        XAER_DUPID => "XAER_DUPID",
-        XAER_OUTSIDE => "XAER_OUTSIDE",
-        _ => return format!("code {code}"),
-    };
-    s.to_string()
+    mmxa::xa::code_name(code).map_or_else(|| format!("code {code}"), String::from)
 }
 
 /// The symbolic name of an `MMXA_*` code, for failure messages.
 pub fn mmxa_name(code: i32) -> String {
-    let s = match code {
-        MMXA_OK => "MMXA_OK",
-        MMXA_NOTFOUND => "MMXA_NOTFOUND",
-        MMXA_EINVAL => "MMXA_EINVAL",
-        MMXA_ETOOBIG => "MMXA_ETOOBIG",
-        MMXA_EBUFSIZE => "MMXA_EBUFSIZE",
-        MMXA_ELOCKTIMEOUT => "MMXA_ELOCKTIMEOUT",
-        MMXA_EDEADLOCK => "MMXA_EDEADLOCK",
-        MMXA_EROLLBACK => "MMXA_EROLLBACK",
-        MMXA_EIO => "MMXA_EIO",
-        MMXA_ENOTOPEN => "MMXA_ENOTOPEN",
-        MMXA_ENOSPC => "MMXA_ENOSPC",
-        MMXA_EINTERNAL => "MMXA_EINTERNAL",
-        _ => return format!("code {code}"),
-    };
-    s.to_string()
+    mmxa::status::code_name(code).map_or_else(|| format!("code {code}"), String::from)
 }
