@@ -1961,7 +1961,7 @@ fn lock_timeout_waits_then_fails() {
         waited >= Duration::from_millis(140),
         "waited only {waited:?}"
     );
-    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    // No upper bound: how much longer a loaded machine takes is not behaviour.
     // A one-operation write outside any branch times out the same way.
     let t0 = Instant::now();
     must_data(
