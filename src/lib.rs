@@ -12,6 +12,7 @@ pub mod lock;
 pub mod log;
 pub mod registry;
 pub mod rm;
+pub mod share;
 pub mod status;
 pub mod xa;
 pub mod xid;

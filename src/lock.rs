@@ -156,6 +156,11 @@ impl LockTable {
     }
 
     /// Wakes all waiters so they re-check their abort condition.
+    /// How many lock requests are waiting now.
+    pub fn waiting(&self) -> usize {
+        self.table().waits.len()
+    }
+
     pub fn wake_all(&self) {
         self.changed.notify_all();
     }

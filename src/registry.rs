@@ -3,8 +3,9 @@
 //! Owns: the R0/R1 state of every (thread of control, rmid) pair (XA reference §5.1) and the
 //! life of open stores. Invariants: an rmid names at most one store and a store is open under
 //! at most one rmid per process (a TM sends the same XID to every RM, so two rmids over one
-//! store would collide); a store is open (recovered, locked against other processes) exactly
-//! while some thread has it open; a thread that got `XAER_RMFAIL` is back in R0 and reopens.
+//! store would collide); a store is reached (hosted here, or as a guest of the process that
+//! hosts it, see [`crate::share`]) exactly while some thread has it open; a thread that got
+//! `XAER_RMFAIL` is back in R0 and reopens, reaching the store anew if its site failed.
 //!
 //! Threads are numbered through a const-initialised thread-local with no destructor, so the
 //! library registers no thread-exit hook and can be unloaded with `dlclose`.
@@ -17,17 +18,16 @@
 
 use crate::config::{self, Config};
 use crate::fxhash::FxHashMap;
-use crate::log::lock_exclusive;
 use crate::rm::flags::StartMode;
-use crate::rm::{DataError, Rm, Toc, XaError};
+use crate::rm::{DataError, Toc, XaError};
+use crate::share::{self, Site, Store};
 use crate::status::{MMXA_EIO, MMXA_ENOTOPEN, MMXA_EREGISTER, MMXA_EROLLBACK};
 use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL, XA_RBBASE, XA_RBEND};
 use crate::xid::Xid;
 use once_cell::sync::Lazy;
 use std::cell::Cell;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -57,12 +57,11 @@ struct Dynamic {
 
 struct Entry {
     cfg: Config,
-    current: Arc<Rm>,
-    /// The threads in R1, each with the instance it opened (a failed instance is replaced,
-    /// and threads still on the old one get `XAER_RMFAIL`).
-    tocs: FxHashMap<Toc, Arc<Rm>>,
-    /// Holds the store's lock while the entry exists.
-    _lock: File,
+    /// How this process reaches the store (hosting it, or as a guest).
+    site: Site,
+    /// The threads in R1, each with its handle on the store (a failed handle stays until its
+    /// thread gets `XAER_RMFAIL`; the thread then reopens through a new site).
+    tocs: FxHashMap<Toc, Arc<dyn Store>>,
     /// The process that opened it: a child created by `fork` must not use its parent's store.
     pid: u32,
     /// Set when the rmid was opened through the dynamic-registration switch.
@@ -82,11 +81,16 @@ thread_local! {
     static TOC: Cell<Toc> = const { Cell::new(0) };
 }
 
+/// A new thread-of-control number (for a guest process's connection at this host).
+pub fn new_toc() -> Toc {
+    NEXT_TOC.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The calling thread's number.
 pub fn toc() -> Toc {
     TOC.with(|t| {
         if t.get() == 0 {
-            t.set(NEXT_TOC.fetch_add(1, Ordering::Relaxed));
+            t.set(new_toc());
         }
         t.get()
     })
@@ -166,13 +170,20 @@ fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> R
                 ),
             ));
         }
-        if e.tocs.get(&toc).is_some_and(|rm| rm.failed().is_none()) {
+        if e.tocs.get(&toc).is_some_and(|s| s.failed().is_none()) {
             return Ok(());
         }
-        if e.current.failed().is_some() {
-            e.current = Arc::new(Rm::open(cfg).map_err(rmerr)?);
-        }
-        e.tocs.insert(toc, e.current.clone());
+        let handle = if e.site.failed() {
+            // Reach the store anew, keeping this process's lock if it held one.
+            let held = e.site.held_lock();
+            e.site.stop();
+            let (site, first) = share::establish(&cfg, held)?;
+            e.site = site;
+            first
+        } else {
+            e.site.attach()?
+        };
+        e.tocs.insert(toc, handle);
         return Ok(());
     }
     if let Some((other, _)) = reg.iter().find(|(_, e)| e.cfg.dir == cfg.dir) {
@@ -184,24 +195,13 @@ fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> R
             ),
         ));
     }
-    let lock_path: PathBuf = cfg.dir.join("mmxa.lock");
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| rmerr(format!("cannot open {}: {e}", lock_path.display())))?;
-    lock_exclusive(&lock).map_err(|e| rmerr(format!("{}: {e}", cfg.dir.display())))?;
-    let rm = Arc::new(Rm::open(cfg.clone()).map_err(rmerr)?);
+    let (site, first) = share::establish(&cfg, None)?;
     reg.insert(
         rmid,
         Entry {
             cfg,
-            current: rm.clone(),
-            tocs: FxHashMap::from_iter([(toc, rm)]),
-            _lock: lock,
+            site,
+            tocs: FxHashMap::from_iter([(toc, first)]),
             pid: std::process::id(),
             dynamic: registrar.map(|registrar| Arc::new(Dynamic { registrar })),
         },
@@ -216,11 +216,11 @@ pub fn close(rmid: i32) -> Result<(), XaError> {
     let Some(e) = reg.get_mut(&rmid).filter(|e| e.ours()) else {
         return Ok(());
     };
-    let Some(rm) = e.tocs.get(&toc) else {
+    let Some(store) = e.tocs.get(&toc) else {
         return Ok(());
     };
-    if rm.failed().is_none() {
-        rm.close_toc(toc)?;
+    if store.failed().is_none() {
+        store.close_toc(toc)?;
     }
     e.tocs.remove(&toc);
     if e.tocs.is_empty() {
@@ -229,11 +229,15 @@ pub fn close(rmid: i32) -> Result<(), XaError> {
     Ok(())
 }
 
-/// Puts the calling thread back in R0 for `rmid` after `XAER_RMFAIL` from `rm`.
-fn drop_toc(rmid: i32, toc: Toc, rm: &Arc<Rm>) {
+fn same(a: &Arc<dyn Store>, b: &Arc<dyn Store>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+}
+
+/// Puts the calling thread back in R0 for `rmid` after `XAER_RMFAIL` from `store`.
+fn drop_toc(rmid: i32, toc: Toc, store: &Arc<dyn Store>) {
     let mut reg = write();
     if let Some(e) = reg.get_mut(&rmid) {
-        if e.tocs.get(&toc).is_some_and(|r| Arc::ptr_eq(r, rm)) {
+        if e.tocs.get(&toc).is_some_and(|r| same(r, store)) {
             e.tocs.remove(&toc);
         }
         if e.tocs.is_empty() {
@@ -242,8 +246,11 @@ fn drop_toc(rmid: i32, toc: Toc, rm: &Arc<Rm>) {
     }
 }
 
+/// A thread's handle on a store, and the rmid's dynamic registration state.
+type Handle = (Arc<dyn Store>, Option<Arc<Dynamic>>);
+
 /// The instance the thread uses for `rmid`, and the rmid's dynamic registration state.
-fn lookup(rmid: i32, toc: Toc) -> Option<(Arc<Rm>, Option<Arc<Dynamic>>)> {
+fn lookup(rmid: i32, toc: Toc) -> Option<Handle> {
     let reg = read();
     let e = reg.get(&rmid).filter(|e| e.ours())?;
     let rm = e.tocs.get(&toc)?;
@@ -252,7 +259,10 @@ fn lookup(rmid: i32, toc: Toc) -> Option<(Arc<Rm>, Option<Arc<Dynamic>>)> {
 
 /// Runs an XA call for `rmid` in the calling thread: `XAER_PROTO` when not open here,
 /// `XAER_RMFAIL` (and back to R0) when the store has failed.
-pub fn call(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<i32, XaError>) -> Result<i32, XaError> {
+pub fn call(
+    rmid: i32,
+    f: impl FnOnce(&dyn Store, Toc) -> Result<i32, XaError>,
+) -> Result<i32, XaError> {
     let toc = toc();
     let Some((rm, _)) = lookup(rmid, toc) else {
         return Err(XaError::new(
@@ -262,7 +272,7 @@ pub fn call(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<i32, XaError>) -> Resu
     };
     let result = match rm.failed() {
         Some(why) => Err(XaError::new(XAER_RMFAIL, why)),
-        None => f(&rm, toc),
+        None => f(&*rm, toc),
     };
     if matches!(&result, Err(e) if e.code == XAER_RMFAIL) {
         drop_toc(rmid, toc, &rm);
@@ -274,7 +284,7 @@ pub fn call(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<i32, XaError>) -> Resu
 /// `MMXA_EIO` when the store has failed.
 pub fn data_call<T>(
     rmid: i32,
-    f: impl FnOnce(&Rm, Toc) -> Result<T, DataError>,
+    f: impl FnOnce(&dyn Store, Toc) -> Result<T, DataError>,
 ) -> Result<T, DataError> {
     let toc = toc();
     let Some((rm, dynamic)) = lookup(rmid, toc) else {
@@ -287,7 +297,7 @@ pub fn data_call<T>(
         return Err(DataError::new(MMXA_EIO, why));
     }
     match dynamic {
-        None => f(&rm, toc),
+        None => f(&*rm, toc),
         Some(d) => registered_call(rmid, toc, &rm, &d, f),
     }
 }
@@ -299,12 +309,12 @@ pub fn data_call<T>(
 fn registered_call<T>(
     rmid: i32,
     toc: Toc,
-    rm: &Arc<Rm>,
+    rm: &Arc<dyn Store>,
     d: &Dynamic,
-    f: impl FnOnce(&Rm, Toc) -> Result<T, DataError>,
+    f: impl FnOnce(&dyn Store, Toc) -> Result<T, DataError>,
 ) -> Result<T, DataError> {
-    if rm.active_branch(toc).is_some() {
-        return f(rm, toc);
+    if rm.active_branch(toc)?.is_some() {
+        return f(&**rm, toc);
     }
     match d.registrar.register(rmid)? {
         Registration::Branch(xid, mode) => {
@@ -326,10 +336,10 @@ fn registered_call<T>(
                     ),
                 ));
             }
-            f(rm, toc)
+            f(&**rm, toc)
         }
         Registration::Outside => {
-            let result = f(rm, toc);
+            let result = f(&**rm, toc);
             let unreg = d.registrar.unregister(rmid);
             let value = result?;
             unreg.map_err(|e| {

@@ -3,8 +3,8 @@
 //! Owns: the on-disk format, appending, group commit, and the scan that recovery replays.
 //!
 //! # Files
-//! A store directory holds `mmxa.lock` (an open-file-description lock held by the one open
-//! instance of the store) and segment files `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A
+//! A store directory holds `mmxa.lock` (an open-file-description lock held by the one process
+//! hosting the store), `mmxa.sock` (where that process serves the others, see `share`) and segment files `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A
 //! segment is created as `*.tmp`, reserved with `posix_fallocate`, given its header, synced and
 //! renamed into place, so a segment under its final name always has a valid header. Stray `*.tmp`
 //! files are deleted at open.

@@ -28,8 +28,10 @@ use crate::xa::*;
 use crate::xid::Xid;
 use flags::{EndMode, Scan, StartMode};
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Instant;
 
 /// A thread of control, as numbered by the caller.
 pub type Toc = u64;
@@ -70,6 +72,39 @@ impl DataError {
             msg: msg.into(),
         }
     }
+}
+
+/// A snapshot of a store, for operators (`mmxa status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The process hosting the store.
+    pub host_pid: u32,
+    /// Committed keys, and the log bytes their records take.
+    pub live_keys: u64,
+    pub live_bytes: u64,
+    /// Log segment files and their total size.
+    pub segments: u64,
+    pub log_bytes: u64,
+    /// Lock requests waiting now.
+    pub lock_waits: u64,
+    /// Every branch the store knows.
+    pub branches: Vec<BranchReport>,
+}
+
+/// One branch in a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchReport {
+    pub xid: Xid,
+    /// `active`, `idle`, `suspended`, `rollback-only`, `prepared`, `heuristic-commit`,
+    /// `heuristic-rollback`, or `busy` (a completion call is in progress).
+    pub state: String,
+    /// Milliseconds since the branch began, was prepared or completed heuristically (or since
+    /// the store was opened, for a branch recovered from the log).
+    pub age_ms: u64,
+    /// Keys the branch wrote (none left for a completed branch).
+    pub keys: u64,
+    /// The operator's reason, for a heuristic outcome.
+    pub reason: String,
 }
 
 /// Where a committed (or branch-private) value lives in the log.
@@ -144,6 +179,9 @@ struct Branch {
     /// The operator's reason, for a heuristically completed branch.
     reason: String,
     abort: Arc<AtomicBool>,
+    /// When the branch began, was prepared, or was completed heuristically (for a branch
+    /// recovered from the log: when the store was opened).
+    since: Instant,
 }
 
 impl Branch {
@@ -162,6 +200,7 @@ impl Branch {
             record_lsn: 0,
             reason: String::new(),
             abort: Arc::new(AtomicBool::new(false)),
+            since: Instant::now(),
         }
     }
 
@@ -211,6 +250,11 @@ pub struct Rm {
     state: Mutex<State>,
     next_tag: AtomicU64,
     panicked: AtomicBool,
+    /// Lock waits end at once (the store is being shut down under them).
+    interrupted: AtomicBool,
+    /// The store's lock (see [`crate::share`]), released when the last user of the store is
+    /// gone. Declared last: it is dropped after everything that writes the store.
+    lock: Option<Arc<File>>,
 }
 
 fn proto(msg: impl Into<String>) -> XaError {
@@ -227,6 +271,25 @@ impl Rm {
     /// is rolled back and its rollback logged.
     pub fn open(cfg: Config) -> Result<Rm, String> {
         recovery::open(cfg)
+    }
+
+    /// [`Rm::open`] for the holder of the store's lock, which the store keeps until dropped.
+    pub fn open_locked(cfg: Config, lock: Arc<File>) -> Result<Rm, String> {
+        let mut rm = recovery::open(cfg)?;
+        rm.lock = Some(lock);
+        Ok(rm)
+    }
+
+    /// The store's lock, if this instance holds it.
+    pub fn store_lock(&self) -> Option<Arc<File>> {
+        self.lock.clone()
+    }
+
+    /// Ends every lock wait now and refuses new ones: the store is being shut down while other
+    /// threads may still be in it.
+    pub fn interrupt_waits(&self) {
+        self.interrupted.store(true, Ordering::Release);
+        self.locks.wake_all();
     }
 
     /// The configuration the store was opened with.
@@ -277,6 +340,39 @@ impl Rm {
         }
         st.tocs.remove(&toc);
         Ok(())
+    }
+
+    /// A thread of control is gone without `xa_close` (its process died or hung up): its
+    /// associations end as with `TMFAIL`, and each branch left with no association is rolled
+    /// back and its locks released. Idle, prepared and completed branches are untouched.
+    pub fn abandon_toc(&self, toc: Toc) {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = &mut *guard;
+        let Some(t) = st.tocs.remove(&toc) else {
+            return;
+        };
+        for xid in t.active.iter().chain(&t.suspended) {
+            let Some(b) = st.branches.get_mut(xid) else {
+                continue;
+            };
+            b.active.retain(|&x| x != toc);
+            b.suspended.retain(|&x| x != toc);
+            if b.phase != Phase::Working || b.busy {
+                continue;
+            }
+            b.rb.get_or_insert((
+                XA_RBROLLBACK,
+                "a thread of control associated with the branch ended without xa_end".into(),
+            ));
+            b.abort.store(true, Ordering::Release);
+            if !b.associated() {
+                if b.undone {
+                    st.branches.remove(xid);
+                } else {
+                    self.discard(st, xid);
+                }
+            }
+        }
     }
 
     /// The branch `toc` is actively associated with (T1), if any.
@@ -487,6 +583,7 @@ impl Rm {
                 if let Some(b) = st.branches.get_mut(xid) {
                     b.busy = false;
                     b.phase = Phase::Prepared;
+                    b.since = Instant::now();
                     b.first_lsn = None;
                     b.record_lsn = a.lsn;
                 }
@@ -719,6 +816,7 @@ impl Rm {
         b.busy = false;
         let a = result.map_err(|e| self.log_error(e))?;
         b.phase = Phase::Heuristic(outcome);
+        b.since = Instant::now();
         b.record_lsn = a.lsn;
         b.reason = reason.to_string();
         let writes = std::mem::take(&mut b.writes);
@@ -761,7 +859,8 @@ impl Rm {
         Ok(Some((xid, b.tag, b.abort.clone())))
     }
 
-    fn check_kv(key: &[u8], value: Option<&[u8]>) -> Result<(), DataError> {
+    /// Checks a key and value against the size limits.
+    pub(crate) fn check_kv(key: &[u8], value: Option<&[u8]>) -> Result<(), DataError> {
         if key.is_empty() {
             return Err(DataError::new(MMXA_EINVAL, "key is empty"));
         }
@@ -792,7 +891,7 @@ impl Rm {
 
     fn lock_key(&self, owner: Owner, key: &[u8], abort: &AtomicBool) -> Result<(), LockError> {
         self.locks.lock(owner, key, self.cfg.lock_timeout, &|| {
-            abort.load(Ordering::Acquire)
+            abort.load(Ordering::Acquire) || self.interrupted.load(Ordering::Acquire)
         })
     }
 
@@ -951,6 +1050,52 @@ impl Rm {
             .read_into(loc.lsn, loc.len as usize, &mut out)
             .map_err(|e| DataError::new(MMXA_EIO, e.to_string()))?;
         Ok(Some(out))
+    }
+
+    /// A snapshot for operators.
+    pub fn status(&self) -> Report {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut branches: Vec<BranchReport> = st
+            .branches
+            .iter()
+            .map(|(xid, b)| {
+                let state = match b.phase {
+                    _ if b.busy => "busy",
+                    Phase::Prepared => "prepared",
+                    Phase::Heuristic(XA_HEURCOM) => "heuristic-commit",
+                    Phase::Heuristic(_) => "heuristic-rollback",
+                    Phase::Working if b.doomed().is_some() => "rollback-only",
+                    Phase::Working if !b.active.is_empty() => "active",
+                    Phase::Working if b.associated() => "suspended",
+                    Phase::Working => "idle",
+                };
+                BranchReport {
+                    xid: *xid,
+                    state: state.into(),
+                    age_ms: b.since.elapsed().as_millis() as u64,
+                    keys: b.writes.len() as u64,
+                    reason: b.reason.clone(),
+                }
+            })
+            .collect();
+        drop(st);
+        branches.sort_by(|a, b| {
+            (a.xid.format_id(), a.xid.data()).cmp(&(b.xid.format_id(), b.xid.data()))
+        });
+        let (live_keys, live_bytes) = {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            (index.map.len() as u64, index.bytes)
+        };
+        let (segments, log_bytes) = self.log.disk_usage();
+        Report {
+            host_pid: std::process::id(),
+            live_keys,
+            live_bytes,
+            segments: segments as u64,
+            log_bytes,
+            lock_waits: self.locks.waiting() as u64,
+            branches,
+        }
     }
 
     /// Number of committed keys.

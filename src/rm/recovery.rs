@@ -181,5 +181,7 @@ pub(super) fn open(cfg: Config) -> Result<Rm, String> {
         state: Mutex::new(state),
         next_tag: AtomicU64::new(max_tag + 1),
         panicked: AtomicBool::new(false),
+        interrupted: AtomicBool::new(false),
+        lock: None,
     })
 }

@@ -1,0 +1,306 @@
+//! The guest side: a thread of control of this process using a store another process hosts.
+//!
+//! Owns: one connection per thread of control and the translation of each call into a request
+//! and its reply. Invariants: a call is one request and one reply, in order, on the calling
+//! thread's own connection; any failure to exchange them breaks the connection for good
+//! (`XAER_RMFAIL`, `MMXA_EIO`): its outcome is unknown, exactly as after an RM crash, and the
+//! thread must `xa_open` again, which elects a new host if this one is gone.
+
+use super::wire::{self, op, In, Out, Status};
+use super::{fingerprint, Addr, Store};
+use crate::config::Config;
+use crate::rm::flags::{EndMode, Scan, StartMode};
+use crate::rm::{BranchReport, DataError, Report, Rm, Toc, XaError};
+use crate::status::{MMXA_EINTERNAL, MMXA_EIO};
+use crate::xa::{XAER_RMERR, XAER_RMFAIL};
+use crate::xid::Xid;
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// This process's way to the host of one store.
+pub struct Link {
+    addr: Addr,
+    cfg: Config,
+    host_pid: u32,
+    lost: AtomicBool,
+}
+
+/// Why joining a host failed.
+pub enum JoinError {
+    /// The host answered no: the error for `xa_open`.
+    Refused(XaError),
+    /// The host went away meanwhile.
+    Lost(io::Error),
+}
+
+/// Sends the handshake on a new connection; the host's pid on success.
+fn hello(stream: &mut UnixStream, cfg: &Config) -> Result<u32, JoinError> {
+    let (sync, timeout, segment) = fingerprint(cfg);
+    Out::request(op::HELLO)
+        .u32(wire::VERSION)
+        .u8(sync)
+        .u64(timeout)
+        .u64(segment)
+        .send(stream)
+        .map_err(JoinError::Lost)?;
+    let frame = wire::recv(stream)
+        .and_then(|f| f.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "host hung up")))
+        .map_err(JoinError::Lost)?;
+    let mut r = In::new(&frame);
+    match wire::status(&mut r).map_err(JoinError::Lost)? {
+        Status::Ok => r.u32().map_err(JoinError::Lost),
+        Status::Xa(e) => Err(JoinError::Refused(e)),
+        Status::Data(e) => Err(JoinError::Refused(XaError::new(XAER_RMERR, e.msg))),
+    }
+}
+
+impl Link {
+    /// Joins the host listening at `addr` over `stream`, the calling thread's connection.
+    pub fn join(
+        mut stream: UnixStream,
+        cfg: &Config,
+        addr: Addr,
+    ) -> Result<(Arc<Link>, Remote), JoinError> {
+        let host_pid = hello(&mut stream, cfg)?;
+        let link = Arc::new(Link {
+            addr,
+            cfg: cfg.clone(),
+            host_pid,
+            lost: AtomicBool::new(false),
+        });
+        let remote = Remote::new(link.clone(), stream);
+        Ok((link, remote))
+    }
+
+    /// Whether the host was found gone (or broke the protocol).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    fn gone(&self, why: impl std::fmt::Display) -> String {
+        self.lost.store(true, Ordering::Release);
+        format!(
+            "lost the connection to process {} hosting the store {}: {why}; xa_open again",
+            self.host_pid,
+            self.cfg.dir.display()
+        )
+    }
+
+    /// A connection for one more thread of control.
+    pub fn connect(self: &Arc<Self>) -> Result<Remote, XaError> {
+        let mut stream = UnixStream::connect(&self.addr.path)
+            .map_err(|e| XaError::new(XAER_RMERR, self.gone(e)))?;
+        match hello(&mut stream, &self.cfg) {
+            Ok(_) => Ok(Remote::new(self.clone(), stream)),
+            Err(JoinError::Refused(e)) => Err(e),
+            Err(JoinError::Lost(e)) => Err(XaError::new(XAER_RMERR, self.gone(e))),
+        }
+    }
+}
+
+/// One thread of control's connection to the host.
+pub struct Remote {
+    link: Arc<Link>,
+    stream: Mutex<UnixStream>,
+    broken: Mutex<Option<String>>,
+}
+
+impl Remote {
+    fn new(link: Arc<Link>, stream: UnixStream) -> Remote {
+        Remote {
+            link,
+            stream: Mutex::new(stream),
+            broken: Mutex::new(None),
+        }
+    }
+
+    fn broken(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `req` and returns the reply frame; any failure breaks the connection.
+    fn call(&self, req: Out) -> Result<Vec<u8>, String> {
+        if let Some(why) = self.broken().clone() {
+            return Err(why);
+        }
+        let mut stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let result = req
+            .send(&mut *stream)
+            .and_then(|()| stream.flush())
+            .and_then(|()| wire::recv(&mut *stream))
+            .and_then(|f| {
+                f.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "it hung up"))
+            });
+        result.map_err(|e| {
+            let why = self.link.gone(e);
+            *self.broken() = Some(why.clone());
+            why
+        })
+    }
+
+    /// A malformed reply: the connection cannot be trusted any more.
+    fn garbled(&self, e: io::Error) -> String {
+        let why = self.link.gone(e);
+        *self.broken() = Some(why.clone());
+        why
+    }
+
+    /// Runs a request answered with a status and, on success, fields read by `read`.
+    fn xa_call<T>(
+        &self,
+        req: Out,
+        read: impl FnOnce(&mut In<'_>) -> io::Result<T>,
+    ) -> Result<T, XaError> {
+        let frame = self.call(req).map_err(|m| XaError::new(XAER_RMFAIL, m))?;
+        let mut r = In::new(&frame);
+        let decoded = wire::status(&mut r).and_then(|s| match s {
+            Status::Ok => read(&mut r).and_then(|v| r.done().map(|()| Ok(v))),
+            Status::Xa(e) => Ok(Err(e)),
+            Status::Data(e) => Ok(Err(XaError::new(XAER_RMERR, e.msg))),
+        });
+        decoded.map_err(|e| XaError::new(XAER_RMFAIL, self.garbled(e)))?
+    }
+
+    fn data_call<T>(
+        &self,
+        req: Out,
+        read: impl FnOnce(&mut In<'_>) -> io::Result<T>,
+    ) -> Result<T, DataError> {
+        let frame = self.call(req).map_err(|m| DataError::new(MMXA_EIO, m))?;
+        let mut r = In::new(&frame);
+        let decoded = wire::status(&mut r).and_then(|s| match s {
+            Status::Ok => read(&mut r).and_then(|v| r.done().map(|()| Ok(v))),
+            Status::Data(e) => Ok(Err(e)),
+            Status::Xa(e) => Ok(Err(DataError::new(MMXA_EINTERNAL, e.msg))),
+        });
+        decoded.map_err(|e| DataError::new(MMXA_EIO, self.garbled(e)))?
+    }
+
+    fn code(&self, req: Out) -> Result<i32, XaError> {
+        self.xa_call(req, |r| r.i32())
+    }
+}
+
+fn start_code(mode: StartMode) -> u8 {
+    match mode {
+        StartMode::New => 0,
+        StartMode::Join => 1,
+        StartMode::Resume => 2,
+    }
+}
+
+fn end_code(mode: EndMode) -> u8 {
+    match mode {
+        EndMode::Success => 0,
+        EndMode::Fail => 1,
+        EndMode::Suspend => 2,
+        EndMode::SuspendMigrate => 3,
+    }
+}
+
+impl Store for Remote {
+    fn failed(&self) -> Option<String> {
+        self.broken().clone()
+    }
+    fn fail(&self) {
+        let mut b = self.broken();
+        if b.is_none() {
+            *b = Some("an internal error (panic) occurred; xa_open again".into());
+        }
+    }
+    fn start(&self, _toc: Toc, xid: &Xid, mode: StartMode) -> Result<i32, XaError> {
+        self.code(Out::request(op::START).xid(xid).u8(start_code(mode)))
+    }
+    fn end(&self, _toc: Toc, xid: &Xid, mode: EndMode) -> Result<i32, XaError> {
+        self.code(Out::request(op::END).xid(xid).u8(end_code(mode)))
+    }
+    fn prepare(&self, _toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+        self.code(Out::request(op::PREPARE).xid(xid))
+    }
+    fn commit(&self, _toc: Toc, xid: &Xid, one_phase: bool) -> Result<i32, XaError> {
+        self.code(Out::request(op::COMMIT).xid(xid).bool(one_phase))
+    }
+    fn rollback(&self, _toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+        self.code(Out::request(op::ROLLBACK).xid(xid))
+    }
+    fn forget(&self, _toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+        self.code(Out::request(op::FORGET).xid(xid))
+    }
+    fn recover(&self, _toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>, XaError> {
+        let req = Out::request(op::RECOVER)
+            .bool(scan.start)
+            .bool(scan.end)
+            .u64(cap as u64);
+        self.xa_call(req, |r| {
+            let n = r.u32()? as usize;
+            if n > cap {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "too many XIDs"));
+            }
+            (0..n).map(|_| r.xid()).collect()
+        })
+    }
+    fn close_toc(&self, _toc: Toc) -> Result<(), XaError> {
+        // A host that is gone holds nothing of ours any more: closing succeeds.
+        if self.broken().is_some() {
+            return Ok(());
+        }
+        match self.code(Out::request(op::CLOSE)) {
+            Err(e) if e.code == XAER_RMFAIL => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+    fn active_branch(&self, _toc: Toc) -> Result<Option<Xid>, DataError> {
+        self.data_call(Out::request(op::ACTIVE), |r| {
+            if r.bool()? {
+                r.xid().map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+    }
+    fn put(&self, _toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError> {
+        // Checked here too, so an oversized value never reaches the wire.
+        Rm::check_kv(key, value)?;
+        self.data_call(Out::request(op::PUT).bytes(key).opt_bytes(value), |r| {
+            r.bool()
+        })
+    }
+    fn get(&self, _toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError> {
+        Rm::check_kv(key, None)?;
+        self.data_call(Out::request(op::GET).bytes(key), |r| {
+            r.opt_bytes().map(|v| v.map(<[u8]>::to_vec))
+        })
+    }
+    fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError> {
+        let req = Out::request(op::HEURISTIC)
+            .xid(xid)
+            .i32(outcome)
+            .bytes(reason.as_bytes());
+        self.xa_call(req, |_| Ok(()))
+    }
+    fn status(&self) -> Result<Report, XaError> {
+        self.xa_call(Out::request(op::STATUS), |r| {
+            let mut rep = Report {
+                host_pid: r.u32()?,
+                live_keys: r.u64()?,
+                live_bytes: r.u64()?,
+                segments: r.u64()?,
+                log_bytes: r.u64()?,
+                lock_waits: r.u64()?,
+                branches: Vec::new(),
+            };
+            for _ in 0..r.u32()? {
+                rep.branches.push(BranchReport {
+                    xid: r.xid()?,
+                    state: r.string()?,
+                    age_ms: r.u64()?,
+                    keys: r.u64()?,
+                    reason: r.string()?,
+                });
+            }
+            Ok(rep)
+        })
+    }
+}

@@ -1,0 +1,367 @@
+//! The hosting side: serves guest processes' calls on the store this process runs.
+//!
+//! Owns: the listening socket, one thread per guest connection, and the connection's
+//! thread-of-control number at this host. Invariants: a connection's calls run in order on its
+//! own thread, exactly as the guest thread made them; when a connection ends without
+//! `xa_close`, its thread of control is abandoned ([`Rm::abandon_toc`]) before the thread
+//! exits; stopping the server joins every thread it started (the library may be unloaded next).
+
+use super::wire::{self, op, In, Out};
+use super::Addr;
+use crate::config::Config;
+use crate::fxhash::FxHashMap;
+use crate::registry;
+use crate::rm::flags::{EndMode, Scan, StartMode};
+use crate::rm::{Rm, Toc, XaError};
+use crate::xa::XAER_PROTO;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Binds the store's socket, replacing a file left by a host that died (the caller holds the
+/// store's lock, so no live process listens on it).
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(path)
+}
+
+struct Conn {
+    stream: UnixStream,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    rm: Arc<Rm>,
+    cfg: Config,
+    stopping: AtomicBool,
+    conns: Mutex<FxHashMap<u64, Conn>>,
+}
+
+impl Shared {
+    fn conns(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, Conn>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The server of one hosted store; stopped (and its threads joined) when dropped.
+pub struct Server {
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+    addr: Addr,
+    pid: u32,
+}
+
+impl Server {
+    /// Starts accepting guests on `listener` for `rm`.
+    pub fn start(listener: UnixListener, addr: Addr, rm: Arc<Rm>, cfg: Config) -> Server {
+        let shared = Arc::new(Shared {
+            rm,
+            cfg,
+            stopping: AtomicBool::new(false),
+            conns: Mutex::new(FxHashMap::default()),
+        });
+        let s = shared.clone();
+        let acceptor = std::thread::Builder::new()
+            .name("mmxa-host".into())
+            .spawn(move || accept_loop(listener, s))
+            .ok();
+        Server {
+            shared,
+            acceptor,
+            addr,
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl Server {
+    /// Stops accepting, ends every guest connection and joins every thread. Idempotent.
+    pub fn stop(&mut self) {
+        if self.pid != std::process::id() || self.shared.stopping.swap(true, Ordering::AcqRel) {
+            // Inherited through fork: the sockets and threads are the parent's.
+            return;
+        }
+        // Wake the acceptor with a connection of our own.
+        let _ = UnixStream::connect(&self.addr.path);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        // End every guest connection, and any lock wait its thread is in.
+        let threads: Vec<JoinHandle<()>> = {
+            let mut conns = self.shared.conns();
+            conns
+                .values_mut()
+                .filter_map(|c| {
+                    let _ = c.stream.shutdown(Shutdown::Both);
+                    c.thread.take()
+                })
+                .collect()
+        };
+        self.shared.rm.interrupt_waits();
+        for t in threads {
+            let _ = t.join();
+        }
+        self.shared.conns().clear();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+    let mut next = 0u64;
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let Ok(copy) = stream.try_clone() else {
+            continue;
+        };
+        next += 1;
+        let id = next;
+        let mut conns = shared.conns();
+        // Forget connections that ended (their threads have exited).
+        conns.retain(|_, c| c.thread.as_ref().is_some_and(|t| !t.is_finished()));
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("mmxa-guest".into())
+            .spawn(move || serve(stream, &s))
+            .ok();
+        conns.insert(
+            id,
+            Conn {
+                stream: copy,
+                thread,
+            },
+        );
+    }
+}
+
+/// Serves one guest connection until it ends, then abandons its thread of control.
+fn serve(stream: UnixStream, shared: &Shared) {
+    let toc = registry::new_toc();
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut writer = BufWriter::new(write_half);
+    let mut greeted = false;
+    let mut closed = false;
+    while let Ok(Some(frame)) = wire::recv(&mut reader) {
+        let reply = match handle(
+            &shared.rm,
+            &shared.cfg,
+            toc,
+            &frame,
+            &mut greeted,
+            &mut closed,
+        ) {
+            Ok(reply) => reply,
+            // A malformed request: the guest is not speaking our protocol; hang up.
+            Err(_) => break,
+        };
+        if reply
+            .send(&mut writer)
+            .and_then(|()| writer.flush())
+            .is_err()
+            || closed
+        {
+            break;
+        }
+    }
+    if !closed && !shared.stopping.load(Ordering::Acquire) {
+        shared.rm.abandon_toc(toc);
+    }
+}
+
+fn xa_reply(r: Result<i32, XaError>) -> Out {
+    match r {
+        Ok(code) => Out::ok().i32(code),
+        Err(e) => Out::xa_err(&e),
+    }
+}
+
+fn start_mode(v: u8) -> io::Result<StartMode> {
+    Ok(match v {
+        0 => StartMode::New,
+        1 => StartMode::Join,
+        2 => StartMode::Resume,
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "start mode")),
+    })
+}
+
+fn end_mode(v: u8) -> io::Result<EndMode> {
+    Ok(match v {
+        0 => EndMode::Success,
+        1 => EndMode::Fail,
+        2 => EndMode::Suspend,
+        3 => EndMode::SuspendMigrate,
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "end mode")),
+    })
+}
+
+/// Decodes and runs one request.
+fn handle(
+    rm: &Rm,
+    cfg: &Config,
+    toc: Toc,
+    frame: &[u8],
+    greeted: &mut bool,
+    closed: &mut bool,
+) -> io::Result<Out> {
+    let mut r = In::new(frame);
+    let code = r.u8()?;
+    if code == op::HELLO {
+        let version = r.u32()?;
+        let theirs = (r.u8()?, r.u64()?, r.u64()?);
+        r.done()?;
+        let answer = if version != wire::VERSION {
+            Err(XaError::new(
+                XAER_PROTO,
+                format!(
+                    "the process hosting the store runs another mmxa protocol version ({} here, {version} there)",
+                    wire::VERSION
+                ),
+            ))
+        } else {
+            super::check_fingerprint(cfg, theirs)
+        };
+        return Ok(
+            match answer.and_then(|()| match rm.failed() {
+                Some(why) => Err(XaError::new(crate::xa::XAER_RMFAIL, why)),
+                None => Ok(()),
+            }) {
+                Ok(()) => {
+                    *greeted = true;
+                    Out::ok().u32(std::process::id())
+                }
+                Err(e) => Out::xa_err(&e),
+            },
+        );
+    }
+    if !*greeted {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "no handshake"));
+    }
+    let reply = match code {
+        op::START => {
+            let xid = r.xid()?;
+            let mode = start_mode(r.u8()?)?;
+            r.done()?;
+            xa_reply(rm.start(toc, &xid, mode))
+        }
+        op::END => {
+            let xid = r.xid()?;
+            let mode = end_mode(r.u8()?)?;
+            r.done()?;
+            xa_reply(rm.end(toc, &xid, mode))
+        }
+        op::PREPARE => {
+            let xid = r.xid()?;
+            r.done()?;
+            xa_reply(rm.prepare(toc, &xid))
+        }
+        op::COMMIT => {
+            let xid = r.xid()?;
+            let one_phase = r.bool()?;
+            r.done()?;
+            xa_reply(rm.commit(toc, &xid, one_phase))
+        }
+        op::ROLLBACK => {
+            let xid = r.xid()?;
+            r.done()?;
+            xa_reply(rm.rollback(toc, &xid))
+        }
+        op::FORGET => {
+            let xid = r.xid()?;
+            r.done()?;
+            xa_reply(rm.forget(toc, &xid))
+        }
+        op::RECOVER => {
+            let scan = Scan {
+                start: r.bool()?,
+                end: r.bool()?,
+            };
+            let cap = r.u64()?;
+            r.done()?;
+            match rm.recover(toc, scan, usize::try_from(cap).unwrap_or(usize::MAX)) {
+                Ok(xids) => xids
+                    .iter()
+                    .fold(Out::ok().u32(xids.len() as u32), |o, x| o.xid(x)),
+                Err(e) => Out::xa_err(&e),
+            }
+        }
+        op::CLOSE => {
+            r.done()?;
+            let result = rm.close_toc(toc);
+            *closed = result.is_ok();
+            xa_reply(result.map(|()| 0))
+        }
+        op::ACTIVE => {
+            r.done()?;
+            match rm.active_branch(toc) {
+                Some(x) => Out::ok().bool(true).xid(&x),
+                None => Out::ok().bool(false),
+            }
+        }
+        op::PUT => {
+            let key = r.bytes()?;
+            let value = r.opt_bytes()?;
+            r.done()?;
+            match rm.put(toc, key, value) {
+                Ok(existed) => Out::ok().bool(existed),
+                Err(e) => Out::data_err(&e),
+            }
+        }
+        op::GET => {
+            let key = r.bytes()?;
+            r.done()?;
+            match rm.get(toc, key) {
+                Ok(v) => Out::ok().opt_bytes(v.as_deref()),
+                Err(e) => Out::data_err(&e),
+            }
+        }
+        op::HEURISTIC => {
+            let xid = r.xid()?;
+            let outcome = r.i32()?;
+            let reason = r.string()?;
+            r.done()?;
+            match rm.heuristic(&xid, outcome, &reason) {
+                Ok(()) => Out::ok(),
+                Err(e) => Out::xa_err(&e),
+            }
+        }
+        op::STATUS => {
+            r.done()?;
+            let rep = rm.status();
+            let head = Out::ok()
+                .u32(rep.host_pid)
+                .u64(rep.live_keys)
+                .u64(rep.live_bytes)
+                .u64(rep.segments)
+                .u64(rep.log_bytes)
+                .u64(rep.lock_waits)
+                .u32(rep.branches.len() as u32);
+            rep.branches.iter().fold(head, |o, b| {
+                o.xid(&b.xid)
+                    .bytes(b.state.as_bytes())
+                    .u64(b.age_ms)
+                    .u64(b.keys)
+                    .bytes(b.reason.as_bytes())
+            })
+        }
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "operation")),
+    };
+    Ok(reply)
+}

@@ -1,0 +1,292 @@
+//! One store, many processes: who hosts a store and how the others reach it.
+//!
+//! Owns: the choice between hosting a store and being a guest of the process that hosts it,
+//! and the [`Store`] interface both present to the registry. Invariants:
+//! - exactly one process hosts a store at a time: the one holding the open-file-description
+//!   lock on `mmxa.lock` (a kernel lock, released when the holder dies, so nothing stale is ever
+//!   left to clean up). It runs the store ([`Rm`]) in its own memory and serves the others over
+//!   the Unix socket `mmxa.sock` in the store's directory;
+//! - every other process is a guest: each of its threads of control gets its own connection,
+//!   which the host serves with a thread of its own and a thread-of-control number of its own,
+//!   so branches, locks, `xa_recover` scans and associations are shared by all processes exactly
+//!   as they are between the threads of one process;
+//! - a connection that ends without `xa_close` (its process died, or closed the socket) is
+//!   abandoned at once: its associations end as with `TMFAIL`, and a branch left with no
+//!   association is rolled back and its locks released. Idle and prepared branches are untouched;
+//! - when the host process dies, its guests' calls fail with `XAER_RMFAIL` (`MMXA_EIO` for data
+//!   calls); their next `xa_open` elects a new host, which recovers the log as after a crash:
+//!   prepared branches stay in doubt, unprepared ones are rolled back.
+//!
+//! A deployment that wants no worker to be the host starts `mmxa serve` on the store first.
+
+mod guest;
+mod host;
+pub mod wire;
+
+use crate::config::{Config, SyncMode};
+use crate::log::lock_exclusive;
+use crate::rm::flags::{EndMode, Scan, StartMode};
+use crate::rm::{DataError, Report, Rm, Toc, XaError};
+use crate::xa::{XAER_INVAL, XAER_RMERR};
+use crate::xid::Xid;
+pub use guest::Link;
+pub use host::Server;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a thread of control can ask of a store, whether this process hosts it or is a guest.
+/// `toc` is the caller's thread-of-control number; a guest connection has its own at the host.
+pub trait Store: Send + Sync {
+    /// Why the store is unusable through this handle, if it is.
+    fn failed(&self) -> Option<String>;
+    /// Makes the handle unusable (after a panic while using it).
+    fn fail(&self);
+    fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<i32, XaError>;
+    fn end(&self, toc: Toc, xid: &Xid, mode: EndMode) -> Result<i32, XaError>;
+    fn prepare(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError>;
+    fn commit(&self, toc: Toc, xid: &Xid, one_phase: bool) -> Result<i32, XaError>;
+    fn rollback(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError>;
+    fn forget(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError>;
+    fn recover(&self, toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>, XaError>;
+    /// `xa_close` of `toc`: refused while it is associated with a branch.
+    fn close_toc(&self, toc: Toc) -> Result<(), XaError>;
+    /// The branch `toc` is actively associated with.
+    fn active_branch(&self, toc: Toc) -> Result<Option<Xid>, DataError>;
+    fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError>;
+    fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError>;
+    /// An operator's heuristic decision on a prepared branch (see [`Rm::heuristic`]).
+    fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError>;
+    /// A report on the store, for operators (see [`Rm::status`]).
+    fn status(&self) -> Result<Report, XaError>;
+}
+
+impl Store for Rm {
+    fn failed(&self) -> Option<String> {
+        Rm::failed(self)
+    }
+    fn fail(&self) {
+        Rm::fail(self)
+    }
+    fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<i32, XaError> {
+        Rm::start(self, toc, xid, mode)
+    }
+    fn end(&self, toc: Toc, xid: &Xid, mode: EndMode) -> Result<i32, XaError> {
+        Rm::end(self, toc, xid, mode)
+    }
+    fn prepare(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+        Rm::prepare(self, toc, xid)
+    }
+    fn commit(&self, toc: Toc, xid: &Xid, one_phase: bool) -> Result<i32, XaError> {
+        Rm::commit(self, toc, xid, one_phase)
+    }
+    fn rollback(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+        Rm::rollback(self, toc, xid)
+    }
+    fn forget(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+        Rm::forget(self, toc, xid)
+    }
+    fn recover(&self, toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>, XaError> {
+        Rm::recover(self, toc, scan, cap)
+    }
+    fn close_toc(&self, toc: Toc) -> Result<(), XaError> {
+        Rm::close_toc(self, toc)
+    }
+    fn active_branch(&self, toc: Toc) -> Result<Option<Xid>, DataError> {
+        Ok(Rm::active_branch(self, toc))
+    }
+    fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError> {
+        Rm::put(self, toc, key, value)
+    }
+    fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError> {
+        Rm::get(self, toc, key)
+    }
+    fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError> {
+        Rm::heuristic(self, xid, outcome, reason)
+    }
+    fn status(&self) -> Result<Report, XaError> {
+        Ok(Rm::status(self))
+    }
+}
+
+/// How this process reaches a store.
+pub enum Site {
+    /// This process hosts the store and serves guests.
+    Host { rm: Arc<Rm>, server: Server },
+    /// Another process hosts it.
+    Guest(Arc<Link>),
+}
+
+impl Site {
+    /// Whether the store must be reached anew (the hosted instance failed, or the host is gone).
+    pub fn failed(&self) -> bool {
+        match self {
+            Site::Host { rm, .. } => rm.failed().is_some(),
+            Site::Guest(link) => link.lost(),
+        }
+    }
+
+    /// Stops serving guests (a hosted store that failed is about to be replaced).
+    pub fn stop(&mut self) {
+        if let Site::Host { server, .. } = self {
+            server.stop();
+        }
+    }
+
+    /// A handle for one more thread of control.
+    pub fn attach(&self) -> Result<Arc<dyn Store>, XaError> {
+        match self {
+            Site::Host { rm, .. } => Ok(rm.clone()),
+            Site::Guest(link) => Ok(Arc::new(link.connect()?)),
+        }
+    }
+
+    /// The lock this site holds on its store, to keep across a reopen in this process.
+    pub fn held_lock(&self) -> Option<Arc<File>> {
+        match self {
+            Site::Host { rm, .. } => rm.store_lock(),
+            Site::Guest(_) => None,
+        }
+    }
+}
+
+/// The socket a store's host listens on. A path too long for a socket address is reached
+/// through the directory's descriptor in `/proc/self/fd`, kept open as long as the address.
+#[derive(Clone)]
+pub struct Addr {
+    path: PathBuf,
+    _dir: Arc<File>,
+}
+
+impl Addr {
+    fn new(cfg: &Config) -> Result<Addr, XaError> {
+        use std::os::unix::io::AsRawFd;
+        let dir = File::open(&cfg.dir)
+            .map_err(|e| rmerr(format!("cannot open {}: {e}", cfg.dir.display())))?;
+        let direct = cfg.dir.join("mmxa.sock");
+        let path = if direct.as_os_str().len() < 100 {
+            direct
+        } else {
+            PathBuf::from(format!("/proc/self/fd/{}/mmxa.sock", dir.as_raw_fd()))
+        };
+        Ok(Addr {
+            path,
+            _dir: Arc::new(dir),
+        })
+    }
+}
+
+/// The settings every process must agree on, as the handshake sends them.
+pub(crate) fn fingerprint(cfg: &Config) -> (u8, u64, u64) {
+    let sync = match cfg.sync {
+        SyncMode::Msync => 0,
+        SyncMode::Fdatasync => 1,
+        SyncMode::None => 2,
+    };
+    (sync, cfg.lock_timeout.as_millis() as u64, cfg.segment_size)
+}
+
+/// How long a process keeps trying to reach a host that is starting or stopping (its lock is
+/// held but nothing accepts connections yet or any more).
+const ELECTION_PATIENCE: Duration = Duration::from_secs(30);
+
+fn rmerr(msg: String) -> XaError {
+    XaError::new(XAER_RMERR, msg)
+}
+
+/// Reaches the store `cfg` names: hosts it if no process does (recovering it first), else
+/// becomes a guest of its host. `held` is this process's lock on the store, kept from a failed
+/// instance being replaced. Returns the site and a handle for the calling thread.
+pub fn establish(cfg: &Config, held: Option<Arc<File>>) -> Result<(Site, Arc<dyn Store>), XaError> {
+    let addr = Addr::new(cfg)?;
+    let sock = addr.path.clone();
+    let lock_path = cfg.dir.join("mmxa.lock");
+    let deadline = std::time::Instant::now() + ELECTION_PATIENCE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let lock = match held.clone() {
+            Some(lock) => Some(lock),
+            None => try_lock(&lock_path)?,
+        };
+        if let Some(lock) = lock {
+            let listener = host::bind(&sock)
+                .map_err(|e| rmerr(format!("cannot listen on {}: {e}", sock.display())))?;
+            let rm = Arc::new(Rm::open_locked(cfg.clone(), lock).map_err(rmerr)?);
+            let server = Server::start(listener, addr, rm.clone(), cfg.clone());
+            return Ok((
+                Site::Host {
+                    rm: rm.clone(),
+                    server,
+                },
+                rm,
+            ));
+        }
+        match UnixStream::connect(&sock) {
+            Ok(stream) => match Link::join(stream, cfg, addr.clone()) {
+                Ok((link, first)) => return Ok((Site::Guest(link), Arc::new(first))),
+                Err(guest::JoinError::Refused(e)) => return Err(e),
+                // The host went away during the handshake: elect again.
+                Err(guest::JoinError::Lost(_)) => {}
+            },
+            // Nothing listens: the host is starting or stopping.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                ) => {}
+            Err(e) => return Err(rmerr(format!("cannot connect to {}: {e}", sock.display()))),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(rmerr(format!(
+                "the store {} is locked by a process that does not serve it (a child created by \
+                 fork without exec keeps its parent's lock until it exits)",
+                cfg.dir.display()
+            )));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Takes the store's lock if no process holds it.
+fn try_lock(path: &std::path::Path) -> Result<Option<Arc<File>>, XaError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| rmerr(format!("cannot open {}: {e}", path.display())))?;
+    match lock_exclusive(&file) {
+        Ok(()) => Ok(Some(Arc::new(file))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(rmerr(format!("cannot lock {}: {e}", path.display()))),
+    }
+}
+
+/// Refuses a guest whose settings differ from the host's.
+pub(crate) fn check_fingerprint(ours: &Config, theirs: (u8, u64, u64)) -> Result<(), XaError> {
+    if fingerprint(ours) == theirs {
+        return Ok(());
+    }
+    Err(XaError::new(
+        XAER_INVAL,
+        format!(
+            "the store {} is open in another process with other settings (sync, \
+             lock_timeout_ms, segment_mb must match)",
+            ours.dir.display()
+        ),
+    ))
+}
