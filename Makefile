@@ -13,21 +13,26 @@
 #   lib/libmmxa_lixa.so, lib/libmmxa_lixa_dynamic.so   LIXA switch files (adapters/)
 #   lib/libmmxa_ndrx.so, lib/libmmxa_ndrx_dynamic.so   Enduro/X drivers (adapters/)
 #   include/mmxa/xa.h, include/mmxa/mmxa.h
+#   bin/mmxa                              the operator's tool (status, recover, heuristic
+#                                         commit/rollback, get, serve)
 #   lib/pkgconfig/mmxa.pc                 Cflags: -I$(INCLUDEDIR)/mmxa   Libs: -lmmxa
 # so that `cc prog.c $(pkg-config --cflags --libs mmxa)` builds a program that says
 # #include "xa.h" / #include "mmxa.h" (or <xa.h>, <mmxa.h>).
 #
-# To install an existing build without running cargo: CARGO=true RUST_OUT=dir-with-libmmxa.so.
+# To install an existing build without running cargo: CARGO=true RUST_OUT=dir-with-libmmxa.so
+# (and BIN_OUT=dir-with-mmxa if the tool is elsewhere).
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
 CARGO      ?= cargo
 CC         ?= cc
 INSTALL    ?= install
-# Where cargo leaves libmmxa.so and libmmxa.a.
+# Where cargo leaves libmmxa.so and libmmxa.a, and the mmxa tool.
 RUST_OUT   ?= target/release
+BIN_OUT    ?= $(RUST_OUT)
 # Where the adapters are built.
 BUILD      ?= target/adapters
 
@@ -72,7 +77,8 @@ $(BUILD)/libmmxa_%.so: adapters/%_switch.c include/mmxa.h | lib $(BUILD)
 	$(CC) $(ADAPTER_CFLAGS) $< -o $@ $(ADAPTER_LINK)
 
 install: all
-	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/mmxa
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/mmxa $(DESTDIR)$(BINDIR)
+	$(INSTALL) -m 0755 $(BIN_OUT)/mmxa $(DESTDIR)$(BINDIR)/mmxa
 	$(INSTALL) -m 0755 $(RUST_OUT)/libmmxa.so $(DESTDIR)$(LIBDIR)/libmmxa.so.$(VERSION)
 	ln -sf libmmxa.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmmxa.so.$(SOMAJOR)
 	ln -sf libmmxa.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libmmxa.so
@@ -89,7 +95,8 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libmmxa.so $(DESTDIR)$(LIBDIR)/libmmxa.a \
 	      $(addprefix $(DESTDIR)$(LIBDIR)/,$(notdir $(ADAPTERS))) \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc \
-	      $(DESTDIR)$(INCLUDEDIR)/mmxa/xa.h $(DESTDIR)$(INCLUDEDIR)/mmxa/mmxa.h
+	      $(DESTDIR)$(INCLUDEDIR)/mmxa/xa.h $(DESTDIR)$(INCLUDEDIR)/mmxa/mmxa.h \
+	      $(DESTDIR)$(BINDIR)/mmxa
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/mmxa
 
 clean:

@@ -5,6 +5,7 @@
 //! `struct xa_switch_t mmxa_switch` and the `mmxa_*` data API.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod ffi;
 mod fxhash;

@@ -20,7 +20,7 @@ use crate::config::{self, Config};
 use crate::fxhash::FxHashMap;
 use crate::rm::flags::StartMode;
 use crate::rm::{DataError, Toc, XaError};
-use crate::share::{self, Site, Store};
+use crate::share::{self, Role, Site, Store};
 use crate::status::{MMXA_EIO, MMXA_ENOTOPEN, MMXA_EREGISTER, MMXA_EROLLBACK};
 use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL, XA_RBBASE, XA_RBEND};
 use crate::xid::Xid;
@@ -177,7 +177,7 @@ fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> R
             // Reach the store anew, keeping this process's lock if it held one.
             let held = e.site.held_lock();
             e.site.stop();
-            let (site, first) = share::establish(&cfg, held)?;
+            let (site, first) = share::establish(&cfg, held, Role::Member)?;
             e.site = site;
             first
         } else {
@@ -195,7 +195,7 @@ fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> R
             ),
         ));
     }
-    let (site, first) = share::establish(&cfg, None)?;
+    let (site, first) = share::establish(&cfg, None, Role::Member)?;
     reg.insert(
         rmid,
         Entry {

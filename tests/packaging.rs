@@ -38,6 +38,13 @@ fn make(target: &str, tmp: &Path, vars: &[(&str, &Path)]) -> Output {
         .arg(target)
         .arg("CARGO=true")
         .arg(format!("RUST_OUT={}", lib_dir().display()))
+        .arg(format!(
+            "BIN_OUT={}",
+            Path::new(env!("CARGO_BIN_EXE_mmxa"))
+                .parent()
+                .expect("the tool's directory")
+                .display()
+        ))
         .arg(format!("BUILD={}", tmp.join("build").display()));
     for (k, v) in vars {
         cmd.arg(format!("{k}={}", v.display()));
@@ -177,9 +184,15 @@ fn make_install_and_pkg_config() {
         "lib/pkgconfig/mmxa.pc",
         "include/mmxa/xa.h",
         "include/mmxa/mmxa.h",
+        "bin/mmxa",
     ] {
         assert!(prefix.join(f).is_file(), "{f} not installed");
     }
+    let help = Command::new(prefix.join("bin/mmxa"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("usage: mmxa"));
 
     let pkgconfig = lib.join("pkgconfig");
     let modversion = ok(

@@ -824,6 +824,14 @@ impl Rm {
             self.apply(&writes);
         }
         self.locks.release_all(tag);
+        drop(st);
+        // The log holds the decision; the audit line is its human-readable trail.
+        let decision = if outcome == XA_HEURCOM {
+            "heuristic-commit"
+        } else {
+            "heuristic-rollback"
+        };
+        let _ = crate::audit::record(&self.cfg.dir, xid, decision, reason);
         Ok(())
     }
 

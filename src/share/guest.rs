@@ -7,7 +7,7 @@
 //! thread must `xa_open` again, which elects a new host if this one is gone.
 
 use super::wire::{self, op, In, Out, Status};
-use super::{fingerprint, Addr, Store};
+use super::{fingerprint, Addr, Role, Store};
 use crate::config::Config;
 use crate::rm::flags::{EndMode, Scan, StartMode};
 use crate::rm::{BranchReport, DataError, Report, Rm, Toc, XaError};
@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 pub struct Link {
     addr: Addr,
     cfg: Config,
+    role: Role,
     host_pid: u32,
     lost: AtomicBool,
 }
@@ -36,10 +37,11 @@ pub enum JoinError {
 }
 
 /// Sends the handshake on a new connection; the host's pid on success.
-fn hello(stream: &mut UnixStream, cfg: &Config) -> Result<u32, JoinError> {
+fn hello(stream: &mut UnixStream, cfg: &Config, role: Role) -> Result<u32, JoinError> {
     let (sync, timeout, segment) = fingerprint(cfg);
     Out::request(op::HELLO)
         .u32(wire::VERSION)
+        .bool(role == Role::Admin)
         .u8(sync)
         .u64(timeout)
         .u64(segment)
@@ -62,11 +64,13 @@ impl Link {
         mut stream: UnixStream,
         cfg: &Config,
         addr: Addr,
+        role: Role,
     ) -> Result<(Arc<Link>, Remote), JoinError> {
-        let host_pid = hello(&mut stream, cfg)?;
+        let host_pid = hello(&mut stream, cfg, role)?;
         let link = Arc::new(Link {
             addr,
             cfg: cfg.clone(),
+            role,
             host_pid,
             lost: AtomicBool::new(false),
         });
@@ -92,7 +96,7 @@ impl Link {
     pub fn connect(self: &Arc<Self>) -> Result<Remote, XaError> {
         let mut stream = UnixStream::connect(&self.addr.path)
             .map_err(|e| XaError::new(XAER_RMERR, self.gone(e)))?;
-        match hello(&mut stream, &self.cfg) {
+        match hello(&mut stream, &self.cfg, self.role) {
             Ok(_) => Ok(Remote::new(self.clone(), stream)),
             Err(JoinError::Refused(e)) => Err(e),
             Err(JoinError::Lost(e)) => Err(XaError::new(XAER_RMERR, self.gone(e))),

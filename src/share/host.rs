@@ -7,7 +7,7 @@
 //! exits; stopping the server joins every thread it started (the library may be unloaded next).
 
 use super::wire::{self, op, In, Out};
-use super::Addr;
+use super::{Addr, Role};
 use crate::config::Config;
 use crate::fxhash::FxHashMap;
 use crate::registry;
@@ -160,14 +160,7 @@ fn serve(stream: UnixStream, shared: &Shared) {
     let mut greeted = false;
     let mut closed = false;
     while let Ok(Some(frame)) = wire::recv(&mut reader) {
-        let reply = match handle(
-            &shared.rm,
-            &shared.cfg,
-            toc,
-            &frame,
-            &mut greeted,
-            &mut closed,
-        ) {
+        let reply = match handle(shared, toc, &frame, &mut greeted, &mut closed) {
             Ok(reply) => reply,
             // A malformed request: the guest is not speaking our protocol; hang up.
             Err(_) => break,
@@ -214,17 +207,18 @@ fn end_mode(v: u8) -> io::Result<EndMode> {
 
 /// Decodes and runs one request.
 fn handle(
-    rm: &Rm,
-    cfg: &Config,
+    shared: &Shared,
     toc: Toc,
     frame: &[u8],
     greeted: &mut bool,
     closed: &mut bool,
 ) -> io::Result<Out> {
+    let rm = &*shared.rm;
     let mut r = In::new(frame);
     let code = r.u8()?;
     if code == op::HELLO {
         let version = r.u32()?;
+        let role = if r.bool()? { Role::Admin } else { Role::Member };
         let theirs = (r.u8()?, r.u64()?, r.u64()?);
         r.done()?;
         let answer = if version != wire::VERSION {
@@ -236,7 +230,7 @@ fn handle(
                 ),
             ))
         } else {
-            super::check_fingerprint(cfg, theirs)
+            super::check_fingerprint(&shared.cfg, theirs, role)
         };
         return Ok(
             match answer.and_then(|()| match rm.failed() {

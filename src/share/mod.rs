@@ -115,8 +115,8 @@ impl Store for Rm {
 
 /// How this process reaches a store.
 pub enum Site {
-    /// This process hosts the store and serves guests.
-    Host { rm: Arc<Rm>, server: Server },
+    /// This process hosts the store and serves guests (unless it is an administrator).
+    Host { rm: Arc<Rm>, server: Option<Server> },
     /// Another process hosts it.
     Guest(Arc<Link>),
 }
@@ -132,7 +132,11 @@ impl Site {
 
     /// Stops serving guests (a hosted store that failed is about to be replaced).
     pub fn stop(&mut self) {
-        if let Site::Host { server, .. } = self {
+        if let Site::Host {
+            server: Some(server),
+            ..
+        } = self
+        {
             server.stop();
         }
     }
@@ -190,6 +194,17 @@ pub(crate) fn fingerprint(cfg: &Config) -> (u8, u64, u64) {
     (sync, cfg.lock_timeout.as_millis() as u64, cfg.segment_size)
 }
 
+/// What a process wants with a store: settings are checked between members; an administrator
+/// (the `mmxa` tool) takes the store as it is. An administrator that has to host the store (no
+/// one else has it open) serves no one: members wait for it to finish, then one of them hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A process that opened the store through `xa_open`.
+    Member,
+    /// An operator's tool.
+    Admin,
+}
+
 /// How long a process keeps trying to reach a host that is starting or stopping (its lock is
 /// held but nothing accepts connections yet or any more).
 const ELECTION_PATIENCE: Duration = Duration::from_secs(30);
@@ -201,7 +216,11 @@ fn rmerr(msg: String) -> XaError {
 /// Reaches the store `cfg` names: hosts it if no process does (recovering it first), else
 /// becomes a guest of its host. `held` is this process's lock on the store, kept from a failed
 /// instance being replaced. Returns the site and a handle for the calling thread.
-pub fn establish(cfg: &Config, held: Option<Arc<File>>) -> Result<(Site, Arc<dyn Store>), XaError> {
+pub fn establish(
+    cfg: &Config,
+    held: Option<Arc<File>>,
+    role: Role,
+) -> Result<(Site, Arc<dyn Store>), XaError> {
     let addr = Addr::new(cfg)?;
     let sock = addr.path.clone();
     let lock_path = cfg.dir.join("mmxa.lock");
@@ -213,10 +232,16 @@ pub fn establish(cfg: &Config, held: Option<Arc<File>>) -> Result<(Site, Arc<dyn
             None => try_lock(&lock_path)?,
         };
         if let Some(lock) = lock {
-            let listener = host::bind(&sock)
-                .map_err(|e| rmerr(format!("cannot listen on {}: {e}", sock.display())))?;
+            // Listen before recovering, so members that come meanwhile wait in the backlog.
+            let listener = match role {
+                Role::Member => Some(
+                    host::bind(&sock)
+                        .map_err(|e| rmerr(format!("cannot listen on {}: {e}", sock.display())))?,
+                ),
+                Role::Admin => None,
+            };
             let rm = Arc::new(Rm::open_locked(cfg.clone(), lock).map_err(rmerr)?);
-            let server = Server::start(listener, addr, rm.clone(), cfg.clone());
+            let server = listener.map(|l| Server::start(l, addr, rm.clone(), cfg.clone()));
             return Ok((
                 Site::Host {
                     rm: rm.clone(),
@@ -226,7 +251,7 @@ pub fn establish(cfg: &Config, held: Option<Arc<File>>) -> Result<(Site, Arc<dyn
             ));
         }
         match UnixStream::connect(&sock) {
-            Ok(stream) => match Link::join(stream, cfg, addr.clone()) {
+            Ok(stream) => match Link::join(stream, cfg, addr.clone(), role) {
                 Ok((link, first)) => return Ok((Site::Guest(link), Arc::new(first))),
                 Err(guest::JoinError::Refused(e)) => return Err(e),
                 // The host went away during the handshake: elect again.
@@ -277,8 +302,12 @@ fn try_lock(path: &std::path::Path) -> Result<Option<Arc<File>>, XaError> {
 }
 
 /// Refuses a guest whose settings differ from the host's.
-pub(crate) fn check_fingerprint(ours: &Config, theirs: (u8, u64, u64)) -> Result<(), XaError> {
-    if fingerprint(ours) == theirs {
+pub(crate) fn check_fingerprint(
+    ours: &Config,
+    theirs: (u8, u64, u64),
+    role: Role,
+) -> Result<(), XaError> {
+    if fingerprint(ours) == theirs || role == Role::Admin {
         return Ok(());
     }
     Err(XaError::new(

@@ -1,0 +1,442 @@
+//! `mmxa`: see and resolve in-doubt work in a store, also while processes have it open.
+//!
+//! The tool reaches a store as any process does (see `mmxa::share`): as a guest of the process
+//! hosting it, or as its host while nobody else has it open.
+
+use mmxa::config::{self, Config};
+use mmxa::rm::Report;
+use mmxa::share::{self, Role, Site, Store};
+use mmxa::xa::{XA_HEURCOM, XA_HEURRB};
+use mmxa::xid::Xid;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const HELP: &str = "\
+mmxa — inspect and resolve an mmxa store
+
+usage: mmxa [--json] COMMAND STORE [ARGS]
+
+STORE is the store's directory, or the open string the monitor passes to xa_open
+(\"dir=/var/lib/app/a;sync=msync\"). Every command works while other processes have the
+store open. While no process has the store open, the tool opens it itself (recovering it
+as any open does); a monitor opening it meanwhile waits until the tool is done.
+
+commands:
+  status STORE                 in-doubt and active branches with their age, log size, live
+                               keys, lock waits now, and the latest heuristic decisions
+  recover STORE [--mysql]      list in-doubt XIDs, one per line, as formatID.gtrid-hex.bqual-hex
+                               (or, with --mysql, as X'gtrid-hex',X'bqual-hex',formatID)
+  commit STORE XID --reason TEXT
+                               heuristically commit a prepared branch; the decision and the
+                               reason are durable before any lock is released, the monitor's
+                               later xa_commit or xa_rollback answers XA_HEURCOM, and the
+                               branch stays listed until xa_forget
+  rollback STORE XID --reason TEXT
+                               heuristically roll back a prepared branch (answers: XA_HEURRB)
+  get STORE KEY                print the committed value of KEY
+  serve STORE                  host the store until killed, so that no worker process has to
+                               (start it before the monitor, with the monitor's open string)
+
+options:
+  --json      machine-readable output (status, recover, get)
+  -h, --help  this text
+
+exit status: 0 success; 1 KEY or XID not found; 2 usage error; 3 the store answered an error.
+
+examples:
+  mmxa status /var/lib/app/a
+  mmxa --json recover 'dir=/var/lib/app/a;sync=fdatasync'
+  mmxa rollback /var/lib/app/a 4d4d5841.7478312d31.62 --reason 'TM lost, ticket 4711'
+  mmxa recover --mysql /var/lib/app/a
+";
+
+/// A failure, with the exit status it means.
+struct Fail(u8, String);
+
+fn usage(msg: impl Into<String>) -> Fail {
+    Fail(2, msg.into())
+}
+
+fn store_err(msg: impl Into<String>) -> Fail {
+    Fail(3, msg.into())
+}
+
+/// Options and operands, in any order.
+struct Args {
+    json: bool,
+    mysql: bool,
+    reason: Option<String>,
+    rest: Vec<String>,
+}
+
+fn parse_args(argv: Vec<String>) -> Result<Args, Fail> {
+    let mut a = Args {
+        json: false,
+        mysql: false,
+        reason: None,
+        rest: Vec::new(),
+    };
+    let mut it = argv.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => a.json = true,
+            "--mysql" => a.mysql = true,
+            "--reason" => a.reason = Some(it.next().ok_or_else(|| usage("--reason needs a text"))?),
+            "-h" | "--help" => return Err(Fail(0, HELP.into())),
+            s if s.starts_with("--") => return Err(usage(format!("unknown option {s}"))),
+            _ => a.rest.push(arg),
+        }
+    }
+    Ok(a)
+}
+
+/// The store's settings from a directory or an open string.
+fn store_config(arg: &str) -> Result<Config, Fail> {
+    let mut cfg = if arg.contains("dir=") {
+        config::parse(arg.as_bytes()).map_err(usage)?
+    } else {
+        Config::new(arg)
+    };
+    cfg.trace = None;
+    cfg.dir = std::fs::canonicalize(&cfg.dir)
+        .map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?;
+    let has_log = std::fs::read_dir(&cfg.dir)
+        .map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?
+        .filter_map(Result::ok)
+        .any(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("log-") && n.ends_with(".seg")
+        });
+    if !has_log {
+        return Err(store_err(format!(
+            "{}: no mmxa store here (no log-*.seg files)",
+            cfg.dir.display()
+        )));
+    }
+    Ok(cfg)
+}
+
+/// Reaches the store as an administrator.
+fn reach(cfg: &Config) -> Result<(Site, Arc<dyn Store>), Fail> {
+    share::establish(cfg, None, Role::Admin).map_err(|e| store_err(e.msg))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, c| {
+        let _ = write!(s, "{c:02x}");
+        s
+    })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `formatID.gtrid-hex.bqual-hex` or MySQL's `X'gtrid-hex',X'bqual-hex',formatID`.
+fn parse_xid(s: &str) -> Result<Xid, Fail> {
+    let bad = || {
+        usage(format!(
+            "{s}: not an XID (formatID.gtrid-hex.bqual-hex or X'..',X'..',N)"
+        ))
+    };
+    let (fmt, g, b) = if let Some(rest) = s.strip_prefix("X'").or_else(|| s.strip_prefix("x'")) {
+        let (g, rest) = rest.split_once("',").ok_or_else(bad)?;
+        let rest = rest
+            .strip_prefix("X'")
+            .or_else(|| rest.strip_prefix("x'"))
+            .ok_or_else(bad)?;
+        let (b, fmt) = rest.split_once("',").ok_or_else(bad)?;
+        (fmt, g, b)
+    } else {
+        let mut parts = s.splitn(3, '.');
+        let fmt = parts.next().ok_or_else(bad)?;
+        let g = parts.next().ok_or_else(bad)?;
+        let b = parts.next().ok_or_else(bad)?;
+        (fmt, g, b)
+    };
+    let fmt: i64 = fmt.trim().parse().map_err(|_| bad())?;
+    let g = unhex(g).ok_or_else(bad)?;
+    let b = unhex(b).ok_or_else(bad)?;
+    Xid::from_parts(fmt, &g, &b).map_err(|e| usage(format!("{s}: {e}")))
+}
+
+fn mysql_xid(x: &Xid) -> String {
+    format!(
+        "X'{}',X'{}',{}",
+        hex(x.gtrid()),
+        hex(x.bqual()),
+        x.format_id()
+    )
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn xid_json(x: &Xid) -> String {
+    format!(
+        "{{\"xid\":{},\"formatID\":{},\"gtrid\":{},\"bqual\":{},\"mysql\":{}}}",
+        js(&x.to_string()),
+        x.format_id(),
+        js(&hex(x.gtrid())),
+        js(&hex(x.bqual())),
+        js(&mysql_xid(x))
+    )
+}
+
+fn in_doubt(state: &str) -> bool {
+    state == "prepared" || state.starts_with("heuristic")
+}
+
+fn age(ms: u64) -> String {
+    match ms {
+        0..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
+    let mut out = String::new();
+    if json {
+        let branches: Vec<String> = rep
+            .branches
+            .iter()
+            .map(|b| {
+                format!(
+                    "{{\"xid\":{},\"state\":{},\"in_doubt\":{},\"age_ms\":{},\"keys\":{},\"reason\":{}}}",
+                    xid_json(&b.xid),
+                    js(&b.state),
+                    in_doubt(&b.state),
+                    b.age_ms,
+                    b.keys,
+                    js(&b.reason)
+                )
+            })
+            .collect();
+        let audit: Vec<String> = audit.iter().map(|l| js(l)).collect();
+        let _ = writeln!(
+            out,
+            "{{\"dir\":{},\"host_pid\":{},\"live_keys\":{},\"live_bytes\":{},\"segments\":{},\
+             \"log_bytes\":{},\"lock_waits\":{},\"branches\":[{}],\"audit\":[{}]}}",
+            js(&cfg.dir.display().to_string()),
+            rep.host_pid,
+            rep.live_keys,
+            rep.live_bytes,
+            rep.segments,
+            rep.log_bytes,
+            rep.lock_waits,
+            branches.join(","),
+            audit.join(",")
+        );
+        return out;
+    }
+    let doubt = rep.branches.iter().filter(|b| in_doubt(&b.state)).count();
+    let _ = writeln!(out, "store      {}", cfg.dir.display());
+    let _ = writeln!(out, "hosted by  pid {}", rep.host_pid);
+    let _ = writeln!(
+        out,
+        "live keys  {} ({} of log records)",
+        rep.live_keys,
+        mib(rep.live_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "log        {} segment(s), {}",
+        rep.segments,
+        mib(rep.log_bytes)
+    );
+    let _ = writeln!(out, "lock waits {} now", rep.lock_waits);
+    let _ = writeln!(out, "branches   {} ({doubt} in doubt)", rep.branches.len());
+    if !rep.branches.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<40} {:<19} {:>8} {:>6}  reason",
+            "XID", "state", "age", "keys"
+        );
+        for b in &rep.branches {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<19} {:>8} {:>6}  {}",
+                b.xid.to_string(),
+                b.state,
+                age(b.age_ms),
+                b.keys,
+                b.reason
+            );
+        }
+    }
+    if !audit.is_empty() {
+        let _ = writeln!(out, "latest heuristic decisions (mmxa.audit):");
+        for l in audit {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    out
+}
+
+fn run(argv: Vec<String>) -> Result<String, Fail> {
+    let a = parse_args(argv)?;
+    let (cmd, store) = match a.rest.as_slice() {
+        [cmd, store, ..] => (cmd.as_str(), store.as_str()),
+        [] => return Err(Fail(2, HELP.into())),
+        [cmd] => return Err(usage(format!("{cmd}: STORE is missing (see --help)"))),
+    };
+    let operands = &a.rest[2..];
+    let want = |n: usize, what: &str| -> Result<(), Fail> {
+        if operands.len() == n {
+            Ok(())
+        } else {
+            Err(usage(format!("{cmd}: expected {what} (see --help)")))
+        }
+    };
+    let cfg = store_config(store)?;
+    match cmd {
+        "status" => {
+            want(0, "no further operands")?;
+            let (_site, s) = reach(&cfg)?;
+            let rep = s.status().map_err(|e| store_err(e.msg))?;
+            let audit = mmxa::audit::tail(&cfg.dir, 10).unwrap_or_default();
+            Ok(status(&cfg, &rep, &audit, a.json))
+        }
+        "recover" => {
+            want(0, "no further operands")?;
+            let (_site, s) = reach(&cfg)?;
+            let rep = s.status().map_err(|e| store_err(e.msg))?;
+            let list: Vec<&Xid> = rep
+                .branches
+                .iter()
+                .filter(|b| in_doubt(&b.state))
+                .map(|b| &b.xid)
+                .collect();
+            if a.json {
+                let items: Vec<String> = list.iter().map(|x| xid_json(x)).collect();
+                return Ok(format!("[{}]\n", items.join(",")));
+            }
+            Ok(list.iter().fold(String::new(), |mut s, x| {
+                let _ = writeln!(s, "{}", if a.mysql { mysql_xid(x) } else { x.to_string() });
+                s
+            }))
+        }
+        "commit" | "rollback" => {
+            want(1, "one XID")?;
+            let xid = parse_xid(&operands[0])?;
+            let reason = a
+                .reason
+                .clone()
+                .filter(|r| !r.trim().is_empty())
+                .ok_or_else(|| usage(format!("{cmd}: --reason TEXT is required")))?;
+            let (_site, s) = reach(&cfg)?;
+            let outcome = if cmd == "commit" {
+                XA_HEURCOM
+            } else {
+                XA_HEURRB
+            };
+            match s.heuristic(&xid, outcome, &reason) {
+                Ok(()) => Ok(format!(
+                    "{xid}: heuristically {}; the decision is durable and the branch stays \
+                     listed until the monitor calls xa_forget\n",
+                    if cmd == "commit" {
+                        "committed"
+                    } else {
+                        "rolled back"
+                    }
+                )),
+                Err(e) if e.code == mmxa::xa::XAER_NOTA => {
+                    Err(Fail(1, format!("{xid}: no such branch")))
+                }
+                Err(e) => Err(store_err(format!("{xid}: {}", e.msg))),
+            }
+        }
+        "get" => {
+            want(1, "one KEY")?;
+            let key = operands[0].as_bytes();
+            let (_site, s) = reach(&cfg)?;
+            // Outside any branch: committed data.
+            match s.get(mmxa::registry::new_toc(), key) {
+                Ok(Some(v)) if a.json => Ok(format!(
+                    "{{\"key\":{},\"found\":true,\"value\":{},\"value_hex\":{}}}\n",
+                    js(&operands[0]),
+                    std::str::from_utf8(&v).map_or("null".into(), js),
+                    js(&hex(&v))
+                )),
+                Ok(Some(v)) => Ok(format!("{}\n", String::from_utf8_lossy(&v))),
+                Ok(None) if a.json => Err(Fail(
+                    1,
+                    format!("{{\"key\":{},\"found\":false}}", js(&operands[0])),
+                )),
+                Ok(None) => Err(Fail(1, format!("{}: not found", operands[0]))),
+                Err(e) => Err(store_err(e.msg)),
+            }
+        }
+        "serve" => {
+            want(0, "no further operands")?;
+            let (site, _s) =
+                share::establish(&cfg, None, Role::Member).map_err(|e| store_err(e.msg))?;
+            if let Site::Guest(_) = site {
+                return Err(store_err(format!(
+                    "{}: another process hosts the store already",
+                    cfg.dir.display()
+                )));
+            }
+            eprintln!(
+                "mmxa serve: hosting {} (pid {}); stop with SIGTERM",
+                cfg.dir.display(),
+                std::process::id()
+            );
+            loop {
+                std::thread::park();
+            }
+        }
+        _ => Err(usage(format!("unknown command {cmd} (see --help)"))),
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match run(argv) {
+        Ok(out) => {
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(Fail(0, text)) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(Fail(code, msg)) => {
+            if msg.starts_with('{') || msg == HELP {
+                println!("{msg}");
+            } else {
+                eprintln!("mmxa: {}", msg.trim_end());
+            }
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The `mmxa` tool end to end, on stores that other processes are using (XA shells, see
+//! `tests/shell`): status, recover in both XID formats, heuristic decisions and what the
+//! monitor's later calls answer, get, usage errors, and `serve`.
+
+mod ffi_common;
+mod shell;
+
+use mmxa::status::*;
+use mmxa::xa::*;
+use shell::{open_string, shell_if_child, Shell};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mmxa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmxa"))
+        .args(args)
+        .output()
+        .expect("run mmxa")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}stderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> String {
+    let o = mmxa(args);
+    assert_eq!(o.status.code(), Some(0), "mmxa {args:?}: {}", text(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[track_caller]
+fn fails(args: &[&str], code: i32) -> String {
+    let o = mmxa(args);
+    assert_eq!(o.status.code(), Some(code), "mmxa {args:?}: {}", text(&o));
+    text(&o)
+}
+
+fn dir_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
+    const T: &str = "status_recover_and_heuristic_decisions_on_a_store_in_use";
+    shell_if_child();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = dir_str(tmp.path());
+    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
+    let mut tm = Shell::spawn(T, "tm");
+    tm.rc(&format!("open 1 {info}"), XA_OK);
+    let tm_pid = tm.run("pid");
+    tm.rc("put 1 c committed", MMXA_OK);
+    for (g, k) in [("pp", "kp"), ("pq", "kq")] {
+        tm.rc(&format!("start 1 {g} 0"), XA_OK);
+        tm.rc(&format!("put 1 {k} {g}"), MMXA_OK);
+        tm.rc(&format!("end 1 {g} {TMSUCCESS}"), XA_OK);
+        tm.rc(&format!("prepare 1 {g}"), XA_OK);
+    }
+    tm.rc("start 1 act 0", XA_OK);
+    tm.rc("put 1 ka x", MMXA_OK);
+
+    let st = ok(&["status", dir]);
+    assert!(st.contains(&format!("hosted by  pid {tm_pid}")), "{st}");
+    assert!(st.contains("branches   3 (2 in doubt)"), "{st}");
+    assert!(st.contains("1.7070.62") && st.contains("prepared"), "{st}");
+    assert!(st.contains("active"), "{st}");
+    let js = ok(&["--json", "status", &format!("dir={dir}")]);
+    assert!(
+        js.starts_with('{') && js.contains("\"state\":\"prepared\""),
+        "{js}"
+    );
+    assert!(js.contains(&format!("\"host_pid\":{tm_pid}")), "{js}");
+
+    assert_eq!(ok(&["recover", dir]), "1.7070.62\n1.7071.62\n");
+    assert_eq!(
+        ok(&["recover", "--mysql", dir]),
+        "X'7070',X'62',1\nX'7071',X'62',1\n"
+    );
+    let js = ok(&["recover", dir, "--json"]);
+    assert!(js.contains("\"gtrid\":\"7070\"") && js.contains("\"mysql\":\"X'7071',X'62',1\""));
+    assert_eq!(ok(&["get", dir, "c"]), "committed\n");
+    assert!(ok(&["--json", "get", dir, "c"]).contains("\"value\":\"committed\""));
+    fails(&["get", dir, "kp"], 1); // prepared, not committed
+
+    // Heuristic decisions: the reason is required; the monitor learns the outcome.
+    fails(&["rollback", dir, "1.7070.62"], 2);
+    let out = ok(&[
+        "rollback",
+        dir,
+        "1.7070.62",
+        "--reason",
+        "TM lost, ticket 4711",
+    ]);
+    assert!(out.contains("heuristically rolled back"), "{out}");
+    ok(&[
+        "commit",
+        dir,
+        "X'7071',X'62',1",
+        "--reason",
+        "checked with the bank",
+    ]);
+    fails(&["commit", dir, "1.7072.62", "--reason", "nope"], 1);
+    fails(&["commit", dir, "1.zz.62", "--reason", "nope"], 2);
+    tm.rc(&format!("commit 1 pp {TMNOFLAGS}"), XA_HEURRB);
+    tm.rc("rollback 1 pq", XA_HEURCOM);
+    assert_eq!(tm.get(1, "kp"), None);
+    assert_eq!(tm.get(1, "kq").as_deref(), Some("pq"));
+    assert_eq!(tm.recover(1), vec!["pp".to_string(), "pq".to_string()]);
+    let st = ok(&["status", dir]);
+    assert!(st.contains("heuristic-rollback") && st.contains("TM lost, ticket 4711"));
+    assert!(st.contains("decision=heuristic-commit reason=checked with the bank"));
+    tm.rc("forget 1 pp", XA_OK);
+    tm.rc("forget 1 pq", XA_OK);
+    assert_eq!(ok(&["recover", dir]), "");
+    // The audit trail outlives xa_forget.
+    assert!(ok(&["status", dir]).contains("xid=1.7070.62 decision=heuristic-rollback"));
+
+    // Usage and store errors.
+    fails(&["status"], 2);
+    fails(&["frobnicate", dir], 2);
+    fails(&["status", dir, "--bogus"], 2);
+    let empty = tempfile::tempdir().unwrap();
+    fails(&["status", dir_str(empty.path())], 3);
+    assert!(ok(&["--help"]).contains("usage: mmxa"));
+    tm.rc(&format!("end 1 act {TMSUCCESS}"), XA_OK);
+    tm.rc("rollback 1 act", XA_OK);
+    tm.rc("close 1", XA_OK);
+}
+
+#[test]
+fn serve_hosts_the_store_so_no_worker_has_to() {
+    const T: &str = "serve_hosts_the_store_so_no_worker_has_to";
+    shell_if_child();
+    let tmp = tempfile::tempdir().unwrap();
+    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
+    // Create the store, then let `mmxa serve` host it.
+    let mut first = Shell::spawn(T, "first");
+    first.rc(&format!("open 1 {info}"), XA_OK);
+    first.rc("close 1", XA_OK);
+    drop(first);
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_mmxa"))
+        .args(["serve", &info])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says so once it hosts.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stderr.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("hosting"), "{line}");
+
+    let mut w1 = Shell::spawn(T, "w1");
+    let mut w2 = Shell::spawn(T, "w2");
+    w1.rc(&format!("open 1 {info}"), XA_OK);
+    w2.rc(&format!("open 1 {info}"), XA_OK);
+    w2.rc("start 1 b2 0", XA_OK);
+    w2.rc("put 1 k2 v2", MMXA_OK);
+    w1.rc("start 1 b1 0", XA_OK);
+    w1.rc("put 1 k1 v1", MMXA_OK);
+    w1.sigkill();
+    // The death of a worker touches no one else's work: w2's branch goes on.
+    w2.rc("put 1 k3 v3", MMXA_OK);
+    w2.rc(&format!("end 1 b2 {TMSUCCESS}"), XA_OK);
+    w2.rc(&format!("commit 1 b2 {TMONEPHASE}"), XA_OK);
+    assert_eq!(w2.get(1, "k3").as_deref(), Some("v3"));
+    assert_eq!(w2.get(1, "k1"), None);
+    let st = ok(&["status", dir_str(tmp.path())]);
+    assert!(
+        st.contains(&format!("hosted by  pid {}", serve.id())),
+        "{st}"
+    );
+    // A second serve refuses: the store is hosted.
+    fails(&["serve", &info], 3);
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
