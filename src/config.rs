@@ -75,7 +75,12 @@ fn number(key: &str, value: &str, lo: u64, hi: u64) -> Result<u64, String> {
 
 /// Parses an info string (without its NUL).
 pub fn parse(info: &[u8]) -> Result<Config, String> {
-    let text = std::str::from_utf8(info).map_err(|_| "open string is not UTF-8".to_string())?;
+    let text = std::str::from_utf8(info).map_err(|e| {
+        format!(
+            "open string is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
     let mut dir: Option<PathBuf> = None;
     let mut cfg = Config::new("");
     let mut seen: Vec<&str> = Vec::new();
@@ -166,6 +171,7 @@ mod tests {
             (b"dir=/a;lock_timeout_ms=99999999", "between"),
             (b"dir=/a;segment_mb=1", "between"),
             (b"dir=/\xff", "UTF-8"),
+            (b"dir=/a\xffb", "invalid byte at offset 6"),
         ];
         for (input, want) in cases {
             let err = parse(input).unwrap_err();

@@ -68,7 +68,8 @@
 //! `x`, the bytes at `x` had been synced — that is corruption of acknowledged data, and opening
 //! fails naming the file and offset. Otherwise everything from `x` on was never acknowledged
 //! (a torn or unfinished write): it is cut, zeroed and synced, later segments are deleted, and
-//! appending resumes at `x`. A valid record whose payload does not decode is corruption too.
+//! appending resumes at `x`. A valid record whose payload does not decode is corruption too, and
+//! so is a segment header whose id or base LSN exceeds 2^62 (no real log gets there).
 //!
 //! # Assumptions about the media
 //! Synced bytes read back as written (or fail the CRC). A sync covers a prefix of the log, so a
@@ -97,6 +98,9 @@ pub type Lsn = u64;
 const MAGIC: &[u8; 8] = b"MMXASEG1";
 const VERSION: u32 = 1;
 const SEG_HEADER: u64 = 64;
+/// Highest segment id and LSN a valid log can hold (2^62: far beyond any real log).
+const MAX_SEGMENT_ID: u64 = 1 << 62;
+const MAX_LSN: u64 = 1 << 62;
 const REC_HEADER: usize = 24;
 
 const K_PUT: u8 = 1;
@@ -536,6 +540,15 @@ impl Log {
                 what: format!("segments {first_needed} to {} are missing", segs[0].id - 1),
             });
         }
+        // A CHECKPOINT is appended in or after the segment it names: a claim beyond the last
+        // segment is corruption, and would otherwise delete every segment as dead.
+        if first_needed > segs[last].id {
+            return Err(LogError::Corrupt {
+                file: segs[last].file.path().to_path_buf(),
+                offset: 0,
+                what: format!("a CHECKPOINT names segment {first_needed}, after the last one"),
+            });
+        }
         // Segments a crash left behind after their CHECKPOINT: dead, delete them now.
         let dead = segs.iter().take_while(|s| s.id < first_needed).count();
         if dead > 0 {
@@ -586,6 +599,10 @@ impl Log {
         }
         if le_u64(&h, 16) != id || le_u64(&h, 32) != file.size() {
             return Err(corrupt("segment id or size does not match the file"));
+        }
+        // No real log gets near these bounds; they keep id and LSN arithmetic from overflowing.
+        if id > MAX_SEGMENT_ID || le_u64(&h, 24) > MAX_LSN.saturating_sub(file.size()) {
+            return Err(corrupt("segment id or base LSN out of range"));
         }
         Ok(Seg {
             id,

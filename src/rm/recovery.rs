@@ -19,6 +19,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, RwLock};
 
+/// The highest branch tag a valid log holds.
+const MAX_TAG: u64 = 1 << 62;
+
 type Writes = BTreeMap<Vec<u8>, (Lsn, Option<ValueLoc>)>;
 
 /// An in-doubt branch as the log states it: XID and the LSN of the stating record.
@@ -40,6 +43,16 @@ impl Replay {
         }
     }
 
+    /// Tags are handed out from 1 upwards, so none gets near [`MAX_TAG`]; a larger one is
+    /// corruption (and would overflow the next tag).
+    fn note_tag(&mut self, tag: u64) -> Result<(), String> {
+        if tag > MAX_TAG {
+            return Err(format!("branch tag {tag} out of range"));
+        }
+        self.max_tag = self.max_tag.max(tag);
+        Ok(())
+    }
+
     fn visit(&mut self, lsn: Lsn, rec: Record<'_>) -> Result<(), String> {
         let (tag, key, value) = match rec {
             Record::Put { tag, key, value } => (tag, key, Some(value)),
@@ -48,7 +61,7 @@ impl Replay {
                 // Its writes may be in a reclaimed segment if the branch completed later; a
                 // branch still prepared at the end must have writes (checked in `open`).
                 self.pending.entry(tag).or_default();
-                self.max_tag = self.max_tag.max(tag);
+                self.note_tag(tag)?;
                 self.prepared.insert(tag, (xid, lsn));
                 return Ok(());
             }
@@ -69,6 +82,7 @@ impl Replay {
                 xid,
                 reason,
             } => {
+                self.note_tag(tag)?;
                 self.prepared.remove(&tag);
                 let writes = self.pending.remove(&tag).unwrap_or_default();
                 if outcome == XA_HEURCOM {
@@ -89,7 +103,7 @@ impl Replay {
                 if !self.pending.contains_key(&new) {
                     return Err(format!("MOVE of {xid} to tag {new}, which has no writes"));
                 }
-                self.max_tag = self.max_tag.max(new);
+                self.note_tag(new)?;
                 self.prepared.insert(new, (xid, lsn));
                 return Ok(());
             }
@@ -101,7 +115,7 @@ impl Replay {
         if tag == 0 {
             self.index.set(key, loc);
         } else {
-            self.max_tag = self.max_tag.max(tag);
+            self.note_tag(tag)?;
             if self.prepared.contains_key(&tag) {
                 return Err(format!("write for branch tag {tag} after its PREPARE"));
             }
