@@ -74,7 +74,7 @@ fn xa_h() -> Header {
 
 fn mmxa_h() -> Header {
     let mut c = base_config("MMXA_H");
-    c.sys_includes = vec!["stddef.h".into()];
+    c.sys_includes = vec!["stddef.h".into(), "stdint.h".into()];
     // abi.rs is not a source of this header, so `XaSwitch` is an unknown type here and is
     // printed as its rename. The forward declaration lets a monitor's own xa.h (or ours) supply
     // the definition, in any include order, without a clash.

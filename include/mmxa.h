@@ -5,6 +5,7 @@
 #define MMXA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct xa_switch_t;
 
@@ -151,6 +152,27 @@ int mmxa_get(int rmid,
  * `key` points to `key_len` readable bytes.
  */
 int mmxa_delete(int rmid, const void *key, size_t key_len);
+
+/**
+ * Sets a savepoint in the calling thread's branch for `rmid` and stores its id in
+ * `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is not
+ * associated with a branch; `MMXA_EROLLBACK` when the branch is rollback-only.
+ *
+ * # Safety
+ * `savepoint` is NULL or points to a writable `uint64_t`.
+ */
+int mmxa_savepoint(int rmid, uint64_t *savepoint);
+
+/**
+ * Undoes every write of the calling thread's branch since `savepoint`, without ending the
+ * branch: reads see what they saw when the savepoint was set. The savepoint stays set; later
+ * ones are released. Keys locked since the savepoint stay locked until the branch ends.
+ * Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch, or
+ * while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
+ * rollback-only; `MMXA_ENOSPC`/`MMXA_EIO` when the undo could not be logged (the branch is
+ * then rollback-only).
+ */
+int mmxa_rollback_to_savepoint(int rmid, uint64_t savepoint);
 
 /**
  * A static description of an `MMXA_*` code; never NULL.

@@ -155,6 +155,25 @@ fn branches_are_completed_joined_and_resumed_from_any_process() {
     p[2].rc(&format!("commit 1 m {TMONEPHASE}"), XA_OK);
     assert_eq!(p[0].get(1, "md").as_deref(), Some("4"));
 
+    // Savepoints work the same from a guest process.
+    p[1].rc("start 1 sp 0", XA_OK);
+    p[1].rc("put 1 sa 1", MMXA_OK);
+    let sp = p[1].run("savepoint 1");
+    let id = sp
+        .strip_prefix("0 ")
+        .expect("savepoint answered MMXA_OK")
+        .to_string();
+    p[1].rc("put 1 sa 2", MMXA_OK);
+    p[1].rc("put 1 sb 2", MMXA_OK);
+    p[1].rc(&format!("rollback_to 1 {id}"), MMXA_OK);
+    assert_eq!(p[1].get(1, "sa").as_deref(), Some("1"));
+    assert_eq!(p[1].get(1, "sb"), None);
+    p[1].rc("rollback_to 1 999", MMXA_EINVAL);
+    p[1].rc(&format!("end 1 sp {TMSUCCESS}"), XA_OK);
+    p[0].rc(&format!("commit 1 sp {TMONEPHASE}"), XA_OK);
+    assert_eq!(p[2].get(1, "sa").as_deref(), Some("1"));
+    assert_eq!(p[2].get(1, "sb"), None);
+
     // A plain suspension belongs to its thread of control: another process cannot resume it.
     p[0].rc("start 1 s 0", XA_OK);
     p[0].rc(&format!("end 1 s {TMSUSPEND}"), XA_OK);

@@ -1,4 +1,5 @@
-//! The data API: `mmxa_put`, `mmxa_get`, `mmxa_delete`, `mmxa_strerror`, `mmxa_last_error`.
+//! The data API: `mmxa_put`, `mmxa_get`, `mmxa_delete`, `mmxa_savepoint`,
+//! `mmxa_rollback_to_savepoint`, `mmxa_strerror`, `mmxa_last_error`.
 //!
 //! Each call acts on the branch the calling thread is associated with for `rmid`, or, outside
 //! any branch, on committed data (a put or delete then commits by itself, durably).
@@ -162,6 +163,43 @@ pub unsafe extern "C" fn mmxa_delete(rmid: c_int, key: *const c_void, key_len: u
             let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
             let existed = registry::data_call(rmid, |rm, toc| rm.put(toc, key, None))?;
             Ok(if existed { MMXA_OK } else { MMXA_NOTFOUND })
+        })
+    })
+}
+
+/// Sets a savepoint in the calling thread's branch for `rmid` and stores its id in
+/// `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is not
+/// associated with a branch; `MMXA_EROLLBACK` when the branch is rollback-only.
+///
+/// # Safety
+/// `savepoint` is NULL or points to a writable `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmxa_savepoint(rmid: c_int, savepoint: *mut u64) -> c_int {
+    trace::data("mmxa_savepoint", rmid, || {
+        data_call(|| {
+            if savepoint.is_null() {
+                return Err(DataError::new(MMXA_EINVAL, "savepoint is NULL"));
+            }
+            let id = registry::data_call(rmid, |rm, toc| rm.savepoint(toc))?;
+            savepoint.write(id);
+            Ok(MMXA_OK)
+        })
+    })
+}
+
+/// Undoes every write of the calling thread's branch since `savepoint`, without ending the
+/// branch: reads see what they saw when the savepoint was set. The savepoint stays set; later
+/// ones are released. Keys locked since the savepoint stay locked until the branch ends.
+/// Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch, or
+/// while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
+/// rollback-only; `MMXA_ENOSPC`/`MMXA_EIO` when the undo could not be logged (the branch is
+/// then rollback-only).
+#[no_mangle]
+pub extern "C" fn mmxa_rollback_to_savepoint(rmid: c_int, savepoint: u64) -> c_int {
+    trace::data("mmxa_rollback_to_savepoint", rmid, || {
+        data_call(|| {
+            registry::data_call(rmid, |rm, toc| rm.rollback_to_savepoint(toc, savepoint))?;
+            Ok(MMXA_OK)
         })
     })
 }

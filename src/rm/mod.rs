@@ -182,7 +182,15 @@ struct Branch {
     /// When the branch began, was prepared, or was completed heuristically (for a branch
     /// recovered from the log: when the store was opened).
     since: Instant,
+    /// Savepoints: (id, journal length when set). While any exists, every write journals the
+    /// key's previous entry in `writes`, so a rollback to a savepoint can restore it.
+    savepoints: Vec<(u64, usize)>,
+    journal: Vec<(Vec<u8>, Option<WriteEntry>)>,
+    next_savepoint: u64,
 }
+
+/// A branch's latest write of a key: the LSN of its record and the value (None: deleted).
+type WriteEntry = (Lsn, Option<ValueLoc>);
 
 impl Branch {
     fn new(tag: u64, phase: Phase) -> Branch {
@@ -201,6 +209,9 @@ impl Branch {
             reason: String::new(),
             abort: Arc::new(AtomicBool::new(false)),
             since: Instant::now(),
+            savepoints: Vec::new(),
+            journal: Vec::new(),
+            next_savepoint: 1,
         }
     }
 
@@ -978,6 +989,9 @@ impl Rm {
         };
         let entry = (appended.lsn, Self::loc(appended.lsn, key, value));
         b.first_lsn = Some(b.first_lsn.map_or(appended.lsn, |f| f.min(appended.lsn)));
+        if !b.savepoints.is_empty() {
+            b.journal.push((key.to_vec(), b.writes.get(key).copied()));
+        }
         match b.writes.get_mut(key) {
             // Joined threads may append out of order with this insert: the later record wins,
             // as it will at recovery.
@@ -988,6 +1002,117 @@ impl Rm {
             }
         }
         Ok(existed)
+    }
+
+    /// The branch `toc` is actively associated with, for a savepoint call.
+    fn savepoint_branch<'a>(
+        st: &'a mut State,
+        toc: Toc,
+        what: &str,
+    ) -> Result<(Xid, &'a mut Branch), DataError> {
+        let xid = st.tocs.get(&toc).and_then(|t| t.active).ok_or_else(|| {
+            DataError::new(
+                MMXA_EINVAL,
+                format!("{what}: the thread is not associated with a branch"),
+            )
+        })?;
+        let b = st
+            .branches
+            .get_mut(&xid)
+            .ok_or_else(|| DataError::new(MMXA_EINTERNAL, "associated branch is missing"))?;
+        if let Some((code, why)) = b.doomed() {
+            return Err(DataError::new(
+                MMXA_EROLLBACK,
+                format!("the branch is rollback-only ({why}; xa_end answers {code})"),
+            ));
+        }
+        Ok((xid, b))
+    }
+
+    /// Sets a savepoint in the branch `toc` is associated with; returns its id.
+    pub fn savepoint(&self, toc: Toc) -> Result<u64, DataError> {
+        let mut st = self.data_state()?;
+        let (_, b) = Self::savepoint_branch(&mut st, toc, "mmxa_savepoint")?;
+        let id = b.next_savepoint;
+        b.next_savepoint += 1;
+        b.savepoints.push((id, b.journal.len()));
+        Ok(id)
+    }
+
+    /// Undoes every write of the branch since savepoint `id`, which stays set (later ones are
+    /// released). Keys locked since then stay locked until the branch ends. Refused while
+    /// another thread is associated with the branch, whose writes would race with the undo.
+    ///
+    /// The undo is logged as ordinary writes of the branch, so recovery needs nothing new: a key
+    /// written before the savepoint gets that value again; a key first written after it gets
+    /// its committed value (or a delete) — a write that changes nothing, because the branch
+    /// holds the key's lock until it ends — and leaves the branch's write set.
+    pub fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<(), DataError> {
+        // Appends and their effect in memory, as one step for the compactor.
+        let _q = self.shared();
+        let mut st = self.data_state()?;
+        let (xid, b) = Self::savepoint_branch(&mut st, toc, "mmxa_rollback_to_savepoint")?;
+        let Some(pos) = b.savepoints.iter().position(|&(s, _)| s == id) else {
+            return Err(DataError::new(
+                MMXA_EINVAL,
+                format!("no savepoint {id} in this branch (released, or never set)"),
+            ));
+        };
+        if b.active.len() > 1 {
+            return Err(DataError::new(
+                MMXA_EINVAL,
+                "other threads are associated with the branch (joined); end their \
+                 associations first",
+            ));
+        }
+        let mark = b.savepoints[pos].1;
+        b.savepoints.truncate(pos + 1);
+        // The state each key had at the savepoint: its earliest journal entry after the mark.
+        let mut target: BTreeMap<Vec<u8>, Option<WriteEntry>> = BTreeMap::new();
+        for (key, prev) in b.journal.drain(mark..).rev() {
+            target.insert(key, prev);
+        }
+        let tag = b.tag;
+        let mut value = Vec::new();
+        for (key, prev) in target {
+            // What the key must read as: the branch's earlier write, or committed data.
+            let loc = match prev {
+                Some((_, loc)) => loc,
+                None => self.index_get(&key),
+            };
+            let restated = loc
+                .map(|l| {
+                    value.clear();
+                    self.log.read_into(l.lsn, l.len as usize, &mut value)
+                })
+                .transpose()
+                .and_then(|_| {
+                    let v = loc.map(|_| value.as_slice());
+                    self.log.append(&Self::record(tag, &key, v))
+                });
+            let b = st
+                .branches
+                .get_mut(&xid)
+                .ok_or_else(|| DataError::new(MMXA_EINTERNAL, "branch vanished"))?;
+            match restated {
+                Ok(a) if prev.is_some() => {
+                    b.writes.insert(
+                        key.clone(),
+                        (a.lsn, Self::loc(a.lsn, &key, loc.map(|_| &value[..]))),
+                    );
+                }
+                Ok(_) => {
+                    b.writes.remove(&key);
+                }
+                Err(e) => {
+                    // Log and write set agree up to here, but the branch is not what the
+                    // caller asked for any more.
+                    b.rb.get_or_insert((XA_RBOTHER, "a rollback to a savepoint failed".into()));
+                    return Err(Self::data_log_error(e));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn local_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError> {

@@ -79,3 +79,114 @@ fn unprepared_work_is_rolled_back_at_open_and_xid_reusable() {
     assert_eq!(rm.get(1, b"k").unwrap(), None);
     assert_eq!(rm.get(1, b"k2").unwrap().as_deref(), Some(&b"new"[..]));
 }
+
+fn read(rm: &Rm, toc: Toc, key: &[u8]) -> Option<String> {
+    rm.get(toc, key)
+        .unwrap()
+        .map(|v| String::from_utf8(v).unwrap())
+}
+
+#[test]
+fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = open(dir.path());
+    rm.put(9, b"c", Some(b"committed")).unwrap();
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    assert_eq!(rm.savepoint(2).unwrap_err().code, MMXA_EINVAL, "no branch");
+    rm.put(1, b"a", Some(b"1")).unwrap();
+    let sp1 = rm.savepoint(1).unwrap();
+    rm.put(1, b"a", Some(b"2")).unwrap();
+    rm.put(1, b"b", Some(b"new")).unwrap();
+    rm.put(1, b"c", None).unwrap();
+    let sp2 = rm.savepoint(1).unwrap();
+    rm.put(1, b"a", Some(b"3")).unwrap();
+    assert_eq!(read(&rm, 1, b"a").as_deref(), Some("3"));
+    rm.rollback_to_savepoint(1, sp2).unwrap();
+    assert_eq!(read(&rm, 1, b"a").as_deref(), Some("2"));
+    assert_eq!(read(&rm, 1, b"c"), None);
+    rm.rollback_to_savepoint(1, sp1).unwrap();
+    assert_eq!(read(&rm, 1, b"a").as_deref(), Some("1"));
+    assert_eq!(
+        read(&rm, 1, b"b"),
+        None,
+        "first written after the savepoint"
+    );
+    assert_eq!(read(&rm, 1, b"c").as_deref(), Some("committed"));
+    // sp2 was released by rolling back past it; sp1 stays and can be used again.
+    assert_eq!(
+        rm.rollback_to_savepoint(1, sp2).unwrap_err().code,
+        MMXA_EINVAL
+    );
+    rm.put(1, b"d", Some(b"after")).unwrap();
+    rm.rollback_to_savepoint(1, sp1).unwrap();
+    assert_eq!(read(&rm, 1, b"d"), None);
+    rm.put(1, b"e", Some(b"kept")).unwrap();
+    rm.end(1, &a, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &a), Ok(XA_OK));
+    drop(rm);
+
+    // Recovery replays the undo as ordinary writes: the prepared branch is what was left.
+    let rm = open(dir.path());
+    assert_eq!(rm.commit(1, &a, false), Ok(XA_OK));
+    assert_eq!(read(&rm, 1, b"a").as_deref(), Some("1"));
+    assert_eq!(read(&rm, 1, b"b"), None);
+    assert_eq!(read(&rm, 1, b"c").as_deref(), Some("committed"));
+    assert_eq!(read(&rm, 1, b"d"), None);
+    assert_eq!(read(&rm, 1, b"e").as_deref(), Some("kept"));
+
+    // A branch whose only writes were undone is read-only at prepare.
+    let b = xid(2);
+    rm.start(1, &b, StartMode::New).unwrap();
+    let sp = rm.savepoint(1).unwrap();
+    rm.put(1, b"a", Some(b"x")).unwrap();
+    rm.rollback_to_savepoint(1, sp).unwrap();
+    rm.end(1, &b, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &b), Ok(XA_RDONLY));
+    // A joined thread makes the rollback refuse (its writes would race with the undo).
+    let c = xid(3);
+    rm.start(1, &c, StartMode::New).unwrap();
+    let sp = rm.savepoint(1).unwrap();
+    rm.start(2, &c, StartMode::Join).unwrap();
+    assert_eq!(
+        rm.rollback_to_savepoint(1, sp).unwrap_err().code,
+        MMXA_EINVAL
+    );
+    rm.end(2, &c, EndMode::Success).unwrap();
+    rm.rollback_to_savepoint(1, sp).unwrap();
+    rm.end(1, &c, EndMode::Success).unwrap();
+    assert_eq!(rm.rollback(1, &c), Ok(XA_OK));
+}
+
+#[test]
+fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = open(dir.path());
+    rm.put(9, b"c", Some(b"committed")).unwrap();
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    rm.put(1, b"a", Some(b"before")).unwrap();
+    let sp = rm.savepoint(1).unwrap();
+    let big = vec![7u8; 512 << 10];
+    // Enough writes after the savepoint to fill several 4 MiB segments.
+    for i in 0..24 {
+        rm.put(1, format!("big{i}").as_bytes(), Some(&big)).unwrap();
+        rm.put(1, b"c", Some(&big)).unwrap();
+    }
+    rm.rollback_to_savepoint(1, sp).unwrap();
+    // Reclaim what can be: the undo's records must outlive the records they undo.
+    let mut reclaimed = 0;
+    while rm.compact_step().unwrap() {
+        reclaimed += 1;
+    }
+    assert!(reclaimed >= 2, "only {reclaimed} segments reclaimed");
+    rm.end(1, &a, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &a), Ok(XA_OK));
+    drop(rm);
+    let rm = open(dir.path());
+    assert_eq!(rm.commit(1, &a, false), Ok(XA_OK));
+    assert_eq!(read(&rm, 1, b"a").as_deref(), Some("before"));
+    assert_eq!(read(&rm, 1, b"c").as_deref(), Some("committed"));
+    assert_eq!(read(&rm, 1, b"big0"), None);
+    assert_eq!(rm.len(), 2);
+}

@@ -277,6 +277,12 @@ impl Store for Remote {
             r.opt_bytes().map(|v| v.map(<[u8]>::to_vec))
         })
     }
+    fn savepoint(&self, _toc: Toc) -> Result<u64, DataError> {
+        self.data_call(Out::request(op::SAVEPOINT), |r| r.u64())
+    }
+    fn rollback_to_savepoint(&self, _toc: Toc, id: u64) -> Result<(), DataError> {
+        self.data_call(Out::request(op::ROLLBACK_TO).u64(id), |_| Ok(()))
+    }
     fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError> {
         let req = Out::request(op::HEURISTIC)
             .xid(xid)

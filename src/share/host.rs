@@ -326,6 +326,21 @@ fn handle(
                 Err(e) => Out::data_err(&e),
             }
         }
+        op::SAVEPOINT => {
+            r.done()?;
+            match rm.savepoint(toc) {
+                Ok(id) => Out::ok().u64(id),
+                Err(e) => Out::data_err(&e),
+            }
+        }
+        op::ROLLBACK_TO => {
+            let id = r.u64()?;
+            r.done()?;
+            match rm.rollback_to_savepoint(toc, id) {
+                Ok(()) => Out::ok(),
+                Err(e) => Out::data_err(&e),
+            }
+        }
         op::HEURISTIC => {
             let xid = r.xid()?;
             let outcome = r.i32()?;

@@ -59,6 +59,10 @@ pub trait Store: Send + Sync {
     fn active_branch(&self, toc: Toc) -> Result<Option<Xid>, DataError>;
     fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError>;
     fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError>;
+    /// Sets a savepoint in `toc`'s branch (see [`Rm::savepoint`]).
+    fn savepoint(&self, toc: Toc) -> Result<u64, DataError>;
+    /// Rolls `toc`'s branch back to a savepoint (see [`Rm::rollback_to_savepoint`]).
+    fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<(), DataError>;
     /// An operator's heuristic decision on a prepared branch (see [`Rm::heuristic`]).
     fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError>;
     /// A report on the store, for operators (see [`Rm::status`]).
@@ -104,6 +108,12 @@ impl Store for Rm {
     }
     fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError> {
         Rm::get(self, toc, key)
+    }
+    fn savepoint(&self, toc: Toc) -> Result<u64, DataError> {
+        Rm::savepoint(self, toc)
+    }
+    fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<(), DataError> {
+        Rm::rollback_to_savepoint(self, toc, id)
     }
     fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError> {
         Rm::heuristic(self, xid, outcome, reason)

@@ -35,6 +35,8 @@ pub mod op {
     pub const GET: u8 = 12;
     pub const HEURISTIC: u8 = 13;
     pub const STATUS: u8 = 14;
+    pub const SAVEPOINT: u8 = 15;
+    pub const ROLLBACK_TO: u8 = 16;
 }
 
 const OK: u8 = 0;

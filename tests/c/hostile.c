@@ -433,6 +433,7 @@ static void unopened_rmids(void)
     XID xs[2];
     size_t i, len = 0;
     char buf[8];
+    uint64_t sp = 0;
     section("unopened_rmids");
     for (i = 0; i < sizeof rmids / sizeof rmids[0]; i++) {
         int r = rmids[i];
@@ -456,6 +457,8 @@ static void unopened_rmids(void)
         CHKM(mmxa_get(r, "k", 1, buf, sizeof buf, &len), MMXA_ENOTOPEN);
         CHKM(mmxa_get(r, "k", 1, NULL, 0, &len), MMXA_ENOTOPEN);
         CHKM(mmxa_delete(r, "k", 1), MMXA_ENOTOPEN);
+        CHKM(mmxa_savepoint(r, &sp), MMXA_ENOTOPEN);
+        CHKM(mmxa_rollback_to_savepoint(r, 1), MMXA_ENOTOPEN);
         /* §2.3 rule 4: the rmid is checked before the XID. */
         CHK(sw->xa_start_entry(NULL, r, TMNOFLAGS), XAER_PROTO);
         CHK(sw->xa_prepare_entry(NULL, r, TMNOFLAGS), XAER_PROTO);
@@ -1255,6 +1258,7 @@ static void data_calls(void)
     char *bigkey, *bigval, *back;
     char buf[16], small[4];
     size_t len;
+    uint64_t sp = 0;
     static const char bin_key[] = {'a', '\0', 'b', '\0'};
     section("data_calls");
     CHK(open_rm(info_for("data", ""), rmid), XA_OK);
@@ -1338,6 +1342,12 @@ static void data_calls(void)
     CHKM(mmxa_delete(rmid, "ab", 2), MMXA_OK);
     CHKM(mmxa_delete(rmid, "ab", 2), MMXA_NOTFOUND);
     CHKM(mmxa_get(rmid, "ab", 2, buf, sizeof buf, &len), MMXA_NOTFOUND);
+
+    /* savepoints: only inside a branch; NULL out-pointer; unknown ids of any value */
+    CHKM(mmxa_savepoint(rmid, NULL), MMXA_EINVAL);
+    CHKM(mmxa_savepoint(rmid, &sp), MMXA_EINVAL); /* not associated with a branch */
+    CHKM(mmxa_rollback_to_savepoint(rmid, 0), MMXA_EINVAL);
+    CHKM(mmxa_rollback_to_savepoint(rmid, UINT64_MAX), MMXA_EINVAL);
     CHKM(mmxa_delete(rmid, bin_key, sizeof bin_key), MMXA_OK);
 
     /* The same rules inside a branch; a refused call leaves the branch usable. */

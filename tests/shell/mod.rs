@@ -5,7 +5,8 @@
 //! A test that uses shells calls [`shell_if_child`] first: in a shell child it serves commands
 //! and exits; in the test process it returns. Commands: `open RMID INFO`, `close RMID`,
 //! `start|end|commit RMID GTRID FLAGS`, `prepare|rollback|forget RMID GTRID`, `recover RMID`,
-//! `put RMID KEY VALUE`, `get RMID KEY`, `del RMID KEY`, `pid`, and `loop RMID NAME` (numbered
+//! `put RMID KEY VALUE`, `get RMID KEY`, `del RMID KEY`, `savepoint RMID` (answers the code
+//! and the id), `rollback_to RMID ID`, `pid`, and `loop RMID NAME` (numbered
 //! two-phase transactions until killed, see `work_loop`). XIDs are formatID 1, the given gtrid,
 //! bqual `b`.
 #![allow(dead_code)] // each test binary uses a different subset
@@ -98,6 +99,16 @@ fn command(line: &str, infos: &mut BTreeMap<i32, String>) -> String {
             r.put(key.as_bytes(), value.as_bytes()).to_string()
         }
         "del" => r.delete(w.next().unwrap_or("").as_bytes()).to_string(),
+        "savepoint" => {
+            let mut id = 0u64;
+            // SAFETY: a live, writable u64.
+            let rc = unsafe { mmxa::ffi::data::mmxa_savepoint(rmid, &mut id) };
+            format!("{rc} {id}")
+        }
+        "rollback_to" => {
+            let id: u64 = arg(w.next());
+            mmxa::ffi::data::mmxa_rollback_to_savepoint(rmid, id).to_string()
+        }
         "get" => match r.get(w.next().unwrap_or("").as_bytes()) {
             Ok(Some(v)) => format!("0 {}", String::from_utf8_lossy(&v)),
             Ok(None) => MMXA_NOTFOUND.to_string(),
