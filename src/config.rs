@@ -11,6 +11,7 @@
 //! | `lock_timeout_ms` | 0..=3600000 (0: fail at once on a conflict) | 10000 |
 //! | `segment_mb` | log segment size in MiB, 4..=4096 | 64 |
 //! | `trace` | a file to append a line to for every XA and data call (see `ffi::trace`) | none |
+//! | `orphan_rollback_s` | roll back heuristically a branch prepared longer than this, 1..=31536000 | off |
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -41,6 +42,8 @@ pub struct Config {
     pub segment_size: u64,
     /// Where to trace every XA and data call of the process, if anywhere.
     pub trace: Option<PathBuf>,
+    /// The orphan policy: a branch prepared longer than this is rolled back heuristically.
+    pub orphan_rollback: Option<Duration>,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             lock_timeout: Duration::from_millis(10_000),
             segment_size: 64 << 20,
             trace: None,
+            orphan_rollback: None,
         }
     }
 }
@@ -112,9 +116,13 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
                 cfg.lock_timeout = Duration::from_millis(number(key, value, 0, 3_600_000)?)
             }
             "segment_mb" => cfg.segment_size = number(key, value, 4, 4096)? << 20,
+            "orphan_rollback_s" => {
+                cfg.orphan_rollback = Some(Duration::from_secs(number(key, value, 1, 31_536_000)?))
+            }
             _ => {
                 return Err(format!(
-                    "unknown key '{key}' (known: dir, sync, lock_timeout_ms, segment_mb, trace)"
+                    "unknown key '{key}' (known: dir, sync, lock_timeout_ms, segment_mb, trace, \
+                     orphan_rollback_s)"
                 ))
             }
         }
@@ -141,6 +149,9 @@ mod tests {
         assert_eq!(c.lock_timeout, Duration::ZERO);
         assert_eq!(c.segment_size, 4 << 20);
         assert_eq!(c.trace, None);
+        assert_eq!(c.orphan_rollback, None);
+        let c = parse(b"dir=/a;orphan_rollback_s=3600").unwrap();
+        assert_eq!(c.orphan_rollback, Some(Duration::from_secs(3600)));
     }
 
     #[test]
@@ -170,6 +181,7 @@ mod tests {
             (b"dir=/a;lock_timeout_ms=-1", "not a whole number"),
             (b"dir=/a;lock_timeout_ms=99999999", "between"),
             (b"dir=/a;segment_mb=1", "between"),
+            (b"dir=/a;orphan_rollback_s=0", "between"),
             (b"dir=/\xff", "UTF-8"),
             (b"dir=/a\xffb", "invalid byte at offset 6"),
         ];

@@ -183,3 +183,42 @@ fn serve_hosts_the_store_so_no_worker_has_to() {
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+#[test]
+fn orphan_policy_is_enforced_by_the_host_and_shown_by_status() {
+    const T: &str = "orphan_policy_is_enforced_by_the_host_and_shown_by_status";
+    shell_if_child();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = dir_str(tmp.path());
+    let info = open_string(tmp.path(), "orphan_rollback_s=1");
+    let mut tm = Shell::spawn(T, "tm");
+    tm.rc(&format!("open 1 {info}"), XA_OK);
+    // A member with another orphan setting is refused.
+    let mut other = Shell::spawn(T, "other");
+    other.rc(
+        &format!("open 1 {}", open_string(tmp.path(), "")),
+        XAER_INVAL,
+    );
+    tm.rc("start 1 orphan 0", XA_OK);
+    tm.rc("put 1 k v", MMXA_OK);
+    tm.rc(&format!("end 1 orphan {TMSUCCESS}"), XA_OK);
+    tm.rc("prepare 1 orphan", XA_OK);
+    // The host's policy acts on its own; wait for it (generously: this is not a timing test).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let st = ok(&["status", dir]);
+        if st.contains("heuristic-rollback") {
+            assert!(st.contains("orphan policy"), "{st}");
+            assert!(
+                st.contains("decision=heuristic-rollback reason=orphan policy"),
+                "{st}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired:\n{st}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tm.rc(&format!("commit 1 orphan {TMNOFLAGS}"), XA_HEURRB);
+    tm.rc("forget 1 orphan", XA_OK);
+    assert_eq!(tm.get(1, "k"), None);
+}

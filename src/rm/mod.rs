@@ -846,6 +846,27 @@ impl Rm {
         Ok(())
     }
 
+    /// The orphan policy: rolls back heuristically every branch prepared longer than `age`
+    /// ago (by this instance's clock: a branch recovered at open counts from the open), with a
+    /// reason saying so. Returns the branches it rolled back.
+    pub fn expire_orphans(&self, age: std::time::Duration) -> Vec<Xid> {
+        let old: Vec<Xid> = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.branches
+                .iter()
+                .filter(|(_, b)| b.phase == Phase::Prepared && !b.busy && b.since.elapsed() >= age)
+                .map(|(x, _)| *x)
+                .collect()
+        };
+        let reason = format!(
+            "orphan policy: prepared for more than {} s without a decision (orphan_rollback_s)",
+            age.as_secs()
+        );
+        old.into_iter()
+            .filter(|x| self.heuristic(x, XA_HEURRB, &reason).is_ok())
+            .collect()
+    }
+
     fn apply(&self, writes: &BTreeMap<Vec<u8>, (Lsn, Option<ValueLoc>)>) {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for (k, (_, v)) in writes {

@@ -190,3 +190,39 @@ fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
     assert_eq!(read(&rm, 1, b"big0"), None);
     assert_eq!(rm.len(), 2);
 }
+
+#[test]
+fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = open(dir.path());
+    let (a, b) = (xid(1), xid(2));
+    for x in [&a, &b] {
+        rm.start(1, x, StartMode::New).unwrap();
+        rm.put(1, x.gtrid(), Some(b"v")).unwrap();
+        rm.end(1, x, EndMode::Success).unwrap();
+    }
+    rm.prepare(1, &a).unwrap();
+    assert!(rm
+        .expire_orphans(std::time::Duration::from_secs(3600))
+        .is_empty());
+    assert_eq!(rm.expire_orphans(std::time::Duration::ZERO), vec![a]);
+    // Only prepared branches: b is idle.
+    let st = rm.status();
+    let state = |x: &Xid| {
+        st.branches
+            .iter()
+            .find(|r| r.xid == *x)
+            .unwrap()
+            .state
+            .clone()
+    };
+    assert_eq!(state(&a), "heuristic-rollback");
+    assert_eq!(state(&b), "idle");
+    assert!(st.branches[0].reason.contains("orphan policy"));
+    assert_eq!(rm.commit(1, &a, false).unwrap_err().code, XA_HEURRB);
+    let audit = crate::audit::tail(dir.path(), 5).unwrap();
+    assert_eq!(audit.len(), 1);
+    assert!(audit[0].contains(&format!(
+        "xid={a} decision=heuristic-rollback reason=orphan policy"
+    )));
+}

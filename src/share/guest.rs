@@ -38,13 +38,14 @@ pub enum JoinError {
 
 /// Sends the handshake on a new connection; the host's pid on success.
 fn hello(stream: &mut UnixStream, cfg: &Config, role: Role) -> Result<u32, JoinError> {
-    let (sync, timeout, segment) = fingerprint(cfg);
+    let (sync, timeout, segment, orphan) = fingerprint(cfg);
     Out::request(op::HELLO)
         .u32(wire::VERSION)
         .bool(role == Role::Admin)
         .u8(sync)
         .u64(timeout)
         .u64(segment)
+        .u64(orphan)
         .send(stream)
         .map_err(JoinError::Lost)?;
     let frame = wire::recv(stream)

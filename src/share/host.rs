@@ -219,7 +219,7 @@ fn handle(
     if code == op::HELLO {
         let version = r.u32()?;
         let role = if r.bool()? { Role::Admin } else { Role::Member };
-        let theirs = (r.u8()?, r.u64()?, r.u64()?);
+        let theirs = (r.u8()?, r.u64()?, r.u64()?, r.u64()?);
         r.done()?;
         let answer = if version != wire::VERSION {
             Err(XaError::new(
@@ -373,4 +373,61 @@ fn handle(
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "operation")),
     };
     Ok(reply)
+}
+
+/// Enforces the orphan policy of a hosted store: every so often, rolls back heuristically the
+/// branches prepared longer than the configured age ([`Rm::expire_orphans`]). Stopped and
+/// joined when dropped.
+pub struct Janitor {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<JoinHandle<()>>,
+    pid: u32,
+}
+
+impl Janitor {
+    pub fn start(rm: Arc<Rm>, age: std::time::Duration) -> Janitor {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let s = stop.clone();
+        // Often enough that a branch outlives its age by at most a tenth of it (or a second).
+        let period = (age / 10).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(1),
+        );
+        let thread = std::thread::Builder::new()
+            .name("mmxa-orphans".into())
+            .spawn(move || {
+                let (lock, cv) = &*s;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !*stopped {
+                    stopped = cv
+                        .wait_timeout(stopped, period)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    if !*stopped && rm.failed().is_none() {
+                        drop(stopped);
+                        rm.expire_orphans(age);
+                        stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+            })
+            .ok();
+        Janitor {
+            stop,
+            thread,
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl Drop for Janitor {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        *self.stop.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -126,7 +126,12 @@ impl Store for Rm {
 /// How this process reaches a store.
 pub enum Site {
     /// This process hosts the store and serves guests (unless it is an administrator).
-    Host { rm: Arc<Rm>, server: Option<Server> },
+    Host {
+        rm: Arc<Rm>,
+        server: Option<Server>,
+        /// Enforces `orphan_rollback_s`, when set.
+        janitor: Option<host::Janitor>,
+    },
     /// Another process hosts it.
     Guest(Arc<Link>),
 }
@@ -143,11 +148,13 @@ impl Site {
     /// Stops serving guests (a hosted store that failed is about to be replaced).
     pub fn stop(&mut self) {
         if let Site::Host {
-            server: Some(server),
-            ..
+            server, janitor, ..
         } = self
         {
-            server.stop();
+            if let Some(s) = server {
+                s.stop();
+            }
+            *janitor = None;
         }
     }
 
@@ -195,14 +202,23 @@ impl Addr {
 }
 
 /// The settings every process must agree on, as the handshake sends them.
-pub(crate) fn fingerprint(cfg: &Config) -> (u8, u64, u64) {
+pub(crate) fn fingerprint(cfg: &Config) -> Fingerprint {
     let sync = match cfg.sync {
         SyncMode::Msync => 0,
         SyncMode::Fdatasync => 1,
         SyncMode::None => 2,
     };
-    (sync, cfg.lock_timeout.as_millis() as u64, cfg.segment_size)
+    (
+        sync,
+        cfg.lock_timeout.as_millis() as u64,
+        cfg.segment_size,
+        cfg.orphan_rollback.map_or(0, |d| d.as_secs()),
+    )
 }
+
+/// The settings every member must agree on: sync mode, lock timeout (ms), segment size, orphan
+/// age (s, 0 for off).
+pub(crate) type Fingerprint = (u8, u64, u64, u64);
 
 /// What a process wants with a store: settings are checked between members; an administrator
 /// (the `mmxa` tool) takes the store as it is. An administrator that has to host the store (no
@@ -252,10 +268,15 @@ pub fn establish(
             };
             let rm = Arc::new(Rm::open_locked(cfg.clone(), lock).map_err(rmerr)?);
             let server = listener.map(|l| Server::start(l, addr, rm.clone(), cfg.clone()));
+            let janitor = match (role, cfg.orphan_rollback) {
+                (Role::Member, Some(age)) => Some(host::Janitor::start(rm.clone(), age)),
+                _ => None,
+            };
             return Ok((
                 Site::Host {
                     rm: rm.clone(),
                     server,
+                    janitor,
                 },
                 rm,
             ));
@@ -314,7 +335,7 @@ fn try_lock(path: &std::path::Path) -> Result<Option<Arc<File>>, XaError> {
 /// Refuses a guest whose settings differ from the host's.
 pub(crate) fn check_fingerprint(
     ours: &Config,
-    theirs: (u8, u64, u64),
+    theirs: Fingerprint,
     role: Role,
 ) -> Result<(), XaError> {
     if fingerprint(ours) == theirs || role == Role::Admin {
@@ -324,7 +345,7 @@ pub(crate) fn check_fingerprint(
         XAER_INVAL,
         format!(
             "the store {} is open in another process with other settings (sync, \
-             lock_timeout_ms, segment_mb must match)",
+             lock_timeout_ms, segment_mb, orphan_rollback_s must match)",
             ours.dir.display()
         ),
     ))
