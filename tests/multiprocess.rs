@@ -278,6 +278,44 @@ fn a_killed_host_hands_the_store_over() {
     assert_eq!(g2.get(1, "ka").as_deref(), Some("again"));
 }
 
+/// Kills a process by pid (a grandchild the test does not own as a `Child`).
+fn kill_pid(pid: &str) {
+    let pid: libc::pid_t = pid.parse().expect("a pid");
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+#[test]
+fn a_forked_child_keeps_nothing_alive() {
+    const T: &str = "a_forked_child_keeps_nothing_alive";
+    shell_if_child();
+    let tmp = tempfile::tempdir().unwrap();
+    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
+    let mut host = Shell::spawn(T, "host");
+    let mut guest = Shell::spawn(T, "guest");
+    host.rc(&format!("open 1 {info}"), XA_OK);
+    guest.rc(&format!("open 1 {info}"), XA_OK);
+    guest.rc("start 1 g 0", XA_OK);
+    guest.rc("put 1 kg guest", MMXA_OK);
+    // Both fork a child that lingers with copies of their descriptors, then die.
+    let c1 = host.run("fork_sleep");
+    let c2 = guest.run("fork_sleep");
+    guest.sigkill();
+    // The host sees the guest die although its child lives: kg's lock is free at once (a
+    // lock kept would make this put wait 60 s and fail).
+    host.rc("start 1 h 0", XA_OK);
+    host.rc("put 1 kg host", MMXA_OK);
+    host.rc(&format!("end 1 h {TMSUCCESS}"), XA_OK);
+    host.rc(&format!("commit 1 h {TMONEPHASE}"), XA_OK);
+    host.sigkill();
+    // The host's child holds neither the lock nor the listening socket: a new process hosts.
+    let mut next = Shell::spawn(T, "next");
+    next.rc(&format!("open 1 {info}"), XA_OK);
+    assert_eq!(next.get(1, "kg").as_deref(), Some("host"));
+    kill_pid(&c1);
+    kill_pid(&c2);
+}
+
 /// What the parent saw of one worker's transactions.
 #[derive(Default)]
 struct Acks {

@@ -9,6 +9,7 @@
 pub mod abi;
 pub mod data;
 mod dynreg;
+mod fork;
 mod guard;
 pub mod switch;
 mod trace;

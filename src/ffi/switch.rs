@@ -163,6 +163,7 @@ unsafe fn open(info: *mut c_char, rmid: c_int, flags: c_long, dynamic: bool) -> 
             flags::check(Entry::Open, flags)?;
             let info = info_arg(info)?;
             trace_from_info(info)?;
+            super::fork::install();
             if dynamic {
                 registry::open_dynamic(rmid, info, Box::new(Ax::resolve()?))?;
             } else {

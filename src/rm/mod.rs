@@ -28,7 +28,6 @@ use crate::xa::*;
 use crate::xid::Xid;
 use flags::{EndMode, Scan, StartMode};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
@@ -265,7 +264,7 @@ pub struct Rm {
     interrupted: AtomicBool,
     /// The store's lock (see [`crate::share`]), released when the last user of the store is
     /// gone. Declared last: it is dropped after everything that writes the store.
-    lock: Option<Arc<File>>,
+    lock: Option<crate::share::StoreLock>,
 }
 
 fn proto(msg: impl Into<String>) -> XaError {
@@ -285,14 +284,14 @@ impl Rm {
     }
 
     /// [`Rm::open`] for the holder of the store's lock, which the store keeps until dropped.
-    pub fn open_locked(cfg: Config, lock: Arc<File>) -> Result<Rm, String> {
+    pub fn open_locked(cfg: Config, lock: crate::share::StoreLock) -> Result<Rm, String> {
         let mut rm = recovery::open(cfg)?;
         rm.lock = Some(lock);
         Ok(rm)
     }
 
     /// The store's lock, if this instance holds it.
-    pub fn store_lock(&self) -> Option<Arc<File>> {
+    pub fn store_lock(&self) -> Option<crate::share::StoreLock> {
         self.lock.clone()
     }
 

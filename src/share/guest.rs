@@ -6,6 +6,7 @@
 //! (`XAER_RMFAIL`, `MMXA_EIO`): its outcome is unknown, exactly as after an RM crash, and the
 //! thread must `xa_open` again, which elects a new host if this one is gone.
 
+use super::inherit::NoInherit;
 use super::wire::{self, op, In, Out, Status};
 use super::{fingerprint, Addr, Role, Store};
 use crate::config::Config;
@@ -108,7 +109,7 @@ impl Link {
 /// One thread of control's connection to the host.
 pub struct Remote {
     link: Arc<Link>,
-    stream: Mutex<UnixStream>,
+    stream: Mutex<NoInherit<UnixStream>>,
     broken: Mutex<Option<String>>,
 }
 
@@ -116,7 +117,7 @@ impl Remote {
     fn new(link: Arc<Link>, stream: UnixStream) -> Remote {
         Remote {
             link,
-            stream: Mutex::new(stream),
+            stream: Mutex::new(NoInherit::new(stream)),
             broken: Mutex::new(None),
         }
     }
@@ -130,11 +131,12 @@ impl Remote {
         if let Some(why) = self.broken().clone() {
             return Err(why);
         }
-        let mut stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stream: &UnixStream = &guard;
         let result = req
-            .send(&mut *stream)
+            .send(&mut stream)
             .and_then(|()| stream.flush())
-            .and_then(|()| wire::recv(&mut *stream))
+            .and_then(|()| wire::recv(&mut stream))
             .and_then(|f| {
                 f.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "it hung up"))
             });

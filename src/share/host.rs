@@ -6,6 +6,7 @@
 //! `xa_close`, its thread of control is abandoned ([`Rm::abandon_toc`]) before the thread
 //! exits; stopping the server joins every thread it started (the library may be unloaded next).
 
+use super::inherit::NoInherit;
 use super::wire::{self, op, In, Out};
 use super::{Addr, Role};
 use crate::config::Config;
@@ -24,17 +25,18 @@ use std::thread::JoinHandle;
 
 /// Binds the store's socket, replacing a file left by a host that died (the caller holds the
 /// store's lock, so no live process listens on it).
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+pub fn bind(path: &Path) -> io::Result<NoInherit<UnixListener>> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    UnixListener::bind(path)
+    UnixListener::bind(path).map(NoInherit::new)
 }
 
 struct Conn {
-    stream: UnixStream,
+    /// A second descriptor of the connection, to end it from `stop`.
+    stream: NoInherit<UnixStream>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -61,7 +63,12 @@ pub struct Server {
 
 impl Server {
     /// Starts accepting guests on `listener` for `rm`.
-    pub fn start(listener: UnixListener, addr: Addr, rm: Arc<Rm>, cfg: Config) -> Server {
+    pub fn start(
+        listener: NoInherit<UnixListener>,
+        addr: Addr,
+        rm: Arc<Rm>,
+        cfg: Config,
+    ) -> Server {
         let shared = Arc::new(Shared {
             rm,
             cfg,
@@ -119,14 +126,16 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+fn accept_loop(listener: NoInherit<UnixListener>, shared: Arc<Shared>) {
     let mut next = 0u64;
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
-        let Ok(stream) = stream else { continue };
-        let Ok(copy) = stream.try_clone() else {
+        let Ok(stream) = stream.map(NoInherit::new) else {
+            continue;
+        };
+        let Ok(copy) = stream.try_clone().map(NoInherit::new) else {
             continue;
         };
         next += 1;
@@ -150,13 +159,10 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 /// Serves one guest connection until it ends, then abandons its thread of control.
-fn serve(stream: UnixStream, shared: &Shared) {
+fn serve(stream: NoInherit<UnixStream>, shared: &Shared) {
     let toc = registry::new_toc();
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut writer = BufWriter::new(write_half);
+    let mut reader = BufReader::new(&*stream);
+    let mut writer = BufWriter::new(&*stream);
     let mut greeted = false;
     let mut closed = false;
     while let Ok(Some(frame)) = wire::recv(&mut reader) {

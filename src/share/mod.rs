@@ -21,6 +21,7 @@
 
 mod guest;
 mod host;
+pub mod inherit;
 pub mod wire;
 
 use crate::config::{Config, SyncMode};
@@ -167,7 +168,7 @@ impl Site {
     }
 
     /// The lock this site holds on its store, to keep across a reopen in this process.
-    pub fn held_lock(&self) -> Option<Arc<File>> {
+    pub fn held_lock(&self) -> Option<StoreLock> {
         match self {
             Site::Host { rm, .. } => rm.store_lock(),
             Site::Guest(_) => None,
@@ -244,7 +245,7 @@ fn rmerr(msg: String) -> XaError {
 /// instance being replaced. Returns the site and a handle for the calling thread.
 pub fn establish(
     cfg: &Config,
-    held: Option<Arc<File>>,
+    held: Option<StoreLock>,
     role: Role,
 ) -> Result<(Site, Arc<dyn Store>), XaError> {
     let addr = Addr::new(cfg)?;
@@ -308,8 +309,11 @@ pub fn establish(
     }
 }
 
+/// The store's lock, held while it lives (kept by the hosted [`Rm`]).
+pub type StoreLock = Arc<inherit::NoInherit<File>>;
+
 /// Takes the store's lock if no process holds it.
-fn try_lock(path: &std::path::Path) -> Result<Option<Arc<File>>, XaError> {
+fn try_lock(path: &std::path::Path) -> Result<Option<StoreLock>, XaError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -319,7 +323,7 @@ fn try_lock(path: &std::path::Path) -> Result<Option<Arc<File>>, XaError> {
         .open(path)
         .map_err(|e| rmerr(format!("cannot open {}: {e}", path.display())))?;
     match lock_exclusive(&file) {
-        Ok(()) => Ok(Some(Arc::new(file))),
+        Ok(()) => Ok(Some(Arc::new(inherit::NoInherit::new(file)))),
         Err(e)
             if matches!(
                 e.kind(),

@@ -6,7 +6,8 @@
 //! and exits; in the test process it returns. Commands: `open RMID INFO`, `close RMID`,
 //! `start|end|commit RMID GTRID FLAGS`, `prepare|rollback|forget RMID GTRID`, `recover RMID`,
 //! `put RMID KEY VALUE`, `get RMID KEY`, `del RMID KEY`, `savepoint RMID` (answers the code
-//! and the id), `rollback_to RMID ID`, `pid`, and `loop RMID NAME` (numbered
+//! and the id), `rollback_to RMID ID`, `pid`, `fork_sleep` (a child that lingers; answers its
+//! pid), and `loop RMID NAME` (numbered
 //! two-phase transactions until killed, see `work_loop`). XIDs are formatID 1, the given gtrid,
 //! bqual `b`.
 #![allow(dead_code)] // each test binary uses a different subset
@@ -55,6 +56,18 @@ fn command(line: &str, infos: &mut BTreeMap<i32, String>) -> String {
     let cmd = w.next().unwrap_or("");
     if cmd == "pid" {
         return std::process::id().to_string();
+    }
+    if cmd == "fork_sleep" {
+        // A child created by fork without exec that just lingers, as a monitor's helper might.
+        // SAFETY: the child only calls async-signal-safe functions (sleep, _exit).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                libc::sleep(120);
+                libc::_exit(0);
+            }
+        }
+        return pid.to_string();
     }
     let rmid: i32 = arg(w.next());
     if cmd == "open" {
