@@ -1027,14 +1027,14 @@ fn io_name(errno: i32) -> &'static str {
 /// rollback or heuristic decision, which leave the branch prepared; `MMXA_EIO` or
 /// `MMXA_ENOSPC` for a write), the store goes on working, the call succeeds when retried, and
 /// any reopen recovers exactly what the answers said. The write fails on the payload or on
-/// the header, writing nothing.
+/// the header, writing nothing or all but its last byte.
 #[test]
 fn write_fault_gives_a_definite_answer() {
     let mut injected = 0;
     let mut cases = 0;
     for errno in [libc::EIO, libc::ENOSPC] {
         for call in CALLS {
-            for (skip, partial) in [(0, false), (1, false)] {
+            for (skip, partial) in [(0, false), (0, true), (1, false), (1, true)] {
                 let ctx = format!(
                     "{call:?} with write {} failing ({}{})",
                     ["payload", "header"][skip as usize],
@@ -1105,6 +1105,43 @@ fn write_fault_gives_a_definite_answer() {
         }
     }
     eprintln!("write faults: {cases} cases, {injected} injected");
+}
+
+/// Regression: a record write that failed after writing all of the header but its last byte
+/// left a valid COMMIT record above the log's tail (the byte it missed, the top of the vouch,
+/// is zero anyway). `xa_commit` answered `XA_RETRY` and kept the branch prepared, yet a reopen
+/// replayed the record and committed it. The log now erases the header of a failed write
+/// durably; if it cannot, it fails, and the answer is `XAER_RMFAIL` (outcome unknown).
+#[test]
+fn failed_commit_write_leaves_no_commit_record() {
+    let header_short_by_one = Fault {
+        op: Op::Write,
+        errno: libc::EIO,
+        skip: 1,
+        count: 1,
+        partial: true,
+    };
+    let mut s = Store::new();
+    let (c, _) = make_call(&mut s, Call::Commit, |d| d.inject(header_short_by_one));
+    want(c, XA_RETRY, "xa_commit with its header write failing");
+    s.check_recovery(&[&s.model], "the branch must stay prepared");
+
+    // The erasure fails too: the store fails, and either outcome may come back.
+    let mut s = Store::new();
+    let before = s.model.clone();
+    let (c, after) = make_call(&mut s, Call::Commit, |d| {
+        d.inject(Fault {
+            count: 2,
+            ..header_short_by_one
+        })
+    });
+    want(
+        c,
+        XAER_RMFAIL,
+        "xa_commit with its header write and its erasure failing",
+    );
+    assert_failed_for_good(&s.rm, "after a write that could not be erased");
+    s.check_recovery(&[&before, &after], "a record that could not be erased");
 }
 
 /// Segment creation fails (`ENOSPC` from `posix_fallocate`, or `EIO`) while every append needs

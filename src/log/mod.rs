@@ -82,6 +82,11 @@
 //! batch, with no later record vouching for them, reads as a torn tail. With `sync=none`
 //! nothing is vouched for and any invalid record is treated as the tail.
 //!
+//! A write that fails may have written any part of its bytes (a mapped segment cannot fail a
+//! write, a simulated or `pwrite`-based one can). A failed record write therefore has its header
+//! zeroed and synced before the error is returned, so no record the caller was told failed can
+//! come back at a reopen; if that fails too, the log fails like after a failed sync.
+//!
 //! # Versions
 //! 1: this layout.
 
@@ -914,10 +919,30 @@ impl<M: Media> Log<M> {
         h[0..4].copy_from_slice(&c.finalize().to_le_bytes());
         // Payload first, header last: a reader of the mapping never sees a valid header over
         // missing payload bytes.
-        seg.file
+        let result = seg
+            .file
             .write_at(at + REC_HEADER as u64, parts)
-            .and_then(|()| seg.file.write_at(at, &[&h]))
-            .map_err(io_err("write record"))
+            .and_then(|()| seg.file.write_at(at, &[&h]));
+        if let Err(e) = result {
+            // A failed write may still have left a valid record above the tail, which a reopen
+            // would replay although the caller is told it failed: erase its header durably, or
+            // fail the log (the caller then learns the outcome only after a reopen).
+            let erased =
+                seg.file
+                    .write_at(at, &[&[0u8; REC_HEADER]])
+                    .and_then(|()| match self.sync {
+                        SyncMode::Msync => seg.file.sync_range(at, REC_HEADER),
+                        SyncMode::Fdatasync => seg.file.sync_all(),
+                        SyncMode::None => Ok(()),
+                    });
+            if let Err(e2) = erased {
+                let why = format!("a failed record write ({e}) could not be erased: {e2}");
+                self.fail(why.clone());
+                return Err(LogError::Failed(why));
+            }
+            return Err(io_err("write record")(e));
+        }
+        Ok(())
     }
 
     /// Ends the tail segment and starts the next one.
