@@ -1266,6 +1266,7 @@ fn open_fault_fails_the_open_then_recovers() {
         (at(Op::Write, 0), "zero the torn tail"),
         (at(Op::Sync, 0), "sync the cut tail"),
         (at(Op::Remove, 0), "delete the newest segment"),
+        (at(Op::Remove, 1), "delete the segment after the tail"),
         (at(Op::SyncDir, 0), "sync the directory"),
         (at(Op::Sync, 1), "sync the log at open"),
         (
@@ -1304,13 +1305,18 @@ fn open_fault_fails_the_open_then_recovers() {
 }
 
 /// Faults in a reclaim step: a failed CHECKPOINT sync fails the store (also when the step ran
-/// inside a write that had already been acknowledged); a failed copy or directory sync leaves
-/// it working. Either way a reopen recovers exactly the acknowledged state.
+/// inside a write that had already been acknowledged); a failed copy, removal or directory
+/// sync leaves it working. Either way a reopen recovers exactly the acknowledged state.
 #[test]
 fn reclaim_fault_keeps_acknowledged_state() {
     for (fault, fails_store, what) in [
         (Fault::once(Op::Sync, libc::EIO), true, "CHECKPOINT sync"),
         (Fault::once(Op::Write, libc::ENOSPC), false, "copy"),
+        (
+            Fault::once(Op::Remove, libc::EIO),
+            false,
+            "removal of the old segment",
+        ),
         (Fault::once(Op::SyncDir, libc::EIO), false, "directory sync"),
     ] {
         let mut s = Store::new();

@@ -63,7 +63,10 @@
 //! segment that a crash left behind after its CHECKPOINT is harmless (everything live in it is
 //! restated later in the log) and open deletes it. The scan keeps the highest CHECKPOINT claim: a
 //! log whose first file comes after the claimed first segment has lost a segment (corruption);
-//! without any claim the log must start at segment 1.
+//! without any claim the log must start at segment 1. Segment numbers never have gaps, even when
+//! a deletion fails: a retired segment leaves the log's list only once its file is deleted (so a
+//! failed deletion is retried by the next step), and open deletes dead segments oldest first
+//! and the segments after a torn tail newest first.
 //!
 //! # Validity, torn tails and corruption
 //! A record is valid when its kind is known, it fits in the segment, and its CRC matches. The
@@ -768,7 +771,8 @@ impl<M: Media> Log<M> {
                 .sync_range(off, len)
                 .map_err(io_err("sync torn tail"))?;
         }
-        for later in &segs[i + 1..] {
+        // Newest first: a failure then leaves the remaining segments numbered without a gap.
+        for later in segs[i + 1..].iter().rev() {
             self.media
                 .remove(&seg_name(later.id))
                 .map_err(io_err("remove torn segment"))?;
@@ -1071,16 +1075,16 @@ impl<M: Media> Log<M> {
         let next = (id + 1).to_le_bytes();
         let a = self.append_parts(K_CHECKPOINT, &[&next])?;
         self.sync_to(a.end)?;
-        let seg = {
-            let mut segs = self
-                .segs
-                .write()
-                .map_err(|_| LogError::Failed("poisoned lock".into()))?;
-            segs.remove(0)
-        };
+        // Unlisted only once deleted: if the deletion fails, the segment stays the oldest and
+        // the next step retires it again. Deleting a later one first would leave a gap in the
+        // segment numbers, which open takes for a lost segment.
         self.media
-            .remove(&seg_name(seg.id))
+            .remove(&seg_name(id))
             .map_err(io_err("remove reclaimed segment"))?;
+        self.segs
+            .write()
+            .map_err(|_| LogError::Failed("poisoned lock".into()))?
+            .remove(0);
         self.media.sync_dir().map_err(io_err("sync directory"))
     }
 
