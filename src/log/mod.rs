@@ -2,6 +2,11 @@
 //!
 //! Owns: the on-disk format, appending, group commit, and the scan that recovery replays.
 //!
+//! The log is generic over its storage, a [`Media`] (`media.rs`, which states the contract):
+//! memory-mapped segment files in production ([`Mapped`], `segment.rs`), statically dispatched
+//! so an append is a copy into the mapping; a simulated disk in tests ([`sim`]), which builds
+//! power-cut images and injects I/O errors.
+//!
 //! # Files
 //! A store directory holds `mmxa.lock` (an open-file-description lock held by the one process
 //! hosting the store), `mmxa.sock` (where that process serves the others, see `share`) and segment files `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A
@@ -58,7 +63,10 @@
 //! segment that a crash left behind after its CHECKPOINT is harmless (everything live in it is
 //! restated later in the log) and open deletes it. The scan keeps the highest CHECKPOINT claim: a
 //! log whose first file comes after the claimed first segment has lost a segment (corruption);
-//! without any claim the log must start at segment 1.
+//! without any claim the log must start at segment 1. Segment numbers never have gaps, even when
+//! a deletion fails: a retired segment leaves the log's list only once its file is deleted (so a
+//! failed deletion is retried by the next step), and open deletes dead segments oldest first
+//! and the segments after a torn tail newest first.
 //!
 //! # Validity, torn tails and corruption
 //! A record is valid when its kind is known, it fits in the segment, and its CRC matches. The
@@ -73,19 +81,27 @@
 //!
 //! # Assumptions about the media
 //! Synced bytes read back as written (or fail the CRC). A sync covers a prefix of the log, so a
-//! record can only be torn if no sync completed after it was written. Limitation: corruption of
-//! bytes in the last synced batch, with no later record vouching for them, reads as a torn tail.
-//! With `sync=none` nothing is vouched for and any invalid record is treated as the tail.
+//! record can only be torn if no sync completed after it was written; unsynced bytes may reach
+//! the disk in any order and torn anywhere. Limitation: corruption of bytes in the last synced
+//! batch, with no later record vouching for them, reads as a torn tail. With `sync=none`
+//! nothing is vouched for and any invalid record is treated as the tail.
+//!
+//! A write that fails may have written any part of its bytes (a mapped segment cannot fail a
+//! write, a simulated or `pwrite`-based one can). A failed record write therefore has its header
+//! zeroed and synced before the error is returned, so no record the caller was told failed can
+//! come back at a reopen; if that fails too, the log fails like after a failed sync.
 //!
 //! # Versions
 //! 1: this layout.
 
+mod media;
 mod segment;
+pub mod sim;
 
 use crate::config::SyncMode;
 use crate::xid::Xid;
-use segment::Segment;
-pub use segment::{lock_exclusive, sync_dir};
+pub use media::{Media, SegmentFile};
+pub use segment::{lock_exclusive, sync_dir, Mapped};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -244,25 +260,26 @@ pub struct Appended {
     pub end: Lsn,
 }
 
-struct Seg {
+struct Seg<F> {
     id: u64,
     base: Lsn,
     salt: u64,
-    file: Segment,
+    file: F,
+    path: PathBuf,
 }
 
-struct Tail {
-    seg: Arc<Seg>,
+struct Tail<F> {
+    seg: Arc<Seg<F>>,
     off: u64,
 }
 
-/// The log of one store.
-pub struct Log {
-    dir: PathBuf,
+/// The log of one store, on the medium `M` (memory-mapped files unless a test says otherwise).
+pub struct Log<M: Media = Mapped> {
+    media: M,
     segment_size: u64,
     sync: SyncMode,
-    segs: RwLock<Vec<Arc<Seg>>>,
-    tail: Mutex<Tail>,
+    segs: RwLock<Vec<Arc<Seg<M::File>>>>,
+    tail: Mutex<Tail<M::File>>,
     written: AtomicU64,
     durable: AtomicU64,
     syncing: Mutex<bool>,
@@ -271,8 +288,12 @@ pub struct Log {
     fail_reason: Mutex<String>,
 }
 
+fn seg_name(id: u64) -> String {
+    format!("log-{id:016x}.seg")
+}
+
 fn seg_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("log-{id:016x}.seg"))
+    dir.join(seg_name(id))
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -451,7 +472,7 @@ fn is_zero(b: &[u8], n: usize) -> bool {
 
 /// Runs `f` over all bytes of `seg`. Only for the single-threaded open scan, when nothing
 /// writes to the mapping.
-fn whole<R>(seg: &Seg, f: impl FnOnce(&[u8]) -> R) -> Result<R, LogError> {
+fn whole<F: SegmentFile, R>(seg: &Seg<F>, f: impl FnOnce(&[u8]) -> R) -> Result<R, LogError> {
     seg.file
         .with_bytes(0, seg.file.size() as usize, f)
         .map_err(io_err("read segment"))
@@ -466,14 +487,27 @@ impl Log {
         sync: SyncMode,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<Log, LogError> {
+        Log::open_on(Mapped::new(dir), segment_size, sync, visit)
+    }
+}
+
+impl<M: Media> Log<M> {
+    /// [`Log::open`] on the medium `media`.
+    pub fn open_on(
+        media: M,
+        segment_size: u64,
+        sync: SyncMode,
+        visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
+    ) -> Result<Log<M>, LogError> {
         let mut ids = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(io_err(format!("read {}", dir.display())))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err("read directory"))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
+        let names = media
+            .list()
+            .map_err(io_err(format!("read {}", media.dir().display())))?;
+        for name in names {
             if name.starts_with("log-") && name.ends_with(".tmp") {
-                std::fs::remove_file(entry.path()).map_err(io_err("remove stray segment"))?;
+                media
+                    .remove(&name)
+                    .map_err(io_err("remove stray segment"))?;
             } else if let Some(hex) = name
                 .strip_prefix("log-")
                 .and_then(|n| n.strip_suffix(".seg"))
@@ -484,11 +518,11 @@ impl Log {
             }
         }
         ids.sort_unstable();
-        let mut segs: Vec<Arc<Seg>> = Vec::with_capacity(ids.len());
+        let mut segs: Vec<Arc<Seg<M::File>>> = Vec::with_capacity(ids.len());
         for (i, &id) in ids.iter().enumerate() {
-            let seg = Log::open_segment(dir, id)?;
+            let seg = Self::open_segment(&media, id)?;
             let corrupt = |what: String| LogError::Corrupt {
-                file: seg.file.path().to_path_buf(),
+                file: seg.path.clone(),
                 offset: 0,
                 what,
             };
@@ -508,16 +542,17 @@ impl Log {
             }
             segs.push(Arc::new(seg));
         }
+        let first = match segs.first() {
+            Some(s) => s.clone(),
+            None => Arc::new(Self::create_segment(&media, 1, 0, segment_size)?),
+        };
         let mut log = Log {
-            dir: dir.to_path_buf(),
+            media,
             segment_size,
             sync,
             segs: RwLock::new(Vec::new()),
             tail: Mutex::new(Tail {
-                seg: match segs.first() {
-                    Some(s) => s.clone(),
-                    None => Arc::new(Log::create_segment(dir, 1, 0, segment_size)?),
-                },
+                seg: first,
                 off: SEG_HEADER,
             }),
             written: AtomicU64::new(0),
@@ -531,11 +566,11 @@ impl Log {
             segs.push(log.tail.get_mut().expect("fresh mutex").seg.clone());
         }
         let mut first_needed = 1;
-        let (mut last, mut off) = Log::replay(&segs, &mut first_needed, visit)?;
+        let (mut last, mut off) = log.replay(&segs, &mut first_needed, visit)?;
         segs.truncate(last + 1);
         if segs[0].id > first_needed {
             return Err(LogError::Corrupt {
-                file: segs[0].file.path().to_path_buf(),
+                file: segs[0].path.clone(),
                 offset: 0,
                 what: format!("segments {first_needed} to {} are missing", segs[0].id - 1),
             });
@@ -553,15 +588,17 @@ impl Log {
         let dead = segs.iter().take_while(|s| s.id < first_needed).count();
         if dead > 0 {
             for s in &segs[..dead] {
-                std::fs::remove_file(s.file.path()).map_err(io_err("remove reclaimed segment"))?;
+                log.media
+                    .remove(&seg_name(s.id))
+                    .map_err(io_err("remove reclaimed segment"))?;
             }
-            sync_dir(dir).map_err(io_err("sync directory"))?;
+            log.media.sync_dir().map_err(io_err("sync directory"))?;
             segs.drain(..dead);
             last -= dead;
         }
         let mut seg = segs[last].clone();
         if off == seg.file.size() {
-            let next = Log::create_segment(dir, seg.id + 1, seg.base + off, segment_size)?;
+            let next = Self::create_segment(&log.media, seg.id + 1, seg.base + off, segment_size)?;
             seg = Arc::new(next);
             segs.push(seg.clone());
             off = SEG_HEADER;
@@ -577,9 +614,11 @@ impl Log {
         Ok(log)
     }
 
-    fn open_segment(dir: &Path, id: u64) -> Result<Seg, LogError> {
-        let path = seg_path(dir, id);
-        let file = Segment::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+    fn open_segment(media: &M, id: u64) -> Result<Seg<M::File>, LogError> {
+        let path = seg_path(media.dir(), id);
+        let file = media
+            .open(&seg_name(id))
+            .map_err(io_err(format!("open {}", path.display())))?;
         let corrupt = |what: &str| LogError::Corrupt {
             file: path.clone(),
             offset: 0,
@@ -609,19 +648,22 @@ impl Log {
             base: le_u64(&h, 24),
             salt: le_u64(&h, 40),
             file,
+            path,
         })
     }
 
-    fn create_segment(dir: &Path, id: u64, base: Lsn, size: u64) -> Result<Seg, LogError> {
+    fn create_segment(media: &M, id: u64, base: Lsn, size: u64) -> Result<Seg<M::File>, LogError> {
         let salt = new_salt(id);
-        let path = seg_path(dir, id);
-        let file = Segment::create(&path, size, &segment_header(id, base, size, salt))
+        let path = seg_path(media.dir(), id);
+        let file = media
+            .create(&seg_name(id), size, &segment_header(id, base, size, salt))
             .map_err(io_err(format!("create {}", path.display())))?;
         Ok(Seg {
             id,
             base,
             salt,
             file,
+            path,
         })
     }
 
@@ -629,7 +671,8 @@ impl Log {
     /// (the segment's size when it ended with SEGMENT_END and no next segment exists).
     /// Raises `first_needed` to the highest CHECKPOINT claim seen.
     fn replay(
-        segs: &[Arc<Seg>],
+        &self,
+        segs: &[Arc<Seg<M::File>>],
         first_needed: &mut u64,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<(usize, u64), LogError> {
@@ -645,7 +688,7 @@ impl Log {
                     }
                     let at = (off as usize) + REC_HEADER;
                     let corrupt = |what: String| LogError::Corrupt {
-                        file: seg.file.path().to_path_buf(),
+                        file: seg.path.clone(),
                         offset: off,
                         what,
                     };
@@ -666,7 +709,7 @@ impl Log {
             })??;
             match end {
                 Some(off) => {
-                    Log::cut_tail(segs, i, off)?;
+                    self.cut_tail(segs, i, off)?;
                     return Ok((i, off));
                 }
                 None if i + 1 == segs.len() => return Ok((i, seg.file.size())),
@@ -678,7 +721,7 @@ impl Log {
 
     /// Decides whether the invalid bytes at `segs[i]`+`off` are a torn tail (cut them) or
     /// corruption of synced data (a later record vouches for them).
-    fn cut_tail(segs: &[Arc<Seg>], i: usize, off: u64) -> Result<(), LogError> {
+    fn cut_tail(&self, segs: &[Arc<Seg<M::File>>], i: usize, off: u64) -> Result<(), LogError> {
         let x = segs[i].base + off;
         for (j, seg) in segs.iter().enumerate().skip(i) {
             let from = if j == i { off + 8 } else { SEG_HEADER };
@@ -703,7 +746,7 @@ impl Log {
             })?;
             if let Some((pos, vouch)) = vouched {
                 return Err(LogError::Corrupt {
-                    file: segs[i].file.path().to_path_buf(),
+                    file: segs[i].path.clone(),
                     offset: off,
                     what: format!(
                         "invalid record before synced data (the record at LSN {} vouches for \
@@ -731,16 +774,28 @@ impl Log {
             None
         })?;
         if let Some(last) = last {
+            const ZEROS: [u8; 4096] = [0; 4096];
+            let mut at = off;
+            while at < last {
+                let n = (last - at).min(ZEROS.len() as u64);
+                seg.file
+                    .write_at(at, &[&ZEROS[..n as usize]])
+                    .map_err(io_err("zero torn tail"))?;
+                at += n;
+            }
             let len = (last - off) as usize;
-            seg.file.zero(off, len).map_err(io_err("zero torn tail"))?;
-            seg.file.msync(off, len).map_err(io_err("sync torn tail"))?;
+            seg.file
+                .sync_range(off, len)
+                .map_err(io_err("sync torn tail"))?;
         }
-        for later in &segs[i + 1..] {
-            std::fs::remove_file(later.file.path()).map_err(io_err("remove torn segment"))?;
+        // Newest first: a failure then leaves the remaining segments numbered without a gap.
+        for later in segs[i + 1..].iter().rev() {
+            self.media
+                .remove(&seg_name(later.id))
+                .map_err(io_err("remove torn segment"))?;
         }
         if i + 1 < segs.len() {
-            sync_dir(seg.file.path().parent().unwrap_or(Path::new(".")))
-                .map_err(io_err("sync directory"))?;
+            self.media.sync_dir().map_err(io_err("sync directory"))?;
         }
         Ok(())
     }
@@ -864,7 +919,13 @@ impl Log {
         Ok(Appended { lsn, end })
     }
 
-    fn write_record(&self, seg: &Seg, at: u64, kind: u8, parts: &[&[u8]]) -> Result<(), LogError> {
+    fn write_record(
+        &self,
+        seg: &Seg<M::File>,
+        at: u64,
+        kind: u8,
+        parts: &[&[u8]],
+    ) -> Result<(), LogError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut h = [0u8; REC_HEADER];
         h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
@@ -879,17 +940,37 @@ impl Log {
         h[0..4].copy_from_slice(&c.finalize().to_le_bytes());
         // Payload first, header last: a reader of the mapping never sees a valid header over
         // missing payload bytes.
-        seg.file
-            .write(at + REC_HEADER as u64, parts)
-            .and_then(|()| seg.file.write(at, &[&h]))
-            .map_err(io_err("write record"))
+        let result = seg
+            .file
+            .write_at(at + REC_HEADER as u64, parts)
+            .and_then(|()| seg.file.write_at(at, &[&h]));
+        if let Err(e) = result {
+            // A failed write may still have left a valid record above the tail, which a reopen
+            // would replay although the caller is told it failed: erase its header durably, or
+            // fail the log (the caller then learns the outcome only after a reopen).
+            let erased =
+                seg.file
+                    .write_at(at, &[&[0u8; REC_HEADER]])
+                    .and_then(|()| match self.sync {
+                        SyncMode::Msync => seg.file.sync_range(at, REC_HEADER),
+                        SyncMode::Fdatasync => seg.file.sync_all(),
+                        SyncMode::None => Ok(()),
+                    });
+            if let Err(e2) = erased {
+                let why = format!("a failed record write ({e}) could not be erased: {e2}");
+                self.fail(why.clone());
+                return Err(LogError::Failed(why));
+            }
+            return Err(io_err("write record")(e));
+        }
+        Ok(())
     }
 
     /// Ends the tail segment and starts the next one.
-    fn roll(&self, tail: &mut Tail) -> Result<(), LogError> {
+    fn roll(&self, tail: &mut Tail<M::File>) -> Result<(), LogError> {
         let cur = tail.seg.clone();
-        let next = Arc::new(Log::create_segment(
-            &self.dir,
+        let next = Arc::new(Self::create_segment(
+            &self.media,
             cur.id + 1,
             cur.base + cur.file.size(),
             self.segment_size,
@@ -954,7 +1035,7 @@ impl Log {
     }
 
     fn flush(&self, from: Lsn, to: Lsn) -> io::Result<()> {
-        let segs: Vec<Arc<Seg>> = {
+        let segs: Vec<Arc<Seg<M::File>>> = {
             let all = self
                 .segs
                 .read()
@@ -967,7 +1048,7 @@ impl Log {
         self.flush_segs(&segs, from, to)
     }
 
-    fn flush_segs(&self, segs: &[Arc<Seg>], from: Lsn, to: Lsn) -> io::Result<()> {
+    fn flush_segs(&self, segs: &[Arc<Seg<M::File>>], from: Lsn, to: Lsn) -> io::Result<()> {
         for s in segs
             .iter()
             .filter(|s| s.base < to && s.base + s.file.size() > from)
@@ -975,9 +1056,9 @@ impl Log {
             let lo = from.max(s.base) - s.base;
             let hi = to.min(s.base + s.file.size()) - s.base;
             match self.sync {
-                SyncMode::Fdatasync => s.file.fdatasync()?,
+                SyncMode::Fdatasync => s.file.sync_all()?,
                 // `none` still syncs here: this runs only at open, to make vouches truthful.
-                SyncMode::Msync | SyncMode::None => s.file.msync(lo, (hi - lo) as usize)?,
+                SyncMode::Msync | SyncMode::None => s.file.sync_range(lo, (hi - lo) as usize)?,
             }
         }
         Ok(())
@@ -1011,15 +1092,17 @@ impl Log {
         let next = (id + 1).to_le_bytes();
         let a = self.append_parts(K_CHECKPOINT, &[&next])?;
         self.sync_to(a.end)?;
-        let seg = {
-            let mut segs = self
-                .segs
-                .write()
-                .map_err(|_| LogError::Failed("poisoned lock".into()))?;
-            segs.remove(0)
-        };
-        std::fs::remove_file(seg.file.path()).map_err(io_err("remove reclaimed segment"))?;
-        sync_dir(&self.dir).map_err(io_err("sync directory"))
+        // Unlisted only once deleted: if the deletion fails, the segment stays the oldest and
+        // the next step retires it again. Deleting a later one first would leave a gap in the
+        // segment numbers, which open takes for a lost segment.
+        self.media
+            .remove(&seg_name(id))
+            .map_err(io_err("remove reclaimed segment"))?;
+        self.segs
+            .write()
+            .map_err(|_| LogError::Failed("poisoned lock".into()))?
+            .remove(0);
+        self.media.sync_dir().map_err(io_err("sync directory"))
     }
 
     /// Copies `len` bytes at `lsn` (below [`Log::written`]) into `out`.

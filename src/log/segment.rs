@@ -1,12 +1,14 @@
-//! One log segment file: preallocated, memory-mapped, written through the mapping.
+//! The production medium: a directory of preallocated, memory-mapped segment files, written
+//! through the mapping.
 //!
-//! Owns: the only `unsafe` outside `ffi` — the shared mapping, `posix_fallocate` and the
-//! store's lock. Invariants: a segment is reserved on disk (`posix_fallocate`) before
-//! it is mapped, so a full disk is an error code at creation and never a SIGBUS at write; bytes
-//! below the published end are never written again while readers may see them (callers write
-//! only above the log's tail and read only below it).
+//! Owns: [`Mapped`] (the [`Media`] of a real store) and the only `unsafe` outside `ffi` — the
+//! shared mapping, `posix_fallocate` and the store's lock. Invariants: a segment is reserved on
+//! disk (`posix_fallocate`) before it is mapped, so a full disk is an error code at creation and
+//! never a SIGBUS at write; bytes below the published end are never written again while readers
+//! may see them (callers write only above the log's tail and read only below it).
 #![allow(unsafe_code)]
 
+use super::media::{Media, SegmentFile};
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -14,9 +16,54 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// The segment files of a store directory, memory-mapped.
+pub struct Mapped {
+    dir: PathBuf,
+}
+
+impl Mapped {
+    /// The medium of the store in `dir`.
+    pub fn new(dir: &Path) -> Mapped {
+        Mapped {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Media for Mapped {
+    type File = Segment;
+
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn create(&self, name: &str, size: u64, header: &[u8]) -> io::Result<Segment> {
+        Segment::create(&self.dir.join(name), size, header)
+    }
+
+    fn open(&self, name: &str) -> io::Result<Segment> {
+        Segment::open(&self.dir.join(name))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.dir.join(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        sync_dir(&self.dir)
+    }
+}
+
 /// A mapped segment file.
 pub struct Segment {
-    path: PathBuf,
     file: File,
     map: MmapRaw,
     size: u64,
@@ -44,35 +91,20 @@ impl Segment {
         }
         std::fs::rename(&tmp, path)?;
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-        Segment::map(path.to_path_buf(), file, size)
+        Segment::map(file, size)
     }
 
     /// Opens and maps an existing segment file.
     pub fn open(path: &Path) -> io::Result<Segment> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let size = file.metadata()?.len();
-        Segment::map(path.to_path_buf(), file, size)
+        Segment::map(file, size)
     }
 
-    fn map(path: PathBuf, file: File, size: u64) -> io::Result<Segment> {
+    fn map(file: File, size: u64) -> io::Result<Segment> {
         let len = usize::try_from(size).map_err(|_| io::Error::other("segment too large"))?;
         let map = MmapOptions::new().len(len).map_raw(&file)?;
-        Ok(Segment {
-            path,
-            file,
-            map,
-            size,
-        })
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The file's size in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
+        Ok(Segment { file, map, size })
     }
 
     fn check(&self, off: u64, len: usize) -> io::Result<usize> {
@@ -84,10 +116,17 @@ impl Segment {
             ))),
         }
     }
+}
 
-    /// Copies `len` bytes at `off` into `out`. Callers read only bytes that are no longer
-    /// written (below the log's published end, or during the single-threaded open scan).
-    pub fn read_into(&self, off: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+impl SegmentFile for Segment {
+    #[inline]
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Callers read only bytes that are no longer written (below the log's published end, or
+    /// during the single-threaded open scan).
+    fn read_into(&self, off: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
         let start = self.check(off, len)?;
         // SAFETY: the range is inside the mapping (checked) and, by the caller's contract, not
         // concurrently written.
@@ -96,19 +135,17 @@ impl Segment {
         Ok(())
     }
 
-    /// Runs `f` over `len` bytes at `off` without copying; same contract as [`read_into`].
-    ///
-    /// [`read_into`]: Segment::read_into
-    pub fn with_bytes<R>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+    fn with_bytes<R>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
         let start = self.check(off, len)?;
         // SAFETY: as in `read_into`; the slice does not outlive `f`.
         let src = unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), len) };
         Ok(f(src))
     }
 
-    /// Writes `parts` back to back at `off`. Callers write only above the published end, under
-    /// the log's tail lock, so no reader or other writer sees these bytes meanwhile.
-    pub fn write(&self, off: u64, parts: &[&[u8]]) -> io::Result<()> {
+    /// Callers write only above the published end, under the log's tail lock (or in the
+    /// single-threaded open scan), so no reader or other writer sees these bytes meanwhile.
+    #[inline]
+    fn write_at(&self, off: u64, parts: &[&[u8]]) -> io::Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut at = self.check(off, total)?;
         for part in parts {
@@ -125,22 +162,12 @@ impl Segment {
         Ok(())
     }
 
-    /// Fills `len` bytes at `off` with zeros (used to cut a torn tail at open).
-    pub fn zero(&self, off: u64, len: usize) -> io::Result<()> {
-        let start = self.check(off, len)?;
-        // SAFETY: inside the mapping; only called by the single-threaded open scan.
-        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(start), 0, len) };
-        Ok(())
-    }
-
-    /// Makes `len` bytes at `off` durable with `msync(MS_SYNC)`.
-    pub fn msync(&self, off: u64, len: usize) -> io::Result<()> {
+    fn sync_range(&self, off: u64, len: usize) -> io::Result<()> {
         let start = self.check(off, len)?;
         self.map.flush_range(start, len)
     }
 
-    /// Makes the file's written data durable with `fdatasync`.
-    pub fn fdatasync(&self) -> io::Result<()> {
+    fn sync_all(&self) -> io::Result<()> {
         self.file.sync_data()
     }
 }

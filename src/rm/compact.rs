@@ -9,7 +9,7 @@
 //! only after a synced CHECKPOINT.
 
 use super::{Phase, Rm, ValueLoc};
-use crate::log::{put_value_offset, LogError, Lsn, Record};
+use crate::log::{put_value_offset, LogError, Lsn, Media, Record};
 use std::sync::atomic::Ordering;
 
 /// Reclaim while the log is larger than this many times the live data, plus three segments.
@@ -18,7 +18,7 @@ const SPACE_FACTOR: u64 = 2;
 /// Most segments one caller reclaims in a row.
 const MAX_STEPS: usize = 16;
 
-impl Rm {
+impl<M: Media> Rm<M> {
     /// Whether the log holds enough dead space to reclaim its oldest segment.
     fn wants_compaction(&self) -> bool {
         let (count, bytes) = self.log.disk_usage();

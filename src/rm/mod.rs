@@ -22,7 +22,7 @@ mod recovery;
 use crate::config::Config;
 use crate::fxhash::FxHashMap;
 use crate::lock::{LockError, LockTable, Owner};
-use crate::log::{put_value_offset, Appended, Log, LogError, Lsn, Record};
+use crate::log::{put_value_offset, Appended, Log, LogError, Lsn, Mapped, Media, Record};
 use crate::status::*;
 use crate::xa::*;
 use crate::xid::Xid;
@@ -243,10 +243,10 @@ struct State {
     tocs: FxHashMap<Toc, TocState>,
 }
 
-/// An open store.
-pub struct Rm {
+/// An open store, its log on the medium `M` (memory-mapped files unless a test says otherwise).
+pub struct Rm<M: Media = Mapped> {
     cfg: Config,
-    log: Log,
+    log: Log<M>,
     locks: LockTable,
     index: RwLock<Index>,
     /// Held shared by every operation from its append until its effect is in memory (and by
@@ -280,7 +280,15 @@ impl Rm {
     /// (with their locks) and heuristically completed branches are rebuilt; every other branch
     /// is rolled back and its rollback logged.
     pub fn open(cfg: Config) -> Result<Rm, String> {
-        recovery::open(cfg)
+        let media = Mapped::new(&cfg.dir);
+        recovery::open(cfg, media)
+    }
+}
+
+impl<M: Media> Rm<M> {
+    /// [`Rm::open`] with the log on `media` (`cfg.dir` is then only a name).
+    pub fn open_on(cfg: Config, media: M) -> Result<Rm<M>, String> {
+        recovery::open(cfg, media)
     }
 
     /// [`Rm::open`] for the holder of the store's lock, which the store keeps until dropped.

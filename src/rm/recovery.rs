@@ -12,7 +12,7 @@
 use super::{Branch, Index, Phase, Rm, State, ValueLoc};
 use crate::config::Config;
 use crate::lock::LockTable;
-use crate::log::{put_value_offset, Log, Lsn, Record};
+use crate::log::{put_value_offset, Log, Lsn, Media, Record};
 use crate::xa::XA_HEURCOM;
 use crate::xid::Xid;
 use std::collections::{BTreeMap, HashMap};
@@ -128,9 +128,9 @@ impl Replay {
     }
 }
 
-pub(super) fn open(cfg: Config) -> Result<Rm, String> {
+pub(super) fn open<M: Media>(cfg: Config, media: M) -> Result<Rm<M>, String> {
     let mut replay = Replay::default();
-    let log = Log::open(&cfg.dir, cfg.segment_size, cfg.sync, &mut |lsn, rec| {
+    let log = Log::open_on(media, cfg.segment_size, cfg.sync, &mut |lsn, rec| {
         replay.visit(lsn, rec)
     })
     .map_err(|e| e.to_string())?;
