@@ -579,7 +579,7 @@ impl<M: Media> Log<M> {
         // segment is corruption, and would otherwise delete every segment as dead.
         if first_needed > segs[last].id {
             return Err(LogError::Corrupt {
-                file: segs[last].file.path().to_path_buf(),
+                file: segs[last].path.clone(),
                 offset: 0,
                 what: format!("a CHECKPOINT names segment {first_needed}, after the last one"),
             });

@@ -283,19 +283,19 @@ impl Rm {
         let media = Mapped::new(&cfg.dir);
         recovery::open(cfg, media)
     }
+
+    /// [`Rm::open`] for the holder of the store's lock, which the store keeps until dropped.
+    pub fn open_locked(cfg: Config, lock: crate::share::StoreLock) -> Result<Rm, String> {
+        let mut rm = Rm::open(cfg)?;
+        rm.lock = Some(lock);
+        Ok(rm)
+    }
 }
 
 impl<M: Media> Rm<M> {
     /// [`Rm::open`] with the log on `media` (`cfg.dir` is then only a name).
     pub fn open_on(cfg: Config, media: M) -> Result<Rm<M>, String> {
         recovery::open(cfg, media)
-    }
-
-    /// [`Rm::open`] for the holder of the store's lock, which the store keeps until dropped.
-    pub fn open_locked(cfg: Config, lock: crate::share::StoreLock) -> Result<Rm, String> {
-        let mut rm = recovery::open(cfg)?;
-        rm.lock = Some(lock);
-        Ok(rm)
     }
 
     /// The store's lock, if this instance holds it.

@@ -269,13 +269,13 @@ impl Store for Remote {
     }
     fn put(&self, _toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError> {
         // Checked here too, so an oversized value never reaches the wire.
-        Rm::check_kv(key, value)?;
+        <Rm>::check_kv(key, value)?;
         self.data_call(Out::request(op::PUT).bytes(key).opt_bytes(value), |r| {
             r.bool()
         })
     }
     fn get(&self, _toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError> {
-        Rm::check_kv(key, None)?;
+        <Rm>::check_kv(key, None)?;
         self.data_call(Out::request(op::GET).bytes(key), |r| {
             r.opt_bytes().map(|v| v.map(<[u8]>::to_vec))
         })
