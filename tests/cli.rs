@@ -222,3 +222,87 @@ fn orphan_policy_is_enforced_by_the_host_and_shown_by_status() {
     tm.rc("forget 1 orphan", XA_OK);
     assert_eq!(tm.get(1, "k"), None);
 }
+
+fn segment_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn dump_and_verify_read_the_log_without_changing_it() {
+    const T: &str = "dump_and_verify_read_the_log_without_changing_it";
+    shell_if_child();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = dir_str(tmp.path());
+    let info = open_string(tmp.path(), "");
+    let mut tm = Shell::spawn(T, "tm");
+    tm.rc(&format!("open 1 {info}"), XA_OK);
+    for i in 0..5 {
+        tm.rc(&format!("put 1 key{i} value{i}"), MMXA_OK);
+    }
+    tm.rc("start 1 pp 0", XA_OK);
+    tm.rc("put 1 kp prepared", MMXA_OK);
+    tm.rc(&format!("end 1 pp {TMSUCCESS}"), XA_OK);
+    tm.rc("prepare 1 pp", XA_OK);
+
+    // While the store is open in another process.
+    let dump = ok(&["dump", dir]);
+    assert!(
+        dump.contains("PUT       tag=0 key=\"key0\" value=\"value0\""),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("PREPARE") && dump.contains("xid=1.7070.62"),
+        "{dump}"
+    );
+    let lines = ok(&["--json", "dump", dir]);
+    assert!(lines.lines().all(|l| l.starts_with("{\"lsn\":")), "{lines}");
+    assert!(lines.contains("\"kind\":\"PREPARE\",\"tag\":"), "{lines}");
+    let v = ok(&["verify", dir]);
+    assert!(v.contains("ok: 7 records"), "{v}");
+    tm.rc("close 1", XA_OK);
+    drop(tm);
+
+    // A torn tail (bytes after the end that never were a record) is the normal end of a log:
+    // verify says ok, and neither command cuts it from the file.
+    let segs = segment_bytes(tmp.path());
+    let (path, mut bytes) = segs.last().cloned().unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let end = end.div_ceil(8) * 8;
+    bytes[end + 5] = 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(ok(&["verify", dir]).contains("ok: 7 records"));
+    ok(&["dump", dir]);
+    assert_eq!(
+        segment_bytes(tmp.path()),
+        vec![(path.clone(), bytes.clone())]
+    );
+
+    // A flipped byte inside an early record that later synced records vouch for: corruption,
+    // with the file and offset, exit status 4.
+    bytes[end + 5] = 0;
+    bytes[64 + 30] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = fails(&["verify", dir], 4);
+    assert!(
+        out.contains("corruption in") && out.contains("at offset 64"),
+        "{out}"
+    );
+    let js = String::from_utf8(mmxa(&["--json", "verify", dir]).stdout).unwrap();
+    assert!(
+        js.contains("\"ok\":false") && js.contains("\"offset\":64"),
+        "{js}"
+    );
+    fails(&["dump", dir], 4);
+    assert_eq!(segment_bytes(tmp.path()), vec![(path, bytes)]);
+}

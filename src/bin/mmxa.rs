@@ -1,9 +1,11 @@
 //! `mmxa`: see and resolve in-doubt work in a store, also while processes have it open.
 //!
 //! The tool reaches a store as any process does (see `mmxa::share`): as a guest of the process
-//! hosting it, or as its host while nobody else has it open.
+//! hosting it, or as its host while nobody else has it open. `dump` and `verify` read the log
+//! files through a copy-on-write view that never changes them.
 
-use mmxa::config::{self, Config};
+use mmxa::config::{self, Config, SyncMode};
+use mmxa::log::{Log, LogError, Mapped, Record};
 use mmxa::rm::Report;
 use mmxa::share::{self, Role, Site, Store};
 use mmxa::xa::{XA_HEURCOM, XA_HEURRB};
@@ -36,14 +38,19 @@ commands:
   rollback STORE XID --reason TEXT
                                heuristically roll back a prepared branch (answers: XA_HEURRB)
   get STORE KEY                print the committed value of KEY
+  dump STORE                   print every record of the log, oldest first
+  verify STORE                 check every record's checksum up to the end of the log;
+                               exit status 4 on corruption (file and offset are named)
   serve STORE                  host the store until killed, so that no worker process has to
                                (start it before the monitor, with the monitor's open string)
 
 options:
-  --json      machine-readable output (status, recover, get)
+  --json      machine-readable output (status, recover, get, verify; dump prints one
+              JSON object per record)
   -h, --help  this text
 
-exit status: 0 success; 1 KEY or XID not found; 2 usage error; 3 the store answered an error.
+exit status: 0 success; 1 KEY or XID not found; 2 usage error; 3 the store answered an error;
+4 verify (or dump) found corruption.
 
 examples:
   mmxa status /var/lib/app/a
@@ -396,6 +403,10 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
                 Err(e) => Err(store_err(e.msg)),
             }
         }
+        "dump" | "verify" => {
+            want(0, "no further operands")?;
+            inspect(&cfg, cmd == "verify", a.json)
+        }
         "serve" => {
             want(0, "no further operands")?;
             let (site, _s) =
@@ -416,6 +427,163 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
             }
         }
         _ => Err(usage(format!("unknown command {cmd} (see --help)"))),
+    }
+}
+
+/// Printable bytes as text, others as hex; long values shortened.
+fn show(b: &[u8]) -> String {
+    let head = &b[..b.len().min(64)];
+    let mut s = if head.iter().all(|c| (0x20..0x7f).contains(c)) {
+        format!("{:?}", String::from_utf8_lossy(head))
+    } else {
+        format!("0x{}", hex(head))
+    };
+    if b.len() > head.len() {
+        let _ = write!(s, "… ({} bytes)", b.len());
+    }
+    s
+}
+
+/// A field of a dumped record.
+enum Field<'a> {
+    Num(u64),
+    Text(String),
+    Bytes(&'a [u8]),
+}
+
+/// One record as a line of text, or as a JSON object.
+fn describe(lsn: u64, rec: &Record<'_>, json: bool) -> String {
+    use Field::*;
+    let (kind, fields): (&str, Vec<(&str, Field<'_>)>) = match rec {
+        Record::Put { tag, key, value } => (
+            "PUT",
+            vec![
+                ("tag", Num(*tag)),
+                ("key", Bytes(key)),
+                ("value", Bytes(value)),
+            ],
+        ),
+        Record::Delete { tag, key } => ("DELETE", vec![("tag", Num(*tag)), ("key", Bytes(key))]),
+        Record::Prepare { tag, xid } => (
+            "PREPARE",
+            vec![("tag", Num(*tag)), ("xid", Text(xid.to_string()))],
+        ),
+        Record::Commit { tag } => ("COMMIT", vec![("tag", Num(*tag))]),
+        Record::Rollback { tag } => ("ROLLBACK", vec![("tag", Num(*tag))]),
+        Record::Heuristic {
+            tag,
+            outcome,
+            xid,
+            reason,
+        } => (
+            "HEURISTIC",
+            vec![
+                ("tag", Num(*tag)),
+                (
+                    "outcome",
+                    Text(mmxa::xa::code_name(*outcome).map_or(outcome.to_string(), String::from)),
+                ),
+                ("xid", Text(xid.to_string())),
+                ("reason", Text(String::from_utf8_lossy(reason).into_owned())),
+            ],
+        ),
+        Record::Forget { tag } => ("FORGET", vec![("tag", Num(*tag))]),
+        Record::Move { old, new, xid } => (
+            "MOVE",
+            vec![
+                ("old", Num(*old)),
+                ("new", Num(*new)),
+                ("xid", Text(xid.to_string())),
+            ],
+        ),
+    };
+    if json {
+        let mut line = format!("{{\"lsn\":{lsn},\"kind\":{}", js(kind));
+        for (k, v) in &fields {
+            let _ = match v {
+                Num(n) => write!(line, ",{}:{n}", js(k)),
+                Text(t) => write!(line, ",{}:{}", js(k), js(t)),
+                Bytes(b) => match std::str::from_utf8(b) {
+                    Ok(t) => write!(line, ",{}:{}", js(k), js(t)),
+                    Err(_) => write!(line, ",{}:{}", js(&format!("{k}_hex")), js(&hex(b))),
+                },
+            };
+        }
+        line.push('}');
+        line
+    } else {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| match v {
+                Num(n) => format!("{k}={n}"),
+                Text(t) if *k == "reason" => format!("{k}={t:?}"),
+                Text(t) => format!("{k}={t}"),
+                Bytes(b) => format!("{k}={}", show(b)),
+            })
+            .collect();
+        format!("{lsn:>12} {kind:<9} {}", body.join(" "))
+    }
+}
+
+/// `dump` and `verify`: replays the log through a view that never changes the files (a store
+/// in use may be appended to meanwhile: what it is writing reads as the log's tail).
+fn inspect(cfg: &Config, verify: bool, json: bool) -> Result<String, Fail> {
+    let mut records = 0u64;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut broken_pipe = false;
+    let mut visit = |lsn: u64, rec: Record<'_>| -> Result<(), String> {
+        records += 1;
+        if !verify && !broken_pipe {
+            broken_pipe = writeln!(out, "{}", describe(lsn, &rec, json)).is_err();
+        }
+        Ok(())
+    };
+    let opened = Log::open_on(
+        Mapped::private(&cfg.dir),
+        cfg.segment_size,
+        SyncMode::None,
+        &mut visit,
+    );
+    let _ = out.flush();
+    drop(out);
+    match opened {
+        Ok(log) => {
+            let end = log.written();
+            let (segments, bytes) = log.disk_usage();
+            Ok(if json && verify {
+                format!(
+                    "{{\"ok\":true,\"records\":{records},\"end_lsn\":{end},\"segments\":{segments},\"bytes\":{bytes}}}\n"
+                )
+            } else if verify {
+                format!(
+                    "{}: ok: {records} records with valid checksums in {segments} segment(s), \
+                     the log ends at LSN {end}\n",
+                    cfg.dir.display()
+                )
+            } else {
+                String::new()
+            })
+        }
+        Err(LogError::Corrupt { file, offset, what }) => {
+            let msg = format!(
+                "corruption in {} at offset {offset}: {what} ({records} valid records before it)",
+                file.display()
+            );
+            Err(Fail(
+                4,
+                if json {
+                    format!(
+                        "{{\"ok\":false,\"records\":{records},\"file\":{},\"offset\":{offset},\"what\":{}}}",
+                        js(&file.display().to_string()),
+                        js(&what)
+                    )
+                } else {
+                    msg
+                },
+            ))
+        }
+        Err(e) => Err(store_err(e.to_string())),
     }
 }
 

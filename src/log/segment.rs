@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 /// The segment files of a store directory, memory-mapped.
 pub struct Mapped {
     dir: PathBuf,
+    /// A copy-on-write view: see [`Mapped::private`].
+    private: bool,
 }
 
 impl Mapped {
@@ -26,6 +28,18 @@ impl Mapped {
     pub fn new(dir: &Path) -> Mapped {
         Mapped {
             dir: dir.to_path_buf(),
+            private: false,
+        }
+    }
+
+    /// A view of the store in `dir` for inspection, which never changes a file: segments are
+    /// opened read-only and mapped copy-on-write (a torn tail cut at open stays in memory), a
+    /// new segment is anonymous memory, and syncs, removals and directory syncs succeed without
+    /// doing anything.
+    pub fn private(dir: &Path) -> Mapped {
+        Mapped {
+            dir: dir.to_path_buf(),
+            private: true,
         }
     }
 }
@@ -46,25 +60,38 @@ impl Media for Mapped {
     }
 
     fn create(&self, name: &str, size: u64, header: &[u8]) -> io::Result<Segment> {
+        if self.private {
+            return Segment::anonymous(size, header);
+        }
         Segment::create(&self.dir.join(name), size, header)
     }
 
     fn open(&self, name: &str) -> io::Result<Segment> {
+        if self.private {
+            return Segment::open_private(&self.dir.join(name));
+        }
         Segment::open(&self.dir.join(name))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        if self.private {
+            return Ok(());
+        }
         std::fs::remove_file(self.dir.join(name))
     }
 
     fn sync_dir(&self) -> io::Result<()> {
+        if self.private {
+            return Ok(());
+        }
         sync_dir(&self.dir)
     }
 }
 
 /// A mapped segment file.
 pub struct Segment {
-    file: File,
+    /// None for a private (copy-on-write or anonymous) segment, which has nothing to sync.
+    file: Option<File>,
     map: MmapRaw,
     size: u64,
 }
@@ -104,7 +131,38 @@ impl Segment {
     fn map(file: File, size: u64) -> io::Result<Segment> {
         let len = usize::try_from(size).map_err(|_| io::Error::other("segment too large"))?;
         let map = MmapOptions::new().len(len).map_raw(&file)?;
-        Ok(Segment { file, map, size })
+        Ok(Segment {
+            file: Some(file),
+            map,
+            size,
+        })
+    }
+
+    /// Maps an existing segment file copy-on-write: writes stay in this process's memory.
+    fn open_private(path: &Path) -> io::Result<Segment> {
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        let len = usize::try_from(size).map_err(|_| io::Error::other("segment too large"))?;
+        // SAFETY: a private mapping of a file opened read-only; another process may append to
+        // the file meanwhile, which changes only bytes the log treats as its (torn) tail.
+        let map = unsafe { MmapOptions::new().len(len).map_copy(&file)? };
+        Ok(Segment {
+            file: None,
+            map: MmapRaw::from(map),
+            size,
+        })
+    }
+
+    /// A new segment in anonymous memory.
+    fn anonymous(size: u64, header: &[u8]) -> io::Result<Segment> {
+        let len = usize::try_from(size).map_err(|_| io::Error::other("segment too large"))?;
+        let mut map = MmapOptions::new().len(len).map_anon()?;
+        map[..header.len()].copy_from_slice(header);
+        Ok(Segment {
+            file: None,
+            map: MmapRaw::from(map),
+            size,
+        })
     }
 
     fn check(&self, off: u64, len: usize) -> io::Result<usize> {
@@ -164,11 +222,17 @@ impl SegmentFile for Segment {
 
     fn sync_range(&self, off: u64, len: usize) -> io::Result<()> {
         let start = self.check(off, len)?;
-        self.map.flush_range(start, len)
+        match self.file {
+            Some(_) => self.map.flush_range(start, len),
+            None => Ok(()),
+        }
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.file.sync_data()
+        match &self.file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
     }
 }
 
