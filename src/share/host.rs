@@ -68,7 +68,7 @@ impl Server {
         addr: Addr,
         rm: Arc<Rm>,
         cfg: Config,
-    ) -> Server {
+    ) -> io::Result<Server> {
         let shared = Arc::new(Shared {
             rm,
             cfg,
@@ -78,14 +78,13 @@ impl Server {
         let s = shared.clone();
         let acceptor = std::thread::Builder::new()
             .name("mmxa-host".into())
-            .spawn(move || accept_loop(listener, s))
-            .ok();
-        Server {
+            .spawn(move || accept_loop(listener, s))?;
+        Ok(Server {
             shared,
-            acceptor,
+            acceptor: Some(acceptor),
             addr,
             pid: std::process::id(),
-        }
+        })
     }
 }
 
@@ -96,9 +95,10 @@ impl Server {
             // Inherited through fork: the sockets and threads are the parent's.
             return;
         }
-        // Wake the acceptor with a connection of our own.
-        let _ = UnixStream::connect(&self.addr.path);
-        if let Some(t) = self.acceptor.take() {
+        // Wake the acceptor with a connection of our own. If even that fails (the socket file
+        // was removed from under us), the acceptor is left blocked rather than waited for.
+        let woke = UnixStream::connect(&self.addr.path).is_ok();
+        if let Some(t) = self.acceptor.take().filter(|_| woke) {
             let _ = t.join();
         }
         // End every guest connection, and any lock wait its thread is in.
@@ -133,6 +133,8 @@ fn accept_loop(listener: NoInherit<UnixListener>, shared: Arc<Shared>) {
             break;
         }
         let Ok(stream) = stream.map(NoInherit::new) else {
+            // Out of descriptors, or the like: give the process a moment instead of spinning.
+            std::thread::sleep(std::time::Duration::from_millis(10));
             continue;
         };
         let Ok(copy) = stream.try_clone().map(NoInherit::new) else {
@@ -391,7 +393,7 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    pub fn start(rm: Arc<Rm>, age: std::time::Duration) -> Janitor {
+    pub fn start(rm: Arc<Rm>, age: std::time::Duration) -> io::Result<Janitor> {
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let s = stop.clone();
         // Often enough that a branch outlives its age by at most a tenth of it (or a second).
@@ -415,13 +417,12 @@ impl Janitor {
                         stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                     }
                 }
-            })
-            .ok();
-        Janitor {
+            })?;
+        Ok(Janitor {
             stop,
-            thread,
+            thread: Some(thread),
             pid: std::process::id(),
-        }
+        })
     }
 }
 

@@ -268,9 +268,16 @@ pub fn establish(
                 Role::Admin => None,
             };
             let rm = Arc::new(Rm::open_locked(cfg.clone(), lock).map_err(rmerr)?);
-            let server = listener.map(|l| Server::start(l, addr, rm.clone(), cfg.clone()));
+            let server = listener
+                .map(|l| Server::start(l, addr, rm.clone(), cfg.clone()))
+                .transpose()
+                .map_err(|e| rmerr(format!("cannot start serving other processes: {e}")))?;
             let janitor = match (role, cfg.orphan_rollback) {
-                (Role::Member, Some(age)) => Some(host::Janitor::start(rm.clone(), age)),
+                (Role::Member, Some(age)) => {
+                    Some(host::Janitor::start(rm.clone(), age).map_err(|e| {
+                        rmerr(format!("cannot start the orphan policy's thread: {e}"))
+                    })?)
+                }
                 _ => None,
             };
             return Ok((
