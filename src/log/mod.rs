@@ -9,7 +9,8 @@
 //!
 //! # Files
 //! A store directory holds `mmxa.lock` (an open-file-description lock held by the one process
-//! hosting the store), `mmxa.sock` (where that process serves the others, see `share`) and segment files `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A
+//! hosting the store), `mmxa.sock` (where that process serves the others, see `share`),
+//! `mmxa.audit` (the trail of heuristic decisions, see `audit`; not part of the log) and segment files `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A
 //! segment is created as `*.tmp`, reserved with `posix_fallocate`, given its header, synced and
 //! renamed into place, so a segment under its final name always has a valid header. Stray `*.tmp`
 //! files are deleted at open.
