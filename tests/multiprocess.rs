@@ -183,16 +183,23 @@ fn branches_are_completed_joined_and_resumed_from_any_process() {
     p[1].rc("rollback 1 s", XA_OK);
 }
 
+/// A store in `dir` (60 s lock waits: a lock never released fails the test), opened by a
+/// first process, which hosts it, then by a guest.
+fn host_and_guest(test: &str, dir: &std::path::Path) -> (String, Shell, Shell) {
+    let info = open_string(dir, "lock_timeout_ms=60000");
+    let mut host = Shell::spawn(test, "host");
+    let mut guest = Shell::spawn(test, "guest");
+    host.rc(&format!("open 1 {info}"), XA_OK);
+    guest.rc(&format!("open 1 {info}"), XA_OK);
+    (info, host, guest)
+}
+
 #[test]
 fn a_killed_guest_loses_only_its_unprepared_work() {
     const T: &str = "a_killed_guest_loses_only_its_unprepared_work";
     shell_if_child();
     let tmp = tempfile::tempdir().unwrap();
-    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
-    let mut host = Shell::spawn(T, "host");
-    let mut guest = Shell::spawn(T, "guest");
-    host.rc(&format!("open 1 {info}"), XA_OK);
-    guest.rc(&format!("open 1 {info}"), XA_OK);
+    let (info, mut host, mut guest) = host_and_guest(T, tmp.path());
     // The guest leaves a prepared branch, an idle one, a suspended one and an active one
     // holding a key lock another process waits for.
     guest.rc("start 1 pp 0", XA_OK);
@@ -290,11 +297,7 @@ fn a_forked_child_keeps_nothing_alive() {
     const T: &str = "a_forked_child_keeps_nothing_alive";
     shell_if_child();
     let tmp = tempfile::tempdir().unwrap();
-    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
-    let mut host = Shell::spawn(T, "host");
-    let mut guest = Shell::spawn(T, "guest");
-    host.rc(&format!("open 1 {info}"), XA_OK);
-    guest.rc(&format!("open 1 {info}"), XA_OK);
+    let (info, mut host, mut guest) = host_and_guest(T, tmp.path());
     guest.rc("start 1 g 0", XA_OK);
     guest.rc("put 1 kg guest", MMXA_OK);
     // Both fork a child that lingers with copies of their descriptors, then die.

@@ -887,6 +887,17 @@ impl<M: Media> Rm<M> {
         self.state().map_err(|e| DataError::new(MMXA_EIO, e.msg))
     }
 
+    /// Data calls are refused once the branch is rollback-only.
+    fn usable(b: &Branch) -> Result<(), DataError> {
+        match b.doomed() {
+            Some((code, why)) => Err(DataError::new(
+                MMXA_EROLLBACK,
+                format!("the branch is rollback-only ({why}; xa_end answers {code})"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The branch `toc` is actively associated with: its XID, tag and abort flag.
     fn current(&self, toc: Toc) -> Result<Option<(Xid, u64, Arc<AtomicBool>)>, DataError> {
         let st = self.data_state()?;
@@ -897,12 +908,7 @@ impl<M: Media> Rm<M> {
             .branches
             .get(&xid)
             .ok_or_else(|| DataError::new(MMXA_EINTERNAL, "associated branch is missing"))?;
-        if let Some((code, why)) = b.doomed() {
-            return Err(DataError::new(
-                MMXA_EROLLBACK,
-                format!("the branch is rollback-only ({why}; xa_end answers {code})"),
-            ));
-        }
+        Self::usable(b)?;
         Ok(Some((xid, b.tag, b.abort.clone())))
     }
 
@@ -1048,12 +1054,7 @@ impl<M: Media> Rm<M> {
             .branches
             .get_mut(&xid)
             .ok_or_else(|| DataError::new(MMXA_EINTERNAL, "associated branch is missing"))?;
-        if let Some((code, why)) = b.doomed() {
-            return Err(DataError::new(
-                MMXA_EROLLBACK,
-                format!("the branch is rollback-only ({why}; xa_end answers {code})"),
-            ));
-        }
+        Self::usable(b)?;
         Ok((xid, b))
     }
 
