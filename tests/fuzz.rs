@@ -1204,3 +1204,62 @@ fn branch_tag_near_u64_max_is_corruption() {
         assert!(e.contains("corrupt") && e.contains("out of range"), "{e}");
     }
 }
+
+/// Writes segment `id` (base LSN 0) of `size` bytes holding `recs` (kind, payload).
+fn write_sized(dir: &Path, id: u64, size: u64, recs: &[(u8, Vec<u8>)]) {
+    let salt = 7;
+    let mut bytes = header(id, 0, size, salt);
+    for (k, p) in recs {
+        bytes.extend(record(salt, *k, 0, p));
+    }
+    bytes.resize(size as usize, 0);
+    std::fs::write(dir.join(format!("log-{id:016x}.seg")), bytes).unwrap();
+}
+
+/// Found by the libFuzzer target `log_open`: a segment too small for a record header (or of a
+/// size no log writes) opened, and the first append, unable to write the SEGMENT_END marker to
+/// roll to the next segment, failed the log for good. It is corruption.
+#[test]
+fn segment_without_room_for_a_record_is_corruption() {
+    for size in [64, 72, 92] {
+        let dir = tempfile::tempdir().unwrap();
+        write_sized(dir.path(), 1, size, &[]);
+        let e = open_error(dir.path());
+        assert!(
+            e.contains("corrupt") && e.contains("segment size"),
+            "{size}: {e}"
+        );
+    }
+}
+
+/// A record ending less than a record header before its segment's end (every append leaves
+/// room for the SEGMENT_END marker) was replayed: the first append then failed the log, or, if
+/// the record filled the segment exactly, the next open reported corruption. Such a record is
+/// invalid: unvouched, it is a torn tail, cut at open, and the store stays usable.
+#[test]
+fn record_without_room_for_the_marker_is_a_torn_tail() {
+    let put = |k: &[u8]| {
+        let p = [
+            &0u64.to_le_bytes()[..],
+            &1u32.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            k,
+            b"v",
+        ];
+        (K_PUT, p.concat())
+    };
+    // Two PUT records of 48 bytes each; the second leaves `room` bytes.
+    for room in [0, 8, 16] {
+        let dir = tempfile::tempdir().unwrap();
+        let size = (SEG_HEADER + 2 * 48 + room) as u64;
+        write_sized(dir.path(), 1, size, &[put(b"a"), put(b"b")]);
+        let rm = rm_open(dir.path()).unwrap().expect("open");
+        assert_eq!(rm.get(99, b"a").unwrap(), Some(b"v".to_vec()), "{room}");
+        assert_eq!(rm.get(99, b"b").unwrap(), None, "{room}");
+        rm.put(TOC, b"c", Some(b"w")).expect("a write after open");
+        assert_eq!(rm.failed(), None);
+        drop(rm);
+        let rm = rm_open(dir.path()).unwrap().expect("reopen");
+        assert_eq!(rm.get(99, b"c").unwrap(), Some(b"w".to_vec()), "{room}");
+    }
+}

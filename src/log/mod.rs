@@ -70,7 +70,8 @@
 //! and the segments after a torn tail newest first.
 //!
 //! # Validity, torn tails and corruption
-//! A record is valid when its kind is known, it fits in the segment, and its CRC matches. The
+//! A record is valid when its kind is known, it fits in the segment, and its CRC matches (the
+//! scan also wants the room for a SEGMENT_END that every append leaves after a record). The
 //! salt makes bytes left from any other segment file fail the CRC. The scan replays valid
 //! records in order and stops at the first invalid one, at LSN `x`. Then it looks at every
 //! later position of the log for a valid record: if one vouches for a durable LSN greater than
@@ -78,7 +79,8 @@
 //! fails naming the file and offset. Otherwise everything from `x` on was never acknowledged
 //! (a torn or unfinished write): it is cut, zeroed and synced, later segments are deleted, and
 //! appending resumes at `x`. A valid record whose payload does not decode is corruption too, and
-//! so is a segment header whose id or base LSN exceeds 2^62 (no real log gets there).
+//! so is a segment header whose id or base LSN exceeds 2^62 (no real log gets there), or whose
+//! size is not a multiple of 8 or too small for a header and one record header.
 //!
 //! # Assumptions about the media
 //! Synced bytes read back as written (or fail the CRC). A sync covers a prefix of the log, so a
@@ -640,6 +642,10 @@ impl<M: Media> Log<M> {
         if le_u64(&h, 16) != id || le_u64(&h, 32) != file.size() {
             return Err(corrupt("segment id or size does not match the file"));
         }
+        // The log writes only such segments; any other could not take a SEGMENT_END marker.
+        if file.size() % 8 != 0 || file.size() < SEG_HEADER + REC_HEADER as u64 {
+            return Err(corrupt("segment size too small or not a multiple of 8"));
+        }
         // No real log gets near these bounds; they keep id and LSN arithmetic from overflowing.
         if id > MAX_SEGMENT_ID || le_u64(&h, 24) > MAX_LSN.saturating_sub(file.size()) {
             return Err(corrupt("segment id or base LSN out of range"));
@@ -686,6 +692,12 @@ impl<M: Media> Log<M> {
                     };
                     if h.kind == K_SEGMENT_END {
                         return Ok(None);
+                    }
+                    // Every append leaves room for a SEGMENT_END after its record (or the log
+                    // could not roll on): a record without it ends the valid log like a bad
+                    // one. The search for vouching records still counts it.
+                    if off + h.total + REC_HEADER as u64 > bytes.len() as u64 {
+                        return Ok(Some(off));
                     }
                     let at = (off as usize) + REC_HEADER;
                     let corrupt = |what: String| LogError::Corrupt {
