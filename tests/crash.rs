@@ -19,11 +19,13 @@
 //! A child that prints nothing for 60 s is killed and the test fails.
 
 mod ffi_common;
+mod rng;
 
 use ffi_common::{check, xid, xid_key, Rm};
 use mmxa::ffi::abi::Xid;
 use mmxa::status::{MMXA_ELOCKTIMEOUT, MMXA_OK};
 use mmxa::xa::*;
+use rng::Rng;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -258,34 +260,6 @@ fn maybe_child(mode: Mode) -> bool {
 
 // ---- the parent -------------------------------------------------------------------------
 
-/// xorshift64*: enough to pick kill points.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var(ENV_SEED)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1);
-                t ^ (u64::from(std::process::id()) << 32)
-            });
-        eprintln!("crash test seed: {ENV_SEED}={seed}");
-        Rng(seed.max(1))
-    }
-
-    /// A number in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        lo + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (hi - lo + 1)
-    }
-}
-
 /// A child process that is SIGKILLed and reaped if the test fails while it runs.
 struct ChildGuard(Child);
 
@@ -438,7 +412,7 @@ fn two_phase_rounds(rmid: i32) {
     let dir = tempfile::tempdir().unwrap();
     // lock_timeout_ms=0: a write to a key a prepared branch holds fails at once.
     let rm = Rm::new(rmid, dir.path(), "lock_timeout_ms=0");
-    let mut rng = Rng::new();
+    let mut rng = Rng::new(rng::seed(ENV_SEED, "crash test"));
     let (mut committed, mut absent, mut carried) =
         (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let mut next = 0u64;
@@ -512,7 +486,7 @@ fn two_phase_rounds(rmid: i32) {
 fn one_phase_rounds(rmid: i32) {
     let dir = tempfile::tempdir().unwrap();
     let rm = Rm::new(rmid, dir.path(), "lock_timeout_ms=0");
-    let mut rng = Rng::new();
+    let mut rng = Rng::new(rng::seed(ENV_SEED, "crash test"));
     let (mut committed, mut absent) = (BTreeSet::new(), BTreeSet::new());
     let mut next = 0u64;
     for round in 0..ROUNDS {

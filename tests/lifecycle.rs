@@ -33,6 +33,8 @@
 //!     keys; reports whether the store gets out of it by itself, asserts that an explicit
 //!     reclaim step does.
 
+mod rng;
+
 use mmxa::config::{Config, SyncMode};
 use mmxa::log::put_value_offset;
 use mmxa::rm::flags::{EndMode, Scan, StartMode};
@@ -40,6 +42,7 @@ use mmxa::rm::{DataError, Rm, XaError};
 use mmxa::status::*;
 use mmxa::xa::*;
 use mmxa::xid::Xid;
+use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -50,46 +53,9 @@ use std::time::{Duration, Instant};
 
 // ---- shared helpers ---------------------------------------------------------------------
 
-/// xorshift64*: deterministic choices from a printed seed.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.range(0, 99) < percent
-    }
-}
-
 /// The seed from `MMXA_LIFECYCLE_SEED`, or a fresh one; printed either way.
 fn seed(what: &str) -> u64 {
-    let seed = std::env::var("MMXA_LIFECYCLE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            t ^ (u64::from(std::process::id()) << 32)
-        });
-    eprintln!("{what}: seed MMXA_LIFECYCLE_SEED={seed}");
-    seed
+    rng::seed("MMXA_LIFECYCLE_SEED", what)
 }
 
 fn config(dir: &Path, segment_size: u64, sync: SyncMode) -> Config {

@@ -10,11 +10,13 @@
 //! them) at random moments and checks the survivors go on and nothing acknowledged is lost.
 
 mod ffi_common;
+mod rng;
 mod shell;
 
 use ffi_common::Rm;
 use mmxa::status::*;
 use mmxa::xa::*;
+use rng::Rng;
 use shell::{open_string, shell_if_child, Shell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -351,18 +353,7 @@ fn sigkill_of_any_worker_stops_no_one_and_loses_nothing() {
     shell_if_child();
     let tmp = tempfile::tempdir().unwrap();
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
-    let seed = std::env::var("MMXA_MP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()) * 2654435761 + 1);
-    eprintln!("{T}: MMXA_MP_SEED={seed}");
-    let mut rng = seed;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = Rng::new(rng::seed("MMXA_MP_SEED", T));
     const WORKERS: usize = 3;
     const KILLS: usize = 30;
     let mut names = Vec::new();
@@ -387,8 +378,8 @@ fn sigkill_of_any_worker_stops_no_one_and_loses_nothing() {
             let a = acks.get_mut(name).unwrap();
             while !note(a, &s.recv()) {}
         }
-        let victim = next(WORKERS as u64) as usize;
-        let lines = next(4);
+        let victim = rng.below(WORKERS as u64) as usize;
+        let lines = rng.below(4);
         for _ in 0..lines {
             let name = &names[victim];
             note(acks.get_mut(name).unwrap(), &shells[victim].recv());

@@ -32,6 +32,7 @@
 //!   and the `mmxa_*` data API as a monitor calls them.
 
 mod ffi_common;
+mod rng;
 
 use mmxa::config::{Config, SyncMode};
 use mmxa::log::put_value_offset;
@@ -41,6 +42,7 @@ use mmxa::rm::{DataError, Rm, XaError};
 use mmxa::status::*;
 use mmxa::xa::*;
 use mmxa::xid::Xid;
+use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -52,22 +54,6 @@ const SEG: u64 = 8 << 10;
 const KEYS: usize = 24;
 /// The thread of control of every call.
 const TOC: u64 = 1;
-
-/// xorshift64*: deterministic choices from a printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -268,7 +254,7 @@ impl Workload {
         disk.record(true);
         let rm = open(&disk, SEG).expect("open an empty store");
         let mut w = Workload {
-            rng: Rng(seed.max(1)),
+            rng: Rng::new(seed),
             disk,
             rm: Some(rm),
             model: Model::default(),

@@ -40,11 +40,13 @@
 //! `MMXA_TORTURE_ITERS=5000 cargo test --release --test torture -- --nocapture`.
 
 mod ffi_common;
+mod rng;
 
 use ffi_common::{check, last_error, xid, xid_key, Rm};
 use mmxa::ffi::abi::Xid;
 use mmxa::status::MMXA_OK;
 use mmxa::xa::*;
+use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -183,27 +185,6 @@ fn stores(work: &Path) -> [Rm; 2] {
         Rm::new(RMIDS[0], &work.join("a"), EXTRA),
         Rm::new(RMIDS[1], &work.join("b"), EXTRA),
     ]
-}
-
-/// xorshift64*: deterministic choices from a printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
 }
 
 // ---- the child: a two-phase-commit TM -----------------------------------------------------
