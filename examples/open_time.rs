@@ -22,7 +22,6 @@ use mmxa::config::{Config, SyncMode};
 use mmxa::log::put_value_offset;
 use mmxa::rm::flags::{EndMode, StartMode};
 use mmxa::rm::Rm;
-use mmxa::xa::XA_OK;
 use mmxa::xid::Xid;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,10 +142,10 @@ fn build(dir: &Path, segment_mb: u64, keys: u64, updates: u64, one_phase: bool) 
         if one_phase {
             n_xid += 1;
             let x = Xid::from_parts(0x4f54, &n_xid.to_be_bytes(), b"o").unwrap();
-            assert_eq!(rm.start(1, &x, StartMode::New), Ok(XA_OK));
+            assert_eq!(rm.start(1, &x, StartMode::New), Ok(()));
             rm.put(1, &key(i), Some(&value(i, ver))).expect("put");
-            assert_eq!(rm.end(1, &x, EndMode::Success), Ok(XA_OK));
-            assert_eq!(rm.commit(1, &x, true), Ok(XA_OK));
+            assert_eq!(rm.end(1, &x, EndMode::Success), Ok(()));
+            assert_eq!(rm.commit(1, &x, true), Ok(()));
         } else {
             rm.put(1, &key(i), Some(&value(i, ver))).expect("put");
         }

@@ -7,8 +7,10 @@
 
 pub mod audit;
 pub mod config;
+pub mod error;
 pub mod ffi;
 mod fxhash;
+pub mod inherit;
 pub mod lock;
 pub mod log;
 pub mod registry;

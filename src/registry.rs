@@ -16,19 +16,17 @@
 //! data call of any other thread asks the registrar which branch the work belongs to before
 //! doing it. Every thread opens a given rmid through the same switch.
 
-use crate::config::{self, Config};
+use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
 use crate::rm::flags::StartMode;
-use crate::rm::{DataError, Toc, XaError};
+use crate::rm::{self, Toc};
 use crate::share::{self, Role, Site, Store};
-use crate::status::{MMXA_EIO, MMXA_ENOTOPEN, MMXA_EREGISTER, MMXA_EROLLBACK};
-use crate::xa::{XAER_INVAL, XAER_PROTO, XAER_RMERR, XAER_RMFAIL, XA_RBBASE, XA_RBEND};
 use crate::xid::Xid;
 use once_cell::sync::Lazy;
 use std::cell::Cell;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// What the transaction monitor answered to a registration request (`ax_reg`, XA reference §8).
@@ -42,12 +40,12 @@ pub enum Registration {
 
 /// The monitor's side of dynamic registration, as seen by the core: `ax_reg` and `ax_unreg`
 /// for the calling thread. The C boundary implements it over the monitor's functions; tests can
-/// implement it directly. Errors carry an `MMXA_*` code (normally `MMXA_EREGISTER`).
+/// implement it directly. Its failures are normally [`Error::Register`].
 pub trait Registrar: Send + Sync {
     /// `ax_reg(rmid, &xid, TMNOFLAGS)`.
-    fn register(&self, rmid: i32) -> Result<Registration, DataError>;
+    fn register(&self, rmid: i32) -> Result<Registration>;
     /// `ax_unreg(rmid, TMNOFLAGS)`, after work done under the null XID.
-    fn unregister(&self, rmid: i32) -> Result<(), DataError>;
+    fn unregister(&self, rmid: i32) -> Result<()>;
 }
 
 /// Dynamic registration state of one rmid.
@@ -75,22 +73,16 @@ impl Entry {
 }
 
 static REGISTRY: Lazy<RwLock<FxHashMap<i32, Entry>>> = Lazy::new(Default::default);
-static NEXT_TOC: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     static TOC: Cell<Toc> = const { Cell::new(0) };
-}
-
-/// A new thread-of-control number (for a guest process's connection at this host).
-pub fn new_toc() -> Toc {
-    NEXT_TOC.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The calling thread's number.
 pub fn toc() -> Toc {
     TOC.with(|t| {
         if t.get() == 0 {
-            t.set(new_toc());
+            t.set(rm::new_toc());
         }
         t.get()
     })
@@ -104,10 +96,6 @@ fn write() -> RwLockWriteGuard<'static, FxHashMap<i32, Entry>> {
     REGISTRY.write().unwrap_or_else(|p| p.into_inner())
 }
 
-fn rmerr(msg: String) -> XaError {
-    XaError::new(XAER_RMERR, msg)
-}
-
 fn switch_name(dynamic: bool) -> &'static str {
     if dynamic {
         "mmxa_switch_dynamic (dynamic registration)"
@@ -117,58 +105,48 @@ fn switch_name(dynamic: bool) -> &'static str {
 }
 
 /// `xa_open` for the calling thread, through the static-registration switch.
-pub fn open(rmid: i32, info: &[u8]) -> Result<(), XaError> {
-    open_with(rmid, info, None)
+pub fn open(rmid: i32, cfg: Config) -> Result<()> {
+    open_with(rmid, cfg, None)
 }
 
 /// `xa_open` for the calling thread, through the dynamic-registration switch: data calls of a
 /// thread that is not associated with a branch ask `registrar` first. The rmid must be open
 /// through this switch in every thread.
-pub fn open_dynamic(rmid: i32, info: &[u8], registrar: Box<dyn Registrar>) -> Result<(), XaError> {
-    open_with(rmid, info, Some(registrar))
+pub fn open_dynamic(rmid: i32, cfg: Config, registrar: Box<dyn Registrar>) -> Result<()> {
+    open_with(rmid, cfg, Some(registrar))
 }
 
-fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> Result<(), XaError> {
-    let mut cfg = config::parse(info).map_err(|e| XaError::new(XAER_INVAL, e))?;
+fn open_with(rmid: i32, mut cfg: Config, registrar: Option<Box<dyn Registrar>>) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&cfg.dir)
-        .map_err(|e| rmerr(format!("cannot create {}: {e}", cfg.dir.display())))?;
+        .map_err(|e| Error::Io(format!("cannot create {}: {e}", cfg.dir.display())))?;
     cfg.dir = std::fs::canonicalize(&cfg.dir)
-        .map_err(|e| rmerr(format!("cannot resolve {}: {e}", cfg.dir.display())))?;
+        .map_err(|e| Error::Io(format!("cannot resolve {}: {e}", cfg.dir.display())))?;
     let toc = toc();
     let mut reg = write();
     // State inherited through fork belongs to the parent: forget it in the child.
     reg.retain(|_, e| e.ours());
     if let Some(e) = reg.get_mut(&rmid) {
         if e.cfg.dir != cfg.dir {
-            return Err(XaError::new(
-                XAER_INVAL,
-                format!(
-                    "rmid {rmid} already names the store {}",
-                    e.cfg.dir.display()
-                ),
-            ));
+            return Err(Error::Invalid(format!(
+                "rmid {rmid} already names the store {}",
+                e.cfg.dir.display()
+            )));
         }
         if e.cfg != cfg {
-            return Err(XaError::new(
-                XAER_INVAL,
-                format!(
-                    "the store {} is open with other settings",
-                    cfg.dir.display()
-                ),
-            ));
+            return Err(Error::Invalid(format!(
+                "the store {} is open with other settings",
+                cfg.dir.display()
+            )));
         }
         if e.dynamic.is_some() != registrar.is_some() {
-            return Err(XaError::new(
-                XAER_INVAL,
-                format!(
-                    "rmid {rmid} is open through {} in this process; open it through the same \
-                     switch in every thread",
-                    switch_name(e.dynamic.is_some())
-                ),
-            ));
+            return Err(Error::Invalid(format!(
+                "rmid {rmid} is open through {} in this process; open it through the same \
+                 switch in every thread",
+                switch_name(e.dynamic.is_some())
+            )));
         }
         if e.tocs.get(&toc).is_some_and(|s| s.failed().is_none()) {
             return Ok(());
@@ -187,13 +165,10 @@ fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> R
         return Ok(());
     }
     if let Some((other, _)) = reg.iter().find(|(_, e)| e.cfg.dir == cfg.dir) {
-        return Err(XaError::new(
-            XAER_INVAL,
-            format!(
-                "the store {} is already open under rmid {other} in this process",
-                cfg.dir.display()
-            ),
-        ));
+        return Err(Error::Invalid(format!(
+            "the store {} is already open under rmid {other} in this process",
+            cfg.dir.display()
+        )));
     }
     let (site, first) = share::establish(&cfg, None, Role::Member)?;
     reg.insert(
@@ -210,7 +185,7 @@ fn open_with(rmid: i32, info: &[u8], registrar: Option<Box<dyn Registrar>>) -> R
 }
 
 /// `xa_close` for the calling thread: no effect in R0; refused while associated.
-pub fn close(rmid: i32) -> Result<(), XaError> {
+pub fn close(rmid: i32) -> Result<()> {
     let toc = toc();
     let mut reg = write();
     let Some(e) = reg.get_mut(&rmid).filter(|e| e.ours()) else {
@@ -257,44 +232,38 @@ fn lookup(rmid: i32, toc: Toc) -> Option<Handle> {
     Some((rm.clone(), e.dynamic.clone()))
 }
 
-/// Runs an XA call for `rmid` in the calling thread: `XAER_PROTO` when not open here,
-/// `XAER_RMFAIL` (and back to R0) when the store has failed.
-pub fn call(
-    rmid: i32,
-    f: impl FnOnce(&dyn Store, Toc) -> Result<i32, XaError>,
-) -> Result<i32, XaError> {
+fn not_open(rmid: i32) -> Error {
+    Error::NotOpen(format!(
+        "rmid {rmid} is not open in this thread (xa_open first)"
+    ))
+}
+
+/// Runs an XA call for `rmid` in the calling thread: [`Error::NotOpen`] when not open here,
+/// [`Error::Failed`] (and back to R0) when the store has failed.
+pub fn call<T>(rmid: i32, f: impl FnOnce(&dyn Store, Toc) -> Result<T>) -> Result<T> {
     let toc = toc();
     let Some((rm, _)) = lookup(rmid, toc) else {
-        return Err(XaError::new(
-            XAER_PROTO,
-            format!("rmid {rmid} is not open in this thread (xa_open first)"),
-        ));
+        return Err(not_open(rmid));
     };
     let result = match rm.failed() {
-        Some(why) => Err(XaError::new(XAER_RMFAIL, why)),
+        Some(why) => Err(Error::Failed(why)),
         None => f(&*rm, toc),
     };
-    if matches!(&result, Err(e) if e.code == XAER_RMFAIL) {
+    if matches!(&result, Err(Error::Failed(_))) {
         drop_toc(rmid, toc, &rm);
     }
     result
 }
 
-/// Runs a data call for `rmid` in the calling thread: `MMXA_ENOTOPEN` when not open here,
-/// `MMXA_EIO` when the store has failed.
-pub fn data_call<T>(
-    rmid: i32,
-    f: impl FnOnce(&dyn Store, Toc) -> Result<T, DataError>,
-) -> Result<T, DataError> {
+/// Runs a data call for `rmid` in the calling thread: [`Error::NotOpen`] when not open here,
+/// [`Error::Failed`] when the store has failed.
+pub fn data_call<T>(rmid: i32, f: impl FnOnce(&dyn Store, Toc) -> Result<T>) -> Result<T> {
     let toc = toc();
     let Some((rm, dynamic)) = lookup(rmid, toc) else {
-        return Err(DataError::new(
-            MMXA_ENOTOPEN,
-            format!("rmid {rmid} is not open in this thread (xa_open first)"),
-        ));
+        return Err(not_open(rmid));
     };
     if let Some(why) = rm.failed() {
-        return Err(DataError::new(MMXA_EIO, why));
+        return Err(Error::Failed(why));
     }
     match dynamic {
         None => f(&*rm, toc),
@@ -311,30 +280,28 @@ fn registered_call<T>(
     toc: Toc,
     rm: &Arc<dyn Store>,
     d: &Dynamic,
-    f: impl FnOnce(&dyn Store, Toc) -> Result<T, DataError>,
-) -> Result<T, DataError> {
+    f: impl FnOnce(&dyn Store, Toc) -> Result<T>,
+) -> Result<T> {
     if rm.active_branch(toc)?.is_some() {
         return f(&**rm, toc);
     }
     match d.registrar.register(rmid)? {
         Registration::Branch(xid, mode) => {
             if let Err(e) = rm.start(toc, &xid, mode) {
-                if e.code == XAER_RMFAIL {
+                if matches!(e, Error::Failed(_)) {
                     drop_toc(rmid, toc, rm);
-                    return Err(DataError::new(MMXA_EIO, e.msg));
+                    return Err(e);
                 }
-                let code = if (XA_RBBASE..=XA_RBEND).contains(&e.code) {
-                    MMXA_EROLLBACK
-                } else {
-                    MMXA_EREGISTER
-                };
-                return Err(DataError::new(
-                    code,
-                    format!(
-                        "ax_reg named XID {xid} ({mode:?}), which cannot be used: {} ({})",
-                        e.msg, e.code
-                    ),
-                ));
+                let msg = format!(
+                    "ax_reg named XID {xid} ({mode:?}), which cannot be used: {} (xa_start \
+                     answers {})",
+                    e.message(),
+                    e.xa_code()
+                );
+                return Err(match e {
+                    Error::RolledBack(rb, _) => Error::RolledBack(rb, msg),
+                    _ => Error::Register(msg),
+                });
             }
             f(&**rm, toc)
         }
@@ -343,10 +310,10 @@ fn registered_call<T>(
             let unreg = d.registrar.unregister(rmid);
             let value = result?;
             unreg.map_err(|e| {
-                DataError::new(
-                    e.code,
-                    format!("the call was done outside any transaction, then {}", e.msg),
-                )
+                Error::Register(format!(
+                    "the call was done outside any transaction, then {}",
+                    e.message()
+                ))
             })?;
             Ok(value)
         }

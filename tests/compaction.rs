@@ -3,10 +3,11 @@
 //! number of reclaims and reopens.
 
 use mmxa::config::{Config, SyncMode};
+use mmxa::error::Outcome;
 use mmxa::rm::flags::{EndMode, Scan, StartMode};
 use mmxa::rm::Rm;
+use mmxa::rm::Vote;
 use mmxa::status::MMXA_ELOCKTIMEOUT;
-use mmxa::xa::*;
 use mmxa::xid::Xid;
 use std::path::Path;
 use std::time::Duration;
@@ -47,12 +48,12 @@ fn setup_in_doubt(rm: &Rm) {
     rm.start(1, &xid(1), StartMode::New).unwrap();
     rm.put(1, b"held", Some(b"prepared value")).unwrap();
     rm.end(1, &xid(1), EndMode::Success).unwrap();
-    assert_eq!(rm.prepare(1, &xid(1)), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &xid(1)), Ok(Vote::Prepared));
     rm.start(1, &xid(2), StartMode::New).unwrap();
     rm.put(1, b"heur", Some(b"operator committed")).unwrap();
     rm.end(1, &xid(2), EndMode::Success).unwrap();
     rm.prepare(1, &xid(2)).unwrap();
-    rm.heuristic(&xid(2), XA_HEURCOM, "operator said so")
+    rm.heuristic(&xid(2), Outcome::Commit, "operator said so")
         .unwrap();
 }
 
@@ -79,7 +80,9 @@ fn check(rm: &Rm, keys: u32, round: u32) {
         "prepared write stays invisible"
     );
     assert_eq!(
-        rm.put(7, b"held", Some(b"intruder")).unwrap_err().code,
+        rm.put(7, b"held", Some(b"intruder"))
+            .unwrap_err()
+            .mmxa_code(),
         MMXA_ELOCKTIMEOUT,
         "the prepared branch still holds its lock"
     );
@@ -106,7 +109,7 @@ fn steady_updates_stay_within_bounds_and_survive_reopen() {
                 rm.start(3, &x, StartMode::New).unwrap();
                 rm.put(3, key.as_bytes(), Some(&value(k, round))).unwrap();
                 rm.end(3, &x, EndMode::Success).unwrap();
-                assert_eq!(rm.commit(3, &x, true), Ok(XA_OK));
+                assert_eq!(rm.commit(3, &x, true), Ok(()));
             }
         }
         max_disk = max_disk.max(disk_bytes(dir.path()));
@@ -123,12 +126,12 @@ fn steady_updates_stay_within_bounds_and_survive_reopen() {
         max_disk <= 2 * live + 5 * SEG,
         "disk use {max_disk} exceeds 2 x live ({live}) + 5 segments"
     );
-    assert_eq!(rm.commit(7, &xid(1), false), Ok(XA_OK));
+    assert_eq!(rm.commit(7, &xid(1), false), Ok(()));
     assert_eq!(
         rm.get(7, b"held").unwrap().as_deref(),
         Some(&b"prepared value"[..])
     );
-    assert_eq!(rm.forget(7, &xid(2)), Ok(XA_OK));
+    assert_eq!(rm.forget(7, &xid(2)), Ok(()));
     drop(rm);
     let rm = open(dir.path());
     assert_eq!(
@@ -180,11 +183,11 @@ fn a_working_branch_survives_reclaiming_of_its_segment() {
     );
     assert_eq!(rm.get(7, b"long-lived").unwrap(), None);
     rm.end(5, &long, EndMode::Success).unwrap();
-    assert_eq!(rm.prepare(5, &long), Ok(XA_OK));
+    assert_eq!(rm.prepare(5, &long), Ok(Vote::Prepared));
     rm.end(6, &doomed, EndMode::Success).unwrap();
     churn(80, 120);
-    assert_eq!(rm.commit(7, &long, false), Ok(XA_OK));
-    assert_eq!(rm.rollback(7, &doomed), Ok(XA_OK));
+    assert_eq!(rm.commit(7, &long, false), Ok(()));
+    assert_eq!(rm.rollback(7, &doomed), Ok(()));
     drop(rm);
     let rm = open(dir.path());
     assert_eq!(
@@ -219,7 +222,7 @@ fn a_relogged_working_branch_is_rolled_back_by_a_crash() {
     std::mem::forget(rm);
     let rm = open(dir.path());
     assert_eq!(rm.get(1, b"unfinished").unwrap(), None);
-    assert_eq!(rm.start(5, &x, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(5, &x, StartMode::New), Ok(()));
 }
 
 /// A committed branch whose writes were in a reclaimed segment while its PREPARE and COMMIT
@@ -242,8 +245,8 @@ fn completed_branch_straddling_a_reclaimed_segment() {
         n += 1;
     }
     // The branch's write is in segment 1; its PREPARE and COMMIT go to segment 2.
-    assert_eq!(rm.prepare(3, &x), Ok(XA_OK));
-    assert_eq!(rm.commit(3, &x, false), Ok(XA_OK));
+    assert_eq!(rm.prepare(3, &x), Ok(Vote::Prepared));
+    assert_eq!(rm.commit(3, &x, false), Ok(()));
     for k in 0..n {
         rm.put(7, format!("fill{k}").as_bytes(), Some(b"small"))
             .unwrap();

@@ -13,11 +13,11 @@ mod ffi_common;
 
 use common::{build_program, c_dir, describe, run_ok, Lang};
 use ffi_common::{check, last_error, switch, xid, Rm as FfiRm};
+use mmxa::error::Error;
 use mmxa::ffi::abi::Xid as CXid;
 use mmxa::ffi::switch::mmxa_switch_dynamic;
 use mmxa::registry::{self, Registrar, Registration};
 use mmxa::rm::flags::StartMode;
-use mmxa::rm::DataError;
 use mmxa::status::*;
 use mmxa::xa::*;
 use mmxa::xid::Xid;
@@ -121,8 +121,8 @@ fn c_monitor_under_mmxa_trace() {
 /// answers the null XID.
 #[derive(Default)]
 struct Script {
-    reg: VecDeque<Result<Registration, DataError>>,
-    unreg: VecDeque<Result<(), DataError>>,
+    reg: VecDeque<Result<Registration, Error>>,
+    unreg: VecDeque<Result<(), Error>>,
     reg_calls: usize,
     unreg_calls: usize,
 }
@@ -131,10 +131,10 @@ struct Script {
 struct Monitor(Arc<Mutex<Script>>);
 
 impl Monitor {
-    fn answer(&self, r: Result<Registration, DataError>) {
+    fn answer(&self, r: Result<Registration, Error>) {
         self.0.lock().unwrap().reg.push_back(r);
     }
-    fn answer_unreg(&self, r: Result<(), DataError>) {
+    fn answer_unreg(&self, r: Result<(), Error>) {
         self.0.lock().unwrap().unreg.push_back(r);
     }
     fn calls(&self) -> (usize, usize) {
@@ -144,12 +144,12 @@ impl Monitor {
 }
 
 impl Registrar for Monitor {
-    fn register(&self, _rmid: i32) -> Result<Registration, DataError> {
+    fn register(&self, _rmid: i32) -> Result<Registration, Error> {
         let mut s = self.0.lock().unwrap();
         s.reg_calls += 1;
         s.reg.pop_front().unwrap_or(Ok(Registration::Outside))
     }
-    fn unregister(&self, _rmid: i32) -> Result<(), DataError> {
+    fn unregister(&self, _rmid: i32) -> Result<(), Error> {
         let mut s = self.0.lock().unwrap();
         s.unreg_calls += 1;
         s.unreg.pop_front().unwrap_or(Ok(()))
@@ -158,9 +158,14 @@ impl Registrar for Monitor {
 
 /// Opens `rm` in the calling thread as the dynamic switch would, with `monitor` as its registrar.
 #[track_caller]
+/// The parsed open string.
+fn cfg(info: &str) -> mmxa::config::Config {
+    mmxa::config::parse(info.as_bytes()).expect("valid open string")
+}
+
 fn open_dynamic(rm: &FfiRm, monitor: &Monitor) {
-    if let Err(e) = registry::open_dynamic(rm.rmid, rm.info.as_bytes(), Box::new(monitor.clone())) {
-        panic!("open_dynamic: {} ({})", e.msg, e.code);
+    if let Err(e) = registry::open_dynamic(rm.rmid, cfg(&rm.info), Box::new(monitor.clone())) {
+        panic!("open_dynamic: {e} ({})", e.xa_code());
     }
 }
 
@@ -244,9 +249,8 @@ fn unusable_answers_fail_the_data_call() {
         );
     }
     // The monitor's own error code and message come through unchanged.
-    m.answer(Err(DataError::new(
-        MMXA_EREGISTER,
-        "ax_reg(rmid 42) answered TMER_PROTO (-3)",
+    m.answer(Err(Error::Register(
+        "ax_reg(rmid 42) answered TMER_PROTO (-3)".into(),
     )));
     check("ax_reg error", rm.put(b"k", b"v"), MMXA_EREGISTER);
     assert!(last_error().contains("TMER_PROTO"), "{}", last_error());
@@ -262,9 +266,8 @@ fn a_failed_ax_unreg_is_reported_after_the_work() {
     let m = Monitor::default();
     open_dynamic(&rm, &m);
     m.answer(Ok(Registration::Outside));
-    m.answer_unreg(Err(DataError::new(
-        MMXA_EREGISTER,
-        "ax_unreg(rmid 43) answered TMER_PROTO (-3)",
+    m.answer_unreg(Err(Error::Register(
+        "ax_unreg(rmid 43) answered TMER_PROTO (-3)".into(),
     )));
     check("put", rm.put(b"k", b"v"), MMXA_EREGISTER);
     assert!(
@@ -330,9 +333,9 @@ fn one_rmid_is_opened_through_one_switch() {
     rm.open_ok();
     let (rm3, m3) = (rm.clone(), m.clone());
     ffi_common::Worker::new("dynamic").run(move || {
-        let e = registry::open_dynamic(rm3.rmid, rm3.info.as_bytes(), Box::new(m3))
+        let e = registry::open_dynamic(rm3.rmid, cfg(&rm3.info), Box::new(m3))
             .expect_err("dynamic open of a static rmid");
-        assert_eq!(e.code, XAER_INVAL, "{}", e.msg);
+        assert_eq!(e.xa_code(), XAER_INVAL, "{e}");
     });
     rm.close_ok();
 }

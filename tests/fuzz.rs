@@ -34,10 +34,12 @@
 mod rng;
 
 use mmxa::config::{parse, Config, SyncMode};
+use mmxa::error::Outcome as Heuristic;
 use mmxa::log::Log;
 use mmxa::rm::flags::{EndMode, Scan, StartMode};
 use mmxa::rm::Rm;
-use mmxa::xa::{XA_HEURCOM, XA_OK};
+use mmxa::rm::Vote;
+use mmxa::xa::XA_HEURCOM;
 use mmxa::xid::Xid;
 use proptest::prelude::*;
 use rng::Rng;
@@ -151,11 +153,11 @@ fn workload(dir: &Path) -> Outcome {
     };
     // A branch writing `writes`, ended with success.
     let branch = |x: &Xid, writes: &[(Vec<u8>, Option<Vec<u8>>)]| {
-        assert_eq!(rm.start(TOC, x, StartMode::New), Ok(XA_OK));
+        assert_eq!(rm.start(TOC, x, StartMode::New), Ok(()));
         for (k, v) in writes {
             rm.put(TOC, k, v.as_deref()).expect("branch write");
         }
-        assert_eq!(rm.end(TOC, x, EndMode::Success), Ok(XA_OK));
+        assert_eq!(rm.end(TOC, x, EndMode::Success), Ok(()));
     };
 
     // Two branches stay prepared to the end and one is committed heuristically, early, so
@@ -165,13 +167,14 @@ fn workload(dir: &Path) -> Outcome {
         let k = format!("doubt/{i}").into_bytes();
         keys.insert(k.clone());
         branch(&x, &[(k, Some(vec![b'd'; 300]))]);
-        assert_eq!(rm.prepare(TOC, &x), Ok(XA_OK));
+        assert_eq!(rm.prepare(TOC, &x), Ok(Vote::Prepared));
         in_doubt.insert(xkey(&x));
     }
     let x = new_xid("heur");
     branch(&x, &[(b"heur/0".to_vec(), Some(vec![b'h'; 200]))]);
-    assert_eq!(rm.prepare(TOC, &x), Ok(XA_OK));
-    rm.heuristic(&x, XA_HEURCOM, "operator").expect("heuristic");
+    assert_eq!(rm.prepare(TOC, &x), Ok(Vote::Prepared));
+    rm.heuristic(&x, Heuristic::Commit, "operator")
+        .expect("heuristic");
     keys.insert(b"heur/0".to_vec());
     model.insert(b"heur/0".to_vec(), vec![b'h'; 200]);
     in_doubt.insert(xkey(&x));
@@ -206,26 +209,26 @@ fn workload(dir: &Path) -> Outcome {
             35..=54 => {
                 let x = new_xid("one");
                 branch(&x, &writes);
-                assert_eq!(rm.commit(TOC, &x, true), Ok(XA_OK));
+                assert_eq!(rm.commit(TOC, &x, true), Ok(()));
                 apply(&mut model, &writes);
             }
             55..=79 => {
                 let x = new_xid("two");
                 branch(&x, &writes);
-                assert_eq!(rm.prepare(TOC, &x), Ok(XA_OK));
-                assert_eq!(rm.commit(TOC, &x, false), Ok(XA_OK));
+                assert_eq!(rm.prepare(TOC, &x), Ok(Vote::Prepared));
+                assert_eq!(rm.commit(TOC, &x, false), Ok(()));
                 apply(&mut model, &writes);
             }
             80..=89 => {
                 let x = new_xid("idle");
                 branch(&x, &writes);
-                assert_eq!(rm.rollback(TOC, &x), Ok(XA_OK));
+                assert_eq!(rm.rollback(TOC, &x), Ok(()));
             }
             _ => {
                 let x = new_xid("prb");
                 branch(&x, &writes);
-                assert_eq!(rm.prepare(TOC, &x), Ok(XA_OK));
-                assert_eq!(rm.rollback(TOC, &x), Ok(XA_OK));
+                assert_eq!(rm.prepare(TOC, &x), Ok(Vote::Prepared));
+                assert_eq!(rm.rollback(TOC, &x), Ok(()));
             }
         }
         if op % 150 == 149 {
@@ -239,7 +242,7 @@ fn workload(dir: &Path) -> Outcome {
     model.insert(b"sentinel".to_vec(), b"last".to_vec());
     states.push(model);
     let x = new_xid("unsynced");
-    assert_eq!(rm.start(TOC, &x, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(TOC, &x, StartMode::New), Ok(()));
     let mut unsynced = Vec::new();
     for i in 0..3 {
         let k = format!("unsynced/{i}").into_bytes();

@@ -36,9 +36,11 @@
 mod rng;
 
 use mmxa::config::{Config, SyncMode};
+use mmxa::error::{Error, Outcome, XaOk};
 use mmxa::log::put_value_offset;
 use mmxa::rm::flags::{EndMode, Scan, StartMode};
-use mmxa::rm::{DataError, Rm, XaError};
+use mmxa::rm::Rm;
+use mmxa::rm::Vote;
 use mmxa::status::*;
 use mmxa::xa::*;
 use mmxa::xid::Xid;
@@ -83,14 +85,14 @@ fn scan_all(rm: &Rm, toc: u64) -> Vec<Xid> {
 }
 
 /// The XA code of a result.
-fn code(r: Result<i32, XaError>) -> i32 {
-    r.unwrap_or_else(|e| e.code)
+fn code<T: XaOk>(r: Result<T, Error>) -> i32 {
+    r.map_or_else(|e| e.xa_code(), |v| v.xa_code())
 }
 
-fn dcode<T>(r: &Result<T, DataError>) -> i32 {
+fn dcode<T>(r: &Result<T, Error>) -> i32 {
     match r {
         Ok(_) => MMXA_OK,
-        Err(e) => e.code,
+        Err(e) => e.mmxa_code(),
     }
 }
 
@@ -313,7 +315,7 @@ impl Worker {
     fn branch(&mut self, end: EndMode) -> (Xid, Vec<(String, Vec<u8>)>) {
         let x = self.new_xid();
         let toc = self.toc();
-        assert_eq!(self.rm.start(toc, &x, StartMode::New), Ok(XA_OK));
+        assert_eq!(self.rm.start(toc, &x, StartMode::New), Ok(()));
         let n = self.rng.range(1, 3) as usize;
         let mut writes = Vec::new();
         for k in self.free_keys(n) {
@@ -326,14 +328,18 @@ impl Worker {
         let want = if end == EndMode::Fail {
             Err(XA_RBROLLBACK)
         } else {
-            Ok(XA_OK)
+            Ok(())
         };
-        assert_eq!(self.rm.end(toc, &x, end).map_err(|e| e.code), want);
+        assert_eq!(self.rm.end(toc, &x, end).map_err(|e| e.xa_code()), want);
         (x, writes)
     }
 
     fn prepare(&self, x: &Xid) {
-        assert_eq!(self.rm.prepare(self.toc(), x), Ok(XA_OK), "prepare {x}");
+        assert_eq!(
+            self.rm.prepare(self.toc(), x),
+            Ok(Vote::Prepared),
+            "prepare {x}"
+        );
     }
 
     fn step(&mut self) {
@@ -344,31 +350,31 @@ impl Worker {
             0..=29 => self.local_put(),
             30..=54 => {
                 let (x, w) = self.branch(EndMode::Success);
-                assert_eq!(self.rm.commit(toc, &x, true), Ok(XA_OK));
+                assert_eq!(self.rm.commit(toc, &x, true), Ok(()));
                 self.apply(&w);
                 self.counts.one_phase += 1;
             }
             55..=74 => {
                 let (x, w) = self.branch(EndMode::Success);
                 self.prepare(&x);
-                assert_eq!(self.rm.commit(toc, &x, false), Ok(XA_OK));
+                assert_eq!(self.rm.commit(toc, &x, false), Ok(()));
                 self.apply(&w);
                 self.counts.two_phase += 1;
             }
             75..=78 => {
                 let (x, _) = self.branch(EndMode::Success);
-                assert_eq!(self.rm.rollback(toc, &x), Ok(XA_OK));
+                assert_eq!(self.rm.rollback(toc, &x), Ok(()));
                 self.counts.rollback += 1;
             }
             79..=80 => {
                 let (x, _) = self.branch(EndMode::Fail);
-                assert_eq!(self.rm.rollback(toc, &x), Ok(XA_OK));
+                assert_eq!(self.rm.rollback(toc, &x), Ok(()));
                 self.counts.rollback += 1;
             }
             81..=82 => {
                 let (x, _) = self.branch(EndMode::Success);
                 self.prepare(&x);
-                assert_eq!(self.rm.rollback(toc, &x), Ok(XA_OK));
+                assert_eq!(self.rm.rollback(toc, &x), Ok(()));
                 self.counts.rollback += 1;
             }
             83..=87 => self.ephemeral(),
@@ -396,7 +402,14 @@ impl Worker {
                 } else {
                     XA_HEURRB
                 };
-                assert_eq!(self.rm.heuristic(&x, outcome, "soak operator"), Ok(()));
+                assert_eq!(
+                    self.rm.heuristic(
+                        &x,
+                        Outcome::from_log(outcome).expect("outcome"),
+                        "soak operator"
+                    ),
+                    Ok(())
+                );
                 if outcome == XA_HEURCOM {
                     self.apply(&writes);
                 }
@@ -427,10 +440,10 @@ impl Worker {
                 continue;
             }
             if d.commit {
-                assert_eq!(self.rm.commit(toc, &d.xid, false), Ok(XA_OK));
+                assert_eq!(self.rm.commit(toc, &d.xid, false), Ok(()));
                 self.apply(&d.writes);
             } else {
-                assert_eq!(self.rm.rollback(toc, &d.xid), Ok(XA_OK));
+                assert_eq!(self.rm.rollback(toc, &d.xid), Ok(()));
             }
             for (k, _) in &d.writes {
                 self.locked.remove(k);
@@ -442,7 +455,7 @@ impl Worker {
                 continue;
             }
             assert_eq!(code(self.rm.commit(toc, &h.xid, false)), h.outcome);
-            assert_eq!(self.rm.forget(toc, &h.xid), Ok(XA_OK));
+            assert_eq!(self.rm.forget(toc, &h.xid), Ok(()));
         }
     }
 }
@@ -460,24 +473,31 @@ fn soak_sync() -> SyncMode {
 fn long_lived(rm: &Rm, model: &mut BTreeMap<String, Vec<u8>>) -> (Xid, Vec<(String, Vec<u8>)>) {
     let held = Xid::from_parts(SOAK_FMT, b"long-held", b"soak").unwrap();
     let mut held_writes = Vec::new();
-    assert_eq!(rm.start(1, &held, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(1, &held, StartMode::New), Ok(()));
     for i in 0..4 {
         let k = format!("held-{i}");
         let v = value_of(&k, 1, SOAK_EXTRA);
         rm.put(1, k.as_bytes(), Some(&v)).unwrap();
         held_writes.push((k, v));
     }
-    assert_eq!(rm.end(1, &held, EndMode::Success), Ok(XA_OK));
-    assert_eq!(rm.prepare(1, &held), Ok(XA_OK));
+    assert_eq!(rm.end(1, &held, EndMode::Success), Ok(()));
+    assert_eq!(rm.prepare(1, &held), Ok(Vote::Prepared));
     for (name, outcome) in [("long-heurcom", XA_HEURCOM), ("long-heurrb", XA_HEURRB)] {
         let x = Xid::from_parts(SOAK_FMT, name.as_bytes(), b"soak").unwrap();
-        assert_eq!(rm.start(1, &x, StartMode::New), Ok(XA_OK));
+        assert_eq!(rm.start(1, &x, StartMode::New), Ok(()));
         let k = format!("{name}-key");
         let v = value_of(&k, 7, SOAK_EXTRA);
         rm.put(1, k.as_bytes(), Some(&v)).unwrap();
-        assert_eq!(rm.end(1, &x, EndMode::Success), Ok(XA_OK));
-        assert_eq!(rm.prepare(1, &x), Ok(XA_OK));
-        assert_eq!(rm.heuristic(&x, outcome, "long-lived"), Ok(()));
+        assert_eq!(rm.end(1, &x, EndMode::Success), Ok(()));
+        assert_eq!(rm.prepare(1, &x), Ok(Vote::Prepared));
+        assert_eq!(
+            rm.heuristic(
+                &x,
+                Outcome::from_log(outcome).expect("outcome"),
+                "long-lived"
+            ),
+            Ok(())
+        );
         if outcome == XA_HEURCOM {
             model.insert(k, v);
         }
@@ -716,7 +736,7 @@ fn soak_disk_and_memory_stay_bounded() {
     for x in scan_all(&rm, 2) {
         match code(rm.commit(2, &x, false)) {
             XA_OK => {}
-            XA_HEURCOM | XA_HEURRB => assert_eq!(rm.forget(2, &x), Ok(XA_OK)),
+            XA_HEURCOM | XA_HEURRB => assert_eq!(rm.forget(2, &x), Ok(())),
             other => panic!("commit of in-doubt {x}: {other}"),
         }
     }
@@ -845,7 +865,7 @@ impl ChildWriter {
         self.check(
             "xa_start",
             self.rm.start(self.toc(), &x, StartMode::New),
-            Ok(XA_OK),
+            Ok(()),
         );
         for k in keys {
             let v = self.next_ver();
@@ -879,11 +899,15 @@ impl ChildWriter {
         self.check(
             "xa_end",
             self.rm.end(self.toc(), &x, EndMode::Success),
-            Ok(XA_OK),
+            Ok(()),
         );
         let list: Vec<String> = writes.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         say(&format!("P {g} {bqual} {}", list.join(",")));
-        self.check("xa_prepare", self.rm.prepare(self.toc(), &x), Ok(XA_OK));
+        self.check(
+            "xa_prepare",
+            self.rm.prepare(self.toc(), &x),
+            Ok(Vote::Prepared),
+        );
         say(&format!("p {g}"));
     }
 
@@ -891,15 +915,11 @@ impl ChildWriter {
         let x = crash_xid(g, bqual);
         if commit {
             say(&format!("C {g}"));
-            self.check(
-                "xa_commit",
-                self.rm.commit(self.toc(), &x, false),
-                Ok(XA_OK),
-            );
+            self.check("xa_commit", self.rm.commit(self.toc(), &x, false), Ok(()));
             self.ack("c", writes);
         } else {
             say(&format!("R {g}"));
-            self.check("xa_rollback", self.rm.rollback(self.toc(), &x), Ok(XA_OK));
+            self.check("xa_rollback", self.rm.rollback(self.toc(), &x), Ok(()));
             self.ack("r", writes);
         }
         say(&format!("d {g}"));
@@ -930,7 +950,7 @@ impl ChildWriter {
                 outcome,
             );
             say(&format!("F {g}"));
-            self.check("xa_forget", self.rm.forget(self.toc(), &x), Ok(XA_OK));
+            self.check("xa_forget", self.rm.forget(self.toc(), &x), Ok(()));
             say(&format!("f {g}"));
         }
         let toc = self.toc();
@@ -951,8 +971,8 @@ impl ChildWriter {
             35..=54 => {
                 let (g, writes) = self.branch("1");
                 let x = crash_xid(&g, "1");
-                self.check("xa_end", self.rm.end(toc, &x, EndMode::Success), Ok(XA_OK));
-                self.check("one-phase commit", self.rm.commit(toc, &x, true), Ok(XA_OK));
+                self.check("xa_end", self.rm.end(toc, &x, EndMode::Success), Ok(()));
+                self.check("one-phase commit", self.rm.commit(toc, &x, true), Ok(()));
                 self.ack("c", &writes);
             }
             55..=69 => {
@@ -974,13 +994,13 @@ impl ChildWriter {
                 } else {
                     EndMode::Success
                 };
-                let want = if fail { Err(XA_RBROLLBACK) } else { Ok(XA_OK) };
+                let want = if fail { Err(XA_RBROLLBACK) } else { Ok(()) };
                 self.check(
                     "xa_end",
-                    self.rm.end(toc, &x, end).map_err(|e| e.code),
+                    self.rm.end(toc, &x, end).map_err(|e| e.xa_code()),
                     want,
                 );
-                self.check("xa_rollback", self.rm.rollback(toc, &x), Ok(XA_OK));
+                self.check("xa_rollback", self.rm.rollback(toc, &x), Ok(()));
                 self.ack("r", &writes);
             }
             80..=84 if self.doubts.len() < 2 => {
@@ -1004,7 +1024,11 @@ impl ChildWriter {
                 let x = crash_xid(&g, "h");
                 self.check(
                     "heuristic",
-                    self.rm.heuristic(&x, outcome, "crash test"),
+                    self.rm.heuristic(
+                        &x,
+                        Outcome::from_log(outcome).expect("outcome"),
+                        "crash test",
+                    ),
                     Ok(()),
                 );
                 say(&format!("h {g} {outcome}"));
@@ -1352,21 +1376,21 @@ fn run_crash_child(dir: &Path, base: u64, seed: u64, sync: &str, ms: u64) -> Vec
 /// holding `held-*` and a heuristically committed one that wrote `heur-0`.
 fn crash_setup(rm: &Rm) {
     let held = crash_xid("parent-held", "x");
-    assert_eq!(rm.start(1, &held, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(1, &held, StartMode::New), Ok(()));
     for i in 0..3 {
         let k = format!("held-{i}");
         rm.put(1, k.as_bytes(), Some(&value_of(&k, 1, CRASH_EXTRA)))
             .unwrap();
     }
-    assert_eq!(rm.end(1, &held, EndMode::Success), Ok(XA_OK));
-    assert_eq!(rm.prepare(1, &held), Ok(XA_OK));
+    assert_eq!(rm.end(1, &held, EndMode::Success), Ok(()));
+    assert_eq!(rm.prepare(1, &held), Ok(Vote::Prepared));
     let heur = crash_xid("parent-heur", "x");
-    assert_eq!(rm.start(1, &heur, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(1, &heur, StartMode::New), Ok(()));
     rm.put(1, b"heur-0", Some(&value_of("heur-0", 1, CRASH_EXTRA)))
         .unwrap();
-    assert_eq!(rm.end(1, &heur, EndMode::Success), Ok(XA_OK));
-    assert_eq!(rm.prepare(1, &heur), Ok(XA_OK));
-    assert_eq!(rm.heuristic(&heur, XA_HEURCOM, "parent"), Ok(()));
+    assert_eq!(rm.end(1, &heur, EndMode::Success), Ok(()));
+    assert_eq!(rm.prepare(1, &heur), Ok(Vote::Prepared));
+    assert_eq!(rm.heuristic(&heur, Outcome::Commit, "parent"), Ok(()));
 }
 
 fn crash_check_parent_branches(rm: &Rm, listed: &BTreeSet<String>, round: u64) {
@@ -1490,7 +1514,7 @@ fn crash_verify(cfg: &Config, log: &mut RoundLog, round: u64) -> (usize, usize) 
                     heur.or(heur_intent),
                     "round {round}: {g} completed heuristically with the wrong outcome"
                 );
-                assert_eq!(rm.forget(1, x), Ok(XA_OK));
+                assert_eq!(rm.forget(1, x), Ok(()));
                 log.mark(&writes, c == XA_HEURCOM);
             }
             other => panic!("round {round}: commit of in-doubt {g}: {other}"),
@@ -1592,13 +1616,10 @@ fn sigkill_during_constant_compaction() {
     );
     // Finally: resolve the parent's branches and reopen once more.
     let rm = open(&cfg);
-    assert_eq!(
-        rm.commit(1, &crash_xid("parent-held", "x"), false),
-        Ok(XA_OK)
-    );
+    assert_eq!(rm.commit(1, &crash_xid("parent-held", "x"), false), Ok(()));
     let heur = crash_xid("parent-heur", "x");
     assert_eq!(code(rm.commit(1, &heur, false)), XA_HEURCOM);
-    assert_eq!(rm.forget(1, &heur), Ok(XA_OK));
+    assert_eq!(rm.forget(1, &heur), Ok(()));
     drop(rm);
     let rm = open(&cfg);
     assert!(scan_all(&rm, 1).is_empty());
@@ -1703,9 +1724,9 @@ fn fill_file(path: &Path, limit: u64) -> u64 {
 }
 
 fn branch_with(rm: &Rm, x: &Xid, key: &str, value: &[u8]) {
-    assert_eq!(rm.start(1, x, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(1, x, StartMode::New), Ok(()));
     rm.put(1, key.as_bytes(), Some(value)).unwrap();
-    assert_eq!(rm.end(1, x, EndMode::Success), Ok(XA_OK));
+    assert_eq!(rm.end(1, x, EndMode::Success), Ok(()));
 }
 
 fn name(c: i32) -> String {
@@ -1754,20 +1775,20 @@ fn full_disk_error_codes_reads_and_recovery() {
         "p-commit",
         b"prepared, committed later",
     );
-    assert_eq!(rm.prepare(1, &x("p-commit")), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &x("p-commit")), Ok(Vote::Prepared));
     branch_with(
         &rm,
         &x("p-rollback"),
         "p-rollback",
         b"prepared, rolled back later",
     );
-    assert_eq!(rm.prepare(1, &x("p-rollback")), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &x("p-rollback")), Ok(Vote::Prepared));
     branch_with(&rm, &x("p-heur"), "p-heur", b"prepared, heuristic later");
-    assert_eq!(rm.prepare(1, &x("p-heur")), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &x("p-heur")), Ok(Vote::Prepared));
     branch_with(&rm, &x("h-forget"), "h-forget", b"heuristically committed");
-    assert_eq!(rm.prepare(1, &x("h-forget")), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &x("h-forget")), Ok(Vote::Prepared));
     assert_eq!(
-        rm.heuristic(&x("h-forget"), XA_HEURCOM, "before the disk filled"),
+        rm.heuristic(&x("h-forget"), Outcome::Commit, "before the disk filled"),
         Ok(())
     );
     branch_with(
@@ -1799,7 +1820,7 @@ fn full_disk_error_codes_reads_and_recovery() {
                     acked.insert(k, v);
                 }
                 other => {
-                    failure = Some(other.map_err(|e| (e.code, e.msg)));
+                    failure = Some(other.map_err(|e| (e.mmxa_code(), e.message().to_string())));
                     break;
                 }
             }
@@ -1834,9 +1855,9 @@ fn full_disk_error_codes_reads_and_recovery() {
     }
     // A branch whose write could not be logged.
     let d = x("d-nowrite");
-    assert_eq!(rm.start(1, &d, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(1, &d, StartMode::New), Ok(()));
     assert_eq!(dcode(&rm.put(1, b"d-nowrite", Some(b"lost"))), MMXA_ENOSPC);
-    assert_eq!(rm.end(1, &d, EndMode::Success), Ok(XA_OK));
+    assert_eq!(rm.end(1, &d, EndMode::Success), Ok(()));
     let d_prepare = code(rm.prepare(1, &d));
     eprintln!(
         "{TEST}: xa_prepare of a branch whose only write got MMXA_ENOSPC: {}",
@@ -1878,14 +1899,14 @@ fn full_disk_error_codes_reads_and_recovery() {
     );
     // Not specified by the README: report what happens.
     let rb = code(rm.rollback(1, &x("p-rollback")));
-    let heur = rm.heuristic(&x("p-heur"), XA_HEURRB, "operator, disk full");
+    let heur = rm.heuristic(&x("p-heur"), Outcome::Rollback, "operator, disk full");
     let forget = code(rm.forget(1, &x("h-forget")));
     let step = rm.compact_step();
     eprintln!(
         "{TEST}: while full: xa_rollback of a prepared branch: {}; Rm::heuristic: {:?}; \
          xa_forget: {}; compact_step: {step:?}",
         name(rb),
-        heur.as_ref().map_err(|e| name(e.code)),
+        heur.as_ref().map_err(|e| name(e.xa_code())),
         name(forget)
     );
     assert_ne!(
@@ -1907,18 +1928,21 @@ fn full_disk_error_codes_reads_and_recovery() {
         .expect("a write once space is free again");
     assert_eq!(
         rm.commit(1, &x("p-commit"), false),
-        Ok(XA_OK),
+        Ok(()),
         "the retried commit"
     );
-    assert_eq!(rm.rollback(1, &x("p-rollback")), Ok(XA_OK));
-    assert_eq!(rm.heuristic(&x("p-heur"), XA_HEURRB, "operator"), Ok(()));
+    assert_eq!(rm.rollback(1, &x("p-rollback")), Ok(()));
+    assert_eq!(
+        rm.heuristic(&x("p-heur"), Outcome::Rollback, "operator"),
+        Ok(())
+    );
     assert_eq!(code(rm.commit(1, &x("p-heur"), false)), XA_HEURRB);
-    assert_eq!(rm.forget(1, &x("p-heur")), Ok(XA_OK));
-    assert_eq!(rm.forget(1, &x("h-forget")), Ok(XA_OK));
+    assert_eq!(rm.forget(1, &x("p-heur")), Ok(()));
+    assert_eq!(rm.forget(1, &x("h-forget")), Ok(()));
     let e = x("e-after");
     branch_with(&rm, &e, "e-after", b"two-phase after freeing");
-    assert_eq!(rm.prepare(1, &e), Ok(XA_OK));
-    assert_eq!(rm.commit(1, &e, false), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &e), Ok(Vote::Prepared));
+    assert_eq!(rm.commit(1, &e, false), Ok(()));
     assert!(gtrids(&rm).is_empty());
     let mut want = acked;
     want.insert("after-free".into(), b"written after freeing space".to_vec());
@@ -2044,11 +2068,11 @@ fn full_disk_during_reclaim_keeps_prepared_writes() {
     // Segment 1: a prepared branch P writing two keys, then only garbage.
     let p = Xid::from_parts(0x4653, b"p-reclaimed", b"b").unwrap();
     let (va, vb) = (vec![b'a'; 100], vec![b'b'; 100]);
-    assert_eq!(rm.start(1, &p, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(1, &p, StartMode::New), Ok(()));
     rm.put(1, b"pk-a", Some(&va)).unwrap();
     rm.put(1, b"pk-b", Some(&vb)).unwrap();
-    assert_eq!(rm.end(1, &p, EndMode::Success), Ok(XA_OK));
-    assert_eq!(rm.prepare(1, &p), Ok(XA_OK));
+    assert_eq!(rm.end(1, &p, EndMode::Success), Ok(()));
+    assert_eq!(rm.prepare(1, &p), Ok(Vote::Prepared));
     let mut n = 0u64;
     while seg_usage(&store).1 < 2 {
         rm.put(1, b"churn", Some(&value_of("churn", n, 0).repeat(60)))
@@ -2087,7 +2111,7 @@ fn full_disk_during_reclaim_keeps_prepared_writes() {
 
     // Space again: commit P, then reclaim segment 1 for real.
     std::fs::remove_file(&filler).unwrap();
-    assert_eq!(rm.commit(1, &p, false), Ok(XA_OK));
+    assert_eq!(rm.commit(1, &p, false), Ok(()));
     assert_eq!(rm.get(1, b"pk-a"), Ok(Some(va.clone())));
     assert_eq!(rm.get(1, b"pk-b"), Ok(Some(vb.clone())));
     let first = store.join("log-0000000000000001.seg");
@@ -2104,7 +2128,7 @@ fn full_disk_during_reclaim_keeps_prepared_writes() {
     );
     drop(rm);
     let rm = open(&cfg);
-    let text = |r: Result<Option<Vec<u8>>, DataError>| {
+    let text = |r: Result<Option<Vec<u8>>, Error>| {
         r.map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
     };
     let want = |v: &[u8]| Ok(Some(String::from_utf8_lossy(v).into_owned()));
@@ -2139,7 +2163,8 @@ fn full_disk_of_garbage_and_reclaim() {
     let update = |rm: &Rm, want: &mut BTreeMap<String, Vec<u8>>, i: u64| -> Result<(), i32> {
         let k = format!("key-{}", i % 10);
         let v = value_of(&k, i, 0).repeat(30);
-        rm.put(1, k.as_bytes(), Some(&v)).map_err(|e| e.code)?;
+        rm.put(1, k.as_bytes(), Some(&v))
+            .map_err(|e| e.mmxa_code())?;
         want.insert(k, v);
         Ok(())
     };
@@ -2222,14 +2247,14 @@ fn many_committers_keep_disk_bounded() {
                 let key = format!("m{t}-{k}");
                 let x = Xid::from_parts(0x4d41, format!("{t}-{n}").as_bytes(), b"m").unwrap();
                 let v = value(t, k, n);
-                assert_eq!(rm.start(t, &x, StartMode::New), Ok(XA_OK));
+                assert_eq!(rm.start(t, &x, StartMode::New), Ok(()));
                 rm.put(t, key.as_bytes(), Some(&v)).unwrap();
-                assert_eq!(rm.end(t, &x, EndMode::Success), Ok(XA_OK));
+                assert_eq!(rm.end(t, &x, EndMode::Success), Ok(()));
                 if n % 2 == 0 {
-                    assert_eq!(rm.commit(t, &x, true), Ok(XA_OK));
+                    assert_eq!(rm.commit(t, &x, true), Ok(()));
                 } else {
-                    assert_eq!(rm.prepare(t, &x), Ok(XA_OK));
-                    assert_eq!(rm.commit(t, &x, false), Ok(XA_OK));
+                    assert_eq!(rm.prepare(t, &x), Ok(Vote::Prepared));
+                    assert_eq!(rm.commit(t, &x, false), Ok(()));
                 }
                 last.insert(key, v);
                 n += 1;

@@ -19,6 +19,7 @@
 mod rm_common;
 
 use mmxa::config::SyncMode;
+use mmxa::error::{Outcome, XaOk};
 use mmxa::rm::flags::{self, Entry};
 use mmxa::rm::{Rm, Toc};
 use mmxa::status::*;
@@ -1167,10 +1168,10 @@ impl Model {
 
 // ---- the driver -----------------------------------------------------------------------------
 
-fn xa(r: Result<i32, mmxa::rm::XaError>) -> XaResult {
+fn xa<T: XaOk>(r: Result<T, mmxa::error::Error>) -> XaResult {
     match r {
-        Ok(c) => Ok(c),
-        Err(e) => Err(e.code),
+        Ok(v) => Ok(v.xa_code()),
+        Err(e) => Err(e.xa_code()),
     }
 }
 
@@ -1285,7 +1286,7 @@ impl Harness {
                 );
                 let want = m.start(toc, x, flags);
                 let got = match flags::start(flags) {
-                    Err(e) => Err(e.code),
+                    Err(e) => Err(e.xa_code()),
                     Ok(mode) => xa(r.start(toc, &xs[x], mode)),
                 };
                 self.compare(call, got, want, show)
@@ -1303,7 +1304,7 @@ impl Harness {
                 );
                 let want = m.end(toc, x, flags);
                 let got = match flags::end(flags) {
-                    Err(e) => Err(e.code),
+                    Err(e) => Err(e.xa_code()),
                     Ok(mode) => xa(r.end(toc, &xs[x], mode)),
                 };
                 self.compare(call, got, want, show)
@@ -1321,7 +1322,7 @@ impl Harness {
                 );
                 let want = m.prepare(x, flags);
                 let got = match flags::check(Entry::Prepare, flags) {
-                    Err(e) => Err(e.code),
+                    Err(e) => Err(e.xa_code()),
                     Ok(()) => xa(r.prepare(toc, &xs[x])),
                 };
                 self.compare(call, got, want, show)
@@ -1340,7 +1341,7 @@ impl Harness {
                 );
                 let want = m.commit(x, flags);
                 let got = match flags::commit(flags) {
-                    Err(e) => Err(e.code),
+                    Err(e) => Err(e.xa_code()),
                     Ok(one) => xa(r.commit(toc, &xs[x], one)),
                 };
                 self.compare(call, got, want, show)
@@ -1358,7 +1359,7 @@ impl Harness {
                 );
                 let want = m.rollback(toc, x, flags);
                 let got = match flags::check(Entry::Rollback, flags) {
-                    Err(e) => Err(e.code),
+                    Err(e) => Err(e.xa_code()),
                     Ok(()) => xa(r.rollback(toc, &xs[x])),
                 };
                 self.compare(call, got, want, show)
@@ -1376,7 +1377,7 @@ impl Harness {
                 );
                 let want = m.forget(x, flags);
                 let got = match flags::check(Entry::Forget, flags) {
-                    Err(e) => Err(e.code),
+                    Err(e) => Err(e.xa_code()),
                     Ok(()) => xa(r.forget(toc, &xs[x])),
                 };
                 self.compare(call, got, want, show)
@@ -1386,7 +1387,11 @@ impl Harness {
                 let call = format!("{:?}", Act::Heuristic { x, commit });
                 let outcome = if commit { XA_HEURCOM } else { XA_HEURRB };
                 let want = m.heuristic(x, outcome);
-                let got = xa(r.heuristic(&xs[x], outcome, "model test").map(|()| XA_OK));
+                let got = xa(r.heuristic(
+                    &xs[x],
+                    Outcome::from_log(outcome).expect("outcome"),
+                    "model test",
+                ));
                 self.compare(call, got, want, show)
             }
             Act::Recover { toc, flags, cap } => {
@@ -1400,8 +1405,8 @@ impl Harness {
                     }
                 );
                 let got = match flags::recover(flags) {
-                    Err(e) => Err(e.code),
-                    Ok(s) => r.recover(toc, s, cap).map_err(|e| e.code),
+                    Err(e) => Err(e.xa_code()),
+                    Ok(s) => r.recover(toc, s, cap).map_err(|e| e.xa_code()),
                 };
                 // As indices into the model's XIDs; an XID the model never used is a failure.
                 let got: Result<Vec<usize>, i32> = match got {
@@ -1458,7 +1463,7 @@ impl Harness {
                 );
                 let v = val.map(value);
                 let want = m.put(toc, k, v.clone());
-                let got = r.put(toc, &key(k), v.as_deref()).map_err(|e| e.code);
+                let got = r.put(toc, &key(k), v.as_deref()).map_err(|e| e.mmxa_code());
                 self.compare(call, got, want, show_data)
             }
             Act::Get { toc, key: k } => {
@@ -1471,7 +1476,7 @@ impl Harness {
                     }
                 );
                 let want = m.get(toc, k);
-                let got = r.get(toc, &key(k)).map_err(|e| e.code);
+                let got = r.get(toc, &key(k)).map_err(|e| e.mmxa_code());
                 self.compare(call, got, want, show_get)
             }
             Act::Close { toc } => {
@@ -1483,7 +1488,7 @@ impl Harness {
                     }
                 );
                 let want = m.close(toc);
-                let got = xa(r.close_toc(toc).map(|()| XA_OK));
+                let got = xa(r.close_toc(toc));
                 self.compare(call, got, want, show)
             }
             Act::Reopen => self.reopen("REOPEN"),
@@ -1504,7 +1509,7 @@ impl Harness {
             }
             let r = self.rm.as_ref().expect("open");
             for k in 0..3 {
-                let got = r.get(AUDIT, &key(k)).map_err(|e| e.code);
+                let got = r.get(AUDIT, &key(k)).map_err(|e| e.mmxa_code());
                 let want = Ok(self.m.committed.get(&k).cloned());
                 if got != want {
                     return Err(self.fail(format!(

@@ -35,10 +35,11 @@ mod ffi_common;
 mod rng;
 
 use mmxa::config::{Config, SyncMode};
+use mmxa::error::{Error, Outcome, XaOk};
 use mmxa::log::put_value_offset;
 use mmxa::log::sim::{Cut, Fault, Op, SimDisk, Snapshot};
 use mmxa::rm::flags::{EndMode, Scan, StartMode};
-use mmxa::rm::{DataError, Rm, XaError};
+use mmxa::rm::Rm;
 use mmxa::status::*;
 use mmxa::xa::*;
 use mmxa::xid::Xid;
@@ -82,14 +83,14 @@ fn key(i: usize) -> Key {
     format!("k{i:02}").into_bytes()
 }
 
-fn code(r: Result<i32, XaError>) -> i32 {
-    r.unwrap_or_else(|e| e.code)
+fn code<T: XaOk>(r: Result<T, Error>) -> i32 {
+    r.map_or_else(|e| e.xa_code(), |v| v.xa_code())
 }
 
-fn dcode<T>(r: &Result<T, DataError>) -> i32 {
+fn dcode<T>(r: &Result<T, Error>) -> i32 {
     match r {
         Ok(_) => MMXA_OK,
-        Err(e) => e.code,
+        Err(e) => e.mmxa_code(),
     }
 }
 
@@ -184,7 +185,7 @@ fn committed(rm: &SimRm) -> BTreeMap<Key, Vec<u8>> {
     out
 }
 
-fn in_doubt(rm: &SimRm) -> Result<Vec<Xid>, XaError> {
+fn in_doubt(rm: &SimRm) -> Result<Vec<Xid>, Error> {
     rm.recover(
         99,
         Scan {
@@ -460,7 +461,11 @@ impl Workload {
                     XA_HEURRB
                 };
                 self.rm()
-                    .heuristic(&xid(&g), outcome, "operator")
+                    .heuristic(
+                        &xid(&g),
+                        Outcome::from_log(outcome).expect("outcome"),
+                        "operator",
+                    )
                     .expect("heuristic");
                 let writes = self.model.prepared.remove(&g).expect("prepared");
                 if outcome == XA_HEURCOM {
@@ -736,7 +741,8 @@ impl Store {
         s.local(b"c2", b"committed two");
         s.prepared(b"pa", &[(b"pa-k", b"prepared a")]);
         s.prepared(b"ph", &[(b"ph-k", b"prepared, then heuristic")]);
-        s.rm.heuristic(&xid(b"ph"), XA_HEURCOM, "operator").unwrap();
+        s.rm.heuristic(&xid(b"ph"), Outcome::Commit, "operator")
+            .unwrap();
         let w = s.model.prepared.remove(b"ph".as_slice()).unwrap();
         s.model.apply(&w);
         s.model.heuristic.insert(b"ph".to_vec());
@@ -883,9 +889,9 @@ fn make_call(s: &mut Store, call: Call, arm: impl FnOnce(&SimDisk)) -> (i32, Mod
                 code(s.rm.commit(TOC, &pa, false))
             } else {
                 after.heuristic.insert(b"pa".to_vec());
-                match s.rm.heuristic(&pa, XA_HEURCOM, "operator") {
+                match s.rm.heuristic(&pa, Outcome::Commit, "operator") {
                     Ok(()) => XA_OK,
-                    Err(e) => e.code,
+                    Err(e) => e.xa_code(),
                 }
             }
         }
@@ -939,7 +945,7 @@ fn assert_failed_for_good(rm: &SimRm, ctx: &str) {
         ("xa_forget", code(rm.forget(TOC, &xid(b"ph")))),
         (
             "xa_recover",
-            in_doubt(rm).map_or_else(|e| e.code, |_| XA_OK),
+            in_doubt(rm).map_or_else(|e| e.xa_code(), |_| XA_OK),
         ),
     ];
     for (what, c) in xa {
@@ -1058,8 +1064,8 @@ fn write_fault_gives_a_definite_answer() {
                     Call::Commit => code(s.rm.commit(TOC, &xid(b"pa"), false)),
                     Call::RollbackPrepared => code(s.rm.rollback(TOC, &xid(b"pa"))),
                     Call::Heuristic => {
-                        s.rm.heuristic(&xid(b"pa"), XA_HEURCOM, "operator")
-                            .map_or_else(|e| e.code, |()| XA_OK)
+                        s.rm.heuristic(&xid(b"pa"), Outcome::Commit, "operator")
+                            .map_or_else(|e| e.xa_code(), |()| XA_OK)
                     }
                     Call::Prepare => code(s.rm.commit(TOC, &xid(b"x"), false)),
                     Call::OnePhase => code(s.rm.commit(TOC, &xid(b"o"), true)),

@@ -19,6 +19,7 @@
 mod rm_common;
 
 use mmxa::config::{Config, SyncMode};
+use mmxa::error::Outcome;
 use mmxa::rm::flags::{self, EndMode, Entry, StartMode};
 use mmxa::rm::{Rm, Toc};
 use mmxa::status::*;
@@ -119,7 +120,7 @@ fn must(got: i32, want: i32, what: &str) {
 }
 
 #[track_caller]
-fn must_data<T: std::fmt::Debug>(r: Result<T, mmxa::rm::DataError>, want: i32, what: &str) {
+fn must_data<T: std::fmt::Debug>(r: Result<T, mmxa::error::Error>, want: i32, what: &str) {
     let got = dcode(&r);
     assert_eq!(
         got,
@@ -140,7 +141,7 @@ fn committed(rm: &Rm, key: &[u8]) -> Option<Vec<u8>> {
 fn locked(rm: &Rm, key: &[u8]) -> bool {
     match rm.put(OBS2, key, Some(b"probe")) {
         Ok(_) => false,
-        Err(e) if e.code == MMXA_ELOCKTIMEOUT => true,
+        Err(e) if e.mmxa_code() == MMXA_ELOCKTIMEOUT => true,
         Err(e) => panic!("lock probe: unexpected {e:?}"),
     }
 }
@@ -254,7 +255,11 @@ fn build(setup: Setup) -> Fx {
             };
             if outcome != XA_OK {
                 must(
-                    code0(rm.heuristic(&x, outcome, "test operator")),
+                    code0(rm.heuristic(
+                        &x,
+                        Outcome::from_log(outcome).expect("outcome"),
+                        "test operator",
+                    )),
                     XA_OK,
                     "setup heuristic",
                 );
@@ -1350,7 +1355,7 @@ fn s_heuristic_decision() {
         t.cell(
             "heuristic commit",
             setup,
-            |f| code0(f.heuristic(&x(), XA_HEURCOM, "test")),
+            |f| code0(f.heuristic(&x(), Outcome::Commit, "test")),
             want,
             &[],
             check,
@@ -1360,7 +1365,7 @@ fn s_heuristic_decision() {
     t.cell(
         "S3 heuristic rollback: work undone, locks released",
         Setup::S3,
-        |f| code0(f.heuristic(&x(), XA_HEURRB, "test")),
+        |f| code0(f.heuristic(&x(), Outcome::Rollback, "test")),
         XA_OK,
         &[],
         both(is_committed(K, None), is_locked(K, false)),
@@ -1369,7 +1374,7 @@ fn s_heuristic_decision() {
     t.cell(
         "only HEURCOM and HEURRB are decisions",
         Setup::S3,
-        |f| code0(f.heuristic(&x(), XA_HEURMIX, "test")),
+        |f| code0(f.heuristic(&x(), Outcome::Mixed, "test")),
         XAER_INVAL,
         &[],
         is_locked(K, true),
@@ -1380,7 +1385,7 @@ fn s_heuristic_decision() {
         Setup::S3,
         |f| {
             must(
-                code0(f.heuristic(&x(), XA_HEURCOM, "test")),
+                code0(f.heuristic(&x(), Outcome::Commit, "test")),
                 XA_OK,
                 "heuristic",
             );
@@ -1820,7 +1825,7 @@ fn t_close() {
             must(code0(f.close_toc(C)), XA_OK, "close");
             match f.recover(C, scan(false, false), 10) {
                 Ok(v) => v.len() as i32,
-                Err(e) => e.code,
+                Err(e) => e.xa_code(),
             }
         },
         XAER_INVAL,
@@ -2409,7 +2414,8 @@ fn recover_scan_semantics() {
         must_data(fx.put(B, &[b'o', i as u8], Some(V)), MMXA_OK, "put");
         let _ = fx.end(B, &xi, setup_end);
     }
-    let inval = |r: Result<Vec<Xid>, mmxa::rm::XaError>| r.map(|v| v.len()).map_err(|e| e.code);
+    let inval =
+        |r: Result<Vec<Xid>, mmxa::error::Error>| r.map(|v| v.len()).map_err(|e| e.xa_code());
     let sorted = |mut v: Vec<Xid>| {
         v.sort_by_key(|x| x.data().to_vec());
         v
@@ -2487,7 +2493,7 @@ fn recover_scan_semantics() {
     );
     // A new scan sees the current set, heuristic branches included.
     must(
-        code0(fx.heuristic(&late, XA_HEURRB, "test")),
+        code0(fx.heuristic(&late, Outcome::Rollback, "test")),
         XA_OK,
         "heuristic",
     );
@@ -2518,8 +2524,8 @@ const ALL_FLAGS: [c_long; 16] = [
     1 << 40,
 ];
 
-fn fcode<T>(r: Result<T, mmxa::rm::XaError>) -> i32 {
-    r.err().map_or(XA_OK, |e| e.code)
+fn fcode<T>(r: Result<T, mmxa::error::Error>) -> i32 {
+    r.err().map_or(XA_OK, |e| e.xa_code())
 }
 
 #[test]

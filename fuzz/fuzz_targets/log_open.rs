@@ -393,7 +393,7 @@ fuzz_target!(|input: Input| {
     let _ = rm.put(99, b"a", Some(b"fuzz"));
     let _ = rm.put(99, b"b", None);
     let x = Xid::from_parts(1, b"ab", b"a").expect("a valid XID");
-    let _ = rm.heuristic(&x, mmxa::xa::XA_HEURCOM, "fuzz");
+    let _ = rm.heuristic(&x, mmxa::error::Outcome::Commit, "fuzz");
     for _ in 0..3 {
         if !matches!(rm.compact_step(), Ok(true)) {
             break;

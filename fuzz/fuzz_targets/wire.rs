@@ -25,8 +25,7 @@ fuzz_target!(|data: &[u8]| {
         if types.first() == Some(&0xff) {
             let _ = status(&mut r).map(|s| match s {
                 Status::Ok => String::new(),
-                Status::Xa(e) => e.msg,
-                Status::Data(e) => e.msg,
+                Status::Err(e) => e.to_string(),
             });
             continue;
         }

@@ -5,10 +5,10 @@
 //! files through a copy-on-write view that never changes them.
 
 use mmxa::config::{self, Config, SyncMode};
+use mmxa::error::{Error, Outcome};
 use mmxa::log::{Log, LogError, Mapped, Record};
 use mmxa::rm::Report;
 use mmxa::share::{self, Role, Site, Store};
-use mmxa::xa::{XA_HEURCOM, XA_HEURRB};
 use mmxa::xid::Xid;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -128,7 +128,7 @@ fn store_config(arg: &str) -> Result<Config, Fail> {
 
 /// Reaches the store as an administrator.
 fn reach(cfg: &Config) -> Result<(Site, Arc<dyn Store>), Fail> {
-    share::establish(cfg, None, Role::Admin).map_err(|e| store_err(e.msg))
+    share::establish(cfg, None, Role::Admin).map_err(|e| store_err(e.to_string()))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -329,14 +329,14 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
         "status" => {
             want(0, "no further operands")?;
             let (_site, s) = reach(&cfg)?;
-            let rep = s.status().map_err(|e| store_err(e.msg))?;
+            let rep = s.status().map_err(|e| store_err(e.to_string()))?;
             let audit = mmxa::audit::tail(&cfg.dir, 10).unwrap_or_default();
             Ok(status(&cfg, &rep, &audit, a.json))
         }
         "recover" => {
             want(0, "no further operands")?;
             let (_site, s) = reach(&cfg)?;
-            let rep = s.status().map_err(|e| store_err(e.msg))?;
+            let rep = s.status().map_err(|e| store_err(e.to_string()))?;
             let list: Vec<&Xid> = rep
                 .branches
                 .iter()
@@ -362,9 +362,9 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
                 .ok_or_else(|| usage(format!("{cmd}: --reason TEXT is required")))?;
             let (_site, s) = reach(&cfg)?;
             let outcome = if cmd == "commit" {
-                XA_HEURCOM
+                Outcome::Commit
             } else {
-                XA_HEURRB
+                Outcome::Rollback
             };
             match s.heuristic(&xid, outcome, &reason) {
                 Ok(()) => Ok(format!(
@@ -376,10 +376,8 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
                         "rolled back"
                     }
                 )),
-                Err(e) if e.code == mmxa::xa::XAER_NOTA => {
-                    Err(Fail(1, format!("{xid}: no such branch")))
-                }
-                Err(e) => Err(store_err(format!("{xid}: {}", e.msg))),
+                Err(Error::UnknownXid(_)) => Err(Fail(1, format!("{xid}: no such branch"))),
+                Err(e) => Err(store_err(format!("{xid}: {e}"))),
             }
         }
         "get" => {
@@ -387,7 +385,7 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
             let key = operands[0].as_bytes();
             let (_site, s) = reach(&cfg)?;
             // Outside any branch: committed data.
-            match s.get(mmxa::registry::new_toc(), key) {
+            match s.get(mmxa::rm::new_toc(), key) {
                 Ok(Some(v)) if a.json => Ok(format!(
                     "{{\"key\":{},\"found\":true,\"value\":{},\"value_hex\":{}}}\n",
                     js(&operands[0]),
@@ -400,7 +398,7 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
                     format!("{{\"key\":{},\"found\":false}}", js(&operands[0])),
                 )),
                 Ok(None) => Err(Fail(1, format!("{}: not found", operands[0]))),
-                Err(e) => Err(store_err(e.msg)),
+                Err(e) => Err(store_err(e.to_string())),
             }
         }
         "dump" | "verify" => {
@@ -410,7 +408,7 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
         "serve" => {
             want(0, "no further operands")?;
             let (site, _s) =
-                share::establish(&cfg, None, Role::Member).map_err(|e| store_err(e.msg))?;
+                share::establish(&cfg, None, Role::Member).map_err(|e| store_err(e.to_string()))?;
             if let Site::Guest(_) = site {
                 return Err(store_err(format!(
                     "{}: another process hosts the store already",

@@ -6,8 +6,8 @@
 
 use super::guard::{clear_last_error, guard, last_error_ptr, set_last_error};
 use super::trace;
+use crate::error::Error;
 use crate::registry;
-use crate::rm::DataError;
 use crate::status::*;
 use std::ffi::c_void;
 use std::os::raw::{c_char, c_int};
@@ -22,23 +22,38 @@ unsafe fn bytes<'a>(
     len: usize,
     max: usize,
     what: &str,
-) -> Result<&'a [u8], DataError> {
+) -> Result<&'a [u8], Error> {
     if ptr.is_null() && len != 0 {
-        return Err(DataError::new(MMXA_EINVAL, format!("{what} is NULL")));
+        return Err(Error::Invalid(format!("{what} is NULL")));
     }
     if len > max {
-        return Err(DataError::new(
-            MMXA_ETOOBIG,
-            format!("{what} of {len} bytes exceeds the maximum of {max}"),
-        ));
+        return Err(Error::TooBig(format!(
+            "{what} of {len} bytes exceeds the maximum of {max}"
+        )));
     }
     if ptr.is_null() {
         return Ok(&[]);
     }
-    Ok(std::slice::from_raw_parts(ptr as *const u8, len))
+    // SAFETY: non-NULL, and the caller promises `len` readable bytes at `ptr`.
+    Ok(unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
 }
 
-fn data_call(f: impl FnOnce() -> Result<c_int, DataError>) -> c_int {
+/// A failed data call as C sees it: a core error, or a code only the boundary knows.
+struct Failure {
+    code: c_int,
+    msg: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure {
+            code: e.mmxa_code(),
+            msg: e.message().to_string(),
+        }
+    }
+}
+
+fn data_call(f: impl FnOnce() -> Result<c_int, Failure>) -> c_int {
     clear_last_error();
     guard(MMXA_EINTERNAL, || match f() {
         Ok(code) => code,
@@ -65,7 +80,8 @@ pub unsafe extern "C" fn mmxa_put(
     value_len: usize,
 ) -> c_int {
     trace::data("mmxa_put", rmid, || {
-        put(rmid, key, key_len, value, value_len)
+        // SAFETY: our caller's contract is `put`'s.
+        unsafe { put(rmid, key, key_len, value, value_len) }
     })
 }
 
@@ -81,8 +97,13 @@ unsafe fn put(
     value_len: usize,
 ) -> c_int {
     data_call(|| {
-        let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
-        let value = bytes(value, value_len, MMXA_MAX_VALUE, "value")?;
+        // SAFETY: the caller promises `key_len` bytes at `key` and `value_len` at `value`.
+        let (key, value) = unsafe {
+            (
+                bytes(key, key_len, MMXA_MAX_KEY, "key")?,
+                bytes(value, value_len, MMXA_MAX_VALUE, "value")?,
+            )
+        };
         registry::data_call(rmid, |rm, toc| rm.put(toc, key, Some(value)))?;
         Ok(MMXA_OK)
     })
@@ -106,7 +127,8 @@ pub unsafe extern "C" fn mmxa_get(
     value_len: *mut usize,
 ) -> c_int {
     trace::data("mmxa_get", rmid, || {
-        get(rmid, key, key_len, buf, buf_len, value_len)
+        // SAFETY: our caller's contract is `get`'s.
+        unsafe { get(rmid, key, key_len, buf, buf_len, value_len) }
     })
 }
 
@@ -123,29 +145,33 @@ unsafe fn get(
     value_len: *mut usize,
 ) -> c_int {
     data_call(|| {
-        let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
+        // SAFETY: the caller promises `key_len` readable bytes at `key`.
+        let key = unsafe { bytes(key, key_len, MMXA_MAX_KEY, "key")? };
         if value_len.is_null() {
-            return Err(DataError::new(MMXA_EINVAL, "value_len is NULL"));
+            return Err(Error::Invalid("value_len is NULL".into()).into());
         }
         if buf.is_null() && buf_len != 0 {
-            return Err(DataError::new(MMXA_EINVAL, "buf is NULL and buf_len > 0"));
+            return Err(Error::Invalid("buf is NULL and buf_len > 0".into()).into());
         }
         let found = registry::data_call(rmid, |rm, toc| rm.get(toc, key))?;
         let Some(value) = found else {
             return Ok(MMXA_NOTFOUND);
         };
-        value_len.write(value.len());
+        // SAFETY: checked non-NULL above; the caller promises a writable `size_t`.
+        unsafe { value_len.write(value.len()) };
         if value.len() > buf_len {
-            return Err(DataError::new(
-                MMXA_EBUFSIZE,
-                format!(
+            return Err(Failure {
+                code: MMXA_EBUFSIZE,
+                msg: format!(
                     "buffer of {buf_len} bytes is too small for {} bytes",
                     value.len()
                 ),
-            ));
+            });
         }
         if !value.is_empty() {
-            std::ptr::copy_nonoverlapping(value.as_ptr(), buf as *mut u8, value.len());
+            // SAFETY: `buf` is non-NULL (`buf_len` >= the non-zero length, and NULL comes only
+            // with 0) and has `buf_len` writable bytes; our vector cannot overlap it.
+            unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), buf as *mut u8, value.len()) };
         }
         Ok(MMXA_OK)
     })
@@ -160,7 +186,8 @@ unsafe fn get(
 pub unsafe extern "C" fn mmxa_delete(rmid: c_int, key: *const c_void, key_len: usize) -> c_int {
     trace::data("mmxa_delete", rmid, || {
         data_call(|| {
-            let key = bytes(key, key_len, MMXA_MAX_KEY, "key")?;
+            // SAFETY: the caller promises `key_len` readable bytes at `key`.
+            let key = unsafe { bytes(key, key_len, MMXA_MAX_KEY, "key")? };
             let existed = registry::data_call(rmid, |rm, toc| rm.put(toc, key, None))?;
             Ok(if existed { MMXA_OK } else { MMXA_NOTFOUND })
         })
@@ -178,10 +205,11 @@ pub unsafe extern "C" fn mmxa_savepoint(rmid: c_int, savepoint: *mut u64) -> c_i
     trace::data("mmxa_savepoint", rmid, || {
         data_call(|| {
             if savepoint.is_null() {
-                return Err(DataError::new(MMXA_EINVAL, "savepoint is NULL"));
+                return Err(Error::Invalid("savepoint is NULL".into()).into());
             }
             let id = registry::data_call(rmid, |rm, toc| rm.savepoint(toc))?;
-            savepoint.write(id);
+            // SAFETY: checked non-NULL above; the caller promises a writable `uint64_t`.
+            unsafe { savepoint.write(id) };
             Ok(MMXA_OK)
         })
     })

@@ -9,10 +9,9 @@
 use super::abi::Xid as CXid;
 use super::switch::xid_arg;
 use super::trace;
+use crate::error::Error;
 use crate::registry::{Registrar, Registration};
 use crate::rm::flags::StartMode;
-use crate::rm::{DataError, XaError};
-use crate::status::MMXA_EREGISTER;
 use crate::xa::*;
 use std::os::raw::{c_int, c_long};
 use std::time::{Instant, SystemTime};
@@ -28,7 +27,7 @@ pub(super) struct Ax {
 
 impl Ax {
     /// Looks up `ax_reg` and `ax_unreg` in the process's global scope.
-    pub(super) fn resolve() -> Result<Ax, XaError> {
+    pub(super) fn resolve() -> Result<Ax, Error> {
         // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names has no other precondition.
         let (reg, unreg) = unsafe {
             (
@@ -42,14 +41,11 @@ impl Ax {
                 (true, false) => "ax_reg",
                 _ => "ax_unreg",
             };
-            return Err(XaError::new(
-                XAER_RMERR,
-                format!(
-                    "mmxa_switch_dynamic: the transaction monitor does not export {missing} \
-                     (dlsym(RTLD_DEFAULT) found nothing); load the monitor's library with \
-                     RTLD_GLOBAL or link it, or use mmxa_switch (static registration)"
-                ),
-            ));
+            return Err(Error::Io(format!(
+                "mmxa_switch_dynamic: the transaction monitor does not export {missing} \
+                 (dlsym(RTLD_DEFAULT) found nothing); load the monitor's library with \
+                 RTLD_GLOBAL or link it, or use mmxa_switch (static registration)"
+            )));
         }
         // SAFETY: the XA specification fixes these functions' C signatures.
         unsafe {
@@ -75,7 +71,7 @@ fn tm_code_name(code: c_int) -> String {
 }
 
 impl Registrar for Ax {
-    fn register(&self, rmid: i32) -> Result<Registration, DataError> {
+    fn register(&self, rmid: i32) -> Result<Registration, Error> {
         let mut x = CXid {
             formatID: NULLXID,
             gtrid_length: 0,
@@ -92,27 +88,23 @@ impl Registrar for Ax {
             TM_JOIN => StartMode::Join,
             TM_RESUME => StartMode::Resume,
             _ => {
-                return Err(DataError::new(
-                    MMXA_EREGISTER,
-                    format!("ax_reg(rmid {rmid}) answered {}", tm_code_name(code)),
-                ))
+                return Err(Error::Register(format!(
+                    "ax_reg(rmid {rmid}) answered {}",
+                    tm_code_name(code)
+                )))
             }
         };
         // SAFETY: `x` is a valid XID on our stack.
         let xid = unsafe { xid_arg(&x) }.map_err(|e| {
-            DataError::new(
-                MMXA_EREGISTER,
-                format!(
-                    "ax_reg(rmid {rmid}) answered {} with {}",
-                    tm_code_name(code),
-                    e.msg
-                ),
-            )
+            Error::Register(format!(
+                "ax_reg(rmid {rmid}) answered {} with {e}",
+                tm_code_name(code)
+            ))
         })?;
         Ok(Registration::Branch(xid, mode))
     }
 
-    fn unregister(&self, rmid: i32) -> Result<(), DataError> {
+    fn unregister(&self, rmid: i32) -> Result<(), Error> {
         let (wall, start) = (SystemTime::now(), Instant::now());
         // SAFETY: ax_unreg takes no pointer.
         let code = unsafe { (self.unreg)(rmid, TMNOFLAGS) };
@@ -120,10 +112,10 @@ impl Registrar for Ax {
         if code == TM_OK {
             Ok(())
         } else {
-            Err(DataError::new(
-                MMXA_EREGISTER,
-                format!("ax_unreg(rmid {rmid}) answered {}", tm_code_name(code)),
-            ))
+            Err(Error::Register(format!(
+                "ax_unreg(rmid {rmid}) answered {}",
+                tm_code_name(code)
+            )))
         }
     }
 }

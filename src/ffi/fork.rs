@@ -1,12 +1,12 @@
 //! The fork handler: a child created by `fork` gets `/dev/null` in place of every descriptor
-//! listed in [`crate::share::inherit`], so its copies cannot keep a store's lock or sockets
+//! listed in [`crate::inherit`], so its copies cannot keep a store's lock or sockets
 //! alive after this process dies.
 //!
 //! Installed once per loaded copy of the library, at the first `xa_open`. glibc's
 //! `pthread_atfork` records the calling object, and removes the handler when the library is
 //! unloaded with `dlclose`, so a later `fork` never calls into unmapped code.
 
-use crate::share::inherit;
+use crate::inherit;
 use std::sync::Once;
 
 static INSTALLED: Once = Once::new();

@@ -5,6 +5,7 @@
 //! Invariant: no panic unwinds into C, no output parameter is written unless the call succeeds,
 //! and nothing here keeps a caller's pointer after returning.
 #![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
 pub mod data;

@@ -13,9 +13,9 @@ use super::dynreg::Ax;
 use super::guard::{clear_last_error, guard, set_last_error};
 use super::trace::{self, Rc};
 use crate::config;
+use crate::error::{Error, XaOk};
 use crate::registry;
 use crate::rm::flags::{self, Entry};
-use crate::rm::XaError;
 use crate::xa::*;
 use crate::xid::Xid;
 use std::os::raw::{c_char, c_int, c_long};
@@ -88,13 +88,13 @@ pub extern "C" fn mmxa_get_xa_switch_dynamic() -> *mut XaSwitch {
 }
 
 /// Runs one entry point: clears the last error, catches panics, records the error message.
-fn run(on_panic: c_int, rmid: c_int, f: impl FnOnce() -> Result<c_int, XaError>) -> c_int {
+fn run(on_panic: c_int, rmid: c_int, f: impl FnOnce() -> Result<c_int, Error>) -> c_int {
     clear_last_error();
     let code = guard(on_panic, || match f() {
         Ok(code) => code,
         Err(e) => {
-            set_last_error(&e.msg);
-            e.code
+            set_last_error(e.message());
+            e.xa_code()
         }
     });
     if code == on_panic && on_panic == XAER_RMFAIL {
@@ -108,20 +108,22 @@ fn run(on_panic: c_int, rmid: c_int, f: impl FnOnce() -> Result<c_int, XaError>)
 ///
 /// # Safety
 /// `info` is NULL or points to readable memory up to its NUL or `MAXINFOSIZE` bytes.
-unsafe fn info_arg<'a>(info: *const c_char) -> Result<&'a [u8], XaError> {
+unsafe fn info_arg<'a>(info: *const c_char) -> Result<&'a [u8], Error> {
     if info.is_null() {
-        return Err(XaError::new(XAER_INVAL, "xa_info is NULL"));
+        return Err(Error::Invalid("xa_info is NULL".into()));
     }
     let mut n = 0;
     while n < MAXINFOSIZE {
-        if *info.add(n) == 0 {
-            return Ok(std::slice::from_raw_parts(info as *const u8, n));
+        // SAFETY: the caller promises readable bytes up to the NUL or MAXINFOSIZE; none was
+        // found before `n`.
+        if unsafe { *info.add(n) } == 0 {
+            // SAFETY: the `n` bytes before the NUL were just read.
+            return Ok(unsafe { std::slice::from_raw_parts(info as *const u8, n) });
         }
         n += 1;
     }
-    Err(XaError::new(
-        XAER_INVAL,
-        "xa_info has no terminating NUL within 256 bytes",
+    Err(Error::Invalid(
+        "xa_info has no terminating NUL within 256 bytes".into(),
     ))
 }
 
@@ -129,23 +131,18 @@ unsafe fn info_arg<'a>(info: *const c_char) -> Result<&'a [u8], XaError> {
 ///
 /// # Safety
 /// `xid` is NULL or points to a readable `XID`.
-pub(super) unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, XaError> {
+pub(super) unsafe fn xid_arg(xid: *const CXid) -> Result<Xid, Error> {
     if xid.is_null() {
-        return Err(XaError::new(XAER_INVAL, "xid is NULL"));
+        return Err(Error::Invalid("xid is NULL".into()));
     }
-    let x = &*xid;
-    let data: &[u8; XIDDATASIZE] = &*(&x.data as *const [c_char; XIDDATASIZE] as *const _);
+    // SAFETY: non-NULL, and the caller promises a readable XID.
+    let x = unsafe { &*xid };
+    // SAFETY: `c_char` and `u8` have the same size and alignment, and every bit pattern is
+    // valid for both.
+    let data: &[u8; XIDDATASIZE] =
+        unsafe { &*(&x.data as *const [c_char; XIDDATASIZE] as *const _) };
     Xid::new(x.formatID, x.gtrid_length, x.bqual_length, data)
-        .map_err(|e| XaError::new(XAER_INVAL, format!("invalid XID: {e}")))
-}
-
-/// Turns tracing on for an open string with `trace=PATH`. A string that does not parse is left
-/// to the registry, which reports why.
-fn trace_from_info(info: &[u8]) -> Result<(), XaError> {
-    match config::parse(info).map(|cfg| cfg.trace) {
-        Ok(Some(path)) => trace::enable(&path).map_err(|e| XaError::new(XAER_RMERR, e)),
-        _ => Ok(()),
-    }
+        .map_err(|e| Error::Invalid(format!("invalid XID: {e}")))
 }
 
 /// `xa_open` of either switch.
@@ -161,13 +158,16 @@ unsafe fn open(info: *mut c_char, rmid: c_int, flags: c_long, dynamic: bool) -> 
     trace::open_entry(entry, rmid, flags, || {
         run(XAER_RMERR, rmid, || {
             flags::check(Entry::Open, flags)?;
-            let info = info_arg(info)?;
-            trace_from_info(info)?;
+            // SAFETY: the caller's contract for `info`.
+            let cfg = config::parse(unsafe { info_arg(info)? }).map_err(Error::Invalid)?;
+            if let Some(path) = &cfg.trace {
+                trace::enable(path).map_err(Error::Io)?;
+            }
             super::fork::install();
             if dynamic {
-                registry::open_dynamic(rmid, info, Box::new(Ax::resolve()?))?;
+                registry::open_dynamic(rmid, cfg, Box::new(Ax::resolve()?))?;
             } else {
-                registry::open(rmid, info)?;
+                registry::open(rmid, cfg)?;
             }
             Ok(XA_OK)
         })
@@ -175,18 +175,21 @@ unsafe fn open(info: *mut c_char, rmid: c_int, flags: c_long, dynamic: bool) -> 
 }
 
 unsafe extern "C" fn xa_open(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
-    open(info, rmid, flags, false)
+    // SAFETY: the XA contract for `xa_info` is `open`'s.
+    unsafe { open(info, rmid, flags, false) }
 }
 
 unsafe extern "C" fn xa_open_dynamic(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
-    open(info, rmid, flags, true)
+    // SAFETY: the XA contract for `xa_info` is `open`'s.
+    unsafe { open(info, rmid, flags, true) }
 }
 
 unsafe extern "C" fn xa_close(info: *mut c_char, rmid: c_int, flags: c_long) -> c_int {
     trace::xa("xa_close", rmid, std::ptr::null(), flags, Rc::Xa, || {
         run(XAER_RMERR, rmid, || {
             flags::check(Entry::Close, flags)?;
-            info_arg(info)?;
+            // SAFETY: the XA contract: `xa_info` is NULL or a readable string.
+            unsafe { info_arg(info)? };
             registry::close(rmid).map(|()| XA_OK)
         })
     })
@@ -196,7 +199,12 @@ unsafe extern "C" fn xa_start(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_i
     trace::xa("xa_start", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             let mode = flags::start(flags)?;
-            registry::call(rmid, |rm, toc| rm.start(toc, &xid_arg(xid)?, mode))
+            registry::call(rmid, |rm, toc| {
+                // SAFETY: the XA contract: `xid` is NULL or a readable XID.
+                let xid = unsafe { xid_arg(xid)? };
+                rm.start(toc, &xid, mode)
+            })
+            .map(|()| XA_OK)
         })
     })
 }
@@ -205,7 +213,12 @@ unsafe extern "C" fn xa_end(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_int
     trace::xa("xa_end", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             let mode = flags::end(flags)?;
-            registry::call(rmid, |rm, toc| rm.end(toc, &xid_arg(xid)?, mode))
+            registry::call(rmid, |rm, toc| {
+                // SAFETY: the XA contract: `xid` is NULL or a readable XID.
+                let xid = unsafe { xid_arg(xid)? };
+                rm.end(toc, &xid, mode)
+            })
+            .map(|()| XA_OK)
         })
     })
 }
@@ -214,7 +227,12 @@ unsafe extern "C" fn xa_rollback(xid: *mut CXid, rmid: c_int, flags: c_long) -> 
     trace::xa("xa_rollback", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             flags::check(Entry::Rollback, flags)?;
-            registry::call(rmid, |rm, toc| rm.rollback(toc, &xid_arg(xid)?))
+            registry::call(rmid, |rm, toc| {
+                // SAFETY: the XA contract: `xid` is NULL or a readable XID.
+                let xid = unsafe { xid_arg(xid)? };
+                rm.rollback(toc, &xid)
+            })
+            .map(|()| XA_OK)
         })
     })
 }
@@ -223,7 +241,12 @@ unsafe extern "C" fn xa_prepare(xid: *mut CXid, rmid: c_int, flags: c_long) -> c
     trace::xa("xa_prepare", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             flags::check(Entry::Prepare, flags)?;
-            registry::call(rmid, |rm, toc| rm.prepare(toc, &xid_arg(xid)?))
+            let vote = registry::call(rmid, |rm, toc| {
+                // SAFETY: the XA contract: `xid` is NULL or a readable XID.
+                let xid = unsafe { xid_arg(xid)? };
+                rm.prepare(toc, &xid)
+            })?;
+            Ok(vote.xa_code())
         })
     })
 }
@@ -232,7 +255,12 @@ unsafe extern "C" fn xa_commit(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_
     trace::xa("xa_commit", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             let one_phase = flags::commit(flags)?;
-            registry::call(rmid, |rm, toc| rm.commit(toc, &xid_arg(xid)?, one_phase))
+            registry::call(rmid, |rm, toc| {
+                // SAFETY: the XA contract: `xid` is NULL or a readable XID.
+                let xid = unsafe { xid_arg(xid)? };
+                rm.commit(toc, &xid, one_phase)
+            })
+            .map(|()| XA_OK)
         })
     })
 }
@@ -249,7 +277,8 @@ unsafe extern "C" fn xa_recover(
         std::ptr::null(),
         flags,
         Rc::Count,
-        || recover(xids, count, rmid, flags),
+        // SAFETY: the XA contract for `xids` and `count` is `recover`'s.
+        || unsafe { recover(xids, count, rmid, flags) },
     )
 }
 
@@ -262,12 +291,11 @@ unsafe fn recover(xids: *mut CXid, count: c_long, rmid: c_int, flags: c_long) ->
         let scan = flags::recover(flags)?;
         registry::call(rmid, |rm, toc| {
             if count < 0 {
-                return Err(XaError::new(XAER_INVAL, "xa_recover: count is negative"));
+                return Err(Error::Invalid("xa_recover: count is negative".into()));
             }
             if xids.is_null() && count > 0 {
-                return Err(XaError::new(
-                    XAER_INVAL,
-                    "xa_recover: xids is NULL and count > 0",
+                return Err(Error::Invalid(
+                    "xa_recover: xids is NULL and count > 0".into(),
                 ));
             }
             let cap = usize::try_from(count).unwrap_or(usize::MAX);
@@ -282,7 +310,9 @@ unsafe fn recover(xids: *mut CXid, count: c_long, rmid: c_int, flags: c_long) ->
                 for (d, s) in out.data.iter_mut().zip(x.data().iter()) {
                     *d = *s as c_char;
                 }
-                xids.add(i).write(out);
+                // SAFETY: `i` < `found.len()` <= `count`, and the caller promises room for
+                // `count` XIDs at the non-NULL `xids` (checked above for `count` > 0).
+                unsafe { xids.add(i).write(out) };
             }
             Ok(found.len() as c_int)
         })
@@ -293,7 +323,12 @@ unsafe extern "C" fn xa_forget(xid: *mut CXid, rmid: c_int, flags: c_long) -> c_
     trace::xa("xa_forget", rmid, xid, flags, Rc::Xa, || {
         run(XAER_RMFAIL, rmid, || {
             flags::check(Entry::Forget, flags)?;
-            registry::call(rmid, |rm, toc| rm.forget(toc, &xid_arg(xid)?))
+            registry::call(rmid, |rm, toc| {
+                // SAFETY: the XA contract: `xid` is NULL or a readable XID.
+                let xid = unsafe { xid_arg(xid)? };
+                rm.forget(toc, &xid)
+            })
+            .map(|()| XA_OK)
         })
     })
 }
@@ -309,10 +344,9 @@ unsafe extern "C" fn xa_complete(
     trace::xa("xa_complete", rmid, std::ptr::null(), flags, Rc::Xa, || {
         run(XAER_PROTO, rmid, || {
             flags::check(Entry::Complete, flags)?;
-            registry::call(rmid, |_, _| {
-                Err(XaError::new(
-                    XAER_PROTO,
-                    "xa_complete: mmxa performs no asynchronous operations",
+            registry::call(rmid, |_, _| -> Result<c_int, Error> {
+                Err(Error::Protocol(
+                    "xa_complete: mmxa performs no asynchronous operations".into(),
                 ))
             })
         })

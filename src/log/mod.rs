@@ -100,6 +100,7 @@
 mod media;
 mod segment;
 pub mod sim;
+mod store_lock;
 
 use crate::config::SyncMode;
 use crate::xid::Xid;
@@ -110,6 +111,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
+pub use store_lock::{try_lock_store, StoreLock};
 
 /// A position in the log.
 pub type Lsn = u64;

@@ -8,8 +8,10 @@
 //! the copies); prepared branches move to a new tag with their locks; the segment is deleted
 //! only after a synced CHECKPOINT.
 
-use super::{Phase, Rm, ValueLoc};
-use crate::log::{put_value_offset, LogError, Lsn, Media, Record};
+use super::branch::{Branch, Phase};
+use super::index::ValueLoc;
+use super::Rm;
+use crate::log::{LogError, Lsn, Media, Record};
 use std::sync::atomic::Ordering;
 
 /// Reclaim while the log is larger than this many times the live data, plus three segments.
@@ -74,7 +76,7 @@ impl<M: Media> Rm<M> {
         }
         let in_seg = |lsn: Lsn| (base..end).contains(&lsn);
         let touches =
-            |b: &super::Branch| in_seg(b.record_lsn) || b.writes.values().any(|(l, _)| in_seg(*l));
+            |b: &Branch| in_seg(b.record_lsn) || b.writes.values().any(|(l, _)| in_seg(*l));
         // A completion in flight will append under the tag it read: a prepared branch that
         // would move to a new tag waits for it.
         let pinned = st
@@ -102,10 +104,7 @@ impl<M: Media> Rm<M> {
                 None => Record::Delete { tag, key },
             };
             let a = self.log.append(&rec)?;
-            let loc = loc.map(|l| ValueLoc {
-                lsn: a.lsn + put_value_offset(key.len()),
-                len: l.len,
-            });
+            let loc = ValueLoc::of_record(a.lsn, key, loc.map(|_| &value[..]));
             Ok((a.lsn, loc))
         };
         {
@@ -151,7 +150,7 @@ impl<M: Media> Rm<M> {
                 Phase::Heuristic(outcome) if in_seg(b.record_lsn) => {
                     let a = self.log.append(&Record::Heuristic {
                         tag: b.tag,
-                        outcome,
+                        outcome: outcome.to_log(),
                         xid: *xid,
                         reason: b.reason.as_bytes(),
                     })?;

@@ -5,7 +5,7 @@
 //! outside the entry point's set or a forbidden combination (`XAER_INVAL`). All 64 bits of the
 //! C `long` are checked.
 
-use super::XaError;
+use crate::error::Error;
 use crate::xa::*;
 use std::os::raw::c_long;
 
@@ -65,20 +65,20 @@ impl Entry {
 
 /// Checks `flags` for `entry`: `XAER_ASYNC` for `TMASYNC` where the entry could take it,
 /// `XAER_INVAL` for any other unknown bit.
-pub fn check(entry: Entry, flags: c_long) -> Result<(), XaError> {
+pub fn check(entry: Entry, flags: c_long) -> Result<(), Error> {
     let async_ok = !matches!(entry, Entry::Recover | Entry::Complete);
     if async_ok && flags & TMASYNC != 0 {
-        return Err(XaError::new(
-            XAER_ASYNC,
-            format!("{}: TMASYNC is not supported (no TMUSEASYNC)", entry.name()),
-        ));
+        return Err(Error::Async(format!(
+            "{}: TMASYNC is not supported (no TMUSEASYNC)",
+            entry.name()
+        )));
     }
     let extra = flags & !entry.allowed();
     if extra != 0 {
-        return Err(XaError::new(
-            XAER_INVAL,
-            format!("{}: invalid flags {extra:#x}", entry.name()),
-        ));
+        return Err(Error::Invalid(format!(
+            "{}: invalid flags {extra:#x}",
+            entry.name()
+        )));
     }
     Ok(())
 }
@@ -95,12 +95,11 @@ pub enum StartMode {
 }
 
 /// Checks `xa_start` flags. `TMNOWAIT` is accepted and ignored: mmxa never blocks in `xa_start`.
-pub fn start(flags: c_long) -> Result<StartMode, XaError> {
+pub fn start(flags: c_long) -> Result<StartMode, Error> {
     check(Entry::Start, flags)?;
     match (flags & TMJOIN != 0, flags & TMRESUME != 0) {
-        (true, true) => Err(XaError::new(
-            XAER_INVAL,
-            "xa_start: TMJOIN and TMRESUME together",
+        (true, true) => Err(Error::Invalid(
+            "xa_start: TMJOIN and TMRESUME together".into(),
         )),
         (true, false) => Ok(StartMode::Join),
         (false, true) => Ok(StartMode::Resume),
@@ -123,16 +122,15 @@ pub enum EndMode {
 
 /// Checks `xa_end` flags: exactly one of `TMSUSPEND`, `TMSUCCESS`, `TMFAIL`; `TMMIGRATE` only
 /// with `TMSUSPEND`.
-pub fn end(flags: c_long) -> Result<EndMode, XaError> {
+pub fn end(flags: c_long) -> Result<EndMode, Error> {
     check(Entry::End, flags)?;
     let kinds = [TMSUSPEND, TMSUCCESS, TMFAIL]
         .iter()
         .filter(|&&f| flags & f != 0)
         .count();
     if kinds != 1 {
-        return Err(XaError::new(
-            XAER_INVAL,
-            "xa_end: exactly one of TMSUSPEND, TMSUCCESS, TMFAIL is required",
+        return Err(Error::Invalid(
+            "xa_end: exactly one of TMSUSPEND, TMSUCCESS, TMFAIL is required".into(),
         ));
     }
     let migrate = flags & TMMIGRATE != 0;
@@ -147,9 +145,8 @@ pub fn end(flags: c_long) -> Result<EndMode, XaError> {
     }
     .and_then(|m| {
         if migrate && m != EndMode::SuspendMigrate {
-            Err(XaError::new(
-                XAER_INVAL,
-                "xa_end: TMMIGRATE requires TMSUSPEND",
+            Err(Error::Invalid(
+                "xa_end: TMMIGRATE requires TMSUSPEND".into(),
             ))
         } else {
             Ok(m)
@@ -159,7 +156,7 @@ pub fn end(flags: c_long) -> Result<EndMode, XaError> {
 
 /// Checks `xa_commit` flags; true for `TMONEPHASE`. `TMNOWAIT` is accepted: commit never waits
 /// for a lock.
-pub fn commit(flags: c_long) -> Result<bool, XaError> {
+pub fn commit(flags: c_long) -> Result<bool, Error> {
     check(Entry::Commit, flags)?;
     Ok(flags & TMONEPHASE != 0)
 }
@@ -174,7 +171,7 @@ pub struct Scan {
 }
 
 /// Checks `xa_recover` flags (`TMASYNC` is simply invalid there).
-pub fn recover(flags: c_long) -> Result<Scan, XaError> {
+pub fn recover(flags: c_long) -> Result<Scan, Error> {
     check(Entry::Recover, flags)?;
     Ok(Scan {
         start: flags & TMSTARTRSCAN != 0,
@@ -186,8 +183,8 @@ pub fn recover(flags: c_long) -> Result<Scan, XaError> {
 mod tests {
     use super::*;
 
-    fn code<T>(r: Result<T, XaError>) -> i32 {
-        r.err().map(|e| e.code).unwrap_or(XA_OK)
+    fn code<T>(r: Result<T, Error>) -> i32 {
+        r.err().map(|e| e.xa_code()).unwrap_or(XA_OK)
     }
 
     #[test]

@@ -9,20 +9,20 @@
 //! were re-logged under when its old segment was reclaimed; a repeated HEURISTIC restates an
 //! outcome whose first record was reclaimed.
 
-use super::{Branch, Index, Phase, Rm, State, ValueLoc};
+use super::branch::{Branch, Phase, State, Writes};
+use super::index::{Index, ValueLoc};
+use super::Rm;
 use crate::config::Config;
+use crate::error::Outcome;
 use crate::lock::LockTable;
-use crate::log::{put_value_offset, Log, Lsn, Media, Record};
-use crate::xa::XA_HEURCOM;
+use crate::log::{Log, Lsn, Media, Record};
 use crate::xid::Xid;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, RwLock};
 
 /// The highest branch tag a valid log holds.
 const MAX_TAG: u64 = 1 << 62;
-
-type Writes = BTreeMap<Vec<u8>, (Lsn, Option<ValueLoc>)>;
 
 /// An in-doubt branch as the log states it: XID and the LSN of the stating record.
 type Stated = (Xid, Lsn);
@@ -32,7 +32,7 @@ struct Replay {
     index: Index,
     pending: HashMap<u64, Writes>,
     prepared: HashMap<u64, Stated>,
-    heuristic: HashMap<u64, (Stated, i32, String)>,
+    heuristic: HashMap<u64, (Stated, Outcome, String)>,
     max_tag: u64,
 }
 
@@ -83,9 +83,11 @@ impl Replay {
                 reason,
             } => {
                 self.note_tag(tag)?;
+                let outcome = Outcome::from_log(outcome)
+                    .ok_or_else(|| format!("unknown heuristic outcome {outcome}"))?;
                 self.prepared.remove(&tag);
                 let writes = self.pending.remove(&tag).unwrap_or_default();
-                if outcome == XA_HEURCOM {
+                if outcome == Outcome::Commit {
                     self.apply(writes);
                 }
                 let reason = String::from_utf8_lossy(reason).into_owned();
@@ -108,10 +110,7 @@ impl Replay {
                 return Ok(());
             }
         };
-        let loc = value.map(|v| ValueLoc {
-            lsn: lsn + put_value_offset(key.len()),
-            len: v.len() as u32,
-        });
+        let loc = ValueLoc::of_record(lsn, key, value);
         if tag == 0 {
             self.index.set(key, loc);
         } else {

@@ -3,6 +3,8 @@
 use super::flags::{EndMode, Scan, StartMode};
 use super::*;
 use crate::config::{Config, SyncMode};
+use crate::status::*;
+use crate::xa::*;
 
 fn xid(n: u8) -> Xid {
     Xid::from_parts(1, &[b'g', n], b"b").unwrap()
@@ -20,7 +22,7 @@ fn two_phase_commit_and_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let rm = open(dir.path());
     let (a, b) = (xid(1), xid(2));
-    assert_eq!(rm.start(1, &a, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.start(1, &a, StartMode::New), Ok(()));
     assert_eq!(rm.put(1, b"k1", Some(b"v1")), Ok(false));
     assert_eq!(rm.get(1, b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
     assert_eq!(
@@ -28,13 +30,13 @@ fn two_phase_commit_and_recovery() {
         None,
         "uncommitted write is private"
     );
-    assert_eq!(rm.end(1, &a, EndMode::Success), Ok(XA_OK));
-    assert_eq!(rm.prepare(2, &a), Ok(XA_OK));
-    assert_eq!(rm.start(1, &b, StartMode::New), Ok(XA_OK));
+    assert_eq!(rm.end(1, &a, EndMode::Success), Ok(()));
+    assert_eq!(rm.prepare(2, &a), Ok(Vote::Prepared));
+    assert_eq!(rm.start(1, &b, StartMode::New), Ok(()));
     rm.put(1, b"k2", Some(b"v2")).unwrap();
     rm.end(1, &b, EndMode::Success).unwrap();
-    assert_eq!(rm.prepare(1, &b), Ok(XA_OK));
-    assert_eq!(rm.commit(3, &b, false), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &b), Ok(Vote::Prepared));
+    assert_eq!(rm.commit(3, &b, false), Ok(()));
     assert_eq!(rm.get(2, b"k2").unwrap().as_deref(), Some(&b"v2"[..]));
     drop(rm);
 
@@ -50,7 +52,7 @@ fn two_phase_commit_and_recovery() {
         rm.locks.holder(b"k1"),
         Some(rm.state.lock().unwrap().branches[&a].tag)
     );
-    assert_eq!(rm.commit(1, &a, false), Ok(XA_OK));
+    assert_eq!(rm.commit(1, &a, false), Ok(()));
     assert_eq!(rm.get(1, b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
     drop(rm);
     let rm = open(dir.path());
@@ -73,7 +75,7 @@ fn unprepared_work_is_rolled_back_at_open_and_xid_reusable() {
     rm.start(1, &a, StartMode::New).unwrap();
     rm.put(1, b"k2", Some(b"new")).unwrap();
     rm.end(1, &a, EndMode::Success).unwrap();
-    assert_eq!(rm.commit(1, &a, true), Ok(XA_OK));
+    assert_eq!(rm.commit(1, &a, true), Ok(()));
     drop(rm);
     let rm = open(dir.path());
     assert_eq!(rm.get(1, b"k").unwrap(), None);
@@ -93,7 +95,11 @@ fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
     rm.put(9, b"c", Some(b"committed")).unwrap();
     let a = xid(1);
     rm.start(1, &a, StartMode::New).unwrap();
-    assert_eq!(rm.savepoint(2).unwrap_err().code, MMXA_EINVAL, "no branch");
+    assert_eq!(
+        rm.savepoint(2).unwrap_err().mmxa_code(),
+        MMXA_EINVAL,
+        "no branch"
+    );
     rm.put(1, b"a", Some(b"1")).unwrap();
     let sp1 = rm.savepoint(1).unwrap();
     rm.put(1, b"a", Some(b"2")).unwrap();
@@ -115,7 +121,7 @@ fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
     assert_eq!(read(&rm, 1, b"c").as_deref(), Some("committed"));
     // sp2 was released by rolling back past it; sp1 stays and can be used again.
     assert_eq!(
-        rm.rollback_to_savepoint(1, sp2).unwrap_err().code,
+        rm.rollback_to_savepoint(1, sp2).unwrap_err().mmxa_code(),
         MMXA_EINVAL
     );
     rm.put(1, b"d", Some(b"after")).unwrap();
@@ -123,12 +129,12 @@ fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
     assert_eq!(read(&rm, 1, b"d"), None);
     rm.put(1, b"e", Some(b"kept")).unwrap();
     rm.end(1, &a, EndMode::Success).unwrap();
-    assert_eq!(rm.prepare(1, &a), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
     drop(rm);
 
     // Recovery replays the undo as ordinary writes: the prepared branch is what was left.
     let rm = open(dir.path());
-    assert_eq!(rm.commit(1, &a, false), Ok(XA_OK));
+    assert_eq!(rm.commit(1, &a, false), Ok(()));
     assert_eq!(read(&rm, 1, b"a").as_deref(), Some("1"));
     assert_eq!(read(&rm, 1, b"b"), None);
     assert_eq!(read(&rm, 1, b"c").as_deref(), Some("committed"));
@@ -142,20 +148,20 @@ fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
     rm.put(1, b"a", Some(b"x")).unwrap();
     rm.rollback_to_savepoint(1, sp).unwrap();
     rm.end(1, &b, EndMode::Success).unwrap();
-    assert_eq!(rm.prepare(1, &b), Ok(XA_RDONLY));
+    assert_eq!(rm.prepare(1, &b), Ok(Vote::ReadOnly));
     // A joined thread makes the rollback refuse (its writes would race with the undo).
     let c = xid(3);
     rm.start(1, &c, StartMode::New).unwrap();
     let sp = rm.savepoint(1).unwrap();
     rm.start(2, &c, StartMode::Join).unwrap();
     assert_eq!(
-        rm.rollback_to_savepoint(1, sp).unwrap_err().code,
+        rm.rollback_to_savepoint(1, sp).unwrap_err().mmxa_code(),
         MMXA_EINVAL
     );
     rm.end(2, &c, EndMode::Success).unwrap();
     rm.rollback_to_savepoint(1, sp).unwrap();
     rm.end(1, &c, EndMode::Success).unwrap();
-    assert_eq!(rm.rollback(1, &c), Ok(XA_OK));
+    assert_eq!(rm.rollback(1, &c), Ok(()));
 }
 
 #[test]
@@ -181,10 +187,10 @@ fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
     }
     assert!(reclaimed >= 2, "only {reclaimed} segments reclaimed");
     rm.end(1, &a, EndMode::Success).unwrap();
-    assert_eq!(rm.prepare(1, &a), Ok(XA_OK));
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
     drop(rm);
     let rm = open(dir.path());
-    assert_eq!(rm.commit(1, &a, false), Ok(XA_OK));
+    assert_eq!(rm.commit(1, &a, false), Ok(()));
     assert_eq!(read(&rm, 1, b"a").as_deref(), Some("before"));
     assert_eq!(read(&rm, 1, b"c").as_deref(), Some("committed"));
     assert_eq!(read(&rm, 1, b"big0"), None);
@@ -219,7 +225,7 @@ fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
     assert_eq!(state(&a), "heuristic-rollback");
     assert_eq!(state(&b), "idle");
     assert!(st.branches[0].reason.contains("orphan policy"));
-    assert_eq!(rm.commit(1, &a, false).unwrap_err().code, XA_HEURRB);
+    assert_eq!(rm.commit(1, &a, false).unwrap_err().xa_code(), XA_HEURRB);
     let audit = crate::audit::tail(dir.path(), 5).unwrap();
     assert_eq!(audit.len(), 1);
     assert!(audit[0].contains(&format!(

@@ -6,14 +6,13 @@
 //! (`XAER_RMFAIL`, `MMXA_EIO`): its outcome is unknown, exactly as after an RM crash, and the
 //! thread must `xa_open` again, which elects a new host if this one is gone.
 
-use super::inherit::NoInherit;
 use super::wire::{self, op, In, Out, Status};
 use super::{fingerprint, Addr, Role, Store};
 use crate::config::Config;
+use crate::error::{Error, Outcome, Result};
+use crate::inherit::NoInherit;
 use crate::rm::flags::{EndMode, Scan, StartMode};
-use crate::rm::{BranchReport, DataError, Report, Rm, Toc, XaError};
-use crate::status::{MMXA_EINTERNAL, MMXA_EIO};
-use crate::xa::{XAER_RMERR, XAER_RMFAIL};
+use crate::rm::{BranchReport, Report, Rm, Toc, Vote};
 use crate::xid::Xid;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -32,13 +31,13 @@ pub struct Link {
 /// Why joining a host failed.
 pub enum JoinError {
     /// The host answered no: the error for `xa_open`.
-    Refused(XaError),
+    Refused(Error),
     /// The host went away meanwhile.
     Lost(io::Error),
 }
 
 /// Sends the handshake on a new connection; the host's pid on success.
-fn hello(stream: &mut UnixStream, cfg: &Config, role: Role) -> Result<u32, JoinError> {
+fn hello(stream: &mut UnixStream, cfg: &Config, role: Role) -> std::result::Result<u32, JoinError> {
     let (sync, timeout, segment, orphan) = fingerprint(cfg);
     Out::request(op::HELLO)
         .u32(wire::VERSION)
@@ -55,8 +54,7 @@ fn hello(stream: &mut UnixStream, cfg: &Config, role: Role) -> Result<u32, JoinE
     let mut r = In::new(&frame);
     match wire::status(&mut r).map_err(JoinError::Lost)? {
         Status::Ok => r.u32().map_err(JoinError::Lost),
-        Status::Xa(e) => Err(JoinError::Refused(e)),
-        Status::Data(e) => Err(JoinError::Refused(XaError::new(XAER_RMERR, e.msg))),
+        Status::Err(e) => Err(JoinError::Refused(e)),
     }
 }
 
@@ -67,7 +65,7 @@ impl Link {
         cfg: &Config,
         addr: Addr,
         role: Role,
-    ) -> Result<(Arc<Link>, Remote), JoinError> {
+    ) -> std::result::Result<(Arc<Link>, Remote), JoinError> {
         let host_pid = hello(&mut stream, cfg, role)?;
         let link = Arc::new(Link {
             addr,
@@ -95,13 +93,13 @@ impl Link {
     }
 
     /// A connection for one more thread of control.
-    pub fn connect(self: &Arc<Self>) -> Result<Remote, XaError> {
-        let mut stream = UnixStream::connect(&self.addr.path)
-            .map_err(|e| XaError::new(XAER_RMERR, self.gone(e)))?;
+    pub fn connect(self: &Arc<Self>) -> Result<Remote> {
+        let mut stream =
+            UnixStream::connect(&self.addr.path).map_err(|e| Error::Io(self.gone(e)))?;
         match hello(&mut stream, &self.cfg, self.role) {
             Ok(_) => Ok(Remote::new(self.clone(), stream)),
             Err(JoinError::Refused(e)) => Err(e),
-            Err(JoinError::Lost(e)) => Err(XaError::new(XAER_RMERR, self.gone(e))),
+            Err(JoinError::Lost(e)) => Err(Error::Io(self.gone(e))),
         }
     }
 }
@@ -127,7 +125,7 @@ impl Remote {
     }
 
     /// Sends `req` and returns the reply frame; any failure breaks the connection.
-    fn call(&self, req: Out) -> Result<Vec<u8>, String> {
+    fn call(&self, req: Out) -> std::result::Result<Vec<u8>, String> {
         if let Some(why) = self.broken().clone() {
             return Err(why);
         }
@@ -155,38 +153,20 @@ impl Remote {
     }
 
     /// Runs a request answered with a status and, on success, fields read by `read`.
-    fn xa_call<T>(
-        &self,
-        req: Out,
-        read: impl FnOnce(&mut In<'_>) -> io::Result<T>,
-    ) -> Result<T, XaError> {
-        let frame = self.call(req).map_err(|m| XaError::new(XAER_RMFAIL, m))?;
+    /// Runs a request answered with a status and, on success, fields read by `read`. A lost or
+    /// garbled connection fails the handle.
+    fn rpc<T>(&self, req: Out, read: impl FnOnce(&mut In<'_>) -> io::Result<T>) -> Result<T> {
+        let frame = self.call(req).map_err(Error::Failed)?;
         let mut r = In::new(&frame);
         let decoded = wire::status(&mut r).and_then(|s| match s {
             Status::Ok => read(&mut r).and_then(|v| r.done().map(|()| Ok(v))),
-            Status::Xa(e) => Ok(Err(e)),
-            Status::Data(e) => Ok(Err(XaError::new(XAER_RMERR, e.msg))),
+            Status::Err(e) => Ok(Err(e)),
         });
-        decoded.map_err(|e| XaError::new(XAER_RMFAIL, self.garbled(e)))?
+        decoded.map_err(|e| Error::Failed(self.garbled(e)))?
     }
 
-    fn data_call<T>(
-        &self,
-        req: Out,
-        read: impl FnOnce(&mut In<'_>) -> io::Result<T>,
-    ) -> Result<T, DataError> {
-        let frame = self.call(req).map_err(|m| DataError::new(MMXA_EIO, m))?;
-        let mut r = In::new(&frame);
-        let decoded = wire::status(&mut r).and_then(|s| match s {
-            Status::Ok => read(&mut r).and_then(|v| r.done().map(|()| Ok(v))),
-            Status::Data(e) => Ok(Err(e)),
-            Status::Xa(e) => Ok(Err(DataError::new(MMXA_EINTERNAL, e.msg))),
-        });
-        decoded.map_err(|e| DataError::new(MMXA_EIO, self.garbled(e)))?
-    }
-
-    fn code(&self, req: Out) -> Result<i32, XaError> {
-        self.xa_call(req, |r| r.i32())
+    fn unit(&self, req: Out) -> Result<()> {
+        self.rpc(req, |_| Ok(()))
     }
 }
 
@@ -217,30 +197,36 @@ impl Store for Remote {
             *b = Some("an internal error (panic) occurred; xa_open again".into());
         }
     }
-    fn start(&self, _toc: Toc, xid: &Xid, mode: StartMode) -> Result<i32, XaError> {
-        self.code(Out::request(op::START).xid(xid).u8(start_code(mode)))
+    fn start(&self, _toc: Toc, xid: &Xid, mode: StartMode) -> Result<()> {
+        self.unit(Out::request(op::START).xid(xid).u8(start_code(mode)))
     }
-    fn end(&self, _toc: Toc, xid: &Xid, mode: EndMode) -> Result<i32, XaError> {
-        self.code(Out::request(op::END).xid(xid).u8(end_code(mode)))
+    fn end(&self, _toc: Toc, xid: &Xid, mode: EndMode) -> Result<()> {
+        self.unit(Out::request(op::END).xid(xid).u8(end_code(mode)))
     }
-    fn prepare(&self, _toc: Toc, xid: &Xid) -> Result<i32, XaError> {
-        self.code(Out::request(op::PREPARE).xid(xid))
+    fn prepare(&self, _toc: Toc, xid: &Xid) -> Result<Vote> {
+        self.rpc(Out::request(op::PREPARE).xid(xid), |r| {
+            Ok(if r.bool()? {
+                Vote::ReadOnly
+            } else {
+                Vote::Prepared
+            })
+        })
     }
-    fn commit(&self, _toc: Toc, xid: &Xid, one_phase: bool) -> Result<i32, XaError> {
-        self.code(Out::request(op::COMMIT).xid(xid).bool(one_phase))
+    fn commit(&self, _toc: Toc, xid: &Xid, one_phase: bool) -> Result<()> {
+        self.unit(Out::request(op::COMMIT).xid(xid).bool(one_phase))
     }
-    fn rollback(&self, _toc: Toc, xid: &Xid) -> Result<i32, XaError> {
-        self.code(Out::request(op::ROLLBACK).xid(xid))
+    fn rollback(&self, _toc: Toc, xid: &Xid) -> Result<()> {
+        self.unit(Out::request(op::ROLLBACK).xid(xid))
     }
-    fn forget(&self, _toc: Toc, xid: &Xid) -> Result<i32, XaError> {
-        self.code(Out::request(op::FORGET).xid(xid))
+    fn forget(&self, _toc: Toc, xid: &Xid) -> Result<()> {
+        self.unit(Out::request(op::FORGET).xid(xid))
     }
-    fn recover(&self, _toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>, XaError> {
+    fn recover(&self, _toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>> {
         let req = Out::request(op::RECOVER)
             .bool(scan.start)
             .bool(scan.end)
             .u64(cap as u64);
-        self.xa_call(req, |r| {
+        self.rpc(req, |r| {
             let n = r.u32()? as usize;
             if n > cap {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "too many XIDs"));
@@ -248,18 +234,18 @@ impl Store for Remote {
             (0..n).map(|_| r.xid()).collect()
         })
     }
-    fn close_toc(&self, _toc: Toc) -> Result<(), XaError> {
+    fn close_toc(&self, _toc: Toc) -> Result<()> {
         // A host that is gone holds nothing of ours any more: closing succeeds.
         if self.broken().is_some() {
             return Ok(());
         }
-        match self.code(Out::request(op::CLOSE)) {
-            Err(e) if e.code == XAER_RMFAIL => Ok(()),
-            r => r.map(|_| ()),
+        match self.unit(Out::request(op::CLOSE)) {
+            Err(Error::Failed(_)) => Ok(()),
+            r => r,
         }
     }
-    fn active_branch(&self, _toc: Toc) -> Result<Option<Xid>, DataError> {
-        self.data_call(Out::request(op::ACTIVE), |r| {
+    fn active_branch(&self, _toc: Toc) -> Result<Option<Xid>> {
+        self.rpc(Out::request(op::ACTIVE), |r| {
             if r.bool()? {
                 r.xid().map(Some)
             } else {
@@ -267,34 +253,34 @@ impl Store for Remote {
             }
         })
     }
-    fn put(&self, _toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError> {
+    fn put(&self, _toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
         // Checked here too, so an oversized value never reaches the wire.
         <Rm>::check_kv(key, value)?;
-        self.data_call(Out::request(op::PUT).bytes(key).opt_bytes(value), |r| {
+        self.rpc(Out::request(op::PUT).bytes(key).opt_bytes(value), |r| {
             r.bool()
         })
     }
-    fn get(&self, _toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError> {
+    fn get(&self, _toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>> {
         <Rm>::check_kv(key, None)?;
-        self.data_call(Out::request(op::GET).bytes(key), |r| {
+        self.rpc(Out::request(op::GET).bytes(key), |r| {
             r.opt_bytes().map(|v| v.map(<[u8]>::to_vec))
         })
     }
-    fn savepoint(&self, _toc: Toc) -> Result<u64, DataError> {
-        self.data_call(Out::request(op::SAVEPOINT), |r| r.u64())
+    fn savepoint(&self, _toc: Toc) -> Result<u64> {
+        self.rpc(Out::request(op::SAVEPOINT), |r| r.u64())
     }
-    fn rollback_to_savepoint(&self, _toc: Toc, id: u64) -> Result<(), DataError> {
-        self.data_call(Out::request(op::ROLLBACK_TO).u64(id), |_| Ok(()))
+    fn rollback_to_savepoint(&self, _toc: Toc, id: u64) -> Result<()> {
+        self.unit(Out::request(op::ROLLBACK_TO).u64(id))
     }
-    fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError> {
+    fn heuristic(&self, xid: &Xid, outcome: Outcome, reason: &str) -> Result<()> {
         let req = Out::request(op::HEURISTIC)
             .xid(xid)
-            .i32(outcome)
+            .i32(outcome.to_log())
             .bytes(reason.as_bytes());
-        self.xa_call(req, |_| Ok(()))
+        self.unit(req)
     }
-    fn status(&self) -> Result<Report, XaError> {
-        self.xa_call(Out::request(op::STATUS), |r| {
+    fn status(&self) -> Result<Report> {
+        self.rpc(Out::request(op::STATUS), |r| {
             let mut rep = Report {
                 host_pid: r.u32()?,
                 live_keys: r.u64()?,

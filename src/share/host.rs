@@ -6,15 +6,14 @@
 //! `xa_close`, its thread of control is abandoned ([`Rm::abandon_toc`]) before the thread
 //! exits; stopping the server joins every thread it started (the library may be unloaded next).
 
-use super::inherit::NoInherit;
 use super::wire::{self, op, In, Out};
 use super::{Addr, Role};
 use crate::config::Config;
+use crate::error::{Error, Outcome, Result};
 use crate::fxhash::FxHashMap;
-use crate::registry;
+use crate::inherit::NoInherit;
 use crate::rm::flags::{EndMode, Scan, StartMode};
-use crate::rm::{Rm, Toc, XaError};
-use crate::xa::XAER_PROTO;
+use crate::rm::{self, Rm, Toc, Vote};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -162,7 +161,7 @@ fn accept_loop(listener: NoInherit<UnixListener>, shared: Arc<Shared>) {
 
 /// Serves one guest connection until it ends, then abandons its thread of control.
 fn serve(stream: NoInherit<UnixStream>, shared: &Shared) {
-    let toc = registry::new_toc();
+    let toc = rm::new_toc();
     let mut reader = BufReader::new(&*stream);
     let mut writer = BufWriter::new(&*stream);
     let mut greeted = false;
@@ -187,10 +186,10 @@ fn serve(stream: NoInherit<UnixStream>, shared: &Shared) {
     }
 }
 
-fn xa_reply(r: Result<i32, XaError>) -> Out {
+fn reply(r: Result<()>) -> Out {
     match r {
-        Ok(code) => Out::ok().i32(code),
-        Err(e) => Out::xa_err(&e),
+        Ok(()) => Out::ok(),
+        Err(e) => Out::err(&e),
     }
 }
 
@@ -230,26 +229,24 @@ fn handle(
         let theirs = (r.u8()?, r.u64()?, r.u64()?, r.u64()?);
         r.done()?;
         let answer = if version != wire::VERSION {
-            Err(XaError::new(
-                XAER_PROTO,
-                format!(
-                    "the process hosting the store runs another mmxa protocol version ({} here, {version} there)",
-                    wire::VERSION
-                ),
-            ))
+            Err(Error::Protocol(format!(
+                "the process hosting the store runs another mmxa protocol version ({} here, \
+                 {version} there)",
+                wire::VERSION
+            )))
         } else {
             super::check_fingerprint(&shared.cfg, theirs, role)
         };
         return Ok(
             match answer.and_then(|()| match rm.failed() {
-                Some(why) => Err(XaError::new(crate::xa::XAER_RMFAIL, why)),
+                Some(why) => Err(Error::Failed(why)),
                 None => Ok(()),
             }) {
                 Ok(()) => {
                     *greeted = true;
                     Out::ok().u32(std::process::id())
                 }
-                Err(e) => Out::xa_err(&e),
+                Err(e) => Out::err(&e),
             },
         );
     }
@@ -261,34 +258,37 @@ fn handle(
             let xid = r.xid()?;
             let mode = start_mode(r.u8()?)?;
             r.done()?;
-            xa_reply(rm.start(toc, &xid, mode))
+            reply(rm.start(toc, &xid, mode))
         }
         op::END => {
             let xid = r.xid()?;
             let mode = end_mode(r.u8()?)?;
             r.done()?;
-            xa_reply(rm.end(toc, &xid, mode))
+            reply(rm.end(toc, &xid, mode))
         }
         op::PREPARE => {
             let xid = r.xid()?;
             r.done()?;
-            xa_reply(rm.prepare(toc, &xid))
+            match rm.prepare(toc, &xid) {
+                Ok(vote) => Out::ok().bool(vote == Vote::ReadOnly),
+                Err(e) => Out::err(&e),
+            }
         }
         op::COMMIT => {
             let xid = r.xid()?;
             let one_phase = r.bool()?;
             r.done()?;
-            xa_reply(rm.commit(toc, &xid, one_phase))
+            reply(rm.commit(toc, &xid, one_phase))
         }
         op::ROLLBACK => {
             let xid = r.xid()?;
             r.done()?;
-            xa_reply(rm.rollback(toc, &xid))
+            reply(rm.rollback(toc, &xid))
         }
         op::FORGET => {
             let xid = r.xid()?;
             r.done()?;
-            xa_reply(rm.forget(toc, &xid))
+            reply(rm.forget(toc, &xid))
         }
         op::RECOVER => {
             let scan = Scan {
@@ -301,14 +301,14 @@ fn handle(
                 Ok(xids) => xids
                     .iter()
                     .fold(Out::ok().u32(xids.len() as u32), |o, x| o.xid(x)),
-                Err(e) => Out::xa_err(&e),
+                Err(e) => Out::err(&e),
             }
         }
         op::CLOSE => {
             r.done()?;
             let result = rm.close_toc(toc);
             *closed = result.is_ok();
-            xa_reply(result.map(|()| 0))
+            reply(result)
         }
         op::ACTIVE => {
             r.done()?;
@@ -323,7 +323,7 @@ fn handle(
             r.done()?;
             match rm.put(toc, key, value) {
                 Ok(existed) => Out::ok().bool(existed),
-                Err(e) => Out::data_err(&e),
+                Err(e) => Out::err(&e),
             }
         }
         op::GET => {
@@ -331,33 +331,28 @@ fn handle(
             r.done()?;
             match rm.get(toc, key) {
                 Ok(v) => Out::ok().opt_bytes(v.as_deref()),
-                Err(e) => Out::data_err(&e),
+                Err(e) => Out::err(&e),
             }
         }
         op::SAVEPOINT => {
             r.done()?;
             match rm.savepoint(toc) {
                 Ok(id) => Out::ok().u64(id),
-                Err(e) => Out::data_err(&e),
+                Err(e) => Out::err(&e),
             }
         }
         op::ROLLBACK_TO => {
             let id = r.u64()?;
             r.done()?;
-            match rm.rollback_to_savepoint(toc, id) {
-                Ok(()) => Out::ok(),
-                Err(e) => Out::data_err(&e),
-            }
+            reply(rm.rollback_to_savepoint(toc, id))
         }
         op::HEURISTIC => {
             let xid = r.xid()?;
-            let outcome = r.i32()?;
+            let outcome = Outcome::from_log(r.i32()?)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "outcome"))?;
             let reason = r.string()?;
             r.done()?;
-            match rm.heuristic(&xid, outcome, &reason) {
-                Ok(()) => Out::ok(),
-                Err(e) => Out::xa_err(&e),
-            }
+            reply(rm.heuristic(&xid, outcome, &reason))
         }
         op::STATUS => {
             r.done()?;

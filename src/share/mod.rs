@@ -21,20 +21,18 @@
 
 mod guest;
 mod host;
-pub mod inherit;
 pub mod wire;
 
 use crate::config::{Config, SyncMode};
-use crate::log::lock_exclusive;
+use crate::error::{Error, Outcome, Result};
+use crate::log::{try_lock_store, StoreLock};
 use crate::rm::flags::{EndMode, Scan, StartMode};
-use crate::rm::{DataError, Report, Rm, Toc, XaError};
-use crate::xa::{XAER_INVAL, XAER_RMERR};
+use crate::rm::{Report, Rm, Toc, Vote};
 use crate::xid::Xid;
 pub use guest::Link;
 pub use host::Server;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,27 +45,27 @@ pub trait Store: Send + Sync {
     fn failed(&self) -> Option<String>;
     /// Makes the handle unusable (after a panic while using it).
     fn fail(&self);
-    fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<i32, XaError>;
-    fn end(&self, toc: Toc, xid: &Xid, mode: EndMode) -> Result<i32, XaError>;
-    fn prepare(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError>;
-    fn commit(&self, toc: Toc, xid: &Xid, one_phase: bool) -> Result<i32, XaError>;
-    fn rollback(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError>;
-    fn forget(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError>;
-    fn recover(&self, toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>, XaError>;
+    fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<()>;
+    fn end(&self, toc: Toc, xid: &Xid, mode: EndMode) -> Result<()>;
+    fn prepare(&self, toc: Toc, xid: &Xid) -> Result<Vote>;
+    fn commit(&self, toc: Toc, xid: &Xid, one_phase: bool) -> Result<()>;
+    fn rollback(&self, toc: Toc, xid: &Xid) -> Result<()>;
+    fn forget(&self, toc: Toc, xid: &Xid) -> Result<()>;
+    fn recover(&self, toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>>;
     /// `xa_close` of `toc`: refused while it is associated with a branch.
-    fn close_toc(&self, toc: Toc) -> Result<(), XaError>;
+    fn close_toc(&self, toc: Toc) -> Result<()>;
     /// The branch `toc` is actively associated with.
-    fn active_branch(&self, toc: Toc) -> Result<Option<Xid>, DataError>;
-    fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError>;
-    fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError>;
+    fn active_branch(&self, toc: Toc) -> Result<Option<Xid>>;
+    fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool>;
+    fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Sets a savepoint in `toc`'s branch (see [`Rm::savepoint`]).
-    fn savepoint(&self, toc: Toc) -> Result<u64, DataError>;
+    fn savepoint(&self, toc: Toc) -> Result<u64>;
     /// Rolls `toc`'s branch back to a savepoint (see [`Rm::rollback_to_savepoint`]).
-    fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<(), DataError>;
+    fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<()>;
     /// An operator's heuristic decision on a prepared branch (see [`Rm::heuristic`]).
-    fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError>;
+    fn heuristic(&self, xid: &Xid, outcome: Outcome, reason: &str) -> Result<()>;
     /// A report on the store, for operators (see [`Rm::status`]).
-    fn status(&self) -> Result<Report, XaError>;
+    fn status(&self) -> Result<Report>;
 }
 
 impl Store for Rm {
@@ -77,49 +75,49 @@ impl Store for Rm {
     fn fail(&self) {
         Rm::fail(self)
     }
-    fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<i32, XaError> {
+    fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<()> {
         Rm::start(self, toc, xid, mode)
     }
-    fn end(&self, toc: Toc, xid: &Xid, mode: EndMode) -> Result<i32, XaError> {
+    fn end(&self, toc: Toc, xid: &Xid, mode: EndMode) -> Result<()> {
         Rm::end(self, toc, xid, mode)
     }
-    fn prepare(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+    fn prepare(&self, toc: Toc, xid: &Xid) -> Result<Vote> {
         Rm::prepare(self, toc, xid)
     }
-    fn commit(&self, toc: Toc, xid: &Xid, one_phase: bool) -> Result<i32, XaError> {
+    fn commit(&self, toc: Toc, xid: &Xid, one_phase: bool) -> Result<()> {
         Rm::commit(self, toc, xid, one_phase)
     }
-    fn rollback(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+    fn rollback(&self, toc: Toc, xid: &Xid) -> Result<()> {
         Rm::rollback(self, toc, xid)
     }
-    fn forget(&self, toc: Toc, xid: &Xid) -> Result<i32, XaError> {
+    fn forget(&self, toc: Toc, xid: &Xid) -> Result<()> {
         Rm::forget(self, toc, xid)
     }
-    fn recover(&self, toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>, XaError> {
+    fn recover(&self, toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>> {
         Rm::recover(self, toc, scan, cap)
     }
-    fn close_toc(&self, toc: Toc) -> Result<(), XaError> {
+    fn close_toc(&self, toc: Toc) -> Result<()> {
         Rm::close_toc(self, toc)
     }
-    fn active_branch(&self, toc: Toc) -> Result<Option<Xid>, DataError> {
+    fn active_branch(&self, toc: Toc) -> Result<Option<Xid>> {
         Ok(Rm::active_branch(self, toc))
     }
-    fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool, DataError> {
+    fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
         Rm::put(self, toc, key, value)
     }
-    fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>, DataError> {
+    fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Rm::get(self, toc, key)
     }
-    fn savepoint(&self, toc: Toc) -> Result<u64, DataError> {
+    fn savepoint(&self, toc: Toc) -> Result<u64> {
         Rm::savepoint(self, toc)
     }
-    fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<(), DataError> {
+    fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<()> {
         Rm::rollback_to_savepoint(self, toc, id)
     }
-    fn heuristic(&self, xid: &Xid, outcome: i32, reason: &str) -> Result<(), XaError> {
+    fn heuristic(&self, xid: &Xid, outcome: Outcome, reason: &str) -> Result<()> {
         Rm::heuristic(self, xid, outcome, reason)
     }
-    fn status(&self) -> Result<Report, XaError> {
+    fn status(&self) -> Result<Report> {
         Ok(Rm::status(self))
     }
 }
@@ -160,7 +158,7 @@ impl Site {
     }
 
     /// A handle for one more thread of control.
-    pub fn attach(&self) -> Result<Arc<dyn Store>, XaError> {
+    pub fn attach(&self) -> Result<Arc<dyn Store>> {
         match self {
             Site::Host { rm, .. } => Ok(rm.clone()),
             Site::Guest(link) => Ok(Arc::new(link.connect()?)),
@@ -185,7 +183,7 @@ pub struct Addr {
 }
 
 impl Addr {
-    fn new(cfg: &Config) -> Result<Addr, XaError> {
+    fn new(cfg: &Config) -> Result<Addr> {
         use std::os::unix::io::AsRawFd;
         let dir = File::open(&cfg.dir)
             .map_err(|e| rmerr(format!("cannot open {}: {e}", cfg.dir.display())))?;
@@ -236,8 +234,8 @@ pub enum Role {
 /// held but nothing accepts connections yet or any more).
 const ELECTION_PATIENCE: Duration = Duration::from_secs(30);
 
-fn rmerr(msg: String) -> XaError {
-    XaError::new(XAER_RMERR, msg)
+fn rmerr(msg: String) -> Error {
+    Error::Io(msg)
 }
 
 /// Reaches the store `cfg` names: hosts it if no process does (recovering it first), else
@@ -247,16 +245,15 @@ pub fn establish(
     cfg: &Config,
     held: Option<StoreLock>,
     role: Role,
-) -> Result<(Site, Arc<dyn Store>), XaError> {
+) -> Result<(Site, Arc<dyn Store>)> {
     let addr = Addr::new(cfg)?;
     let sock = addr.path.clone();
-    let lock_path = cfg.dir.join("mmxa.lock");
     let deadline = std::time::Instant::now() + ELECTION_PATIENCE;
     let mut pause = Duration::from_millis(1);
     loop {
         let lock = match held.clone() {
             Some(lock) => Some(lock),
-            None => try_lock(&lock_path)?,
+            None => try_lock_store(&cfg.dir).map_err(|e| rmerr(e.to_string()))?,
         };
         if let Some(lock) = lock {
             // Listen before recovering, so members that come meanwhile wait in the backlog.
@@ -316,48 +313,14 @@ pub fn establish(
     }
 }
 
-/// The store's lock, held while it lives (kept by the hosted [`Rm`]).
-pub type StoreLock = Arc<inherit::NoInherit<File>>;
-
-/// Takes the store's lock if no process holds it.
-fn try_lock(path: &std::path::Path) -> Result<Option<StoreLock>, XaError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| rmerr(format!("cannot open {}: {e}", path.display())))?;
-    match lock_exclusive(&file) {
-        Ok(()) => Ok(Some(Arc::new(inherit::NoInherit::new(file)))),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::PermissionDenied
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(rmerr(format!("cannot lock {}: {e}", path.display()))),
-    }
-}
-
 /// Refuses a guest whose settings differ from the host's.
-pub(crate) fn check_fingerprint(
-    ours: &Config,
-    theirs: Fingerprint,
-    role: Role,
-) -> Result<(), XaError> {
+pub(crate) fn check_fingerprint(ours: &Config, theirs: Fingerprint, role: Role) -> Result<()> {
     if fingerprint(ours) == theirs || role == Role::Admin {
         return Ok(());
     }
-    Err(XaError::new(
-        XAER_INVAL,
-        format!(
-            "the store {} is open in another process with other settings (sync, \
-             lock_timeout_ms, segment_mb, orphan_rollback_s must match)",
-            ours.dir.display()
-        ),
-    ))
+    Err(Error::Invalid(format!(
+        "the store {} is open in another process with other settings (sync, \
+         lock_timeout_ms, segment_mb, orphan_rollback_s must match)",
+        ours.dir.display()
+    )))
 }

@@ -1,15 +1,15 @@
 //! The messages between a guest process and the process hosting a store.
 //!
 //! Owns: framing and encoding. A frame is a little-endian `u32` length, then that many bytes:
-//! a request is an operation byte and its fields, a reply a status byte (0 ok, 1 XA error,
-//! 2 data error; an error carries an `i32` code and a message) and the result's fields.
+//! a request is an operation byte and its fields, a reply a status byte (0 ok, 1 error: the
+//! error's kind, a detail byte and a message) and the result's fields.
 //! Integers are little-endian; byte strings and XIDs are length-prefixed. Invariant: decoding
 //! never trusts a length: every read is bounds-checked and a frame is at most [`MAX_FRAME`].
 //!
 //! Both ends are the same library version (the handshake checks [`VERSION`]), so the format
 //! has no compatibility rules beyond that check.
 
-use crate::rm::{DataError, XaError};
+use crate::error::{Error, Outcome, Rb};
 use crate::status::MMXA_MAX_VALUE;
 use crate::xid::Xid;
 use std::io::{self, Read, Write};
@@ -40,8 +40,80 @@ pub mod op {
 }
 
 const OK: u8 = 0;
-const XA_ERR: u8 = 1;
-const DATA_ERR: u8 = 2;
+const ERR: u8 = 1;
+
+/// An error as two bytes: its kind and a detail (the rollback reason or heuristic outcome).
+fn error_bytes(e: &Error) -> (u8, u8) {
+    let rb = |rb: &Rb| match rb {
+        Rb::Rollback => 0,
+        Rb::Deadlock => 1,
+        Rb::Timeout => 2,
+        Rb::Other => 3,
+    };
+    let outcome = |o: &Outcome| match o {
+        Outcome::Commit => 0,
+        Outcome::Rollback => 1,
+        Outcome::Mixed => 2,
+        Outcome::Hazard => 3,
+    };
+    match e {
+        Error::Async(_) => (0, 0),
+        Error::Invalid(_) => (1, 0),
+        Error::Protocol(_) => (2, 0),
+        Error::UnknownXid(_) => (3, 0),
+        Error::DuplicateXid(_) => (4, 0),
+        Error::Outside(_) => (5, 0),
+        Error::NotOpen(_) => (6, 0),
+        Error::TooBig(_) => (7, 0),
+        Error::RolledBack(r, _) => (8, rb(r)),
+        Error::LockTimeout(_) => (9, 0),
+        Error::Deadlock(_) => (10, 0),
+        Error::Heuristic(o, _) => (11, outcome(o)),
+        Error::Retry(_) => (12, 0),
+        Error::Failed(_) => (13, 0),
+        Error::Io(_) => (14, 0),
+        Error::NoSpace(_) => (15, 0),
+        Error::Register(_) => (16, 0),
+        Error::Internal(_) => (17, 0),
+    }
+}
+
+/// The error [`error_bytes`] encoded.
+fn error_from(kind: u8, detail: u8, m: String) -> io::Result<Error> {
+    let rb = match detail {
+        0 => Rb::Rollback,
+        1 => Rb::Deadlock,
+        2 => Rb::Timeout,
+        _ => Rb::Other,
+    };
+    let outcome = match detail {
+        0 => Outcome::Commit,
+        1 => Outcome::Rollback,
+        2 => Outcome::Mixed,
+        _ => Outcome::Hazard,
+    };
+    Ok(match kind {
+        0 => Error::Async(m),
+        1 => Error::Invalid(m),
+        2 => Error::Protocol(m),
+        3 => Error::UnknownXid(m),
+        4 => Error::DuplicateXid(m),
+        5 => Error::Outside(m),
+        6 => Error::NotOpen(m),
+        7 => Error::TooBig(m),
+        8 => Error::RolledBack(rb, m),
+        9 => Error::LockTimeout(m),
+        10 => Error::Deadlock(m),
+        11 => Error::Heuristic(outcome, m),
+        12 => Error::Retry(m),
+        13 => Error::Failed(m),
+        14 => Error::Io(m),
+        15 => Error::NoSpace(m),
+        16 => Error::Register(m),
+        17 => Error::Internal(m),
+        _ => return Err(bad("unknown error kind")),
+    })
+}
 
 /// A frame being built.
 pub struct Out(Vec<u8>);
@@ -59,14 +131,13 @@ impl Out {
         Out::request(OK)
     }
 
-    /// A reply carrying an XA error.
-    pub fn xa_err(e: &XaError) -> Out {
-        Out::request(XA_ERR).i32(e.code).bytes(e.msg.as_bytes())
-    }
-
-    /// A reply carrying a data error.
-    pub fn data_err(e: &DataError) -> Out {
-        Out::request(DATA_ERR).i32(e.code).bytes(e.msg.as_bytes())
+    /// A reply carrying an error.
+    pub fn err(e: &Error) -> Out {
+        let (kind, detail) = error_bytes(e);
+        Out::request(ERR)
+            .u8(kind)
+            .u8(detail)
+            .bytes(e.message().as_bytes())
     }
 
     pub fn u8(mut self, v: u8) -> Out {
@@ -235,21 +306,16 @@ impl<'a> In<'a> {
 /// How a reply started: its status, decoded.
 pub enum Status {
     Ok,
-    Xa(XaError),
-    Data(DataError),
+    Err(Error),
 }
 
 /// Reads a reply's status; on `Status::Ok` the fields follow in `r`.
 pub fn status(r: &mut In<'_>) -> io::Result<Status> {
     match r.u8()? {
         OK => Ok(Status::Ok),
-        XA_ERR => {
-            let code = r.i32()?;
-            Ok(Status::Xa(XaError::new(code, r.string()?)))
-        }
-        DATA_ERR => {
-            let code = r.i32()?;
-            Ok(Status::Data(DataError::new(code, r.string()?)))
+        ERR => {
+            let (kind, detail) = (r.u8()?, r.u8()?);
+            Ok(Status::Err(error_from(kind, detail, r.string()?)?))
         }
         _ => Err(bad("unknown reply status")),
     }

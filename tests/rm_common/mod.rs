@@ -3,10 +3,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use mmxa::config::{Config, SyncMode};
+use mmxa::error::{Error, XaOk};
 use mmxa::rm::flags::Scan;
-use mmxa::rm::{DataError, Rm, XaError};
+use mmxa::rm::Rm;
 use mmxa::status::*;
-use mmxa::xa::*;
 use mmxa::xid::Xid;
 use std::path::Path;
 use std::time::Duration;
@@ -31,26 +31,23 @@ pub fn xid(gtrid: &[u8], bqual: &[u8]) -> Xid {
 }
 
 /// The XA code of a result: `Ok` carries `XA_OK`/`XA_RDONLY`, `Err` its code.
-pub fn code(r: Result<i32, XaError>) -> i32 {
+pub fn code<T: XaOk>(r: Result<T, Error>) -> i32 {
     match r {
-        Ok(c) => c,
-        Err(e) => e.code,
+        Ok(v) => v.xa_code(),
+        Err(e) => e.xa_code(),
     }
 }
 
 /// The XA code of a `()` result (`Rm::heuristic`, `Rm::close_toc`).
-pub fn code0(r: Result<(), XaError>) -> i32 {
-    match r {
-        Ok(()) => XA_OK,
-        Err(e) => e.code,
-    }
+pub fn code0(r: Result<(), Error>) -> i32 {
+    code(r)
 }
 
 /// The `MMXA_*` code of a data-call result (`MMXA_OK` on success).
-pub fn dcode<T>(r: &Result<T, DataError>) -> i32 {
+pub fn dcode<T>(r: &Result<T, Error>) -> i32 {
     match r {
         Ok(_) => MMXA_OK,
-        Err(e) => e.code,
+        Err(e) => e.mmxa_code(),
     }
 }
 
