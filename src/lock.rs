@@ -14,6 +14,18 @@
 //! that already holds a mode at least as strong succeeds at once; a request for exclusive by
 //! an owner holding shared is an *upgrade*.
 //!
+//! # Use
+//!
+//! * A read inside a branch: [`LockTable::acquire`] with [`Mode::Shared`]; a write: with
+//!   [`Mode::Exclusive`] (which upgrades the branch's read lock, if it has one). A failed
+//!   acquire leaves the branch rollback-only; its rollback calls `release_all`.
+//! * `xa_prepare`: [`LockTable::release_shared`]; commit, rollback and heuristic completion:
+//!   [`LockTable::release_all`]; a one-operation transaction: `release_all` once done.
+//! * A prepared branch changing its tag: [`LockTable::transfer`]; recovery of prepared
+//!   branches: [`LockTable::acquire_now`] in [`Mode::Exclusive`].
+//! * [`LockTable::lock`] and [`LockTable::lock_now`] are exclusive-only wrappers for the
+//!   current callers, to go once they pass modes.
+//!
 //! # Queueing policy
 //!
 //! Each key has its holders and a queue of waiting requests. Two requests *conflict* when they
@@ -45,10 +57,10 @@
 //! it, or has a conflicting request queued ahead of it. These are exactly the reasons in the
 //! grant rule above, so a request with no edges is grantable and one with edges is not.
 //!
-//! *Every edge is a real wait.* A holder keeps its locks until its branch ends, and a branch
-//! cannot end while one of its threads waits (XA lets a branch be prepared, committed or
-//! rolled back only once no thread works in it; a rollback from elsewhere aborts the waits
-//! instead). A conflicting request queued ahead leaves the queue only by being granted — then
+//! *Every edge is a real wait.* A holder keeps its locks until its branch is done working
+//! (prepare releases its shared locks, commit or rollback the rest), and a branch cannot get
+//! there while one of its threads waits (XA lets a branch be prepared, committed or rolled back
+//! only once no thread works in it; a rollback from elsewhere aborts the waits instead). A conflicting request queued ahead leaves the queue only by being granted — then
 //! its owner holds a conflicting lock, the same edge — or by failing. So a cycle can only be
 //! broken by a timeout or an abort: it is a deadlock, never a false report.
 //!
@@ -95,8 +107,12 @@
 //! An uncontended lock takes the key's stripe and then the owner's stripe, allocates nothing
 //! once warm, and touches no other shared state. Lock order: a key stripe, then an owner
 //! stripe or the graph; never two key stripes, never an owner stripe together with the graph.
-//! Entries are of fixed size but for the holder and queue lists, so that moving the table to
-//! memory shared between processes means replacing those lists and the maps, not the design.
+//! Everything is keyed by fixed-size values (a 128-bit key id, a 64-bit owner, a 64-bit
+//! request id), so moving the table into memory shared between processes means replacing the
+//! maps and the variable-length lists (holders, queue, an owner's locks, the graph's edges) with
+//! fixed-size records in a shared arena — say grant records (key id, owner, mode) linked per
+//! key and per owner — and the mutexes and condition variables with process-shared ones; the
+//! rules and their proof stay as they are.
 //!
 //! # Caller contract
 //!
@@ -1390,6 +1406,63 @@ mod tests {
             }
             prop_assert!(t.is_empty());
         }
+    }
+
+    /// As above with branches of two threads each (joined threads share their owner's locks
+    /// and waits): the table's view stays compatible, and long waits never time out.
+    #[test]
+    fn random_two_thread_branches() {
+        const BRANCHES: u64 = 2;
+        const KEYS: u8 = 3;
+        const TRANSACTIONS: u64 = 150;
+        let t = Arc::new(LockTable::new());
+        let outcomes = Arc::new(Mutex::new([0u64; 2]));
+        let branches: Vec<_> = (0..BRANCHES)
+            .map(|n| {
+                let (t, outcomes) = (t.clone(), outcomes.clone());
+                thread::spawn(move || {
+                    for tx in 0..TRANSACTIONS {
+                        let owner = n << 32 | tx;
+                        thread::scope(|scope| {
+                            for part in 0..2u64 {
+                                let (t, outcomes) = (&t, &outcomes);
+                                scope.spawn(move || {
+                                    let mut rng = Rng(0x51_7cc1 + (owner << 1 | part));
+                                    for _ in 0..1 + rng.below(3) {
+                                        let k = [rng.below(KEYS as u64) as u8];
+                                        let mode = if rng.below(2) == 0 { S } else { X };
+                                        match t.acquire(owner, &k, mode, LONG, NEVER) {
+                                            Ok(()) => {
+                                                let holders = t.holders(&k);
+                                                assert!(holders
+                                                    .iter()
+                                                    .any(|h| h.0 == owner && h.1 >= mode));
+                                                if holders.iter().any(|h| h.1 == X) {
+                                                    assert_eq!(holders.len(), 1, "{holders:?}");
+                                                }
+                                                lock(outcomes)[0] += 1;
+                                                thread::yield_now();
+                                            }
+                                            Err(LockError::Deadlock) => {
+                                                lock(outcomes)[1] += 1;
+                                                break;
+                                            }
+                                            Err(e) => panic!("{e:?}"),
+                                        }
+                                    }
+                                });
+                            }
+                        });
+                        t.release_all(owner);
+                    }
+                })
+            })
+            .collect();
+        for h in branches {
+            h.join().unwrap();
+        }
+        eprintln!("granted, deadlocks: {:?}", lock(&outcomes));
+        assert!(t.is_empty());
     }
 
     /// A rollback from another thread (abort, then `release_all`) while the owner's thread
