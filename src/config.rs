@@ -12,6 +12,7 @@
 //! | `segment_mb` | log segment size in MiB, 4..=4096 | 64 |
 //! | `trace` | a file to append a line to for every XA and data call (see `ffi::trace`) | none |
 //! | `orphan_rollback_s` | roll back heuristically a branch prepared longer than this, 1..=31536000 | off |
+//! | `isolation` | `serializable` (reads lock), `read_committed` (reads take no lock) | `serializable` |
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -29,6 +30,17 @@ pub enum SyncMode {
     None,
 }
 
+/// How a branch's reads are isolated from other branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Reads take shared key locks held until the branch ends (strict two-phase locking):
+    /// every history of committed branches is serializable.
+    Serializable,
+    /// Reads take no lock and see the latest committed value: lost updates, read skew and
+    /// write skew are possible; writes still lock.
+    ReadCommitted,
+}
+
 /// The settings of one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -44,6 +56,8 @@ pub struct Config {
     pub trace: Option<PathBuf>,
     /// The orphan policy: a branch prepared longer than this is rolled back heuristically.
     pub orphan_rollback: Option<Duration>,
+    /// How reads inside a branch are isolated.
+    pub isolation: Isolation,
 }
 
 impl Config {
@@ -56,6 +70,7 @@ impl Config {
             segment_size: 64 << 20,
             trace: None,
             orphan_rollback: None,
+            isolation: Isolation::Serializable,
         }
     }
 }
@@ -119,10 +134,21 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
             "orphan_rollback_s" => {
                 cfg.orphan_rollback = Some(Duration::from_secs(number(key, value, 1, 31_536_000)?))
             }
+            "isolation" => {
+                cfg.isolation = match value {
+                    "serializable" => Isolation::Serializable,
+                    "read_committed" => Isolation::ReadCommitted,
+                    _ => {
+                        return Err(format!(
+                            "isolation={value}: expected serializable or read_committed"
+                        ))
+                    }
+                }
+            }
             _ => {
                 return Err(format!(
                     "unknown key '{key}' (known: dir, sync, lock_timeout_ms, segment_mb, trace, \
-                     orphan_rollback_s)"
+                     orphan_rollback_s, isolation)"
                 ))
             }
         }
@@ -150,8 +176,11 @@ mod tests {
         assert_eq!(c.segment_size, 4 << 20);
         assert_eq!(c.trace, None);
         assert_eq!(c.orphan_rollback, None);
+        assert_eq!(c.isolation, Isolation::Serializable);
         let c = parse(b"dir=/a;orphan_rollback_s=3600").unwrap();
         assert_eq!(c.orphan_rollback, Some(Duration::from_secs(3600)));
+        let c = parse(b"dir=/a;isolation=read_committed").unwrap();
+        assert_eq!(c.isolation, Isolation::ReadCommitted);
     }
 
     #[test]
@@ -182,6 +211,7 @@ mod tests {
             (b"dir=/a;lock_timeout_ms=99999999", "between"),
             (b"dir=/a;segment_mb=1", "between"),
             (b"dir=/a;orphan_rollback_s=0", "between"),
+            (b"dir=/a;isolation=snapshot", "isolation=snapshot"),
             (b"dir=/\xff", "UTF-8"),
             (b"dir=/a\xffb", "invalid byte at offset 6"),
         ];

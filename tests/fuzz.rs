@@ -33,7 +33,7 @@
 
 mod rng;
 
-use mmxa::config::{parse, Config, SyncMode};
+use mmxa::config::{parse, Config, Isolation, SyncMode};
 use mmxa::error::Outcome as Heuristic;
 use mmxa::log::Log;
 use mmxa::rm::flags::{EndMode, Scan, StartMode};
@@ -888,6 +888,7 @@ enum Setting {
     Sync(&'static str, SyncMode),
     Timeout(u64),
     Segment(u64),
+    Isolation(&'static str, Isolation),
 }
 
 impl Setting {
@@ -898,13 +899,14 @@ impl Setting {
             Setting::Sync(..) => "sync",
             Setting::Timeout(_) => "lock_timeout_ms",
             Setting::Segment(_) => "segment_mb",
+            Setting::Isolation(..) => "isolation",
         }
     }
 
     fn value(&self) -> String {
         match self {
             Setting::Dir(p) | Setting::Trace(p) => p.clone(),
-            Setting::Sync(s, _) => s.to_string(),
+            Setting::Sync(s, _) | Setting::Isolation(s, _) => s.to_string(),
             Setting::Timeout(n) | Setting::Segment(n) => n.to_string(),
         }
     }
@@ -922,19 +924,28 @@ fn settings() -> impl Strategy<Value = Vec<Setting>> {
         Just(Setting::Sync("fdatasync", SyncMode::Fdatasync)),
         Just(Setting::Sync("none", SyncMode::None)),
     ];
+    let isolation = prop_oneof![
+        Just(Setting::Isolation("serializable", Isolation::Serializable)),
+        Just(Setting::Isolation(
+            "read_committed",
+            Isolation::ReadCommitted
+        )),
+    ];
     (
         path_value(),
         prop::option::of(path_value()),
         prop::option::of(sync),
         prop::option::of(prop_oneof![Just(0u64), Just(3_600_000), 0u64..=3_600_000]),
         prop::option::of(prop_oneof![Just(4u64), Just(4096), 4u64..=4096]),
+        prop::option::of(isolation),
     )
-        .prop_map(|(dir, trace, sync, timeout, seg)| {
+        .prop_map(|(dir, trace, sync, timeout, seg, isolation)| {
             let mut v = vec![Setting::Dir(dir)];
             v.extend(trace.map(Setting::Trace));
             v.extend(sync);
             v.extend(timeout.map(Setting::Timeout));
             v.extend(seg.map(Setting::Segment));
+            v.extend(isolation);
             v
         })
         .prop_shuffle()
@@ -977,7 +988,15 @@ fn defect() -> impl Strategy<Value = Defect> {
     prop_oneof![
         "[a-z_]{1,12}"
             .prop_filter("not a key", |k| {
-                !["dir", "sync", "lock_timeout_ms", "segment_mb", "trace"].contains(&k.as_str())
+                ![
+                    "dir",
+                    "sync",
+                    "lock_timeout_ms",
+                    "segment_mb",
+                    "trace",
+                    "isolation",
+                ]
+                .contains(&k.as_str())
             })
             .prop_map(Defect::UnknownKey),
         any::<usize>().prop_map(Defect::Duplicate),
@@ -1051,6 +1070,7 @@ proptest! {
                 Setting::Sync(_, m) => want.sync = *m,
                 Setting::Timeout(n) => want.lock_timeout = Duration::from_millis(*n),
                 Setting::Segment(n) => want.segment_size = n << 20,
+                Setting::Isolation(_, i) => want.isolation = *i,
             }
         }
         prop_assert_eq!(c, want, "{:?}", text);

@@ -23,7 +23,7 @@ mod guest;
 mod host;
 pub mod wire;
 
-use crate::config::{Config, SyncMode};
+use crate::config::{Config, Isolation, SyncMode};
 use crate::error::{Error, Outcome, Result};
 use crate::log::{try_lock_store, StoreLock};
 use crate::rm::flags::{EndMode, Scan, StartMode};
@@ -207,16 +207,20 @@ pub(crate) fn fingerprint(cfg: &Config) -> Fingerprint {
         SyncMode::Fdatasync => 1,
         SyncMode::None => 2,
     };
+    let isolation = match cfg.isolation {
+        Isolation::Serializable => 0,
+        Isolation::ReadCommitted => 0x10,
+    };
     (
-        sync,
+        sync | isolation,
         cfg.lock_timeout.as_millis() as u64,
         cfg.segment_size,
         cfg.orphan_rollback.map_or(0, |d| d.as_secs()),
     )
 }
 
-/// The settings every member must agree on: sync mode, lock timeout (ms), segment size, orphan
-/// age (s, 0 for off).
+/// The settings every member must agree on: sync mode and isolation (high nibble), lock timeout
+/// (ms), segment size, orphan age (s, 0 for off).
 pub(crate) type Fingerprint = (u8, u64, u64, u64);
 
 /// What a process wants with a store: settings are checked between members; an administrator
@@ -320,7 +324,7 @@ pub(crate) fn check_fingerprint(ours: &Config, theirs: Fingerprint, role: Role) 
     }
     Err(Error::Invalid(format!(
         "the store {} is open in another process with other settings (sync, \
-         lock_timeout_ms, segment_mb, orphan_rollback_s must match)",
+         lock_timeout_ms, segment_mb, orphan_rollback_s, isolation must match)",
         ours.dir.display()
     )))
 }
