@@ -146,16 +146,19 @@ static int parse_balance(const char *bytes, size_t len, int64_t *out)
 /*
  * Reads the account's balance: inside a branch the thread sees the branch's own writes,
  * outside it sees committed data. Returns 1 and sets *balance, or 0 if the account is absent.
+ * The balance is read to be written back changed, so inside a branch the read locks it
+ * exclusively at once (mmxa_get_for_update): a plain read would lock it shared, and two
+ * transfers that both read it and then write it would deadlock on the upgrade.
  */
 static int read_balance(const struct bank *b, int64_t *balance)
 {
     char buf[32];
     size_t len = 0;
-    int rc = mmxa_get(b->rmid, b->account, strlen(b->account), buf, sizeof buf, &len);
+    int rc = mmxa_get_for_update(b->rmid, b->account, strlen(b->account), buf, sizeof buf, &len);
     if (rc == MMXA_NOTFOUND)
         return 0;
     if (rc != MMXA_OK)
-        mm_failed("mmxa_get", b, b->account, rc);
+        mm_failed("mmxa_get_for_update", b, b->account, rc);
     if (parse_balance(buf, len, balance) != 0) {
         fprintf(stderr, "bank: the balance of %s at bank %s is not a number: \"%.*s\"\n",
                 b->account, b->name, (int)len, buf);

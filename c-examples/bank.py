@@ -56,6 +56,7 @@ def load(path):
     lib.mmxa_get_xa_switch.restype = POINTER(XaSwitch)
     lib.mmxa_put.argtypes = [c_int, c_void_p, c_size_t, c_void_p, c_size_t]
     lib.mmxa_get.argtypes = [c_int, c_void_p, c_size_t, c_void_p, c_size_t, POINTER(c_size_t)]
+    lib.mmxa_get_for_update.argtypes = lib.mmxa_get.argtypes
     lib.mmxa_last_error.restype = c_char_p
     return lib
 
@@ -88,14 +89,15 @@ class Bank:
         return self.lib.mmxa_last_error().decode(errors="replace")
 
     def balance(self):
+        # Read to be written back changed: inside a branch, lock the key exclusively at once.
         key = self.owner.encode()
         buf = create_string_buffer(32)
         length = c_size_t(0)
-        rc = self.lib.mmxa_get(self.rmid, key, len(key), buf, sizeof(buf), byref(length))
+        rc = self.lib.mmxa_get_for_update(self.rmid, key, len(key), buf, sizeof(buf), byref(length))
         if rc == MMXA_NOTFOUND:
             return None
         if rc != MMXA_OK:
-            raise RuntimeError("mmxa_get: %d: %s" % (rc, self.error()))
+            raise RuntimeError("mmxa_get_for_update: %d: %s" % (rc, self.error()))
         return int(buf.raw[:length.value])
 
     def set_balance(self, value):

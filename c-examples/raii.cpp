@@ -56,16 +56,17 @@ class Store {
 
     int rmid() const { return rmid_; }
 
-    // The balance under `key`, or `missing` if there is none.
+    // The balance under `key`, or `missing` if there is none. Balances are read to be written
+    // back changed, so inside a branch the read locks the key exclusively at once.
     long balance(const std::string &key, long missing = -1) const
     {
         char buf[32];
         size_t len = 0;
-        int rc = mmxa_get(rmid_, key.data(), key.size(), buf, sizeof buf - 1, &len);
+        int rc = mmxa_get_for_update(rmid_, key.data(), key.size(), buf, sizeof buf - 1, &len);
         if (rc == MMXA_NOTFOUND)
             return missing;
         if (rc != MMXA_OK)
-            throw Error("mmxa_get(" + key + ")", rc);
+            throw Error("mmxa_get_for_update(" + key + ")", rc);
         buf[len] = '\0';
         return std::strtol(buf, nullptr, 10);
     }

@@ -73,11 +73,12 @@ static const char *xid_text(const XID *x)
     return buf;
 }
 
+/* Read to be written back changed: inside a branch, lock it exclusively at once. */
 static int64_t balance(int rmid, const char *account)
 {
     char buf[32];
     size_t len = 0;
-    int rc = mmxa_get(rmid, account, strlen(account), buf, sizeof buf - 1, &len);
+    int rc = mmxa_get_for_update(rmid, account, strlen(account), buf, sizeof buf - 1, &len);
     if (rc == MMXA_NOTFOUND)
         return -1;
     if (rc != MMXA_OK)

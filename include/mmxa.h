@@ -129,9 +129,15 @@ int mmxa_put(int rmid, const void *key, size_t key_len, const void *value, size_
 
 /**
  * Reads `key`: the calling thread's branch sees its own writes, everyone else committed data.
+ * Inside a branch of a store opened with `isolation=serializable` (the default) the read locks
+ * the key shared until the branch prepares or ends (also when the key is absent); with
+ * `isolation=read_committed` it takes no lock. Outside any branch it reads committed data
+ * without locking.
  * On `MMXA_OK` the value is copied into `buf` and its length stored in `*value_len`; when
  * `buf_len` is too small, returns `MMXA_EBUFSIZE` with the needed length in `*value_len`
- * (`buf` may be NULL to ask for the length). Returns `MMXA_NOTFOUND` for an absent key.
+ * (`buf` may be NULL to ask for the length). Returns `MMXA_NOTFOUND` for an absent key; a
+ * failed lock wait returns `MMXA_ELOCKTIMEOUT` or `MMXA_EDEADLOCK` and leaves the branch
+ * rollback-only.
  *
  * # Safety
  * `key` points to `key_len` readable bytes; `buf` to `buf_len` writable bytes (or NULL with
@@ -143,6 +149,22 @@ int mmxa_get(int rmid,
              void *buf,
              size_t buf_len,
              size_t *value_len);
+
+/**
+ * `mmxa_get` that locks the key exclusively inside a branch, whatever the isolation level (as
+ * `SELECT ... FOR UPDATE`): a read-modify-write takes the lock it needs at once, instead of a
+ * shared lock that the write must upgrade (two branches upgrading one key deadlock). The lock
+ * is held until the branch commits or rolls back. Outside any branch it is `mmxa_get`.
+ *
+ * # Safety
+ * As for `mmxa_get`.
+ */
+int mmxa_get_for_update(int rmid,
+                        const void *key,
+                        size_t key_len,
+                        void *buf,
+                        size_t buf_len,
+                        size_t *value_len);
 
 /**
  * Deletes `key` in the calling thread's branch for `rmid` (or, outside a branch, durably by

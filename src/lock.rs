@@ -23,8 +23,6 @@
 //!   [`LockTable::release_all`]; a one-operation transaction: `release_all` once done.
 //! * A prepared branch changing its tag: [`LockTable::transfer`]; recovery of prepared
 //!   branches: [`LockTable::acquire_now`] in [`Mode::Exclusive`].
-//! * [`LockTable::lock`] and [`LockTable::lock_now`] are exclusive-only wrappers for the
-//!   current callers, to go once they pass modes.
 //!
 //! # Queueing policy
 //!
@@ -882,24 +880,6 @@ impl LockTable {
             && lock(&self.graph).waits.is_empty()
             && lock(&self.graph).by_owner.is_empty()
     }
-
-    /// Transitional, until `src/rm` passes modes: [`LockTable::acquire`] in
-    /// [`Mode::Exclusive`].
-    pub fn lock(
-        &self,
-        owner: Owner,
-        key: &[u8],
-        timeout: Duration,
-        aborted: &dyn Fn() -> bool,
-    ) -> Result<(), LockError> {
-        self.acquire(owner, key, Mode::Exclusive, timeout, aborted)
-    }
-
-    /// Transitional, until `src/rm` passes modes: [`LockTable::acquire_now`] in
-    /// [`Mode::Exclusive`].
-    pub fn lock_now(&self, owner: Owner, key: &[u8]) -> bool {
-        self.acquire_now(owner, key, Mode::Exclusive)
-    }
 }
 
 #[cfg(test)]
@@ -1049,7 +1029,7 @@ mod tests {
         t.acquire(1, b"s", S, ZERO, NEVER).unwrap();
         assert_eq!(t.holders(b"s"), vec![(1, S)]);
         assert!(t.acquire_now(1, b"x", S));
-        assert!(t.lock_now(1, b"x"));
+        assert!(t.acquire_now(1, b"x", Mode::Exclusive));
         // Once aborted, even a lock the owner holds is refused.
         assert_eq!(
             t.acquire(1, b"x", S, ZERO, &|| true),
@@ -1069,8 +1049,8 @@ mod tests {
         assert!(!t.acquire_now(1, b"k", X));
         t.release_all(2);
         assert!(t.acquire_now(1, b"k", X));
-        assert!(!t.lock_now(3, b"k"));
-        assert!(t.lock_now(3, b"j"));
+        assert!(!t.acquire_now(3, b"k", Mode::Exclusive));
+        assert!(t.acquire_now(3, b"j", Mode::Exclusive));
         assert_eq!(t.holder(b"k"), Some(1));
         assert_eq!(t.holder(b"j"), Some(3));
     }

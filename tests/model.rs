@@ -7,9 +7,11 @@
 //! choices. Every return code and every read is compared.
 //!
 //! The world is small on purpose so that sequences collide: three XIDs (two share a gtrid:
-//! loosely coupled), three threads of control, three keys. The lock timeout is 0, so a write of
-//! a key held by another branch fails at once (no threads are needed; deadlocks, which need a
-//! waiting thread, are covered in `tests/state_tables.rs`).
+//! loosely coupled), three threads of control, three keys. The store runs with
+//! `isolation=serializable` (reads lock shared until prepare) and a lock timeout of 0, so a write
+//! of a key another branch wrote or read, or a read of a key another branch wrote, fails at once
+//! (no threads are needed; deadlocks, which need a waiting thread, are covered in
+//! `tests/state_tables.rs` and `tests/isolation.rs`).
 //!
 //! Purely random calls rarely carry a branch far, so most actions let the driver pick the
 //! thread of control and XID that make sense (`toc?`, `X?`), and `advance(X, n)` takes a branch
@@ -524,6 +526,8 @@ struct Branch {
     /// The branch's writes: key → value (None: deleted). Non-empty means "not read-only"; the
     /// keys are locked while the branch is unprepared or prepared.
     writes: BTreeMap<usize, Option<Vec<u8>>>,
+    /// Keys the branch read (isolation=serializable): locked shared until it prepares or ends.
+    reads: BTreeSet<usize>,
 }
 
 impl Branch {
@@ -536,6 +540,7 @@ impl Branch {
             rb: None,
             undone: false,
             writes: BTreeMap::new(),
+            reads: BTreeSet::new(),
         }
     }
 
@@ -624,6 +629,14 @@ impl Model {
         let first = it.next();
         assert!(it.next().is_none(), "model: two branches hold k{key}");
         first
+    }
+
+    /// Whether a branch other than `x` holds a shared lock on `key` (a read of an unprepared
+    /// branch).
+    fn read_by_other(&self, key: usize, x: Option<usize>) -> bool {
+        self.branches.iter().any(|(y, b)| {
+            Some(*y) != x && b.phase == Phase::Working && !b.undone && b.reads.contains(&key)
+        })
     }
 
     /// The ToC an action means: `t` itself, or for [`SMART_TOC`] the first ToC that suits
@@ -960,7 +973,9 @@ impl Model {
             self.branches.remove(&x);
             return Ok(XA_RDONLY);
         }
-        self.branches.get_mut(&x).unwrap().phase = Phase::Prepared;
+        let b = self.branches.get_mut(&x).unwrap();
+        b.phase = Phase::Prepared;
+        b.reads.clear();
         Ok(XA_OK)
     }
 
@@ -1014,6 +1029,7 @@ impl Model {
                     b.undone = true;
                     b.migrated = 0;
                     b.writes.clear();
+                    b.reads.clear();
                 }
                 Ok(XA_OK)
             }
@@ -1093,14 +1109,18 @@ impl Model {
     /// `put`: Ok(whether the key existed, as the writer sees it) or an `MMXA_*` code.
     fn put(&mut self, toc: Toc, key: usize, val: Option<Vec<u8>>) -> Result<bool, i32> {
         let holder = self.holder(key);
-        match self.active_of(toc) {
+        let active = self.active_of(toc);
+        let read_by_other = self.read_by_other(key, active);
+        match active {
             Some(x) => {
                 let committed = self.committed.contains_key(&key);
                 let b = self.branches.get_mut(&x).unwrap();
                 if b.doomed().is_some() {
                     return Err(MMXA_EROLLBACK);
                 }
-                if holder.is_some_and(|h| h != x) {
+                // Another branch's write or read lock: with a zero timeout the wait fails at
+                // once (an upgrade of our own read lock waits for the other readers too).
+                if holder.is_some_and(|h| h != x) || read_by_other {
                     b.rb.get_or_insert(XA_RBTIMEOUT);
                     return Err(MMXA_ELOCKTIMEOUT);
                 }
@@ -1113,7 +1133,7 @@ impl Model {
             }
             None => {
                 // A one-operation transaction (also for a ToC whose association is suspended).
-                if holder.is_some() {
+                if holder.is_some() || read_by_other {
                     return Err(MMXA_ELOCKTIMEOUT);
                 }
                 let existed = self.committed.contains_key(&key);
@@ -1126,15 +1146,23 @@ impl Model {
         }
     }
 
-    fn get(&self, toc: Toc, key: usize) -> Result<Option<Vec<u8>>, i32> {
+    /// `get`: inside a branch it locks the key shared (isolation=serializable), so another
+    /// branch's write lock makes it fail at once with the zero timeout.
+    fn get(&mut self, toc: Toc, key: usize) -> Result<Option<Vec<u8>>, i32> {
         if let Some(x) = self.active_of(toc) {
-            let b = &self.branches[&x];
+            let holder = self.holder(key);
+            let b = self.branches.get_mut(&x).unwrap();
             if b.doomed().is_some() {
                 return Err(MMXA_EROLLBACK);
             }
             if let Some(v) = b.writes.get(&key) {
                 return Ok(v.clone());
             }
+            if holder.is_some_and(|h| h != x) {
+                b.rb.get_or_insert(XA_RBTIMEOUT);
+                return Err(MMXA_ELOCKTIMEOUT);
+            }
+            b.reads.insert(key);
         }
         Ok(self.committed.get(&key).cloned())
     }

@@ -110,9 +110,15 @@ unsafe fn put(
 }
 
 /// Reads `key`: the calling thread's branch sees its own writes, everyone else committed data.
+/// Inside a branch of a store opened with `isolation=serializable` (the default) the read locks
+/// the key shared until the branch prepares or ends (also when the key is absent); with
+/// `isolation=read_committed` it takes no lock. Outside any branch it reads committed data
+/// without locking.
 /// On `MMXA_OK` the value is copied into `buf` and its length stored in `*value_len`; when
 /// `buf_len` is too small, returns `MMXA_EBUFSIZE` with the needed length in `*value_len`
-/// (`buf` may be NULL to ask for the length). Returns `MMXA_NOTFOUND` for an absent key.
+/// (`buf` may be NULL to ask for the length). Returns `MMXA_NOTFOUND` for an absent key; a
+/// failed lock wait returns `MMXA_ELOCKTIMEOUT` or `MMXA_EDEADLOCK` and leaves the branch
+/// rollback-only.
 ///
 /// # Safety
 /// `key` points to `key_len` readable bytes; `buf` to `buf_len` writable bytes (or NULL with
@@ -128,11 +134,33 @@ pub unsafe extern "C" fn mmxa_get(
 ) -> c_int {
     trace::data("mmxa_get", rmid, || {
         // SAFETY: our caller's contract is `get`'s.
-        unsafe { get(rmid, key, key_len, buf, buf_len, value_len) }
+        unsafe { get(rmid, key, key_len, buf, buf_len, value_len, false) }
     })
 }
 
-/// `mmxa_get`'s body.
+/// `mmxa_get` that locks the key exclusively inside a branch, whatever the isolation level (as
+/// `SELECT ... FOR UPDATE`): a read-modify-write takes the lock it needs at once, instead of a
+/// shared lock that the write must upgrade (two branches upgrading one key deadlock). The lock
+/// is held until the branch commits or rolls back. Outside any branch it is `mmxa_get`.
+///
+/// # Safety
+/// As for `mmxa_get`.
+#[no_mangle]
+pub unsafe extern "C" fn mmxa_get_for_update(
+    rmid: c_int,
+    key: *const c_void,
+    key_len: usize,
+    buf: *mut c_void,
+    buf_len: usize,
+    value_len: *mut usize,
+) -> c_int {
+    trace::data("mmxa_get_for_update", rmid, || {
+        // SAFETY: our caller's contract is `get`'s.
+        unsafe { get(rmid, key, key_len, buf, buf_len, value_len, true) }
+    })
+}
+
+/// The body of `mmxa_get` and `mmxa_get_for_update`.
 ///
 /// # Safety
 /// As for `mmxa_get`.
@@ -143,6 +171,7 @@ unsafe fn get(
     buf: *mut c_void,
     buf_len: usize,
     value_len: *mut usize,
+    for_update: bool,
 ) -> c_int {
     data_call(|| {
         // SAFETY: the caller promises `key_len` readable bytes at `key`.
@@ -153,7 +182,13 @@ unsafe fn get(
         if buf.is_null() && buf_len != 0 {
             return Err(Error::Invalid("buf is NULL and buf_len > 0".into()).into());
         }
-        let found = registry::data_call(rmid, |rm, toc| rm.get(toc, key))?;
+        let found = registry::data_call(rmid, |rm, toc| {
+            if for_update {
+                rm.get_for_update(toc, key)
+            } else {
+                rm.get(toc, key)
+            }
+        })?;
         let Some(value) = found else {
             return Ok(MMXA_NOTFOUND);
         };

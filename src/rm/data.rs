@@ -9,8 +9,9 @@
 use super::branch::{Branch, State, WriteEntry};
 use super::index::ValueLoc;
 use super::{Rm, Toc};
+use crate::config::Isolation;
 use crate::error::{Error, Rb, Result};
-use crate::lock::{LockError, Owner};
+use crate::lock::{LockError, Mode, Owner};
 use crate::log::{LogError, Media, Record};
 use crate::status::{MMXA_MAX_KEY, MMXA_MAX_VALUE};
 use crate::xid::Xid;
@@ -70,10 +71,42 @@ impl<M: Media> Rm<M> {
         &self,
         owner: Owner,
         key: &[u8],
+        mode: Mode,
         abort: &AtomicBool,
     ) -> std::result::Result<(), LockError> {
-        self.locks.lock(owner, key, self.cfg.lock_timeout, &|| {
-            abort.load(Ordering::Acquire) || self.interrupted.load(Ordering::Acquire)
+        self.locks
+            .acquire(owner, key, mode, self.cfg.lock_timeout, &|| {
+                abort.load(Ordering::Acquire) || self.interrupted.load(Ordering::Acquire)
+            })
+    }
+
+    /// Locks `key` for the branch `xid` (tag `tag`); a failed wait leaves the branch
+    /// rollback-only.
+    fn lock_in_branch(
+        &self,
+        xid: &Xid,
+        tag: u64,
+        abort: &AtomicBool,
+        key: &[u8],
+        mode: Mode,
+    ) -> Result<()> {
+        let Err(e) = self.lock_key(tag, key, mode, abort) else {
+            return Ok(());
+        };
+        let (rb, why) = match e {
+            LockError::Timeout => (Rb::Timeout, "lock wait timed out"),
+            LockError::Deadlock => (Rb::Deadlock, "deadlock detected"),
+            LockError::Aborted => (Rb::Other, "branch rolled back meanwhile"),
+        };
+        let mut st = self.state()?;
+        if let Some(b) = st.branches.get_mut(xid).filter(|b| b.tag == tag) {
+            b.rb.get_or_insert((rb, why.into()));
+        }
+        let msg = format!("{why}; the branch is rollback-only");
+        Err(match e {
+            LockError::Timeout => Error::LockTimeout(msg),
+            LockError::Deadlock => Error::Deadlock(msg),
+            LockError::Aborted => Error::RolledBack(rb, msg),
         })
     }
 
@@ -102,23 +135,7 @@ impl<M: Media> Rm<M> {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<bool> {
-        if let Err(e) = self.lock_key(tag, key, abort) {
-            let (rb, why) = match e {
-                LockError::Timeout => (Rb::Timeout, "lock wait timed out"),
-                LockError::Deadlock => (Rb::Deadlock, "deadlock detected"),
-                LockError::Aborted => (Rb::Other, "branch rolled back meanwhile"),
-            };
-            let mut st = self.state()?;
-            if let Some(b) = st.branches.get_mut(xid).filter(|b| b.tag == tag) {
-                b.rb.get_or_insert((rb, why.into()));
-            }
-            let msg = format!("{why}; the branch is rollback-only");
-            return Err(match e {
-                LockError::Timeout => Error::LockTimeout(msg),
-                LockError::Deadlock => Error::Deadlock(msg),
-                LockError::Aborted => Error::RolledBack(rb, msg),
-            });
-        }
+        self.lock_in_branch(xid, tag, abort, key, Mode::Exclusive)?;
         let _q = self.shared();
         let appended = match self.log.append(&Self::record(tag, key, value)) {
             Ok(a) => a,
@@ -275,10 +292,12 @@ impl<M: Media> Rm<M> {
     fn local_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
         let owner = self.next_tag.fetch_add(1, Ordering::Relaxed);
         let never = AtomicBool::new(false);
-        let result = self.lock_key(owner, key, &never).map_err(|e| match e {
-            LockError::Deadlock => Error::Deadlock("deadlock detected".into()),
-            _ => Error::LockTimeout("lock wait timed out".into()),
-        });
+        let result = self
+            .lock_key(owner, key, Mode::Exclusive, &never)
+            .map_err(|e| match e {
+                LockError::Deadlock => Error::Deadlock("deadlock detected".into()),
+                _ => Error::LockTimeout("lock wait timed out".into()),
+            });
         let mut no_space = false;
         let result = result.and_then(|()| {
             let existed = self.index_get(key).is_some();
@@ -317,12 +336,36 @@ impl<M: Media> Rm<M> {
     }
 
     /// Reads `key`: a thread associated with a branch sees the branch's own writes, everyone
-    /// else committed data.
+    /// else committed data. Inside a branch under `isolation=serializable` the read takes a
+    /// shared lock on the key (whether it exists or not), held until the branch ends or
+    /// prepares; under `read_committed` it takes none.
     pub fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read(toc, key, false)
+    }
+
+    /// [`Rm::get`] that locks the key exclusively inside a branch, in any isolation level (as
+    /// `SELECT … FOR UPDATE`), so a read-modify-write takes the right lock at once instead of
+    /// upgrading a shared one. Outside a branch it is a plain read of committed data.
+    pub fn get_for_update(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read(toc, key, true)
+    }
+
+    fn read(&self, toc: Toc, key: &[u8], for_update: bool) -> Result<Option<Vec<u8>>> {
         Self::check_kv(key, None)?;
+        let branch = self.current(toc)?;
+        if let Some((xid, tag, abort)) = &branch {
+            let mode = match (for_update, self.cfg.isolation) {
+                (true, _) => Some(Mode::Exclusive),
+                (false, Isolation::Serializable) => Some(Mode::Shared),
+                (false, Isolation::ReadCommitted) => None,
+            };
+            if let Some(mode) = mode {
+                self.lock_in_branch(xid, *tag, abort, key, mode)?;
+            }
+        }
         // Shared: the compactor must not retire the segment between lookup and read.
         let _q = self.shared();
-        let loc = match self.current(toc)? {
+        let loc = match branch {
             Some((xid, _, _)) => {
                 let st = self.state()?;
                 match st.branches.get(&xid).and_then(|b| b.writes.get(key)) {

@@ -9,7 +9,9 @@
 //! - every write of a branch is in the log (a PUT/DELETE record with the branch's tag) before it
 //!   is in the branch's write set; prepare or commit succeeds only after the PREPARE or COMMIT
 //!   record is durable; committed data enters the index only once durable;
-//! - a key written by a branch stays locked until the branch commits or rolls back;
+//! - a key written by a branch (or read for update) stays locked exclusively until the branch
+//!   commits or rolls back; a key read under `isolation=serializable` stays locked shared until
+//!   the branch prepares, commits or rolls back (strict two-phase locking);
 //! - the state lock is never held across a lock wait or a sync.
 //!
 //! A thread of control (ToC) is an opaque number chosen by the caller, so the state machine can

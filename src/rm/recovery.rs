@@ -14,7 +14,7 @@ use super::index::{Index, ValueLoc};
 use super::Rm;
 use crate::config::Config;
 use crate::error::Outcome;
-use crate::lock::LockTable;
+use crate::lock::{LockTable, Mode};
 use crate::log::{Log, Lsn, Media, Record};
 use crate::xid::Xid;
 use std::collections::HashMap;
@@ -144,7 +144,7 @@ pub(super) fn open<M: Media>(cfg: Config, media: M) -> Result<Rm<M>, String> {
             ));
         }
         for key in writes.keys() {
-            if !locks.lock_now(tag, key) {
+            if !locks.acquire_now(tag, key, Mode::Exclusive) {
                 return Err(format!("two prepared branches hold the same key ({xid})"));
             }
         }

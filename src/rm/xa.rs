@@ -246,6 +246,9 @@ impl<M: Media> Rm<M> {
         b.busy = true;
         let tag = b.tag;
         drop(st);
+        // The branch can do no more work: its reads need no lock any more (strict 2PL keeps
+        // only the write locks until the outcome).
+        self.locks.release_shared(tag);
         let q = self.shared();
         let result = self.log_durably(&Record::Prepare { tag, xid: *xid });
         let mut st = self.relock();

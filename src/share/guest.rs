@@ -266,6 +266,12 @@ impl Store for Remote {
             r.opt_bytes().map(|v| v.map(<[u8]>::to_vec))
         })
     }
+    fn get_for_update(&self, _toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        <Rm>::check_kv(key, None)?;
+        self.rpc(Out::request(op::GET_FOR_UPDATE).bytes(key), |r| {
+            r.opt_bytes().map(|v| v.map(<[u8]>::to_vec))
+        })
+    }
     fn savepoint(&self, _toc: Toc) -> Result<u64> {
         self.rpc(Out::request(op::SAVEPOINT), |r| r.u64())
     }

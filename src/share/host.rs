@@ -326,10 +326,15 @@ fn handle(
                 Err(e) => Out::err(&e),
             }
         }
-        op::GET => {
+        op::GET | op::GET_FOR_UPDATE => {
             let key = r.bytes()?;
             r.done()?;
-            match rm.get(toc, key) {
+            let read = if code == op::GET {
+                rm.get(toc, key)
+            } else {
+                rm.get_for_update(toc, key)
+            };
+            match read {
                 Ok(v) => Out::ok().opt_bytes(v.as_deref()),
                 Err(e) => Out::err(&e),
             }

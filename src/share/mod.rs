@@ -58,6 +58,8 @@ pub trait Store: Send + Sync {
     fn active_branch(&self, toc: Toc) -> Result<Option<Xid>>;
     fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool>;
     fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// A read that locks the key exclusively (see [`Rm::get_for_update`]).
+    fn get_for_update(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Sets a savepoint in `toc`'s branch (see [`Rm::savepoint`]).
     fn savepoint(&self, toc: Toc) -> Result<u64>;
     /// Rolls `toc`'s branch back to a savepoint (see [`Rm::rollback_to_savepoint`]).
@@ -107,6 +109,9 @@ impl Store for Rm {
     }
     fn get(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Rm::get(self, toc, key)
+    }
+    fn get_for_update(&self, toc: Toc, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Rm::get_for_update(self, toc, key)
     }
     fn savepoint(&self, toc: Toc) -> Result<u64> {
         Rm::savepoint(self, toc)

@@ -15,7 +15,7 @@ use crate::xid::Xid;
 use std::io::{self, Read, Write};
 
 /// Protocol version, checked by the handshake.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest frame: a PUT of the largest key and value, with room to spare.
 pub const MAX_FRAME: usize = MMXA_MAX_VALUE + 64 * 1024;
 
@@ -37,6 +37,7 @@ pub mod op {
     pub const STATUS: u8 = 14;
     pub const SAVEPOINT: u8 = 15;
     pub const ROLLBACK_TO: u8 = 16;
+    pub const GET_FOR_UPDATE: u8 = 17;
 }
 
 const OK: u8 = 0;

@@ -456,6 +456,8 @@ static void unopened_rmids(void)
         CHKM(mmxa_put(r, "k", 1, "v", 1), MMXA_ENOTOPEN);
         CHKM(mmxa_get(r, "k", 1, buf, sizeof buf, &len), MMXA_ENOTOPEN);
         CHKM(mmxa_get(r, "k", 1, NULL, 0, &len), MMXA_ENOTOPEN);
+        CHKM(mmxa_get_for_update(r, "k", 1, buf, sizeof buf, &len), MMXA_ENOTOPEN);
+        CHKM(mmxa_get_for_update(r, NULL, 0, NULL, 0, NULL), MMXA_EINVAL);
         CHKM(mmxa_delete(r, "k", 1), MMXA_ENOTOPEN);
         CHKM(mmxa_savepoint(r, &sp), MMXA_ENOTOPEN);
         CHKM(mmxa_rollback_to_savepoint(r, 1), MMXA_ENOTOPEN);
@@ -1306,6 +1308,17 @@ static void data_calls(void)
     CHKM(mmxa_get(rmid, "ab", SIZE_MAX, buf, sizeof buf, &len), MMXA_ETOOBIG);
     CHKM(mmxa_get(rmid, bigkey, MMXA_MAX_KEY + 1, buf, sizeof buf, &len), MMXA_ETOOBIG);
     CHKM(mmxa_get(rmid, "absent", 6, buf, sizeof buf, &len), MMXA_NOTFOUND);
+    /* mmxa_get_for_update takes the same arguments, checked the same way. */
+    CHKM(mmxa_get_for_update(rmid, NULL, 3, buf, sizeof buf, &len), MMXA_EINVAL);
+    CHKM(mmxa_get_for_update(rmid, "k", 0, buf, sizeof buf, &len), MMXA_EINVAL);
+    CHKM(mmxa_get_for_update(rmid, "ab", 2, NULL, 5, &len), MMXA_EINVAL);
+    CHKM(mmxa_get_for_update(rmid, "ab", 2, buf, sizeof buf, NULL), MMXA_EINVAL);
+    CHKM(mmxa_get_for_update(rmid, "ab", SIZE_MAX, buf, sizeof buf, &len), MMXA_ETOOBIG);
+    CHKM(mmxa_get_for_update(rmid, bigkey, MMXA_MAX_KEY + 1, buf, sizeof buf, &len), MMXA_ETOOBIG);
+    CHKM(mmxa_get_for_update(rmid, "absent", 6, buf, sizeof buf, &len), MMXA_NOTFOUND);
+    len = 0;
+    CHKM(mmxa_get_for_update(rmid, "ab", 2, NULL, 0, &len), MMXA_EBUFSIZE);
+    CHKV(len, 4);
     /* Too small: MMXA_EBUFSIZE, the needed length, and the buffer untouched. */
     memset(small, '#', sizeof small);
     len = 0;

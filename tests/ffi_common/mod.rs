@@ -8,7 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use mmxa::ffi::abi::{XaSwitch, Xid};
-use mmxa::ffi::data::{mmxa_delete, mmxa_get, mmxa_last_error, mmxa_put};
+use mmxa::ffi::data::{mmxa_delete, mmxa_get, mmxa_get_for_update, mmxa_last_error, mmxa_put};
 use mmxa::ffi::switch::mmxa_switch;
 use mmxa::status::{MMXA_EBUFSIZE, MMXA_NOTFOUND, MMXA_OK};
 use mmxa::xa::{TMENDRSCAN, TMNOFLAGS, TMSTARTRSCAN, XIDDATASIZE};
@@ -86,6 +86,16 @@ pub fn check(what: &str, got: i32, want: i32) {
         );
     }
 }
+
+/// `mmxa_get` or `mmxa_get_for_update`.
+type GetFn = unsafe extern "C" fn(
+    std::os::raw::c_int,
+    *const std::ffi::c_void,
+    usize,
+    *mut std::ffi::c_void,
+    usize,
+    *mut usize,
+) -> std::os::raw::c_int;
 
 /// One resource manager instance as a monitor sees it: an rmid and its open string.
 #[derive(Clone, Debug)]
@@ -242,10 +252,19 @@ impl Rm {
 
     /// `mmxa_get`: `Ok(Some(value))`, `Ok(None)` for `MMXA_NOTFOUND`, or `Err(code)`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, i32> {
+        self.read(key, mmxa_get)
+    }
+
+    /// `mmxa_get_for_update`, answered as [`Rm::get`].
+    pub fn get_for_update(&self, key: &[u8]) -> Result<Option<Vec<u8>>, i32> {
+        self.read(key, mmxa_get_for_update)
+    }
+
+    fn read(&self, key: &[u8], call: GetFn) -> Result<Option<Vec<u8>>, i32> {
         let mut len = 0usize;
         // SAFETY: NULL buffer with length 0 asks for the length; `len` is writable.
         let rc = unsafe {
-            mmxa_get(
+            call(
                 self.rmid,
                 key.as_ptr().cast(),
                 key.len(),
@@ -264,7 +283,7 @@ impl Rm {
         let mut got = 0usize;
         // SAFETY: `buf` holds `buf.len()` writable bytes; `got` is writable.
         let rc = unsafe {
-            mmxa_get(
+            call(
                 self.rmid,
                 key.as_ptr().cast(),
                 key.len(),
