@@ -5,6 +5,7 @@
 //! a crash or a bad disk would leave them. Most of the recovery tests are tables: each case names
 //! the damage and the expected outcome.
 
+use super::record::*;
 use super::*;
 use crate::config::SyncMode;
 use crate::xa::{XA_HEURCOM, XA_HEURHAZ, XA_HEURMIX, XA_HEURRB};
@@ -13,6 +14,7 @@ use proptest::prelude::*;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use tempfile::TempDir;
 
 /// Segment size of most tests: small, so that a few records roll the log.
