@@ -9,8 +9,8 @@
 //! CHECKPOINT's claim).
 
 use super::record::{
-    decode, decode_checkpoint, is_zero, parse_segment_header, probe, K_CHECKPOINT, K_SEGMENT_END,
-    MAX_LSN, MAX_SEGMENT_ID, REC_HEADER, RH_KIND, SEG_HEADER,
+    decode, is_zero, parse_segment_header, probe, Entry, Kind, MAX_LSN, MAX_SEGMENT_ID, REC_HEADER,
+    RH_KIND, SEG_HEADER,
 };
 use super::{
     io_err, seg_name, seg_path, Log, LogError, Lsn, Mapped, Media, Record, Seg, SegmentFile, Tail,
@@ -214,13 +214,12 @@ impl<M: Media> Log<M> {
                     let Some(h) = probe(bytes, seg.salt, off) else {
                         return Ok(Some(off));
                     };
-                    if h.kind == K_SEGMENT_END {
-                        return Ok(None);
-                    }
                     // Every append leaves room for a SEGMENT_END after its record (or the log
                     // could not roll on): a record without it ends the valid log like a bad
                     // one. The search for vouching records still counts it.
-                    if off + h.total + REC_HEADER as u64 > bytes.len() as u64 {
+                    if h.kind != Kind::SegmentEnd
+                        && off + h.total + REC_HEADER as u64 > bytes.len() as u64
+                    {
                         return Ok(Some(off));
                     }
                     let at = (off as usize) + REC_HEADER;
@@ -229,15 +228,13 @@ impl<M: Media> Log<M> {
                         offset: off,
                         what,
                     };
-                    let payload = &bytes[at..at + h.len];
-                    let undecodable =
-                        || corrupt("record with a valid checksum does not decode".into());
-                    if h.kind == K_CHECKPOINT {
-                        let claim = decode_checkpoint(payload).ok_or_else(undecodable)?;
-                        *first_needed = (*first_needed).max(claim);
-                    } else {
-                        let rec = decode(h.kind, payload).ok_or_else(undecodable)?;
-                        visit(seg.base + off, rec).map_err(corrupt)?;
+                    let entry = decode(h.kind, &bytes[at..at + h.len]).ok_or_else(|| {
+                        corrupt("record with a valid checksum does not decode".into())
+                    })?;
+                    match entry {
+                        Entry::Record(rec) => visit(seg.base + off, rec).map_err(corrupt)?,
+                        Entry::Checkpoint(claim) => *first_needed = (*first_needed).max(claim),
+                        Entry::SegmentEnd => return Ok(None),
                     }
                     off += h.total;
                 }

@@ -1,9 +1,9 @@
 //! The bytes of the log format: segment headers, record headers, record kinds and payloads.
 //!
 //! Owns: every byte offset of the format (named, each field's offset chained from the one
-//! before, as the tables in the module doc of `log` lay them out), encoding a [`Record`],
-//! checking a record header ([`probe`]) and decoding a payload ([`decode`]). No I/O: callers
-//! hand in bytes. Invariant: every length read from the bytes is bounded by the slice it
+//! before, as the tables in the module doc of `log` lay them out), the record kinds ([`Kind`],
+//! the one list of them), encoding a [`Record`], checking a record header ([`probe`]) and
+//! decoding a payload ([`decode`]). No I/O: callers hand in bytes. Invariant: every length read from the bytes is bounded by the slice it
 //! describes before it is used, so no input makes these functions panic or read out of bounds.
 
 use super::Lsn;
@@ -69,16 +69,43 @@ const X_DATA: usize = X_BQUAL_LEN + 1;
 const FIXED: usize = 32;
 const _: () = assert!(P_MOVE_XID + X_DATA <= FIXED && P_HEUR_XID + X_DATA + 4 <= FIXED);
 
-pub(super) const K_PUT: u8 = 1;
-pub(super) const K_DELETE: u8 = 2;
-pub(super) const K_PREPARE: u8 = 3;
-pub(super) const K_COMMIT: u8 = 4;
-pub(super) const K_ROLLBACK: u8 = 5;
-pub(super) const K_HEURISTIC: u8 = 6;
-pub(super) const K_FORGET: u8 = 7;
-pub(super) const K_SEGMENT_END: u8 = 8;
-pub(super) const K_MOVE: u8 = 9;
-pub(super) const K_CHECKPOINT: u8 = 10;
+/// A record kind: the byte at [`RH_KIND`]. Zero is no kind, so zeroed space never parses.
+/// Converted from the byte once, in [`probe`]; every other place matches on this enum, so a
+/// new kind cannot be known to one and unknown to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Kind {
+    Put = 1,
+    Delete = 2,
+    Prepare = 3,
+    Commit = 4,
+    Rollback = 5,
+    Heuristic = 6,
+    Forget = 7,
+    SegmentEnd = 8,
+    Move = 9,
+    Checkpoint = 10,
+}
+
+impl TryFrom<u8> for Kind {
+    type Error = u8;
+
+    fn try_from(b: u8) -> Result<Kind, u8> {
+        Ok(match b {
+            1 => Kind::Put,
+            2 => Kind::Delete,
+            3 => Kind::Prepare,
+            4 => Kind::Commit,
+            5 => Kind::Rollback,
+            6 => Kind::Heuristic,
+            7 => Kind::Forget,
+            8 => Kind::SegmentEnd,
+            9 => Kind::Move,
+            10 => Kind::Checkpoint,
+            _ => return Err(b),
+        })
+    }
+}
 
 /// Offset of a PUT's value bytes from the start of its record.
 pub fn put_value_offset(key_len: usize) -> u64 {
@@ -225,27 +252,27 @@ pub(super) type Fixed = [u8; FIXED];
 
 /// Lays out `rec`'s payload as up to four parts, written back to back; its fixed-size fields
 /// go into `buf`.
-pub(super) fn encode<'a>(rec: &'a Record<'_>, buf: &'a mut Fixed) -> (u8, [&'a [u8]; 4]) {
+pub(super) fn encode<'a>(rec: &'a Record<'_>, buf: &'a mut Fixed) -> (Kind, [&'a [u8]; 4]) {
     match rec {
         Record::Put { tag, key, value } => {
             buf[P_TAG..P_PUT_KEY_LEN].copy_from_slice(&tag.to_le_bytes());
             buf[P_PUT_KEY_LEN..P_PUT_VALUE_LEN].copy_from_slice(&(key.len() as u32).to_le_bytes());
             buf[P_PUT_VALUE_LEN..P_PUT_KEY].copy_from_slice(&(value.len() as u32).to_le_bytes());
             let b: &'a Fixed = buf;
-            (K_PUT, [&b[..P_PUT_KEY], key, value, &[]])
+            (Kind::Put, [&b[..P_PUT_KEY], key, value, &[]])
         }
         Record::Delete { tag, key } => {
             buf[P_TAG..P_DELETE_KEY_LEN].copy_from_slice(&tag.to_le_bytes());
             buf[P_DELETE_KEY_LEN..P_DELETE_KEY].copy_from_slice(&(key.len() as u32).to_le_bytes());
             let b: &'a Fixed = buf;
-            (K_DELETE, [&b[..P_DELETE_KEY], key, &[], &[]])
+            (Kind::Delete, [&b[..P_DELETE_KEY], key, &[], &[]])
         }
         Record::Commit { tag } | Record::Rollback { tag } | Record::Forget { tag } => {
             buf[P_TAG..P_TAG_ONLY].copy_from_slice(&tag.to_le_bytes());
             let kind = match rec {
-                Record::Commit { .. } => K_COMMIT,
-                Record::Rollback { .. } => K_ROLLBACK,
-                _ => K_FORGET,
+                Record::Commit { .. } => Kind::Commit,
+                Record::Rollback { .. } => Kind::Rollback,
+                _ => Kind::Forget,
             };
             let b: &'a Fixed = buf;
             (kind, [&b[..P_TAG_ONLY], &[], &[], &[]])
@@ -254,14 +281,17 @@ pub(super) fn encode<'a>(rec: &'a Record<'_>, buf: &'a mut Fixed) -> (u8, [&'a [
             buf[P_TAG..P_PREPARE_XID].copy_from_slice(&tag.to_le_bytes());
             let data = put_xid(&mut buf[P_PREPARE_XID..], xid);
             let b: &'a Fixed = buf;
-            (K_PREPARE, [&b[..P_PREPARE_XID + X_DATA], data, &[], &[]])
+            (
+                Kind::Prepare,
+                [&b[..P_PREPARE_XID + X_DATA], data, &[], &[]],
+            )
         }
         Record::Move { old, new, xid } => {
             buf[P_TAG..P_MOVE_NEW].copy_from_slice(&old.to_le_bytes());
             buf[P_MOVE_NEW..P_MOVE_XID].copy_from_slice(&new.to_le_bytes());
             let data = put_xid(&mut buf[P_MOVE_XID..], xid);
             let b: &'a Fixed = buf;
-            (K_MOVE, [&b[..P_MOVE_XID + X_DATA], data, &[], &[]])
+            (Kind::Move, [&b[..P_MOVE_XID + X_DATA], data, &[], &[]])
         }
         Record::Heuristic {
             tag,
@@ -277,7 +307,7 @@ pub(super) fn encode<'a>(rec: &'a Record<'_>, buf: &'a mut Fixed) -> (u8, [&'a [
             buf[REASON_LEN..REASON_LEN + 4].copy_from_slice(&(reason.len() as u32).to_le_bytes());
             let b: &'a Fixed = buf;
             (
-                K_HEURISTIC,
+                Kind::Heuristic,
                 [
                     &b[..REASON_LEN],
                     data,
@@ -290,11 +320,16 @@ pub(super) fn encode<'a>(rec: &'a Record<'_>, buf: &'a mut Fixed) -> (u8, [&'a [
 }
 
 /// The header of a record of `kind` whose payload is `parts`, checksummed under `salt`.
-pub(super) fn record_header(salt: u64, kind: u8, vouch: Lsn, parts: &[&[u8]]) -> [u8; REC_HEADER] {
+pub(super) fn record_header(
+    salt: u64,
+    kind: Kind,
+    vouch: Lsn,
+    parts: &[&[u8]],
+) -> [u8; REC_HEADER] {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut h = [0u8; REC_HEADER];
     h[RH_LEN..RH_KIND].copy_from_slice(&(len as u32).to_le_bytes());
-    h[RH_KIND] = kind;
+    h[RH_KIND] = kind as u8;
     h[RH_VOUCH..REC_HEADER].copy_from_slice(&vouch.to_le_bytes());
     let mut c = crc32fast::Hasher::new();
     c.update(&salt.to_le_bytes());
@@ -306,8 +341,19 @@ pub(super) fn record_header(salt: u64, kind: u8, vouch: Lsn, parts: &[&[u8]]) ->
     h
 }
 
-/// Decodes a record payload; `None` when it is malformed.
-pub(super) fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
+/// What a valid record says, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Entry<'a> {
+    /// A record the log's user replays.
+    Record(Record<'a>),
+    /// The log continues at the start of the next segment.
+    SegmentEnd,
+    /// Segments before this one are no longer needed.
+    Checkpoint(u64),
+}
+
+/// Decodes the payload of a record of `kind`; `None` when it is malformed.
+pub(super) fn decode(kind: Kind, p: &[u8]) -> Option<Entry<'_>> {
     let tag = || p.get(P_TAG..P_TAG + 8).map(|b| le_u64(b, 0));
     let xid_at = |at: usize| -> Option<(Xid, usize)> {
         let head = p.get(at..at + X_DATA)?;
@@ -318,7 +364,7 @@ pub(super) fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
         Some((xid, end))
     };
     let rec = match kind {
-        K_PUT => {
+        Kind::Put => {
             let kl = le_u32(p.get(P_PUT_KEY_LEN..P_PUT_KEY_LEN + 4)?, 0) as usize;
             let vl = le_u32(p.get(P_PUT_VALUE_LEN..P_PUT_VALUE_LEN + 4)?, 0) as usize;
             if p.len() != P_PUT_KEY + kl + vl {
@@ -330,7 +376,7 @@ pub(super) fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
                 value: &p[P_PUT_KEY + kl..],
             }
         }
-        K_DELETE => {
+        Kind::Delete => {
             let kl = le_u32(p.get(P_DELETE_KEY_LEN..P_DELETE_KEY_LEN + 4)?, 0) as usize;
             if p.len() != P_DELETE_KEY + kl {
                 return None;
@@ -340,25 +386,25 @@ pub(super) fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
                 key: &p[P_DELETE_KEY..],
             }
         }
-        K_PREPARE => {
+        Kind::Prepare => {
             let (xid, end) = xid_at(P_PREPARE_XID)?;
             if end != p.len() {
                 return None;
             }
             Record::Prepare { tag: tag()?, xid }
         }
-        K_COMMIT | K_ROLLBACK | K_FORGET => {
+        Kind::Commit | Kind::Rollback | Kind::Forget => {
             if p.len() != P_TAG_ONLY {
                 return None;
             }
             let tag = tag()?;
             match kind {
-                K_COMMIT => Record::Commit { tag },
-                K_ROLLBACK => Record::Rollback { tag },
+                Kind::Commit => Record::Commit { tag },
+                Kind::Rollback => Record::Rollback { tag },
                 _ => Record::Forget { tag },
             }
         }
-        K_MOVE => {
+        Kind::Move => {
             let (xid, end) = xid_at(P_MOVE_XID)?;
             if end != p.len() {
                 return None;
@@ -369,7 +415,7 @@ pub(super) fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
                 xid,
             }
         }
-        K_HEURISTIC => {
+        Kind::Heuristic => {
             let outcome = le_u32(p.get(P_HEUR_OUTCOME..P_HEUR_XID)?, 0) as i32;
             let (xid, at) = xid_at(P_HEUR_XID)?;
             let rl = le_u32(p.get(at..at + 4)?, 0) as usize;
@@ -383,9 +429,12 @@ pub(super) fn decode(kind: u8, p: &[u8]) -> Option<Record<'_>> {
                 reason: &p[at + 4..],
             }
         }
-        _ => return None,
+        Kind::SegmentEnd => return p.is_empty().then_some(Entry::SegmentEnd),
+        Kind::Checkpoint => {
+            return (p.len() == P_CHECKPOINT).then(|| Entry::Checkpoint(le_u64(p, 0)));
+        }
     };
-    Some(rec)
+    Some(Entry::Record(rec))
 }
 
 /// A CHECKPOINT payload naming `first`, the first segment still needed.
@@ -393,14 +442,9 @@ pub(super) fn checkpoint_payload(first: u64) -> [u8; P_CHECKPOINT] {
     first.to_le_bytes()
 }
 
-/// Decodes a CHECKPOINT payload: the first segment still needed.
-pub(super) fn decode_checkpoint(p: &[u8]) -> Option<u64> {
-    (p.len() == P_CHECKPOINT).then(|| le_u64(p, 0))
-}
-
 /// A record header that passed the checks.
 pub(super) struct Header {
-    pub kind: u8,
+    pub kind: Kind,
     /// Payload length.
     pub len: usize,
     /// Header, payload and padding.
@@ -413,8 +457,8 @@ pub(super) struct Header {
 pub(super) fn probe(seg: &[u8], salt: u64, off: u64) -> Option<Header> {
     let at = usize::try_from(off).ok()?;
     let h = seg.get(at..at.checked_add(REC_HEADER)?)?;
-    let kind = h[RH_KIND];
-    if !(K_PUT..=K_CHECKPOINT).contains(&kind) || h[RH_ZERO..RH_VOUCH].iter().any(|&b| b != 0) {
+    let kind = Kind::try_from(h[RH_KIND]).ok()?;
+    if h[RH_ZERO..RH_VOUCH].iter().any(|&b| b != 0) {
         return None;
     }
     let len = le_u32(h, RH_LEN) as usize;

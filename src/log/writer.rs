@@ -8,8 +8,8 @@
 //! write) fails, the log appends and acknowledges nothing more until it is reopened.
 
 use super::record::{
-    checkpoint_payload, encode, padded, record_header, segment_header, Fixed, K_CHECKPOINT,
-    K_SEGMENT_END, REC_HEADER, SEG_HEADER,
+    checkpoint_payload, encode, padded, record_header, segment_header, Fixed, Kind, REC_HEADER,
+    SEG_HEADER,
 };
 use super::SegmentFile;
 use super::{io_err, seg_name, seg_path, Appended, Log, LogError, Lsn, Media, Record, Seg, Tail};
@@ -70,7 +70,7 @@ impl<M: Media> Log<M> {
         self.append_parts(kind, &parts)
     }
 
-    fn append_parts(&self, kind: u8, parts: &[&[u8]]) -> Result<Appended, LogError> {
+    fn append_parts(&self, kind: Kind, parts: &[&[u8]]) -> Result<Appended, LogError> {
         if let Some(why) = self.failed() {
             return Err(LogError::Failed(why));
         }
@@ -100,7 +100,7 @@ impl<M: Media> Log<M> {
         &self,
         seg: &Seg<M::File>,
         at: u64,
-        kind: u8,
+        kind: Kind,
         parts: &[&[u8]],
     ) -> Result<(), LogError> {
         let vouch = self.durable.load(Ordering::Acquire);
@@ -142,7 +142,7 @@ impl<M: Media> Log<M> {
             cur.base + cur.file.size(),
             self.segment_size,
         )?);
-        self.write_record(&cur, tail.off, K_SEGMENT_END, &[])?;
+        self.write_record(&cur, tail.off, Kind::SegmentEnd, &[])?;
         self.segs
             .write()
             .map_err(|_| LogError::Failed("poisoned lock".into()))?
@@ -243,7 +243,7 @@ impl<M: Media> Log<M> {
         if self.oldest().map(|(first, _, _)| first) != Some(id) {
             return Err(LogError::Failed(format!("segment {id} is not the oldest")));
         }
-        let a = self.append_parts(K_CHECKPOINT, &[&checkpoint_payload(id + 1)])?;
+        let a = self.append_parts(Kind::Checkpoint, &[&checkpoint_payload(id + 1)])?;
         self.sync_to(a.end)?;
         // Unlisted only once deleted: if the deletion fails, the segment stays the oldest and
         // the next step retires it again. Deleting a later one first would leave a gap in the
