@@ -118,7 +118,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A position in the log.
 pub type Lsn = u64;
@@ -137,12 +137,17 @@ pub enum LogError {
         /// What is wrong.
         what: String,
     },
-    /// An earlier sync failed: nothing more is appended or acknowledged until reopened.
+    /// An earlier sync (or the erasure of a failed write) failed: nothing more is appended or
+    /// acknowledged until the log is reopened. The only error that fails the log.
     Failed(String),
     /// No disk space for a new segment.
     NoSpace(String),
     /// The record is larger than a segment can hold.
     TooBig(usize),
+    /// [`Log::retire_oldest`] of a segment that is not the oldest (or is the tail).
+    NotOldest(u64),
+    /// A read of a position that is not in the log (any more: its segment was retired).
+    Gone(Lsn),
 }
 
 impl fmt::Display for LogError {
@@ -161,6 +166,10 @@ impl fmt::Display for LogError {
             }
             LogError::NoSpace(what) => write!(f, "no space for the log: {what}"),
             LogError::TooBig(n) => write!(f, "record of {n} bytes does not fit in a segment"),
+            LogError::NotOldest(id) => {
+                write!(f, "segment {id} is not the oldest retirable segment")
+            }
+            LogError::Gone(lsn) => write!(f, "LSN {lsn} is not in the log (any more)"),
         }
     }
 }
@@ -220,6 +229,23 @@ pub struct Log<M: Media = Mapped> {
     fail_reason: Mutex<String>,
 }
 
+// A poisoned lock only says that a thread panicked while holding it. Nothing these locks guard
+// is left half-updated by a panic (each update is one assignment or push, made after the I/O it
+// records), and the RM fails the whole store after a panic; so the log takes the guard and
+// goes on rather than turning the poison into an error that would misstate what happened.
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
 fn seg_name(id: u64) -> String {
     format!("log-{id:016x}.seg")
 }
@@ -237,12 +263,7 @@ impl<M: Media> Log<M> {
     /// Whether an earlier sync failed (the log then refuses all work).
     pub fn failed(&self) -> Option<String> {
         if self.failed.load(Ordering::Acquire) {
-            Some(
-                self.fail_reason
-                    .lock()
-                    .map(|s| s.clone())
-                    .unwrap_or_default(),
-            )
+            Some(lock(&self.fail_reason).clone())
         } else {
             None
         }
@@ -250,14 +271,14 @@ impl<M: Media> Log<M> {
 
     /// The oldest segment, unless it is the one being appended to: its id and LSN range.
     pub fn oldest(&self) -> Option<(u64, Lsn, Lsn)> {
-        let segs = self.segs.read().ok()?;
+        let segs = read(&self.segs);
         let s = segs.first().filter(|_| segs.len() > 1)?;
         Some((s.id, s.base, s.base + s.file.size()))
     }
 
     /// Number of segment files and their total size in bytes.
     pub fn disk_usage(&self) -> (usize, u64) {
-        let segs = self.segs.read().unwrap_or_else(|p| p.into_inner());
+        let segs = read(&self.segs);
         (segs.len(), segs.iter().map(|s| s.file.size()).sum())
     }
 
@@ -269,14 +290,11 @@ impl<M: Media> Log<M> {
     /// Copies `len` bytes at `lsn` (below [`Log::written`]) into `out`.
     pub fn read_into(&self, lsn: Lsn, len: usize, out: &mut Vec<u8>) -> Result<(), LogError> {
         let seg = {
-            let segs = self
-                .segs
-                .read()
-                .map_err(|_| LogError::Failed("poisoned lock".into()))?;
+            let segs = read(&self.segs);
             let i = segs.partition_point(|s| s.base <= lsn);
             match i.checked_sub(1).and_then(|i| segs.get(i)) {
                 Some(s) => s.clone(),
-                None => return Err(LogError::Failed(format!("LSN {lsn} is not in the log"))),
+                None => return Err(LogError::Gone(lsn)),
             }
         };
         seg.file

@@ -16,6 +16,7 @@ use super::{
     io_err, seg_name, seg_path, Log, LogError, Lsn, Mapped, Media, Record, Seg, SegmentFile, Tail,
 };
 use crate::config::SyncMode;
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -248,7 +249,11 @@ impl<M: Media> Log<M> {
                 None => {}
             }
         }
-        Err(LogError::Failed("the log has no segment".into()))
+        // `open_on` creates segment 1 in an empty directory before it replays.
+        Err(LogError::Io(
+            "replay".into(),
+            io::Error::other("no segment to replay"),
+        ))
     }
 
     /// Decides whether the invalid bytes at `segs[i]`+`off` are a torn tail (cut them) or

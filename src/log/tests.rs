@@ -2034,6 +2034,43 @@ fn segment_file_table() {
     );
 }
 
+/// Retiring a segment that is not the oldest, or reading a position no longer in the log, is
+/// an error of the request: the log goes on, and the error says what is wrong instead of
+/// "the log failed earlier and must be reopened" (which the RM answers with `XAER_RMFAIL`).
+#[test]
+fn request_errors_do_not_read_as_a_failed_log() {
+    let dir = TempDir::new().unwrap();
+    let built = build(dir.path(), SyncMode::Msync, &"bS".repeat(50));
+    assert_eq!(seg_ids(dir.path()), vec![1, 2, 3]);
+    let (log, _) = reopen(dir.path());
+    for id in [0, 2, 3, 9] {
+        let e = log.retire_oldest(id).expect_err("not the oldest");
+        assert!(matches!(e, LogError::NotOldest(n) if n == id), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            !msg.contains("reopen") && msg.contains("not the oldest"),
+            "{msg}"
+        );
+    }
+    log.retire_oldest(1).expect("retire segment 1");
+    let gone = built[0].0.lsn;
+    let mut out = Vec::new();
+    let e = log
+        .read_into(gone, 8, &mut out)
+        .expect_err("segment 1 is gone");
+    assert!(matches!(e, LogError::Gone(l) if l == gone), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        !msg.contains("reopen") && msg.contains(&format!("LSN {gone}")),
+        "{msg}"
+    );
+    assert!(log.failed().is_none());
+    let more = run_script(&log, "vS", 100);
+    drop(log);
+    let (_, seen) = reopen(dir.path());
+    assert_eq!(seen.last().map(|(l, _)| *l), Some(more[0].0.lsn));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Directory housekeeping
 // ---------------------------------------------------------------------------------------------

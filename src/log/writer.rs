@@ -12,7 +12,10 @@ use super::record::{
     SEG_HEADER,
 };
 use super::SegmentFile;
-use super::{io_err, seg_name, seg_path, Appended, Log, LogError, Lsn, Media, Record, Seg, Tail};
+use super::{
+    io_err, lock, read, seg_name, seg_path, write, Appended, Log, LogError, Lsn, Media, Record,
+    Seg, Tail,
+};
 use crate::config::SyncMode;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -34,11 +37,11 @@ fn new_salt(id: u64) -> u64 {
 
 impl<M: Media> Log<M> {
     pub(super) fn fail(&self, why: String) {
-        if let Ok(mut r) = self.fail_reason.lock() {
-            if r.is_empty() {
-                *r = why;
-            }
+        let mut r = lock(&self.fail_reason);
+        if r.is_empty() {
+            *r = why;
         }
+        drop(r);
         self.failed.store(true, Ordering::Release);
     }
 
@@ -80,10 +83,7 @@ impl<M: Media> Log<M> {
         if total + REC_HEADER as u64 + SEG_HEADER > self.segment_size || len > u32::MAX as usize {
             return Err(LogError::TooBig(len));
         }
-        let mut tail = self
-            .tail
-            .lock()
-            .map_err(|_| LogError::Failed("poisoned lock".into()))?;
+        let mut tail = lock(&self.tail);
         if tail.off + total + REC_HEADER as u64 > tail.seg.file.size() {
             self.roll(&mut tail)?;
         }
@@ -143,10 +143,7 @@ impl<M: Media> Log<M> {
             self.segment_size,
         )?);
         self.write_record(&cur, tail.off, Kind::SegmentEnd, &[])?;
-        self.segs
-            .write()
-            .map_err(|_| LogError::Failed("poisoned lock".into()))?
-            .push(next.clone());
+        write(&self.segs).push(next.clone());
         *tail = Tail {
             seg: next,
             off: SEG_HEADER,
@@ -170,8 +167,7 @@ impl<M: Media> Log<M> {
                 io::Error::from(io::ErrorKind::InvalidInput),
             ));
         }
-        let lock_err = |_| LogError::Failed("poisoned lock".into());
-        let mut syncing = self.syncing.lock().map_err(lock_err)?;
+        let mut syncing = lock(&self.syncing);
         loop {
             if let Some(why) = self.failed() {
                 return Err(LogError::Failed(why));
@@ -180,7 +176,7 @@ impl<M: Media> Log<M> {
                 return Ok(());
             }
             if *syncing {
-                syncing = self.synced.wait(syncing).map_err(lock_err)?;
+                syncing = self.synced.wait(syncing).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             *syncing = true;
@@ -191,7 +187,7 @@ impl<M: Media> Log<M> {
             let from = self.durable.load(Ordering::Acquire);
             let to = self.written();
             let result = self.flush(from, to);
-            syncing = self.syncing.lock().map_err(lock_err)?;
+            syncing = lock(&self.syncing);
             *syncing = false;
             match result {
                 Ok(()) => self.durable.store(to, Ordering::Release),
@@ -203,11 +199,8 @@ impl<M: Media> Log<M> {
 
     fn flush(&self, from: Lsn, to: Lsn) -> io::Result<()> {
         let segs: Vec<Arc<Seg<M::File>>> = {
-            let all = self
-                .segs
-                .read()
-                .map_err(|_| io::Error::other("poisoned lock"))?;
-            all.iter()
+            read(&self.segs)
+                .iter()
                 .filter(|s| s.base < to && s.base + s.file.size() > from)
                 .cloned()
                 .collect()
@@ -241,7 +234,7 @@ impl<M: Media> Log<M> {
     /// still holding the segment keep its mapping until they finish.
     pub fn retire_oldest(&self, id: u64) -> Result<(), LogError> {
         if self.oldest().map(|(first, _, _)| first) != Some(id) {
-            return Err(LogError::Failed(format!("segment {id} is not the oldest")));
+            return Err(LogError::NotOldest(id));
         }
         let a = self.append_parts(Kind::Checkpoint, &[&checkpoint_payload(id + 1)])?;
         self.sync_to(a.end)?;
@@ -251,10 +244,7 @@ impl<M: Media> Log<M> {
         self.media
             .remove(&seg_name(id))
             .map_err(io_err("remove reclaimed segment"))?;
-        self.segs
-            .write()
-            .map_err(|_| LogError::Failed("poisoned lock".into()))?
-            .remove(0);
+        write(&self.segs).remove(0);
         self.media.sync_dir().map_err(io_err("sync directory"))
     }
 }

@@ -340,7 +340,12 @@ impl<M: Media> Rm<M> {
     fn log_error(&self, e: LogError) -> XaError {
         match e {
             LogError::Failed(_) => XaError::new(XAER_RMFAIL, e.to_string()),
-            _ => XaError::new(XAER_RMERR, e.to_string()),
+            LogError::Io(..)
+            | LogError::Corrupt { .. }
+            | LogError::NoSpace(_)
+            | LogError::TooBig(_)
+            | LogError::NotOldest(_)
+            | LogError::Gone(_) => XaError::new(XAER_RMERR, e.to_string()),
         }
     }
 
@@ -938,7 +943,11 @@ impl<M: Media> Rm<M> {
         match e {
             LogError::NoSpace(_) => DataError::new(MMXA_ENOSPC, e.to_string()),
             LogError::TooBig(_) => DataError::new(MMXA_ETOOBIG, e.to_string()),
-            _ => DataError::new(MMXA_EIO, e.to_string()),
+            LogError::Io(..)
+            | LogError::Corrupt { .. }
+            | LogError::Failed(_)
+            | LogError::NotOldest(_)
+            | LogError::Gone(_) => DataError::new(MMXA_EIO, e.to_string()),
         }
     }
 
