@@ -75,25 +75,53 @@
 //! failed deletion is retried by the next step), and open deletes dead segments oldest first
 //! and the segments after a torn tail newest first.
 //!
+//! # Rolling and sealing
+//! A record that does not fit in the tail segment (with room for a SEGMENT_END after it) goes to
+//! the next one. The roll creates segment `n+1` durably (as under "Files"), then appends
+//! SEGMENT_END to segment `n`, then **seals** `n`: syncs every byte of it not yet durable, in
+//! every sync mode (`none` too). Only then does `n+1` receive a record, and the durable LSN,
+//! which records vouch for, moves to the start of `n+1`. So no byte of a segment reaches the
+//! disk before all of the previous segment, and a segment ends with SEGMENT_END only once its
+//! successor exists. If the seal fails, the log fails (as after a failed sync).
+//!
 //! # Validity, torn tails and corruption
-//! A record is valid when its kind is known, it fits in the segment, and its CRC matches (the
-//! scan also wants the room for a SEGMENT_END that every append leaves after a record). The
-//! salt makes bytes left from any other segment file fail the CRC. The scan replays valid
-//! records in order and stops at the first invalid one, at LSN `x`. Then it looks at every
-//! later position of the log for a valid record: if one vouches for a durable LSN greater than
-//! `x`, the bytes at `x` had been synced — that is corruption of acknowledged data, and opening
-//! fails naming the file and offset. Otherwise everything from `x` on was never acknowledged
-//! (a torn or unfinished write): it is cut, zeroed and synced, later segments are deleted, and
-//! appending resumes at `x`. A valid record whose payload does not decode is corruption too, and
-//! so is a segment header whose id or base LSN exceeds 2^62 (no real log gets there), or whose
-//! size is not a multiple of 8 or too small for a header and one record header.
+//! A record is valid when its kind is known, its bytes 9..16 are zero, it fits in the segment,
+//! and its CRC matches (the scan also wants the room for a SEGMENT_END that every append leaves
+//! after a record). The salt makes bytes left from any other segment file fail the CRC. Open
+//! checks the segment files, replays the valid records in order up to the first invalid one, at
+//! LSN `x` (offset `off` of segment `n`), and decides, before it changes any file:
+//!
+//! | what open finds | decision |
+//! |---|---|
+//! | a segment header that is not valid, or whose id or size does not match its file, whose size is not a multiple of 8 or too small for a header and one record header, or whose id or base LSN exceeds 2^62 (no real log gets there) | corruption |
+//! | a gap in the segment numbers, or a base LSN that does not follow the previous segment | corruption |
+//! | a valid record whose payload does not decode, or that the replay rejects | corruption |
+//! | the last segment ends with SEGMENT_END: its successor existed, and is gone | corruption ("segment N is missing") |
+//! | the first file is not segment 1 and no CHECKPOINT names it or a later one | corruption ("segments … are missing") |
+//! | a CHECKPOINT names a segment after the last one | corruption |
+//! | invalid record at `x`, and a later segment holds any byte after its header | corruption: `n` was sealed before that byte was written, whatever the sync mode and the vouches |
+//! | invalid record at `x`, and a later valid record of segment `n` vouches for an LSN greater than `x` | corruption: the bytes at `x` had been synced |
+//! | invalid record at `x`, otherwise (any later segments are empty: a crash during the roll) | torn tail: zeroed from `off` to the last nonzero byte and synced, the later segments deleted newest first, appending resumes at `x` |
+//!
+//! Corruption fails the open with [`LogError::Corrupt`] naming the file and offset, and no
+//! file is changed (stray `*.tmp` files aside). After a cut, segments before the newest CHECKPOINT's claim are deleted
+//! (oldest first) and everything replayed is synced, so that later records vouch for it.
 //!
 //! # Assumptions about the media
-//! Synced bytes read back as written (or fail the CRC). A sync covers a prefix of the log, so a
-//! record can only be torn if no sync completed after it was written; unsynced bytes may reach
-//! the disk in any order and torn anywhere. Limitation: corruption of bytes in the last synced
-//! batch, with no later record vouching for them, reads as a torn tail. With `sync=none`
-//! nothing is vouched for and any invalid record is treated as the tail.
+//! Synced bytes read back as written (or fail the CRC). A segment created durably holds its
+//! header and zeros. A sync covers a prefix of the log (a later segment gets its first byte only
+//! after the previous one was sealed), so a record can only be torn if no sync completed after
+//! it was written; unsynced bytes may reach the disk in any order and torn anywhere, but only
+//! in the last segment (or, during a roll, in the one being sealed, with the next still empty).
+//!
+//! Limitations. Within the last segment, damage that nothing later vouches for reads as a torn
+//! tail and is cut: corruption of bytes in the last synced batch, and with `sync=none`, where
+//! records vouch only for what open synced and what the rolls sealed, any damage in the last
+//! segment after its start (or after the open, if later): that is what `sync=none` risks. Damage
+//! in any earlier segment is corruption in every mode. A directory without any segment file is
+//! a new, empty log, so deleting every segment file goes unnoticed. Logs written before the seal
+//! existed have the same format, but a crash during one of their rolls could leave records of
+//! segment `n+1` on disk without the end of `n`: such an image is refused as corruption.
 //!
 //! A write that fails may have written any part of its bytes (a mapped segment cannot fail a
 //! write, a simulated or `pwrite`-based one can). A failed record write therefore has its header
@@ -101,7 +129,8 @@
 //! come back at a reopen; if that fails too, the log fails like after a failed sync.
 //!
 //! # Versions
-//! 1: this layout.
+//! 1: this layout. The seal changed what a writer leaves behind, not the format: readers
+//! accept every version-1 log (see the last limitation above).
 
 mod media;
 mod open;

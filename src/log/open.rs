@@ -3,10 +3,11 @@
 //! the module doc of `log`.
 //!
 //! Owns: everything that runs before [`Log::open_on`] returns. Invariants: it runs single
-//! threaded, before anyone else can see the log; a failed open has changed no file except
-//! stray `*.tmp` ones, and it deletes or rewrites files only once it has decided that what they
-//! hold was never acknowledged (a torn tail) or is no longer needed (segments before the last
-//! CHECKPOINT's claim).
+//! threaded, before anyone else can see the log; it decides everything before it changes a
+//! file, so an open that finds corruption has changed none (stray `*.tmp` files aside), and it
+//! deletes or rewrites files only once it has decided that what they hold was never
+//! acknowledged (a torn tail, empty later segments) or is no longer needed (segments before the
+//! newest CHECKPOINT's claim).
 
 use super::record::{
     decode, is_zero, parse_segment_header, probe, Entry, Kind, MAX_LSN, MAX_SEGMENT_ID, REC_HEADER,
@@ -20,6 +21,24 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+/// Where the valid log ends, as the replay found it.
+struct Scan {
+    /// Index of the tail segment.
+    last: usize,
+    /// Where appending resumes in it; everything from here on is a torn tail.
+    off: u64,
+    /// The highest CHECKPOINT claim, 1 without any: the first segment still needed.
+    first_needed: u64,
+}
+
+/// How the records of one segment end.
+enum End {
+    /// With an invalid record (or none) at this offset.
+    Invalid(u64),
+    /// With a SEGMENT_END at this offset.
+    SegmentEnd(u64),
+}
 
 /// Runs `f` over all bytes of `seg`. Only for the single-threaded open scan, when nothing
 /// writes to the mapping.
@@ -116,14 +135,28 @@ impl<M: Media> Log<M> {
         if segs.is_empty() {
             segs.push(log.tail.get_mut().expect("fresh mutex").seg.clone());
         }
-        let mut first_needed = 1;
-        let (mut last, mut off) = log.replay(&segs, &mut first_needed, visit)?;
-        segs.truncate(last + 1);
-        if segs[0].id > first_needed {
+        // Decide first: everything that makes the log corrupt is found before any file is
+        // changed. Only then is a torn tail cut and are dead segments deleted.
+        let Scan {
+            last,
+            off,
+            first_needed,
+        } = log.replay(&segs, visit)?;
+        let first = segs[0].id;
+        if first > first_needed {
+            let missing = if first - 1 == first_needed {
+                format!("segment {first_needed} is missing")
+            } else {
+                format!("segments {first_needed} to {} are missing", first - 1)
+            };
+            let claim = match first_needed {
+                1 => "no CHECKPOINT names a later one".to_string(),
+                n => format!("the newest CHECKPOINT names segment {n}"),
+            };
             return Err(LogError::Corrupt {
                 file: segs[0].path.clone(),
                 offset: 0,
-                what: format!("segments {first_needed} to {} are missing", segs[0].id - 1),
+                what: format!("{missing} (a log starts at segment 1, and {claim})"),
             });
         }
         // A CHECKPOINT is appended in or after the segment it names: a claim beyond the last
@@ -135,6 +168,8 @@ impl<M: Media> Log<M> {
                 what: format!("a CHECKPOINT names segment {first_needed}, after the last one"),
             });
         }
+        log.cut_tail(&segs, last, off)?;
+        segs.truncate(last + 1);
         // Segments a crash left behind after their CHECKPOINT: dead, delete them now.
         let dead = segs.iter().take_while(|s| s.id < first_needed).count();
         if dead > 0 {
@@ -145,15 +180,8 @@ impl<M: Media> Log<M> {
             }
             log.media.sync_dir().map_err(io_err("sync directory"))?;
             segs.drain(..dead);
-            last -= dead;
         }
-        let mut seg = segs[last].clone();
-        if off == seg.file.size() {
-            let next = Self::create_segment(&log.media, seg.id + 1, seg.base + off, segment_size)?;
-            seg = Arc::new(next);
-            segs.push(seg.clone());
-            off = SEG_HEADER;
-        }
+        let seg = segs[segs.len() - 1].clone();
         let end = seg.base + off;
         // Everything replayed is synced now, so later records may vouch for it truthfully.
         log.flush_segs(&segs, segs[0].base, end)
@@ -199,21 +227,20 @@ impl<M: Media> Log<M> {
         })
     }
 
-    /// Replays `segs`; returns the index of the tail segment and the append offset in it
-    /// (the segment's size when it ended with SEGMENT_END and no next segment exists).
-    /// Raises `first_needed` to the highest CHECKPOINT claim seen.
+    /// Replays `segs` and finds where the valid log ends; an error if what follows that end
+    /// is corruption rather than a torn tail. Changes no file.
     fn replay(
         &self,
         segs: &[Arc<Seg<M::File>>],
-        first_needed: &mut u64,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
-    ) -> Result<(usize, u64), LogError> {
+    ) -> Result<Scan, LogError> {
+        let mut first_needed = 1;
         for (i, seg) in segs.iter().enumerate() {
-            let end = whole(seg, |bytes| -> Result<Option<u64>, LogError> {
+            let end = whole(seg, |bytes| -> Result<End, LogError> {
                 let mut off = SEG_HEADER;
                 loop {
                     let Some(h) = probe(bytes, seg.salt, off) else {
-                        return Ok(Some(off));
+                        return Ok(End::Invalid(off));
                     };
                     // Every append leaves room for a SEGMENT_END after its record (or the log
                     // could not roll on): a record without it ends the valid log like a bad
@@ -221,7 +248,7 @@ impl<M: Media> Log<M> {
                     if h.kind != Kind::SegmentEnd
                         && off + h.total + REC_HEADER as u64 > bytes.len() as u64
                     {
-                        return Ok(Some(off));
+                        return Ok(End::Invalid(off));
                     }
                     let at = (off as usize) + REC_HEADER;
                     let corrupt = |what: String| LogError::Corrupt {
@@ -234,19 +261,34 @@ impl<M: Media> Log<M> {
                     })?;
                     match entry {
                         Entry::Record(rec) => visit(seg.base + off, rec).map_err(corrupt)?,
-                        Entry::Checkpoint(claim) => *first_needed = (*first_needed).max(claim),
-                        Entry::SegmentEnd => return Ok(None),
+                        Entry::Checkpoint(claim) => first_needed = first_needed.max(claim),
+                        Entry::SegmentEnd => return Ok(End::SegmentEnd(off)),
                     }
                     off += h.total;
                 }
             })??;
             match end {
-                Some(off) => {
-                    self.cut_tail(segs, i, off)?;
-                    return Ok((i, off));
+                End::Invalid(off) => {
+                    self.check_tail(segs, i, off)?;
+                    return Ok(Scan {
+                        last: i,
+                        off,
+                        first_needed,
+                    });
                 }
-                None if i + 1 == segs.len() => return Ok((i, seg.file.size())),
-                None => {}
+                // The roll writes SEGMENT_END only once the next segment exists durably.
+                End::SegmentEnd(off) if i + 1 == segs.len() => {
+                    return Err(LogError::Corrupt {
+                        file: seg.path.clone(),
+                        offset: off,
+                        what: format!(
+                            "segment {} is missing (this segment ends with SEGMENT_END, \
+                             written only after the next segment was created)",
+                            seg.id + 1
+                        ),
+                    });
+                }
+                End::SegmentEnd(_) => {}
             }
         }
         // `open_on` creates segment 1 in an empty directory before it replays.
@@ -256,44 +298,65 @@ impl<M: Media> Log<M> {
         ))
     }
 
-    /// Decides whether the invalid bytes at `segs[i]`+`off` are a torn tail (cut them) or
-    /// corruption of synced data (a later record vouches for them).
-    fn cut_tail(&self, segs: &[Arc<Seg<M::File>>], i: usize, off: u64) -> Result<(), LogError> {
-        let x = segs[i].base + off;
-        for (j, seg) in segs.iter().enumerate().skip(i) {
-            let from = if j == i { off + 8 } else { SEG_HEADER };
-            let vouched = whole(seg, |bytes| {
-                let mut pos = from as usize;
-                while pos + REC_HEADER <= bytes.len() {
-                    // Skip zeroed space a page at a time: usually all that follows the tail.
-                    if pos % 4096 == 0 && is_zero(&bytes[pos..], 4096) {
-                        pos += 4096;
-                        continue;
-                    }
-                    if bytes[pos + RH_KIND] != 0 {
-                        if let Some(h) = probe(bytes, seg.salt, pos as u64) {
-                            if h.vouch > x {
-                                return Some((pos as u64, h.vouch));
-                            }
+    /// Decides whether the invalid bytes at `segs[i]`+`off` (LSN `x`) are a torn tail or
+    /// corruption: corruption when a later record of the segment vouches for a durable LSN
+    /// beyond `x`, or when any later segment holds a byte after its header (it is written only
+    /// once this segment has been sealed durably).
+    fn check_tail(&self, segs: &[Arc<Seg<M::File>>], i: usize, off: u64) -> Result<(), LogError> {
+        let seg = &segs[i];
+        let x = seg.base + off;
+        let corrupt = |what: String| LogError::Corrupt {
+            file: seg.path.clone(),
+            offset: off,
+            what,
+        };
+        let vouched = whole(seg, |bytes| {
+            let mut pos = off as usize + 8;
+            while pos + REC_HEADER <= bytes.len() {
+                // Skip zeroed space a page at a time: usually all that follows the tail.
+                if pos % 4096 == 0 && is_zero(&bytes[pos..], 4096) {
+                    pos += 4096;
+                    continue;
+                }
+                if bytes[pos + RH_KIND] != 0 {
+                    if let Some(h) = probe(bytes, seg.salt, pos as u64) {
+                        if h.vouch > x {
+                            return Some((pos as u64, h.vouch));
                         }
                     }
-                    pos += 8;
                 }
-                None
+                pos += 8;
+            }
+            None
+        })?;
+        if let Some((pos, vouch)) = vouched {
+            return Err(corrupt(format!(
+                "invalid record before synced data (the record at LSN {} vouches for LSN \
+                 {vouch})",
+                seg.base + pos
+            )));
+        }
+        for later in &segs[i + 1..] {
+            let data = whole(later, |bytes| {
+                let body = &bytes[SEG_HEADER as usize..];
+                body.chunks(4096)
+                    .position(|page| !is_zero(page, page.len()))
+                    .map(|p| SEG_HEADER + p as u64 * 4096)
             })?;
-            if let Some((pos, vouch)) = vouched {
-                return Err(LogError::Corrupt {
-                    file: segs[i].path.clone(),
-                    offset: off,
-                    what: format!(
-                        "invalid record before synced data (the record at LSN {} vouches for \
-                         LSN {vouch})",
-                        seg.base + pos
-                    ),
-                });
+            if let Some(page) = data {
+                return Err(corrupt(format!(
+                    "invalid record in a sealed segment: segment {} after it holds data (from \
+                     offset {page} on), written only after this segment was synced whole",
+                    later.id
+                )));
             }
         }
-        // A torn tail: zero it durably, then drop the segments after it.
+        Ok(())
+    }
+
+    /// Cuts the torn tail from `segs[i]`+`off` on: zeroes it durably, then deletes the
+    /// segments after it (empty, as [`Log::check_tail`] found).
+    fn cut_tail(&self, segs: &[Arc<Seg<M::File>>], i: usize, off: u64) -> Result<(), LogError> {
         let seg = &segs[i];
         let last = whole(seg, |bytes| {
             let tail = &bytes[off as usize..];

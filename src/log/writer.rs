@@ -133,16 +133,40 @@ impl<M: Media> Log<M> {
         Ok(())
     }
 
-    /// Ends the tail segment and starts the next one.
+    /// Ends the tail segment and starts the next one: creates the next segment durably,
+    /// writes SEGMENT_END, and seals the segment (syncs all of it not yet durable) before
+    /// anything can be written to the next one, in every sync mode. So no byte of a segment
+    /// reaches the disk before all of the previous one, which is what lets open tell damage
+    /// followed by whole segments from a torn tail.
     fn roll(&self, tail: &mut Tail<M::File>) -> Result<(), LogError> {
         let cur = tail.seg.clone();
+        let next_base = cur.base + cur.file.size();
         let next = Arc::new(Self::create_segment(
             &self.media,
             cur.id + 1,
-            cur.base + cur.file.size(),
+            next_base,
             self.segment_size,
         )?);
         self.write_record(&cur, tail.off, Kind::SegmentEnd, &[])?;
+        let end = tail.off + REC_HEADER as u64;
+        let from = self
+            .durable
+            .load(Ordering::Acquire)
+            .clamp(cur.base, cur.base + end)
+            - cur.base;
+        let sealed = match self.sync {
+            SyncMode::Fdatasync => cur.file.sync_all(),
+            SyncMode::Msync | SyncMode::None => cur.file.sync_range(from, (end - from) as usize),
+        };
+        if let Err(e) = sealed {
+            // Part of the segment may not be durable: the next one must not receive a record.
+            let why = format!("sealing segment {} failed: {e}", cur.id);
+            self.fail(why.clone());
+            return Err(LogError::Failed(why));
+        }
+        // Everything before the next segment is durable now (earlier segments were sealed or
+        // synced at open), so its records vouch for all of this one.
+        self.durable.fetch_max(next_base, Ordering::AcqRel);
         write(&self.segs).push(next.clone());
         *tail = Tail {
             seg: next,
@@ -190,7 +214,10 @@ impl<M: Media> Log<M> {
             syncing = lock(&self.syncing);
             *syncing = false;
             match result {
-                Ok(()) => self.durable.store(to, Ordering::Release),
+                // A roll may have sealed beyond `to` meanwhile: `durable` never goes back.
+                Ok(()) => {
+                    self.durable.fetch_max(to, Ordering::AcqRel);
+                }
                 Err(e) => self.fail(format!("sync failed: {e}")),
             }
             self.synced.notify_all();
