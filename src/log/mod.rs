@@ -79,7 +79,9 @@
 //! A record that does not fit in the tail segment (with room for a SEGMENT_END after it) goes to
 //! the next one. The roll creates segment `n+1` durably (as under "Files"), then appends
 //! SEGMENT_END to segment `n`, then **seals** `n`: syncs every byte of it not yet durable, in
-//! every sync mode (`none` too). Only then does `n+1` receive a record, and the durable LSN,
+//! every sync mode (`none` too; there, writeback of each finished MiB of the tail segment is
+//! started as it fills, so the seal has little left to wait for; see [`SegmentFile`]'s
+//! `start_writeback`). Only then does `n+1` receive a record, and the durable LSN,
 //! which records vouch for, moves to the start of `n+1`. So no byte of a segment reaches the
 //! disk before all of the previous segment, and a segment ends with SEGMENT_END only once its
 //! successor exists. If the seal fails, the log fails (as after a failed sync).
