@@ -306,3 +306,82 @@ fn dump_and_verify_read_the_log_without_changing_it() {
     fails(&["dump", dir], 4);
     assert_eq!(segment_bytes(tmp.path()), vec![(path, bytes)]);
 }
+
+/// One damaged byte in a segment that whole segments follow is corruption, whatever the sync
+/// mode. A store written with `sync=none` used to read it as a torn tail: `verify` said ok, and
+/// an open kept the records before the byte and deleted the later segments, with the prepared
+/// branch in them (also when opened with `sync=msync`).
+#[test]
+fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
+    use mmxa::config::{Config, SyncMode};
+    use mmxa::rm::flags::{EndMode, StartMode};
+    use mmxa::rm::Rm;
+    use mmxa::xid::Xid;
+    let template = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(template.path());
+    cfg.sync = SyncMode::None;
+    cfg.segment_size = 4 << 20;
+    cfg.lock_timeout = std::time::Duration::ZERO;
+    let rm = Rm::open(cfg.clone()).unwrap();
+    let value = vec![b'v'; 700];
+    for i in 0..20_000 {
+        let key = format!("key{i:05}");
+        assert!(rm.put(1, key.as_bytes(), Some(&value)).is_ok(), "{key}");
+    }
+    let x = Xid::from_parts(1, b"prepared", b"b").unwrap();
+    assert_eq!(rm.start(1, &x, StartMode::New), Ok(()));
+    rm.put(1, b"kp", Some(b"in doubt")).unwrap();
+    assert_eq!(rm.end(1, &x, EndMode::Success), Ok(()));
+    assert_eq!(rm.prepare(1, &x), Ok(mmxa::rm::Vote::Prepared));
+    drop(rm);
+    assert_eq!(
+        segment_bytes(template.path()).len(),
+        4,
+        "the store spans 4 segments"
+    );
+
+    for (seg, at) in [(2usize, 2_097_152usize), (1, 100)] {
+        let ctx = format!("byte {at} of segment {seg} flipped");
+        let tmp = tempfile::tempdir().unwrap();
+        for (path, bytes) in segment_bytes(template.path()) {
+            std::fs::write(tmp.path().join(path.file_name().unwrap()), bytes).unwrap();
+        }
+        let (path, mut bytes) = segment_bytes(tmp.path())[seg - 1].clone();
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let before = segment_bytes(tmp.path());
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        // The offset named is that of the record holding the byte.
+        let names_the_record = |msg: &str| {
+            let off: Option<usize> = msg
+                .split("at offset ")
+                .nth(1)
+                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|s| s.parse().ok());
+            msg.contains(&name) && off.is_some_and(|o| o <= at && at < o + 800)
+        };
+        let out = fails(&["verify", dir_str(tmp.path())], 4);
+        assert!(
+            out.contains("corruption in") && names_the_record(&out),
+            "{ctx}: {out}"
+        );
+        for sync in [SyncMode::None, SyncMode::Msync] {
+            let mut c = cfg.clone();
+            c.dir = tmp.path().to_path_buf();
+            c.sync = sync;
+            match Rm::open(c) {
+                Ok(rm) => panic!(
+                    "{ctx}: opened with sync={sync:?}, {} of 20000 keys",
+                    (0..20_000)
+                        .filter(|i| rm.get(1, format!("key{i:05}").as_bytes()) != Ok(None))
+                        .count()
+                ),
+                Err(e) => assert!(
+                    e.contains("corrupt") && names_the_record(&e),
+                    "{ctx}, sync={sync:?}: {e}"
+                ),
+            }
+            assert!(segment_bytes(tmp.path()) == before, "{ctx}: files changed");
+        }
+    }
+}

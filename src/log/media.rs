@@ -12,6 +12,7 @@
 //! - Bytes written with [`SegmentFile::write_at`] are visible to reads at once, and durable only
 //!   once a [`SegmentFile::sync_range`] covering them (or [`SegmentFile::sync_all`]) returns
 //!   `Ok`. Until then a power cut may keep any subset of them, torn at any byte.
+//! - [`SegmentFile::start_writeback`] only hints: it makes nothing durable.
 //! - [`Media::remove`] is durable only after [`Media::sync_dir`].
 //! - Writes never extend a file: every range is inside the size given at creation.
 
@@ -51,4 +52,11 @@ pub trait SegmentFile: Send + Sync + 'static {
     fn sync_range(&self, off: u64, len: usize) -> io::Result<()>;
     /// Makes all written bytes durable (`fdatasync`).
     fn sync_all(&self) -> io::Result<()>;
+    /// Starts writing `len` bytes at `off` back to the disk without waiting for it, so that a
+    /// later sync of them is quick. Promises nothing about durability: doing nothing is a valid
+    /// implementation.
+    fn start_writeback(&self, off: u64, len: usize) -> io::Result<()> {
+        let _ = (off, len);
+        Ok(())
+    }
 }

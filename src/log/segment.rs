@@ -2,10 +2,11 @@
 //! through the mapping.
 //!
 //! Owns: [`Mapped`] (the [`Media`] of a real store) and the only `unsafe` outside `ffi` — the
-//! shared mapping, `posix_fallocate` and the store's lock. Invariants: a segment is reserved on
-//! disk (`posix_fallocate`) before it is mapped, so a full disk is an error code at creation and
-//! never a SIGBUS at write; bytes below the published end are never written again while readers
-//! may see them (callers write only above the log's tail and read only below it).
+//! shared mapping, `posix_fallocate`, `sync_file_range` and the store's lock. Invariants: a
+//! segment is reserved on disk (`posix_fallocate`) before it is mapped, so a full disk is an
+//! error code at creation and never a SIGBUS at write; bytes below the published end are never
+//! written again while readers may see them (callers write only above the log's tail and read
+//! only below it).
 #![allow(unsafe_code)]
 
 use super::media::{Media, SegmentFile};
@@ -233,6 +234,24 @@ impl SegmentFile for Segment {
             Some(f) => f.sync_data(),
             None => Ok(()),
         }
+    }
+
+    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: the pages written through the shared mapping
+    /// are dirty in the page cache, and this queues them for writeback (`msync(MS_ASYNC)` does
+    /// nothing on Linux). A writeback error is still reported by the next sync of the file.
+    fn start_writeback(&self, off: u64, len: usize) -> io::Result<()> {
+        let start = self.check(off, len)?;
+        let Some(f) = &self.file else {
+            return Ok(());
+        };
+        let (off, len) = (start as libc::off64_t, len as libc::off64_t);
+        // SAFETY: plain syscall on a valid descriptor, for a range inside the file.
+        let rc =
+            unsafe { libc::sync_file_range(f.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

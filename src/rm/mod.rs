@@ -170,7 +170,10 @@ impl From<LogError> for Error {
             LogError::Failed(_) => Error::Failed(e.to_string()),
             LogError::NoSpace(_) => Error::NoSpace(e.to_string()),
             LogError::TooBig(_) => Error::TooBig(e.to_string()),
-            _ => Error::Io(e.to_string()),
+            LogError::Io(..)
+            | LogError::Corrupt { .. }
+            | LogError::NotOldest(_)
+            | LogError::Gone(_) => Error::Io(e.to_string()),
         }
     }
 }
