@@ -485,6 +485,49 @@ mod tests {
         assert!(!read().contains_key(&RMID), "closed by every thread");
     }
 
+    /// A panic that poisoned a hosted store's state fails it for the registry too: a call
+    /// answers `XAER_RMFAIL` (back to R0), and the reopen reaches a new instance instead of
+    /// reattaching to the broken one (which another thread still has open).
+    #[test]
+    fn a_store_poisoned_by_a_panic_is_reached_anew() {
+        const RMID: i32 = 9104;
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let (opened, done) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let other = {
+            let (c, opened, done) = (c.clone(), opened.clone(), done.clone());
+            std::thread::spawn(move || {
+                open(RMID, c).unwrap();
+                opened.wait();
+                done.wait();
+                close(RMID)
+            })
+        };
+        open(RMID, c.clone()).unwrap();
+        opened.wait();
+        let (broken, _) = lookup(RMID, toc()).unwrap();
+        let site = read()[&RMID].site.clone();
+        let rm = match site.lock().unwrap().as_ref() {
+            Some(Site::Host { rm, .. }) => rm.clone(),
+            _ => panic!("hosted in this process"),
+        };
+        assert!(std::thread::spawn(move || rm.panic_holding_state())
+            .join()
+            .is_err());
+        let active = call(RMID, |s, t| s.active_branch(t));
+        assert!(matches!(active, Err(Error::Failed(_))), "{active:?}");
+        open(RMID, c).unwrap();
+        let (store, _) = lookup(RMID, toc()).unwrap();
+        assert!(!same(&store, &broken), "a new instance");
+        assert_eq!(
+            data_call(RMID, |s, t| s.put(t, b"k", Some(b"v"))),
+            Ok(false)
+        );
+        close(RMID).unwrap();
+        done.wait();
+        other.join().unwrap().unwrap();
+    }
+
     /// One store opened under two rmids at once: exactly one of the opens succeeds.
     #[test]
     fn one_store_under_two_rmids_at_once_is_refused_once() {
