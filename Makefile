@@ -1,6 +1,8 @@
 # Build and install mmxa as a system library.
 #
 #   make                                   cargo build --release, the soname link, the adapters
+#                                          (in $(BUILD), beside a libmmxa.so.$(SOMAJOR) link to the
+#                                          library, so they load from there as once installed)
 #   make install PREFIX=/usr/local         install (DESTDIR=/staging for packaging)
 #   make uninstall PREFIX=/usr/local       remove what install installed
 #   make clean                             remove the adapters' build directory ($(BUILD))
@@ -45,8 +47,10 @@ STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 ADAPTERS := $(BUILD)/libmmxa_lixa.so $(BUILD)/libmmxa_lixa_dynamic.so \
             $(BUILD)/libmmxa_ndrx.so $(BUILD)/libmmxa_ndrx_dynamic.so
 ADAPTER_CFLAGS := -O2 -g -std=c99 -Wall -Wextra -Werror -fPIC -shared -Iinclude
-# $ORIGIN: an installed adapter finds libmmxa.so.$(SOMAJOR) in its own directory.
+# $ORIGIN: an adapter finds libmmxa.so.$(SOMAJOR) in its own directory, installed or in $(BUILD).
 ADAPTER_LINK := -L$(RUST_OUT) -lmmxa -Wl,-rpath,'$$ORIGIN'
+# In $(BUILD), what the adapters' $ORIGIN finds: the library cargo built.
+BUILD_SONAME := $(BUILD)/libmmxa.so.$(SOMAJOR)
 
 # libdir and includedir in mmxa.pc relative to ${prefix} when they are under it.
 PC_LIBDIR     := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
@@ -65,10 +69,14 @@ $(RUST_OUT)/libmmxa.so: FORCE
 lib: $(RUST_OUT)/libmmxa.so
 	test -L $(RUST_OUT)/libmmxa.so.$(SOMAJOR) || ln -sf libmmxa.so $(RUST_OUT)/libmmxa.so.$(SOMAJOR)
 
-adapters: $(ADAPTERS)
+adapters: $(ADAPTERS) $(BUILD_SONAME)
 
 $(BUILD):
 	mkdir -p $@
+
+# Remade every time, so it follows RUST_OUT.
+$(BUILD_SONAME): FORCE | lib $(BUILD)
+	ln -sf $(abspath $(RUST_OUT))/libmmxa.so $@
 
 $(BUILD)/libmmxa_%_dynamic.so: adapters/%_switch.c include/mmxa.h | lib $(BUILD)
 	$(CC) $(ADAPTER_CFLAGS) -DMMXA_ADAPTER_DYNAMIC $< -o $@ $(ADAPTER_LINK)

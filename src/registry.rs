@@ -7,6 +7,14 @@
 //! hosts it, see [`crate::share`]) exactly while some thread has it open; a thread that got
 //! `XAER_RMFAIL` is back in R0 and reopens, reaching the store anew if its site failed.
 //!
+//! Reaching a store (electing its host, recovering it, connecting to it) can take long: it
+//! runs under that rmid's own site lock only, never under the registry's lock, so it holds up
+//! no call and no open of any other rmid, nor calls of threads that already have the rmid open.
+//! Opens of one rmid take its site lock in turn, so concurrent first opens end with one site.
+//! An rmid is reserved (with its store and settings) from the start of its first `xa_open`, so
+//! a concurrent open of the same store under another rmid is refused even before it is reached.
+//! Lock order: a site lock, then the registry lock; never the other way round.
+//!
 //! Threads are numbered through a const-initialised thread-local with no destructor, so the
 //! library registers no thread-exit hook and can be unloaded with `dlclose`.
 //!
@@ -27,7 +35,7 @@ use once_cell::sync::Lazy;
 use std::cell::Cell;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// What the transaction monitor answered to a registration request (`ax_reg`, XA reference §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +61,20 @@ struct Dynamic {
     registrar: Box<dyn Registrar>,
 }
 
+/// How this process reaches an rmid's store (hosting it, or as a guest); `None` until an open
+/// first reaches it. Locked only by opens of that rmid, across reaching the store, and never
+/// while the registry's lock is held.
+type SiteCell = Arc<Mutex<Option<Site>>>;
+
 struct Entry {
     cfg: Config,
-    /// How this process reaches the store (hosting it, or as a guest).
-    site: Site,
+    site: SiteCell,
     /// The threads in R1, each with its handle on the store (a failed handle stays until its
     /// thread gets `XAER_RMFAIL`; the thread then reopens through a new site).
     tocs: FxHashMap<Toc, Arc<dyn Store>>,
+    /// `xa_open`s of this rmid under way: the entry (and so its rmid and store) stays reserved
+    /// while any runs, even with no thread in R1.
+    opening: usize,
     /// The process that opened it: a child created by `fork` must not use its parent's store.
     pid: u32,
     /// Set when the rmid was opened through the dynamic-registration switch.
@@ -70,6 +85,21 @@ impl Entry {
     fn ours(&self) -> bool {
         self.pid == std::process::id()
     }
+
+    fn unused(&self) -> bool {
+        self.tocs.is_empty() && self.opening == 0
+    }
+}
+
+/// Removes `rmid`'s entry if no thread has it open and no open of it is under way. The caller
+/// drops what it returns after releasing the registry's lock: dropping a site stops its server
+/// and joins its threads.
+#[must_use]
+fn remove_if_unused(reg: &mut FxHashMap<i32, Entry>, rmid: i32) -> Option<Entry> {
+    reg.get(&rmid)
+        .is_some_and(Entry::unused)
+        .then(|| reg.remove(&rmid))
+        .flatten()
 }
 
 static REGISTRY: Lazy<RwLock<FxHashMap<i32, Entry>>> = Lazy::new(Default::default);
@@ -125,6 +155,21 @@ fn open_with(rmid: i32, mut cfg: Config, registrar: Option<Box<dyn Registrar>>) 
     cfg.dir = std::fs::canonicalize(&cfg.dir)
         .map_err(|e| Error::Io(format!("cannot resolve {}: {e}", cfg.dir.display())))?;
     let toc = toc();
+    let Some(mut opening) = reserve(rmid, &cfg, registrar, toc)? else {
+        return Ok(());
+    };
+    let reached = reach(&opening.site, &cfg);
+    opening.end(Some((toc, reached?)))
+}
+
+/// Checks `xa_open(rmid)` against what is open in this process and reserves the rmid (and its
+/// store) for the open, or answers `None` if the calling thread has it open already.
+fn reserve(
+    rmid: i32,
+    cfg: &Config,
+    registrar: Option<Box<dyn Registrar>>,
+    toc: Toc,
+) -> Result<Option<Opening>> {
     let mut reg = write();
     // State inherited through fork belongs to the parent: forget it in the child.
     reg.retain(|_, e| e.ours());
@@ -135,7 +180,7 @@ fn open_with(rmid: i32, mut cfg: Config, registrar: Option<Box<dyn Registrar>>) 
                 e.cfg.dir.display()
             )));
         }
-        if e.cfg != cfg {
+        if e.cfg != *cfg {
             return Err(Error::Invalid(format!(
                 "the store {} is open with other settings",
                 cfg.dir.display()
@@ -149,20 +194,10 @@ fn open_with(rmid: i32, mut cfg: Config, registrar: Option<Box<dyn Registrar>>) 
             )));
         }
         if e.tocs.get(&toc).is_some_and(|s| s.failed().is_none()) {
-            return Ok(());
+            return Ok(None);
         }
-        let handle = if e.site.failed() {
-            // Reach the store anew, keeping this process's lock if it held one.
-            let held = e.site.held_lock();
-            e.site.stop();
-            let (site, first) = share::establish(&cfg, held, Role::Member)?;
-            e.site = site;
-            first
-        } else {
-            e.site.attach()?
-        };
-        e.tocs.insert(toc, handle);
-        return Ok(());
+        e.opening += 1;
+        return Ok(Some(Opening::new(rmid, e.site.clone())));
     }
     if let Some((other, _)) = reg.iter().find(|(_, e)| e.cfg.dir == cfg.dir) {
         return Err(Error::Invalid(format!(
@@ -170,37 +205,100 @@ fn open_with(rmid: i32, mut cfg: Config, registrar: Option<Box<dyn Registrar>>) 
             cfg.dir.display()
         )));
     }
-    let (site, first) = share::establish(&cfg, None, Role::Member)?;
+    let site = SiteCell::default();
     reg.insert(
         rmid,
         Entry {
-            cfg,
-            site,
-            tocs: FxHashMap::from_iter([(toc, first)]),
+            cfg: cfg.clone(),
+            site: site.clone(),
+            tocs: FxHashMap::default(),
+            opening: 1,
             pid: std::process::id(),
             dynamic: registrar.map(|registrar| Arc::new(Dynamic { registrar })),
         },
     );
-    Ok(())
+    Ok(Some(Opening::new(rmid, site)))
+}
+
+/// Reaches the store through `site` for one more thread, holding the site's lock (and no
+/// other): attaches to the site, or establishes it if there is none yet or it failed.
+fn reach(site: &SiteCell, cfg: &Config) -> Result<Arc<dyn Store>> {
+    let mut site = site.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = site.as_ref().filter(|s| !s.failed()) {
+        return s.attach();
+    }
+    // Reach the store anew, keeping this process's lock if a failed site held one.
+    let held = site.as_ref().and_then(Site::held_lock);
+    if let Some(old) = site.as_mut() {
+        old.stop();
+    }
+    let (new, first) = share::establish(cfg, held, Role::Member)?;
+    *site = Some(new);
+    Ok(first)
+}
+
+/// An `xa_open` under way: keeps its rmid reserved until it ends, even if the open fails or
+/// panics.
+struct Opening {
+    rmid: i32,
+    site: SiteCell,
+    ended: bool,
+}
+
+impl Opening {
+    fn new(rmid: i32, site: SiteCell) -> Opening {
+        Opening {
+            rmid,
+            site,
+            ended: false,
+        }
+    }
+
+    /// Ends the open, putting the thread in R1 with `handle` if it reached the store. The
+    /// entry is removed if that leaves it unused.
+    fn end(&mut self, handle: Option<(Toc, Arc<dyn Store>)>) -> Result<()> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Ok(());
+        }
+        // What this releases is dropped after the registry's lock (see `remove_if_unused`).
+        let released = {
+            let mut reg = write();
+            let Some(e) = reg
+                .get_mut(&self.rmid)
+                .filter(|e| Arc::ptr_eq(&e.site, &self.site))
+            else {
+                // Everything was closed meanwhile: the library is being unloaded.
+                return match handle {
+                    Some(_) => Err(Error::Failed("the library is being unloaded".into())),
+                    None => Ok(()),
+                };
+            };
+            e.opening -= 1;
+            let replaced = handle.and_then(|(toc, h)| e.tocs.insert(toc, h));
+            (replaced, remove_if_unused(&mut reg, self.rmid))
+        };
+        drop(released);
+        Ok(())
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let _ = self.end(None);
+    }
 }
 
 /// `xa_close` for the calling thread: no effect in R0; refused while associated.
 pub fn close(rmid: i32) -> Result<()> {
     let toc = toc();
-    let mut reg = write();
-    let Some(e) = reg.get_mut(&rmid).filter(|e| e.ours()) else {
+    let Some((store, _)) = lookup(rmid, toc) else {
         return Ok(());
     };
-    let Some(store) = e.tocs.get(&toc) else {
-        return Ok(());
-    };
+    // A guest asks its host: not under the registry's lock.
     if store.failed().is_none() {
         store.close_toc(toc)?;
     }
-    e.tocs.remove(&toc);
-    if e.tocs.is_empty() {
-        reg.remove(&rmid);
-    }
+    drop_toc(rmid, toc, &store);
     Ok(())
 }
 
@@ -210,15 +308,16 @@ fn same(a: &Arc<dyn Store>, b: &Arc<dyn Store>) -> bool {
 
 /// Puts the calling thread back in R0 for `rmid` after `XAER_RMFAIL` from `store`.
 fn drop_toc(rmid: i32, toc: Toc, store: &Arc<dyn Store>) {
-    let mut reg = write();
-    if let Some(e) = reg.get_mut(&rmid) {
-        if e.tocs.get(&toc).is_some_and(|r| same(r, store)) {
-            e.tocs.remove(&toc);
+    let gone = {
+        let mut reg = write();
+        if let Some(e) = reg.get_mut(&rmid) {
+            if e.tocs.get(&toc).is_some_and(|r| same(r, store)) {
+                e.tocs.remove(&toc);
+            }
         }
-        if e.tocs.is_empty() {
-            reg.remove(&rmid);
-        }
-    }
+        remove_if_unused(&mut reg, rmid)
+    };
+    drop(gone);
 }
 
 /// A thread's handle on a store, and the rmid's dynamic registration state.
@@ -337,4 +436,115 @@ pub fn fail_after_panic(rmid: i32) {
 pub fn unload() {
     let entries = std::mem::take(&mut *write());
     drop(entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    fn cfg(dir: &std::path::Path) -> Config {
+        let mut cfg = Config::new(dir);
+        cfg.segment_size = 4 << 20;
+        cfg
+    }
+
+    /// Runs `f(i)` in `n` threads that start it together; returns their results in order.
+    fn together<T: Send + 'static>(
+        n: usize,
+        f: impl Fn(usize, &Barrier) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
+        let (f, barrier) = (Arc::new(f), Arc::new(Barrier::new(n)));
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let (f, barrier) = (f.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    f(i, &barrier)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    /// Threads opening one rmid at once end with one site: all of them use the one instance
+    /// this process hosts.
+    #[test]
+    fn concurrent_opens_of_one_rmid_end_with_one_site() {
+        const RMID: i32 = 9101;
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let handles = together(6, move |_, all_open| {
+            open(RMID, c.clone()).unwrap();
+            let (store, _) = lookup(RMID, toc()).unwrap();
+            all_open.wait();
+            close(RMID).unwrap();
+            Arc::as_ptr(&store) as *const () as usize
+        });
+        assert!(handles.iter().all(|&h| h == handles[0]), "{handles:?}");
+        assert!(!read().contains_key(&RMID), "closed by every thread");
+    }
+
+    /// A panic that poisoned a hosted store's state fails it for the registry too: a call
+    /// answers `XAER_RMFAIL` (back to R0), and the reopen reaches a new instance instead of
+    /// reattaching to the broken one (which another thread still has open).
+    #[test]
+    fn a_store_poisoned_by_a_panic_is_reached_anew() {
+        const RMID: i32 = 9104;
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let (opened, done) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let other = {
+            let (c, opened, done) = (c.clone(), opened.clone(), done.clone());
+            std::thread::spawn(move || {
+                open(RMID, c).unwrap();
+                opened.wait();
+                done.wait();
+                close(RMID)
+            })
+        };
+        open(RMID, c.clone()).unwrap();
+        opened.wait();
+        let (broken, _) = lookup(RMID, toc()).unwrap();
+        let site = read()[&RMID].site.clone();
+        let rm = match site.lock().unwrap().as_ref() {
+            Some(Site::Host { rm, .. }) => rm.clone(),
+            _ => panic!("hosted in this process"),
+        };
+        assert!(std::thread::spawn(move || rm.panic_holding_state())
+            .join()
+            .is_err());
+        let active = call(RMID, |s, t| s.active_branch(t));
+        assert!(matches!(active, Err(Error::Failed(_))), "{active:?}");
+        open(RMID, c).unwrap();
+        let (store, _) = lookup(RMID, toc()).unwrap();
+        assert!(!same(&store, &broken), "a new instance");
+        assert_eq!(
+            data_call(RMID, |s, t| s.put(t, b"k", Some(b"v"))),
+            Ok(false)
+        );
+        close(RMID).unwrap();
+        done.wait();
+        other.join().unwrap().unwrap();
+    }
+
+    /// One store opened under two rmids at once: exactly one of the opens succeeds.
+    #[test]
+    fn one_store_under_two_rmids_at_once_is_refused_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let opened = together(2, move |i, tried| {
+            let rmid = 9102 + i as i32;
+            let r = open(rmid, c.clone());
+            tried.wait();
+            if r.is_ok() {
+                close(rmid).unwrap();
+            }
+            r.map_err(|e| e.message().to_string())
+        });
+        let ok = opened.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "{opened:?}");
+        let refused = opened.iter().find_map(|r| r.clone().err()).unwrap();
+        assert!(refused.contains("already open under rmid"), "{refused}");
+    }
 }

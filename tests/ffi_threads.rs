@@ -1034,3 +1034,95 @@ fn rollback_only_reaches_every_joined_thread() {
     }
     close_all(&rm, &[&t1, &t2, &t3, &o]);
 }
+
+/// Reaching one store never holds up another: while one thread's `xa_open` of store A is stuck
+/// in its handshake with a host that never answers (this test plays that host: it holds A's
+/// lock and accepts on A's socket, then says nothing), another thread's data call on store B
+/// and its `xa_open` of store C complete. When the silent host goes away, A's open goes on and
+/// this process hosts A. Asserted by the order of completions; the bound on the wait for B is
+/// only there so that a regression fails instead of hanging.
+#[test]
+fn a_stuck_open_holds_up_no_other_store() {
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let ra = Rm::new(116, da.path(), "lock_timeout_ms=0");
+    let rb = Rm::new(117, db.path(), "lock_timeout_ms=0");
+    let rc = Rm::new(118, dc.path(), "lock_timeout_ms=0");
+    let (a, b) = (Worker::new("stuck-a"), Worker::new("stuck-b"));
+    {
+        let rb = rb.clone();
+        b.run(move || rb.open_ok());
+    }
+
+    // The silent host of A.
+    let dir_a = std::fs::canonicalize(da.path()).unwrap();
+    let lock = mmxa::log::try_lock_store(&dir_a)
+        .unwrap()
+        .expect("A's lock");
+    let listener = UnixListener::bind(dir_a.join("mmxa.sock")).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let opened_a = {
+        let (ra, order) = (ra.clone(), order.clone());
+        a.submit(move || {
+            let rc = ra.open();
+            order.lock().unwrap().push("A opened");
+            (rc, ffi_common::last_error())
+        })
+    };
+    // A's open is now in its handshake: connected, waiting for an answer.
+    let (conn, _) = listener.accept().unwrap();
+
+    let (done_tx, done_rx) = mpsc::channel();
+    {
+        let (rb, rc, order) = (rb.clone(), rc.clone(), order.clone());
+        b.submit(move || {
+            check("mmxa_put on B", rb.put(b"k", b"b"), MMXA_OK);
+            order.lock().unwrap().push("B written");
+            check("xa_open of C", rc.open(), XA_OK);
+            check("mmxa_put on C", rc.put(b"k", b"c"), MMXA_OK);
+            order.lock().unwrap().push("C opened and written");
+            let _ = done_tx.send(());
+        });
+    }
+    // Liveness bound only: before the fix, B's call waits until A's open ends.
+    let b_done = done_rx.recv_timeout(Duration::from_secs(30)).is_ok();
+
+    // The silent host goes away; A's open elects this process as A's host.
+    drop(listener);
+    drop(lock);
+    drop(conn);
+    let (open_a, why) = opened_a.wait();
+    if !b_done {
+        done_rx
+            .recv_timeout(STEP_TIMEOUT)
+            .expect("the calls on B and C end");
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["B written", "C opened and written", "A opened"],
+        "calls on other stores complete while A's open is stuck"
+    );
+    assert_eq!(open_a, XA_OK, "xa_open of A: {why}");
+    {
+        let ra = ra.clone();
+        a.run(move || {
+            ra.put_ok("k", "a");
+            assert_eq!(ra.get_str("k").as_deref(), Some("a"));
+            ra.close_ok();
+        });
+    }
+    {
+        let (rb, rc) = (rb.clone(), rc.clone());
+        b.run(move || {
+            assert_eq!(rb.get_str("k").as_deref(), Some("b"));
+            assert_eq!(rc.get_str("k").as_deref(), Some("c"));
+            rb.close_ok();
+            rc.close_ok();
+        });
+    }
+}

@@ -279,6 +279,44 @@ fn make_install_and_pkg_config() {
     );
 }
 
+/// The adapters `make` leaves in its build directory load on their own, as installed ones do:
+/// a process that has loaded nothing of mmxa (and has no search path) `dlopen`s each with
+/// `RTLD_NOW` and calls its getter, as LIXA's `lixar` or an Enduro/X server does. Their runpath
+/// is `$ORIGIN` alone, so no build-tree path is installed with them.
+#[test]
+fn build_tree_adapters_load_on_their_own() {
+    if !tool_available("make", "--version") {
+        eprintln!("note: make is not installed; skipping build_tree_adapters_load_on_their_own");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    ok(make("adapters", tmp.path(), &[]), "make adapters");
+    let build = tmp.path().join("build");
+    std::fs::write(tmp.path().join("probe.c"), ADAPTER_PROBE).unwrap();
+    ok(
+        sh("cc probe.c -o probe -ldl", tmp.path(), tmp.path(), None),
+        "cc probe.c",
+    );
+    for (so, getter, flags) in [
+        ("libmmxa_lixa.so", "lixa_get_xa_switch", 0),
+        ("libmmxa_lixa_dynamic.so", "lixa_get_xa_switch", 1),
+        ("libmmxa_ndrx.so", "ndrx_get_xa_switch", 0),
+        ("libmmxa_ndrx_dynamic.so", "ndrx_get_xa_switch", 1),
+    ] {
+        let script = format!("./probe {} {getter}", build.join(so).display());
+        let out = ok(sh(&script, tmp.path(), tmp.path(), None), &script);
+        assert_eq!(out.trim(), format!("name=mmxa flags={flags}"), "{so}");
+        if let Ok(out) = Command::new("readelf")
+            .arg("-d")
+            .arg(build.join(so))
+            .output()
+        {
+            let text = ok(out, "readelf -d");
+            assert!(text.contains("path: [$ORIGIN]"), "{so}:\n{text}");
+        }
+    }
+}
+
 /// Regular files and symlinks under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -123,9 +123,11 @@ impl<M: Media> Rm<M> {
         &self.cfg
     }
 
-    /// Why the store is unusable, if it is (a failed sync, or a panic inside mmxa).
+    /// Why the store is unusable, if it is (a failed sync, or a panic inside mmxa). A panic
+    /// that left the state lock poisoned counts, as [`Rm::state`] refuses it too: the registry
+    /// then reaches the store anew instead of reattaching to this instance.
     pub fn failed(&self) -> Option<String> {
-        if self.panicked.load(Ordering::Acquire) {
+        if self.panicked.load(Ordering::Acquire) || self.state.is_poisoned() {
             return Some("an internal error (panic) occurred; reopen the store".into());
         }
         self.log.failed()
@@ -144,6 +146,13 @@ impl<M: Media> Rm<M> {
         self.state
             .lock()
             .map_err(|_| Error::Failed("internal state lock poisoned; reopen".into()))
+    }
+
+    /// Panics holding the state lock, as a bug in the state machine would (tests only).
+    #[cfg(test)]
+    pub(crate) fn panic_holding_state(&self) {
+        let _st = self.state.lock();
+        panic!("a test's panic holding the state lock");
     }
 
     /// Re-takes the state lock after a sync, even if the store failed meanwhile.

@@ -232,3 +232,16 @@ fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
         "xid={a} decision=heuristic-rollback reason=orphan policy"
     )));
 }
+
+/// A panic that poisons the state lock fails the store for `failed()` as for every call, so
+/// nothing reattaches to the broken instance.
+#[test]
+fn a_poisoned_state_lock_fails_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let rm = open(dir.path());
+    assert_eq!(rm.failed(), None);
+    let panicked = std::thread::scope(|s| s.spawn(|| rm.panic_holding_state()).join());
+    assert!(panicked.is_err());
+    assert!(matches!(rm.put(1, b"k", Some(b"v")), Err(Error::Failed(_))));
+    assert!(rm.failed().is_some(), "failed() agrees with the calls");
+}

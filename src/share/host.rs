@@ -1,10 +1,13 @@
 //! The hosting side: serves guest processes' calls on the store this process runs.
 //!
-//! Owns: the listening socket, one thread per guest connection, and the connection's
-//! thread-of-control number at this host. Invariants: a connection's calls run in order on its
-//! own thread, exactly as the guest thread made them; when a connection ends without
-//! `xa_close`, its thread of control is abandoned ([`Rm::abandon_toc`]) before the thread
-//! exits; stopping the server joins every thread it started (the library may be unloaded next).
+//! Owns: the listening socket, one thread per guest connection, the connection's
+//! thread-of-control number at this host, and the orphan policy's thread. Invariants: a
+//! connection's calls run in order on its own thread, exactly as the guest thread made them;
+//! when a connection ends without `xa_close`, its thread of control is abandoned
+//! ([`Rm::abandon_toc`]) before the thread exits; stopping the server joins every thread it
+//! started (the library may be unloaded next); a panic ends no thread here by unwinding out of
+//! it: each catches it, does its cleanup (a connection's thread of control is abandoned) and
+//! fails the store ([`Rm::fail`]), so the next `xa_open` in this process reaches it anew.
 
 use super::wire::{self, op, In, Out};
 use super::{Addr, Role};
@@ -17,6 +20,7 @@ use crate::rm::{self, Rm, Toc, Vote};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,12 +48,37 @@ struct Shared {
     cfg: Config,
     stopping: AtomicBool,
     conns: Mutex<FxHashMap<u64, Conn>>,
+    /// Where a test makes the server's threads panic.
+    #[cfg(test)]
+    fault: Fault,
 }
 
 impl Shared {
     fn conns(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, Conn>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A panic a test injects into the server's threads (test builds only).
+#[cfg(test)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// The acceptor, at its next connection.
+    Accept,
+    /// A connection's thread, at a request with this operation code.
+    Request(u8),
+}
+
+/// Runs `body` in a thread this module starts. A panic in it is caught here, never unwinding
+/// further, and fails the store: it may have left the store inconsistent. Answers whether
+/// `body` panicked.
+fn boundary(rm: &Rm, body: impl FnOnce()) -> bool {
+    let panicked = catch_unwind(AssertUnwindSafe(body)).is_err();
+    if panicked {
+        rm.fail();
+    }
+    panicked
 }
 
 /// The server of one hosted store; stopped (and its threads joined) when dropped.
@@ -68,16 +97,25 @@ impl Server {
         rm: Arc<Rm>,
         cfg: Config,
     ) -> io::Result<Server> {
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             rm,
             cfg,
             stopping: AtomicBool::new(false),
             conns: Mutex::new(FxHashMap::default()),
-        });
+            #[cfg(test)]
+            fault: Fault::None,
+        };
+        Server::spawn(listener, addr, shared)
+    }
+
+    fn spawn(listener: NoInherit<UnixListener>, addr: Addr, shared: Shared) -> io::Result<Server> {
+        let shared = Arc::new(shared);
         let s = shared.clone();
         let acceptor = std::thread::Builder::new()
             .name("mmxa-host".into())
-            .spawn(move || accept_loop(listener, s))?;
+            .spawn(move || {
+                boundary(&s.rm, || accept_loop(listener, &s));
+            })?;
         Ok(Server {
             shared,
             acceptor: Some(acceptor),
@@ -125,11 +163,15 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(listener: NoInherit<UnixListener>, shared: Arc<Shared>) {
+fn accept_loop(listener: NoInherit<UnixListener>, shared: &Arc<Shared>) {
     let mut next = 0u64;
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
             break;
+        }
+        #[cfg(test)]
+        if shared.fault == Fault::Accept {
+            panic!("a test's panic in the acceptor");
         }
         let Ok(stream) = stream.map(NoInherit::new) else {
             // Out of descriptors, or the like: give the process a moment instead of spinning.
@@ -159,15 +201,27 @@ fn accept_loop(listener: NoInherit<UnixListener>, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one guest connection until it ends, then abandons its thread of control.
+/// Serves one guest connection until it ends, then abandons its thread of control unless it
+/// closed (or the server is stopping; after a panic it is abandoned in any case), and hangs up.
 fn serve(stream: NoInherit<UnixStream>, shared: &Shared) {
     let toc = rm::new_toc();
-    let mut reader = BufReader::new(&*stream);
-    let mut writer = BufWriter::new(&*stream);
-    let mut greeted = false;
     let mut closed = false;
+    let panicked = boundary(&shared.rm, || converse(&stream, shared, toc, &mut closed));
+    if panicked || !closed && !shared.stopping.load(Ordering::Acquire) {
+        boundary(&shared.rm, || shared.rm.abandon_toc(toc));
+    }
+    // The server keeps a descriptor of the connection too: end it for the guest, which learns
+    // of a panic here as of a dead host.
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Answers the guest's requests in order until the connection ends or the guest closes.
+fn converse(stream: &UnixStream, shared: &Shared, toc: Toc, closed: &mut bool) {
+    let mut reader = BufReader::new(stream);
+    let mut writer = BufWriter::new(stream);
+    let mut greeted = false;
     while let Ok(Some(frame)) = wire::recv(&mut reader) {
-        let reply = match handle(shared, toc, &frame, &mut greeted, &mut closed) {
+        let reply = match handle(shared, toc, &frame, &mut greeted, closed) {
             Ok(reply) => reply,
             // A malformed request: the guest is not speaking our protocol; hang up.
             Err(_) => break,
@@ -176,13 +230,10 @@ fn serve(stream: NoInherit<UnixStream>, shared: &Shared) {
             .send(&mut writer)
             .and_then(|()| writer.flush())
             .is_err()
-            || closed
+            || *closed
         {
             break;
         }
-    }
-    if !closed && !shared.stopping.load(Ordering::Acquire) {
-        shared.rm.abandon_toc(toc);
     }
 }
 
@@ -252,6 +303,10 @@ fn handle(
     }
     if !*greeted {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "no handshake"));
+    }
+    #[cfg(test)]
+    if shared.fault == Fault::Request(code) {
+        panic!("a test's panic serving a request");
     }
     let reply = match code {
         op::START => {
@@ -394,29 +449,43 @@ pub struct Janitor {
 
 impl Janitor {
     pub fn start(rm: Arc<Rm>, age: std::time::Duration) -> io::Result<Janitor> {
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let s = stop.clone();
         // Often enough that a branch outlives its age by at most a tenth of it (or a second).
         let period = (age / 10).clamp(
             std::time::Duration::from_millis(10),
             std::time::Duration::from_secs(1),
         );
+        Janitor::every(rm, period, move |rm| {
+            rm.expire_orphans(age);
+        })
+    }
+
+    /// Runs `sweep` every `period` while the store has not failed, until dropped.
+    fn every(
+        rm: Arc<Rm>,
+        period: std::time::Duration,
+        mut sweep: impl FnMut(&Rm) + Send + 'static,
+    ) -> io::Result<Janitor> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let s = stop.clone();
         let thread = std::thread::Builder::new()
             .name("mmxa-orphans".into())
             .spawn(move || {
-                let (lock, cv) = &*s;
-                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
-                while !*stopped {
-                    stopped = cv
-                        .wait_timeout(stopped, period)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    if !*stopped && rm.failed().is_none() {
-                        drop(stopped);
-                        rm.expire_orphans(age);
-                        stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let body = || {
+                    let (lock, cv) = &*s;
+                    let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    while !*stopped {
+                        stopped = cv
+                            .wait_timeout(stopped, period)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                        if !*stopped && rm.failed().is_none() {
+                            drop(stopped);
+                            sweep(&rm);
+                            stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        }
                     }
-                }
+                };
+                boundary(&rm, body);
             })?;
         Ok(Janitor {
             stop,
@@ -436,5 +505,105 @@ impl Drop for Janitor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::guest::{JoinError, Link, Remote};
+    use super::super::Store;
+    use super::*;
+    use crate::log::try_lock_store;
+    use crate::xid::Xid;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A store in `dir` hosted by a server whose threads panic at `fault`.
+    fn host(dir: &Path, fault: Fault) -> (Arc<Rm>, Server, Config, Addr) {
+        let mut cfg = Config::new(dir);
+        cfg.segment_size = 4 << 20;
+        let lock = try_lock_store(dir).unwrap().expect("the store's lock");
+        let addr = Addr::new(&cfg).unwrap();
+        let listener = bind(&addr.path).unwrap();
+        let rm = Arc::new(Rm::open_locked(cfg.clone(), lock).unwrap());
+        let shared = Shared {
+            rm: rm.clone(),
+            cfg: cfg.clone(),
+            stopping: AtomicBool::new(false),
+            conns: Mutex::new(FxHashMap::default()),
+            fault,
+        };
+        let server = Server::spawn(listener, addr.clone(), shared).unwrap();
+        (rm, server, cfg, addr)
+    }
+
+    fn join(cfg: &Config, addr: &Addr) -> Result<Remote> {
+        let stream = UnixStream::connect(&addr.path).map_err(|e| Error::Io(e.to_string()))?;
+        match Link::join(stream, cfg, addr.clone(), Role::Member) {
+            Ok((_, remote)) => Ok(remote),
+            Err(JoinError::Refused(e)) => Err(e),
+            Err(JoinError::Lost(e)) => Err(Error::Io(e.to_string())),
+        }
+    }
+
+    /// A panic serving a guest's request ends that connection's thread without unwinding out
+    /// of it, abandons the guest's thread of control (its active branch is rolled back and its
+    /// locks released) and fails the store; the guest sees the connection end.
+    #[test]
+    fn a_panic_serving_a_guest_abandons_its_work_and_fails_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rm, mut server, cfg, addr) = host(dir.path(), Fault::Request(op::SAVEPOINT));
+        let guest = join(&cfg, &addr).unwrap();
+        let x = Xid::from_parts(1, b"g", b"b").unwrap();
+        guest.start(0, &x, StartMode::New).unwrap();
+        guest.put(0, b"k", Some(b"v")).unwrap();
+        assert_eq!(rm.status().branches.len(), 1);
+        let asked = std::thread::spawn(move || guest.savepoint(0));
+        let thread = server
+            .shared
+            .conns()
+            .values_mut()
+            .find_map(|c| c.thread.take())
+            .expect("the connection's thread");
+        assert!(thread.join().is_ok(), "the panic stayed in the thread");
+        assert!(rm.failed().is_some(), "the store failed");
+        assert!(
+            rm.status().branches.is_empty(),
+            "the guest's branch was rolled back"
+        );
+        assert!(matches!(asked.join().unwrap(), Err(Error::Failed(_))));
+        server.stop();
+    }
+
+    /// A panic in the acceptor ends it without unwinding out of it and fails the store.
+    #[test]
+    fn a_panic_in_the_acceptor_fails_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rm, mut server, cfg, addr) = host(dir.path(), Fault::Accept);
+        assert!(join(&cfg, &addr).is_err());
+        let acceptor = server.acceptor.take().expect("the acceptor");
+        assert!(acceptor.join().is_ok(), "the panic stayed in the thread");
+        assert!(rm.failed().is_some(), "the store failed");
+        server.stop();
+    }
+
+    /// A panic in the orphan policy's thread ends it without unwinding out of it and fails the
+    /// store.
+    #[test]
+    fn a_panic_in_the_janitor_fails_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rm, server, _, _) = host(dir.path(), Fault::None);
+        let (swept, sweeps) = mpsc::channel();
+        let mut janitor = Janitor::every(rm.clone(), Duration::from_millis(1), move |_| {
+            let _ = swept.send(());
+            panic!("a test's panic in the orphan policy");
+        })
+        .unwrap();
+        // Liveness bound only.
+        sweeps.recv_timeout(Duration::from_secs(60)).unwrap();
+        let thread = janitor.thread.take().expect("the janitor's thread");
+        assert!(thread.join().is_ok(), "the panic stayed in the thread");
+        assert!(rm.failed().is_some(), "the store failed");
+        drop(server);
     }
 }
