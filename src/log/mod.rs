@@ -104,6 +104,7 @@ pub mod sim;
 mod store_lock;
 
 use crate::config::SyncMode;
+use crate::crash::crash_point;
 use crate::xid::Xid;
 pub use media::{Media, SegmentFile};
 pub use segment::{lock_exclusive, sync_dir, Mapped};
@@ -992,6 +993,7 @@ impl<M: Media> Log<M> {
             self.segment_size,
         )?);
         self.write_record(&cur, tail.off, K_SEGMENT_END, &[])?;
+        crash_point("log.rolled");
         self.segs
             .write()
             .map_err(|_| LogError::Failed("poisoned lock".into()))?
@@ -1107,18 +1109,23 @@ impl<M: Media> Log<M> {
         }
         let next = (id + 1).to_le_bytes();
         let a = self.append_parts(K_CHECKPOINT, &[&next])?;
+        crash_point("retire.checkpoint_appended");
         self.sync_to(a.end)?;
+        crash_point("retire.checkpoint_synced");
         // Unlisted only once deleted: if the deletion fails, the segment stays the oldest and
         // the next step retires it again. Deleting a later one first would leave a gap in the
         // segment numbers, which open takes for a lost segment.
         self.media
             .remove(&seg_name(id))
             .map_err(io_err("remove reclaimed segment"))?;
+        crash_point("retire.deleted");
         self.segs
             .write()
             .map_err(|_| LogError::Failed("poisoned lock".into()))?
             .remove(0);
-        self.media.sync_dir().map_err(io_err("sync directory"))
+        self.media.sync_dir().map_err(io_err("sync directory"))?;
+        crash_point("retire.dir_synced");
+        Ok(())
     }
 
     /// Copies `len` bytes at `lsn` (below [`Log::written`]) into `out`.

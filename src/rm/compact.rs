@@ -8,10 +8,12 @@
 //! its own tag (later records win at replay, and its next writes come after the copies); values
 //! saved for savepoints are re-logged under a tag that is rolled back at once; prepared branches
 //! move to a new tag with their locks; the segment is deleted only after a synced CHECKPOINT.
+//! Every step passes the crash points of [`crate::crash`].
 
 use super::branch::{Branch, LogRef, Phase, WriteEntry};
 use super::index::ValueLoc;
 use super::Rm;
+use crate::crash::crash_point;
 use crate::log::{LogError, Lsn, Media, Record};
 use crate::xid::Xid;
 use std::ops::Range;
@@ -87,19 +89,29 @@ impl<M: Media> Rm<M> {
         if pinned {
             return Ok(false);
         }
+        // Copies go in log order (committed values by LSN, branches by tag), never in hash
+        // order: the same log and calls give the same layout, so a crash point names a state.
         let mut buf = Vec::new();
         {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for (key, loc) in index.map.iter_mut() {
-                if seg.contains(&loc.lsn) {
-                    *loc = self.copy(0, key, Some(*loc), &mut buf)?.1.unwrap_or(*loc);
+            let mut live: Vec<(Vec<u8>, ValueLoc)> = (index.map.iter())
+                .filter(|(_, loc)| seg.contains(&loc.lsn))
+                .map(|(key, loc)| (key.clone(), *loc))
+                .collect();
+            live.sort_unstable_by_key(|(_, loc)| loc.lsn);
+            for (key, loc) in live {
+                let (_, copy) = self.copy(0, &key, Some(loc), &mut buf)?;
+                if let (Some(entry), Some(copy)) = (index.map.get_mut(&key), copy) {
+                    *entry = copy;
                 }
+                crash_point("compact.copied_committed");
             }
         }
-        for (xid, b) in st.branches.iter_mut() {
-            if !b.refers_to(&seg) {
-                continue;
-            }
+        let mut touched: Vec<(&Xid, &mut Branch)> = (st.branches.iter_mut())
+            .filter_map(|(xid, b)| b.refers_to(&seg).then_some((xid, b)))
+            .collect();
+        touched.sort_unstable_by_key(|(_, b)| b.tag);
+        for (xid, b) in touched {
             self.relog_saved(b, &seg, &mut buf)?;
             match b.phase {
                 Phase::Working => self.relog_working(b, &seg, &mut buf)?,
@@ -113,6 +125,7 @@ impl<M: Media> Rm<M> {
                         xid: *xid,
                         reason: b.reason.as_bytes(),
                     })?;
+                    crash_point("compact.restated_heuristic");
                     b.record_lsn = a.lsn;
                 }
             }
@@ -165,6 +178,7 @@ impl<M: Media> Rm<M> {
                         .get_or_insert_with(|| self.next_tag.fetch_add(1, Ordering::Relaxed));
                     let (_, copy) = self.copy(tag, key, Some(*loc), buf)?;
                     *loc = copy.unwrap_or(*loc);
+                    crash_point("compact.copied_saved");
                 }
             }
         }
@@ -188,6 +202,7 @@ impl<M: Media> Rm<M> {
             if let LogRef::Write(key, entry) = r {
                 if seg.contains(&entry.0) {
                     *entry = self.copy(tag, key, entry.1, buf)?;
+                    crash_point("compact.copied_working");
                 }
             }
         }
@@ -203,13 +218,16 @@ impl<M: Media> Rm<M> {
         for r in b.log_refs() {
             if let LogRef::Write(key, entry) = r {
                 copies.push(self.copy(new, key, entry.1, buf)?);
+                crash_point("compact.copied_prepared");
             }
         }
+        crash_point("compact.before_move");
         let a = self.log.append(&Record::Move {
             old: b.tag,
             new,
             xid: *xid,
         })?;
+        crash_point("compact.moved");
         self.locks.transfer(b.tag, new);
         b.tag = new;
         let mut copies = copies.into_iter();
