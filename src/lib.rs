@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod crash;
 pub mod error;
 pub mod ffi;
 mod fxhash;

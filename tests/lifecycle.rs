@@ -21,6 +21,17 @@
 //!   store and checks every acknowledged commit, prepare, heuristic outcome and rollback (an
 //!   in-flight operation may have happened or not, never half), then resolves what is in doubt.
 //!   The seed is printed; `MMXA_LIFECYCLE_SEED` replays the choices (not the thread timing).
+//!   Besides its own long-lived branches, the parent keeps small prepared "riders" in doubt,
+//!   which every reclaim of their segment moves, so segments often end between a copy and its
+//!   MOVE; the child's branches include some with a savepoint that is rolled back to.
+//! - `crash_at_every_compaction_point`: the same child and checks, but the child runs one
+//!   deterministic thread that also calls `compact_step` (between its operations and inside its
+//!   branches, over 4 KiB segments on a tmpfs where there is one) and aborts itself at the N-th
+//!   pass of a crash point (`MMXA_CRASH_AT`, see `mmxa::crash`): every point of
+//!   `mmxa::crash::POINTS` (each kind of copy, before and after MOVE, the HEURISTIC restatement,
+//!   each stage of retiring a segment, a segment roll) at each N of [`DET_COUNTS`]. The state at
+//!   each kill is the same in every run (fixed seed [`DET_SEED`], `MMXA_LIFECYCLE_SEED` to
+//!   change it), so a failure names its point and N and replays.
 //! - `full_disk_*` (skipped, with a printed reason, where a tmpfs cannot be mounted):
 //!   - `full_disk_error_codes_reads_and_recovery`: a 3 MiB tmpfs with a filler file, filled by
 //!     the log until appends fail: `MMXA_ENOSPC`, the README's `XA_RBOTHER` / `XA_RETRY`
@@ -767,7 +778,15 @@ const CRASH_KEYS: usize = 16;
 const CRASH_EPHEMERAL: usize = 3;
 const CRASH_EXTRA: u64 = 400;
 const CRASH_FMT: i64 = 0x4c43;
+/// The parent's small prepared branches (see [`crash_setup`]).
+const CRASH_RIDERS: usize = 8;
 const MARK: &str = "@mmxa-lifecycle@ ";
+/// The deterministic series: segment size, the passes of each crash point to die at, the
+/// operations a child runs before giving up on reaching it, and the default seed.
+const DET_SEG: u64 = 4 << 10;
+const DET_COUNTS: &[u64] = &[1, 2, 3, 4, 5, 7, 10, 14, 20, 28, 40, 56, 80];
+const DET_OPS: u64 = 2000;
+const DET_SEED: u64 = 0x5eed_c0a1;
 const LINE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A branch's writes as (key, version).
@@ -807,6 +826,10 @@ struct ChildWriter {
     /// A heuristically completed branch: gtrid, outcome, writes, when to forget it.
     heur: Option<(String, i32, Writes, u64)>,
     ops: u64,
+    /// The store directory (its segment files tell when one was reclaimed).
+    dir: PathBuf,
+    /// Deterministic mode: the only thread, which also runs the compaction steps.
+    det: bool,
 }
 
 impl ChildWriter {
@@ -844,15 +867,54 @@ impl ChildWriter {
     }
 
     fn local(&mut self, key: String, delete: bool) {
+        self.local_as(self.toc(), key, delete)
+    }
+
+    /// A local write by thread of control `toc` (another one than the writer's while the
+    /// writer's is in a branch).
+    fn local_as(&mut self, toc: u64, key: String, delete: bool) {
         let v = self.next_ver();
         let value = (!delete).then(|| value_of(&key, v, CRASH_EXTRA));
         say(&format!("{} {key} {v}", if delete { "wd" } else { "w" }));
-        let r = self.rm.put(self.toc(), key.as_bytes(), value.as_deref());
+        let r = self.rm.put(toc, key.as_bytes(), value.as_deref());
         if r.is_err() {
             child_fail(&format!("local write {key} {v}: {r:?}"));
         }
         say(&format!("c {key} {v}"));
         self.known.insert(key, value);
+    }
+
+    /// In the deterministic mode, one compaction step (the other mode has a thread for it).
+    fn hook(&self) {
+        if self.det {
+            if let Err(e) = self.rm.compact_step() {
+                child_fail(&format!("compact_step: {e}"));
+            }
+        }
+    }
+
+    /// Writes a new version of `k` in the branch the writer is in; returns the version.
+    fn branch_write(&mut self, k: &str) -> u64 {
+        let v = self.next_ver();
+        say(&format!("w {k} {v}"));
+        let r = self
+            .rm
+            .put(self.toc(), k.as_bytes(), Some(&value_of(k, v, CRASH_EXTRA)));
+        if r.is_err() {
+            child_fail(&format!("branch write {k} {v}: {r:?}"));
+        }
+        self.hook();
+        v
+    }
+
+    /// Checks what the writer's branch reads for `k`.
+    fn branch_reads(&self, k: &str, v: u64) {
+        let got = self.rm.get(self.toc(), k.as_bytes());
+        self.check(
+            &format!("branch read {k}"),
+            got,
+            Ok(Some(value_of(k, v, CRASH_EXTRA))),
+        );
     }
 
     /// Starts a branch and writes 1..=3 free keys under it.
@@ -868,19 +930,65 @@ impl ChildWriter {
             Ok(()),
         );
         for k in keys {
-            let v = self.next_ver();
-            say(&format!("w {k} {v}"));
-            let r = self.rm.put(
-                self.toc(),
-                k.as_bytes(),
-                Some(&value_of(&k, v, CRASH_EXTRA)),
-            );
-            if r.is_err() {
-                child_fail(&format!("branch write {k} {v}: {r:?}"));
-            }
+            let v = self.branch_write(&k);
             writes.push((k, v));
         }
         (g, writes)
+    }
+
+    /// A branch with a savepoint (bqual `s`): a write, the savepoint, a rewrite of that key and
+    /// a write of another, local writes by another thread of control (in the deterministic
+    /// mode until the segment the branch wrote in is reclaimed, so its writes and the value
+    /// saved for the savepoint are re-logged), the rollback to the savepoint (the undone
+    /// versions are announced rolled back), one more write, and a two-phase commit.
+    fn savepoint_branch(&mut self) {
+        let toc = self.toc();
+        let keys = self.free_keys(3);
+        let g = format!("g{}-{}", self.t, self.ver + 1);
+        let x = crash_xid(&g, "s");
+        self.check("xa_start", self.rm.start(toc, &x, StartMode::New), Ok(()));
+        let first = self.branch_write(&keys[0]);
+        let sp = self
+            .rm
+            .savepoint(toc)
+            .unwrap_or_else(|e| child_fail(&format!("savepoint: {e:?}")));
+        let tail = self.tail_segment();
+        let undone = vec![
+            (keys[0].clone(), self.branch_write(&keys[0])),
+            (keys[1].clone(), self.branch_write(&keys[1])),
+        ];
+        let mut churn = 0;
+        while churn < 3 || self.det && self.dir.join(&tail).exists() {
+            let k = format!("t{}e{}", self.t, churn % CRASH_EPHEMERAL);
+            self.local_as(toc + 100, k, false);
+            self.hook();
+            churn += 1;
+            if churn > 1000 {
+                child_fail(&format!("{tail} was never reclaimed"));
+            }
+        }
+        self.branch_reads(&keys[0], undone[0].1);
+        self.check(
+            "rollback to savepoint",
+            self.rm.rollback_to_savepoint(toc, sp),
+            Ok(()),
+        );
+        self.ack("r", &undone);
+        self.branch_reads(&keys[0], first);
+        let last = self.branch_write(&keys[2]);
+        let writes = vec![(keys[0].clone(), first), (keys[2].clone(), last)];
+        self.prepare(&g, "s", &writes);
+        self.resolve(&g, "s", &writes, true);
+    }
+
+    /// The name of the segment file appended to now.
+    fn tail_segment(&self) -> String {
+        std::fs::read_dir(&self.dir)
+            .unwrap_or_else(|e| child_fail(&format!("read the store directory: {e}")))
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(".seg"))
+            .max()
+            .unwrap_or_else(|| child_fail("no segment file"))
     }
 
     fn ack(&mut self, word: &str, writes: &[(String, u64)]) {
@@ -1012,6 +1120,7 @@ impl ChildWriter {
                 let due = self.ops + self.rng.range(10, 300);
                 self.doubts.push((g, writes, due));
             }
+            87..=89 => self.savepoint_branch(),
             85..=86 if self.heur.is_none() => {
                 let (g, writes) = self.branch("h");
                 self.prepare(&g, "h", &writes);
@@ -1062,11 +1171,48 @@ fn crash_child(dir: PathBuf) -> ! {
         Ok("none") => SyncMode::None,
         _ => SyncMode::Msync,
     };
-    let rm = match Rm::open(config(&dir, CRASH_SEG, sync)) {
+    let det = std::env::var_os(mmxa::crash::ENV).is_some();
+    if det {
+        // The crash point aborts: no core file, wherever core_pattern would put it.
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscall with a valid struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+    }
+    let seg = if det { DET_SEG } else { CRASH_SEG };
+    let rm = match Rm::open(config(&dir, seg, sync)) {
         Ok(rm) => Arc::new(rm),
         Err(e) => child_fail(&format!("open: {e}")),
     };
     say("ready");
+    let writer = |t: usize, det: bool| ChildWriter {
+        t,
+        rm: rm.clone(),
+        rng: Rng::new(seed ^ (t as u64 + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        ver: base,
+        known: HashMap::new(),
+        locked: HashSet::new(),
+        doubts: Vec::new(),
+        heur: None,
+        ops: 0,
+        dir: dir.clone(),
+        det,
+    };
+    if det {
+        // One thread, which also compacts: the run, and so the N-th pass of the crash point,
+        // is the same every time.
+        let mut w = writer(0, true);
+        for _ in 0..DET_OPS {
+            w.step();
+            w.hook();
+        }
+        say("unreached");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     {
         let rm = rm.clone();
         let mut rng = Rng::new(seed ^ 0x00c0_ffee);
@@ -1098,17 +1244,7 @@ fn crash_child(dir: PathBuf) -> ! {
         });
     }
     for t in 0..CRASH_WRITERS {
-        let mut w = ChildWriter {
-            t,
-            rm: rm.clone(),
-            rng: Rng::new(seed ^ (t as u64 + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            ver: base,
-            known: HashMap::new(),
-            locked: HashSet::new(),
-            doubts: Vec::new(),
-            heur: None,
-            ops: 0,
-        };
+        let mut w = writer(t, false);
         std::thread::spawn(move || loop {
             w.step()
         });
@@ -1189,7 +1325,7 @@ impl RoundLog {
         let f: Vec<&str> = line.split(' ').collect();
         let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|_| panic!("bad line {line:?}")) };
         match f[0] {
-            "ready" => {}
+            "ready" | "unreached" => {}
             "error" => panic!("the child failed: {line}"),
             "K" => self.compactor = (num(f[1]), num(f[2]), num(f[3]), num(f[4])),
             "w" | "wd" => self.ver(f[1], num(f[2])).delete = f[0] == "wd",
@@ -1312,21 +1448,39 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Runs a child for `ms` milliseconds, SIGKILLs it and returns every line it printed.
-fn run_crash_child(dir: &Path, base: u64, seed: u64, sync: &str, ms: u64) -> Vec<String> {
-    let mut child = ChildGuard(
-        Command::new(std::env::current_exe().expect("current_exe"))
-            .args(["--exact", CRASH_TEST, "--nocapture", "--test-threads=1"])
-            .env(ENV_CHILD, dir)
-            .env(ENV_BASE, base.to_string())
-            .env(ENV_CHILD_SEED, seed.to_string())
-            .env(ENV_SYNC, sync)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child"),
-    );
+/// How a child ends.
+#[derive(Clone, Copy)]
+enum Kill {
+    /// SIGKILLed by the parent this many milliseconds after it opened the store.
+    After(u64),
+    /// Aborted by itself at the N-th pass of a crash point (`MMXA_CRASH_AT`), in the
+    /// deterministic mode; SIGKILLed if its run ends first.
+    At(&'static str, u64),
+}
+
+/// Runs a child until it is killed as `kill` says; returns every line it printed and whether it
+/// died at its crash point.
+fn run_crash_child(
+    dir: &Path,
+    base: u64,
+    seed: u64,
+    sync: &str,
+    kill: Kill,
+) -> (Vec<String>, bool) {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args(["--exact", CRASH_TEST, "--nocapture", "--test-threads=1"])
+        .env(ENV_CHILD, dir)
+        .env(ENV_BASE, base.to_string())
+        .env(ENV_CHILD_SEED, seed.to_string())
+        .env(ENV_SYNC, sync)
+        .env_remove(mmxa::crash::ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Kill::At(point, n) = kill {
+        cmd.env(mmxa::crash::ENV, format!("{point}:{n}"));
+    }
+    let mut child = ChildGuard(cmd.spawn().expect("spawn the child"));
     let stdout = child.0.stdout.take().expect("child stdout");
     let (tx, rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -1339,24 +1493,32 @@ fn run_crash_child(dir: &Path, base: u64, seed: u64, sync: &str, ms: u64) -> Vec
         }
     });
     let mut lines = Vec::new();
-    // Wait for the child's open, so a slow start does not eat the whole interval.
-    let deadline = Instant::now() + LINE_TIMEOUT;
+    // Until the child's open, so a slow start does not eat the interval; at a crash point,
+    // until it dies there (its stdout ends) or says its run ended first.
+    let mut deadline = Instant::now() + LINE_TIMEOUT;
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(l) => {
-                let ready = l == "ready";
                 if l.starts_with("error") {
                     panic!("the child failed: {l}");
                 }
+                let done = match kill {
+                    Kill::After(_) => l == "ready",
+                    Kill::At(..) => l == "unreached",
+                };
                 lines.push(l);
-                if ready {
+                if done {
                     break;
                 }
+                deadline = Instant::now() + LINE_TIMEOUT;
             }
-            Err(e) => panic!("the child did not open its store: {e:?}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) if matches!(kill, Kill::At(..)) => break,
+            Err(e) => panic!("the child went silent: {e:?}"),
         }
     }
-    std::thread::sleep(Duration::from_millis(ms));
+    if let Kill::After(ms) = kill {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let status = child.sigkill();
     lines.extend(rx.iter());
     reader.join().expect("reader thread");
@@ -1364,17 +1526,29 @@ fn run_crash_child(dir: &Path, base: u64, seed: u64, sync: &str, ms: u64) -> Vec
         panic!("the child failed: {e}");
     }
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "the child died of SIGKILL ({status})"
+    let signal = status.signal();
+    let at_point = signal == Some(libc::SIGABRT);
+    assert!(
+        signal == Some(libc::SIGKILL) || at_point && matches!(kill, Kill::At(..)),
+        "the child died of SIGKILL, or at its crash point ({status})"
     );
-    lines
+    (lines, at_point)
 }
 
 /// The parent's own long-lived branches, which must survive every round: a prepared branch
-/// holding `held-*` and a heuristically committed one that wrote `heur-0`.
+/// holding `held-*`, a heuristically committed one that wrote `heur-0`, and [`CRASH_RIDERS`]
+/// prepared branches of one tiny write `rider-*` each. The riders move together whenever their
+/// segment is reclaimed (copy, MOVE, copy, MOVE, ...), so a segment often ends between a copy
+/// and its MOVE.
 fn crash_setup(rm: &Rm) {
+    for i in 0..CRASH_RIDERS {
+        let x = crash_xid(&format!("parent-rider-{i}"), "x");
+        let k = format!("rider-{i}");
+        assert_eq!(rm.start(1, &x, StartMode::New), Ok(()));
+        rm.put(1, k.as_bytes(), Some(&value_of(&k, 1, 0))).unwrap();
+        assert_eq!(rm.end(1, &x, EndMode::Success), Ok(()));
+        assert_eq!(rm.prepare(1, &x), Ok(Vote::Prepared));
+    }
     let held = crash_xid("parent-held", "x");
     assert_eq!(rm.start(1, &held, StartMode::New), Ok(()));
     for i in 0..3 {
@@ -1393,15 +1567,19 @@ fn crash_setup(rm: &Rm) {
     assert_eq!(rm.heuristic(&heur, Outcome::Commit, "parent"), Ok(()));
 }
 
-fn crash_check_parent_branches(rm: &Rm, listed: &BTreeSet<String>, round: u64) {
-    for g in ["parent-held", "parent-heur"] {
+fn crash_check_parent_branches(rm: &Rm, listed: &BTreeSet<String>, round: &str) {
+    let riders = (0..CRASH_RIDERS).map(|i| format!("parent-rider-{i}"));
+    for g in ["parent-held".to_string(), "parent-heur".to_string()]
+        .into_iter()
+        .chain(riders)
+    {
         assert!(
-            listed.contains(g),
+            listed.contains(&g),
             "round {round}: {g} is no longer in doubt"
         );
     }
-    for i in 0..3 {
-        let k = format!("held-{i}");
+    let held = (0..3).map(|i| format!("held-{i}"));
+    for k in held.chain((0..CRASH_RIDERS).map(|i| format!("rider-{i}"))) {
         assert_eq!(
             rm.get(1, k.as_bytes()),
             Ok(None),
@@ -1422,8 +1600,8 @@ fn crash_check_parent_branches(rm: &Rm, listed: &BTreeSet<String>, round: u64) {
 
 /// After a kill: reopens, checks the acknowledged events of the round, resolves what the child
 /// left in doubt, and sets each key's floor to what is now committed.
-fn crash_verify(cfg: &Config, log: &mut RoundLog, round: u64) -> (usize, usize) {
-    let rm = open(cfg);
+fn crash_verify(cfg: &Config, log: &mut RoundLog, round: &str) -> (usize, usize) {
+    let rm = Rm::open(cfg.clone()).unwrap_or_else(|e| panic!("round {round}: Rm::open: {e}"));
     let list = scan_all(&rm, 1);
     let listed: BTreeSet<String> = list
         .iter()
@@ -1561,7 +1739,8 @@ fn crash_verify(cfg: &Config, log: &mut RoundLog, round: u64) -> (usize, usize) 
     log.branches.clear();
     let listed_after = scan_all(&rm, 1).len();
     assert_eq!(
-        listed_after, 2,
+        listed_after,
+        2 + CRASH_RIDERS,
         "round {round}: only the parent's branches stay in doubt"
     );
     (child_in_doubt, seg_usage(&cfg.dir).1)
@@ -1589,13 +1768,13 @@ fn sigkill_during_constant_compaction() {
         let ms = rng.range(50, 500);
         let sync = if round % 2 == 0 { "msync" } else { "none" };
         let base = (round + 1) * 1_000_000_000;
-        let lines = run_crash_child(dir.path(), base, rng.next(), sync, ms);
+        let (lines, _) = run_crash_child(dir.path(), base, rng.next(), sync, Kill::After(ms));
         log.acks = 0;
         log.compactor = (0, 0, 0, 0);
         for l in &lines {
             log.line(l);
         }
-        let (in_doubt, segs) = crash_verify(&cfg, &mut log, round);
+        let (in_doubt, segs) = crash_verify(&cfg, &mut log, &round.to_string());
         total_acks += log.acks;
         let (steps, retired, busy, total) = log.compactor;
         in_compaction += busy as f64 / total.max(1) as f64;
@@ -1614,15 +1793,28 @@ fn sigkill_during_constant_compaction() {
          compact_step with probability ~{:.0}% per round",
         100.0 * in_compaction / rounds as f64
     );
-    // Finally: resolve the parent's branches and reopen once more.
-    let rm = open(&cfg);
+    crash_finish(&cfg, &log);
+}
+
+/// After the last round: resolves the parent's branches, reopens once more and checks every
+/// key against its floor.
+fn crash_finish(cfg: &Config, log: &RoundLog) {
+    let rm = open(cfg);
     assert_eq!(rm.commit(1, &crash_xid("parent-held", "x"), false), Ok(()));
     let heur = crash_xid("parent-heur", "x");
     assert_eq!(code(rm.commit(1, &heur, false)), XA_HEURCOM);
     assert_eq!(rm.forget(1, &heur), Ok(()));
+    for i in 0..CRASH_RIDERS {
+        let x = crash_xid(&format!("parent-rider-{i}"), "x");
+        assert_eq!(rm.commit(1, &x, false), Ok(()));
+    }
     drop(rm);
-    let rm = open(&cfg);
+    let rm = open(cfg);
     assert!(scan_all(&rm, 1).is_empty());
+    for i in 0..CRASH_RIDERS {
+        let k = format!("rider-{i}");
+        assert_eq!(rm.get(1, k.as_bytes()), Ok(Some(value_of(&k, 1, 0))));
+    }
     for i in 0..3 {
         let k = format!("held-{i}");
         assert_eq!(
@@ -1638,6 +1830,67 @@ fn sigkill_during_constant_compaction() {
         };
         assert_eq!(got, want, "{k} after the last reopen");
     }
+}
+
+/// Kills the child at every crash point of the library (`mmxa::crash::POINTS`: each kind of
+/// copy, MOVE, the HEURISTIC restatement, each stage of retiring a segment, a segment roll),
+/// at its passes [`DET_COUNTS`], and checks each time everything the random rounds check. The
+/// child runs one deterministic thread that compacts between its operations and inside its
+/// branches, over small segments, so the state at each kill is the same in every run.
+#[test]
+fn crash_at_every_compaction_point() {
+    let _heavy = heavy();
+    let seed = std::env::var("MMXA_LIFECYCLE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DET_SEED);
+    // Hundreds of tiny segments are created and deleted, each with a directory sync: on a
+    // tmpfs where there is one (a crash of the process leaves the page cache either way).
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let cfg = config(dir.path(), DET_SEG, SyncMode::Msync);
+    crash_setup(&open(&cfg));
+    let mut log = RoundLog::default();
+    let mut round = 0;
+    let started = Instant::now();
+    let mut unreached = Vec::new();
+    for &point in mmxa::crash::POINTS {
+        for &n in DET_COUNTS {
+            if unreached
+                .iter()
+                .any(|u: &String| u.starts_with(&format!("{point}:")))
+            {
+                break; // a later pass will not be reached either
+            }
+            round += 1;
+            let base = round * 1_000_000_000;
+            let sync = if round % 2 == 0 { "msync" } else { "none" };
+            let (lines, at_point) =
+                run_crash_child(dir.path(), base, seed, sync, Kill::At(point, n));
+            if !at_point {
+                unreached.push(format!("{point}:{n}"));
+            }
+            for l in &lines {
+                log.line(l);
+            }
+            crash_verify(&cfg, &mut log, &format!("{point}:{n} (seed {seed})"));
+        }
+    }
+    eprintln!(
+        "crash points: {round} kills in {:.1} s; not reached: {unreached:?}",
+        started.elapsed().as_secs_f64()
+    );
+    for &point in mmxa::crash::POINTS {
+        assert!(
+            !unreached.contains(&format!("{point}:1")),
+            "crash point {point} was never passed"
+        );
+    }
+    crash_finish(&cfg, &log);
 }
 
 // ---- 3. a full disk ---------------------------------------------------------------------

@@ -64,7 +64,8 @@
 //!
 //! # Reclaiming space
 //! Segments are reclaimed oldest first. What is still live in the oldest segment is appended
-//! again at the tail (committed values as tag-0 PUTs; a prepared branch's writes under a new tag
+//! again at the tail (committed values as tag-0 PUTs; a working branch's writes under its tag and
+//! its savepoints' values under a new tag then ROLLBACK; a prepared branch's writes under a new tag
 //! followed by MOVE; a heuristic outcome as a new HEURISTIC record), then a CHECKPOINT naming the
 //! next segment is appended and synced, and only then is the old file deleted. Replaying a
 //! segment that a crash left behind after its CHECKPOINT is harmless (everything live in it is

@@ -17,6 +17,7 @@ use super::{
     Seg, Tail,
 };
 use crate::config::SyncMode;
+use crate::crash::crash_point;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -159,6 +160,7 @@ impl<M: Media> Log<M> {
             self.segment_size,
         )?);
         self.write_record(&cur, tail.off, Kind::SegmentEnd, &[])?;
+        crash_point("log.rolled");
         let end = tail.off + REC_HEADER as u64;
         let from = self
             .durable
@@ -275,14 +277,19 @@ impl<M: Media> Log<M> {
             return Err(LogError::NotOldest(id));
         }
         let a = self.append_parts(Kind::Checkpoint, &[&checkpoint_payload(id + 1)])?;
+        crash_point("retire.checkpoint_appended");
         self.sync_to(a.end)?;
+        crash_point("retire.checkpoint_synced");
         // Unlisted only once deleted: if the deletion fails, the segment stays the oldest and
         // the next step retires it again. Deleting a later one first would leave a gap in the
         // segment numbers, which open takes for a lost segment.
         self.media
             .remove(&seg_name(id))
             .map_err(io_err("remove reclaimed segment"))?;
+        crash_point("retire.deleted");
         write(&self.segs).remove(0);
-        self.media.sync_dir().map_err(io_err("sync directory"))
+        self.media.sync_dir().map_err(io_err("sync directory"))?;
+        crash_point("retire.dir_synced");
+        Ok(())
     }
 }

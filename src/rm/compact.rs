@@ -1,17 +1,22 @@
 //! Reclaiming log space: the oldest segment's live content is appended again, then the segment
 //! is retired (see "Reclaiming space" in the log module's doc for the durable protocol).
 //!
-//! Owns: when to reclaim and what counts as live. Invariants: a step runs with every other
-//! operation quiesced (no append is between its record and its effect in memory), so the index
-//! and the branches' write sets describe the log exactly; a working (unprepared) branch's writes
-//! are re-logged under its own tag (later records win at replay, and its next writes come after
-//! the copies); prepared branches move to a new tag with their locks; the segment is deleted
-//! only after a synced CHECKPOINT.
+//! Owns: when to reclaim and what counts as live: the committed index, and for each branch the
+//! positions [`Branch::log_refs`] lists. Invariants: a step runs with every other operation
+//! quiesced (no append is between its record and its effect in memory), so the index and the
+//! branches describe the log exactly; a working (unprepared) branch's writes are re-logged under
+//! its own tag (later records win at replay, and its next writes come after the copies); values
+//! saved for savepoints are re-logged under a tag that is rolled back at once; prepared branches
+//! move to a new tag with their locks; the segment is deleted only after a synced CHECKPOINT.
+//! Every step passes the crash points of [`crate::crash`].
 
-use super::branch::{Branch, Phase};
+use super::branch::{Branch, LogRef, Phase, WriteEntry};
 use super::index::ValueLoc;
 use super::Rm;
+use crate::crash::crash_point;
 use crate::log::{LogError, Lsn, Media, Record};
+use crate::xid::Xid;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 /// Reclaim while the log is larger than this many times the live data, plus three segments.
@@ -74,92 +79,166 @@ impl<M: Media> Rm<M> {
         if self.failed().is_some() || self.log.oldest().map(|o| o.0) != Some(id) {
             return Ok(false);
         }
-        let in_seg = |lsn: Lsn| (base..end).contains(&lsn);
-        let touches =
-            |b: &Branch| in_seg(b.record_lsn) || b.writes.values().any(|(l, _)| in_seg(*l));
+        let seg = base..end;
         // A completion in flight will append under the tag it read: a prepared branch that
         // would move to a new tag waits for it.
         let pinned = st
             .branches
-            .values()
-            .any(|b| b.busy && b.phase != Phase::Working && touches(b));
+            .values_mut()
+            .any(|b| b.busy && b.phase != Phase::Working && b.refers_to(&seg));
         if pinned {
             return Ok(false);
         }
-        let mut value = Vec::new();
-        let mut copy = |tag: u64,
-                        key: &[u8],
-                        loc: Option<ValueLoc>|
-         -> Result<(Lsn, Option<ValueLoc>), LogError> {
-            let rec = match loc {
-                Some(loc) => {
-                    value.clear();
-                    self.log.read_into(loc.lsn, loc.len as usize, &mut value)?;
-                    Record::Put {
-                        tag,
-                        key,
-                        value: &value,
-                    }
-                }
-                None => Record::Delete { tag, key },
-            };
-            let a = self.log.append(&rec)?;
-            let loc = ValueLoc::of_record(a.lsn, key, loc.map(|_| &value[..]));
-            Ok((a.lsn, loc))
-        };
+        // Copies go in log order (committed values by LSN, branches by tag), never in hash
+        // order: the same log and calls give the same layout, so a crash point names a state.
+        let mut buf = Vec::new();
         {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for (key, loc) in index.map.iter_mut() {
-                if in_seg(loc.lsn) {
-                    *loc = copy(0, key, Some(*loc))?.1.unwrap_or(*loc);
+            let mut live: Vec<(Vec<u8>, ValueLoc)> = (index.map.iter())
+                .filter(|(_, loc)| seg.contains(&loc.lsn))
+                .map(|(key, loc)| (key.clone(), *loc))
+                .collect();
+            live.sort_unstable_by_key(|(_, loc)| loc.lsn);
+            for (key, loc) in live {
+                let (_, copy) = self.copy(0, &key, Some(loc), &mut buf)?;
+                if let (Some(entry), Some(copy)) = (index.map.get_mut(&key), copy) {
+                    *entry = copy;
                 }
+                crash_point("compact.copied_committed");
             }
         }
-        for (xid, b) in st.branches.iter_mut() {
+        let mut touched: Vec<(&Xid, &mut Branch)> = (st.branches.iter_mut())
+            .filter_map(|(xid, b)| b.refers_to(&seg).then_some((xid, b)))
+            .collect();
+        touched.sort_unstable_by_key(|(_, b)| b.tag);
+        for (xid, b) in touched {
+            self.relog_saved(b, &seg, &mut buf)?;
             match b.phase {
-                Phase::Prepared if touches(b) => {
-                    let new = self.next_tag.fetch_add(1, Ordering::Relaxed);
-                    // The copies count only once MOVE is logged: until then (say the disk fills
-                    // half way) the branch keeps its tag and its original records.
-                    let mut moved = b.writes.clone();
-                    for (key, entry) in moved.iter_mut() {
-                        *entry = copy(new, key, entry.1)?;
-                    }
-                    let a = self.log.append(&Record::Move {
-                        old: b.tag,
-                        new,
-                        xid: *xid,
-                    })?;
-                    self.locks.transfer(b.tag, new);
-                    b.writes = moved;
-                    b.tag = new;
-                    b.record_lsn = a.lsn;
-                }
-                Phase::Working if b.first_lsn.is_some_and(|l| l < end) => {
-                    // Same tag: at replay the copies override the originals, and the owner's
-                    // later writes come after the copies.
-                    let mut first = None;
-                    for (key, entry) in b.writes.iter_mut().filter(|(_, e)| in_seg(e.0)) {
-                        *entry = copy(b.tag, key, entry.1)?;
-                    }
-                    for (lsn, _) in b.writes.values() {
-                        first = Some(first.map_or(*lsn, |f: Lsn| f.min(*lsn)));
-                    }
-                    b.first_lsn = first;
-                }
-                Phase::Heuristic(outcome) if in_seg(b.record_lsn) => {
+                Phase::Working => self.relog_working(b, &seg, &mut buf)?,
+                Phase::Prepared => self.move_prepared(xid, b, &mut buf)?,
+                Phase::Heuristic(outcome) => {
+                    // Its writes were applied or dropped at the decision: only the record
+                    // stating it is left.
                     let a = self.log.append(&Record::Heuristic {
                         tag: b.tag,
                         outcome: outcome.to_log(),
                         xid: *xid,
                         reason: b.reason.as_bytes(),
                     })?;
+                    crash_point("compact.restated_heuristic");
                     b.record_lsn = a.lsn;
                 }
-                _ => {}
             }
         }
         self.log.retire_oldest(id)?;
         Ok(true)
+    }
+
+    /// Appends `key`'s write (`loc` is its value, None a delete) again under `tag`; returns
+    /// the copy's position. `buf` is scratch space for the value.
+    fn copy(
+        &self,
+        tag: u64,
+        key: &[u8],
+        loc: Option<ValueLoc>,
+        buf: &mut Vec<u8>,
+    ) -> Result<WriteEntry, LogError> {
+        let rec = match loc {
+            Some(loc) => {
+                buf.clear();
+                self.log.read_into(loc.lsn, loc.len as usize, buf)?;
+                Record::Put {
+                    tag,
+                    key,
+                    value: buf,
+                }
+            }
+            None => Record::Delete { tag, key },
+        };
+        let a = self.log.append(&rec)?;
+        Ok((
+            a.lsn,
+            ValueLoc::of_record(a.lsn, key, loc.map(|_| &buf[..])),
+        ))
+    }
+
+    /// Values saved for rollbacks to savepoints are bytes to keep, not writes: they are
+    /// re-logged under a tag of their own, rolled back at once, so replay never counts them.
+    fn relog_saved(
+        &self,
+        b: &mut Branch,
+        seg: &Range<Lsn>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
+        let mut scratch = None;
+        for r in b.log_refs() {
+            if let LogRef::Saved(key, loc) = r {
+                if seg.contains(&loc.lsn) {
+                    let tag = *scratch
+                        .get_or_insert_with(|| self.next_tag.fetch_add(1, Ordering::Relaxed));
+                    let (_, copy) = self.copy(tag, key, Some(*loc), buf)?;
+                    *loc = copy.unwrap_or(*loc);
+                    crash_point("compact.copied_saved");
+                }
+            }
+        }
+        if let Some(tag) = scratch {
+            // Unsynced: without it, open rolls the tag back like any unprepared branch.
+            self.log.append(&Record::Rollback { tag })?;
+        }
+        Ok(())
+    }
+
+    /// A working branch's writes in the segment are re-logged under its own tag: at replay the
+    /// copies override the originals, and the owner's later writes come after the copies.
+    fn relog_working(
+        &self,
+        b: &mut Branch,
+        seg: &Range<Lsn>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
+        let tag = b.tag;
+        for r in b.log_refs() {
+            if let LogRef::Write(key, entry) = r {
+                if seg.contains(&entry.0) {
+                    *entry = self.copy(tag, key, entry.1, buf)?;
+                    crash_point("compact.copied_working");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A prepared branch moves to a new tag, with its locks: all its writes are re-logged under
+    /// it, then MOVE. The copies count only once MOVE is logged: until then (say the disk fills
+    /// half way) the branch keeps its tag and its original records.
+    fn move_prepared(&self, xid: &Xid, b: &mut Branch, buf: &mut Vec<u8>) -> Result<(), LogError> {
+        let new = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let mut copies = Vec::new();
+        for r in b.log_refs() {
+            if let LogRef::Write(key, entry) = r {
+                copies.push(self.copy(new, key, entry.1, buf)?);
+                crash_point("compact.copied_prepared");
+            }
+        }
+        crash_point("compact.before_move");
+        let a = self.log.append(&Record::Move {
+            old: b.tag,
+            new,
+            xid: *xid,
+        })?;
+        crash_point("compact.moved");
+        self.locks.transfer(b.tag, new);
+        b.tag = new;
+        let mut copies = copies.into_iter();
+        for r in b.log_refs() {
+            match r {
+                LogRef::Write(_, entry) => *entry = copies.next().expect("a copy per write"),
+                LogRef::Stated(lsn) => *lsn = a.lsn,
+                // Re-logged already (`relog_saved`), under no branch's tag.
+                LogRef::Saved(..) => {}
+            }
+        }
+        Ok(())
     }
 }

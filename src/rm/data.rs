@@ -6,7 +6,7 @@
 //! before it returns. A read inside a branch sees the branch's own writes, anyone else committed
 //! data. A failed lock wait makes the branch rollback-only.
 
-use super::branch::{Branch, State, WriteEntry};
+use super::branch::{Before, Branch, State};
 use super::index::ValueLoc;
 use super::{Rm, Toc};
 use crate::config::Isolation;
@@ -166,9 +166,9 @@ impl<M: Media> Rm<M> {
             None => self.index_get(key).is_some(),
         };
         let entry = (appended.lsn, ValueLoc::of_record(appended.lsn, key, value));
-        b.first_lsn = Some(b.first_lsn.map_or(appended.lsn, |f| f.min(appended.lsn)));
         if !b.savepoints.is_empty() {
-            b.journal.push((key.to_vec(), b.writes.get(key).copied()));
+            b.journal
+                .push((key.to_vec(), b.writes.get(key).map(|e| e.1)));
         }
         match b.writes.get_mut(key) {
             // Joined threads may append out of order with this insert: the later record wins,
@@ -239,7 +239,7 @@ impl<M: Media> Rm<M> {
         let mark = b.savepoints[pos].1;
         b.savepoints.truncate(pos + 1);
         // The state each key had at the savepoint: its earliest journal entry after the mark.
-        let mut target: BTreeMap<Vec<u8>, Option<WriteEntry>> = BTreeMap::new();
+        let mut target: BTreeMap<Vec<u8>, Before> = BTreeMap::new();
         for (key, prev) in b.journal.drain(mark..).rev() {
             target.insert(key, prev);
         }
@@ -248,7 +248,7 @@ impl<M: Media> Rm<M> {
         for (key, prev) in target {
             // What the key must read as: the branch's earlier write, or committed data.
             let loc = match prev {
-                Some((_, loc)) => loc,
+                Some(loc) => loc,
                 None => self.index_get(&key),
             };
             let restated = loc

@@ -7,7 +7,9 @@
 //! other branch is rolled back, and a ROLLBACK record is logged for it so that its records can
 //! never be attributed to anything later. A MOVE hands a prepared branch to the tag its writes
 //! were re-logged under when its old segment was reclaimed; a repeated HEURISTIC restates an
-//! outcome whose first record was reclaimed.
+//! outcome whose first record was reclaimed. A PREPARE or MOVE may outlive the writes before it
+//! (they ended a segment that was reclaimed once the branch moved on or completed): only a
+//! branch still prepared at the end of the log must have writes.
 
 use super::branch::{Branch, Phase, State, Writes};
 use super::index::{Index, ValueLoc};
@@ -99,13 +101,14 @@ impl Replay {
                 return Ok(());
             }
             Record::Move { old, new, xid } => {
-                // The prepared branch's writes were re-logged under `new` just before.
+                // The prepared branch's writes were re-logged under `new` just before, but
+                // maybe in an earlier segment, reclaimed since (the branch moved on or
+                // completed): as for PREPARE, a branch still prepared at the end must have
+                // writes.
                 self.prepared.remove(&old);
                 self.pending.remove(&old);
-                if !self.pending.contains_key(&new) {
-                    return Err(format!("MOVE of {xid} to tag {new}, which has no writes"));
-                }
                 self.note_tag(new)?;
+                self.pending.entry(new).or_default();
                 self.prepared.insert(new, (xid, lsn));
                 return Ok(());
             }

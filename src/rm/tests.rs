@@ -245,3 +245,94 @@ fn a_poisoned_state_lock_fails_the_store() {
     assert!(matches!(rm.put(1, b"k", Some(b"v")), Err(Error::Failed(_))));
     assert!(rm.failed().is_some(), "failed() agrees with the calls");
 }
+
+/// Appends local writes of `key` until the log's tail is at offset `at` of its segment (all
+/// segments have `seg` bytes; `at` is 8-aligned and at least 48 bytes past the tail).
+fn fill_to(rm: &Rm, key: &[u8], seg: u64, at: u64) {
+    let pad = |n: u64| 24 + 16 + key.len() as u64 + n;
+    loop {
+        let off = rm.log.written() % seg;
+        let gap = at - off;
+        // One record that ends exactly at `at`, or a smaller one that leaves room for it.
+        let n = if pad(0) <= gap && gap < pad(0) + 1024 {
+            gap - pad(0)
+        } else {
+            512
+        };
+        rm.put(9, key, Some(&vec![b'f'; n as usize])).unwrap();
+        if rm.log.written() % seg == at {
+            return;
+        }
+    }
+}
+
+/// A prepared branch's copies fill a segment and its MOVE rolls into the next one. Once the
+/// copies' segment is reclaimed (the branch moved on, or completed), the MOVE is left without
+/// writes before it: replay used to refuse it ("which has no writes") and the store did not
+/// open.
+#[test]
+fn a_move_whose_copies_were_reclaimed_still_opens() {
+    for complete in [false, true] {
+        const SEG: u64 = 4096;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.sync = SyncMode::Msync;
+        cfg.segment_size = SEG;
+        let rm = Rm::open(cfg.clone()).unwrap();
+        let p = xid(1);
+        rm.start(1, &p, StartMode::New).unwrap();
+        rm.put(1, b"p", Some(&[b'p'; 100])).unwrap();
+        rm.end(1, &p, EndMode::Success).unwrap();
+        assert_eq!(rm.prepare(1, &p), Ok(Vote::Prepared));
+        // Segment 1 holds the branch and dead filler; segment 2's tail leaves room for the
+        // copy (144 bytes, plus 24 for SEGMENT_END) but not for the MOVE (56) after it.
+        while rm.log.disk_usage().0 < 2 {
+            rm.put(9, b"f", Some(&[b'f'; 512])).unwrap();
+        }
+        fill_to(&rm, b"f", SEG, SEG - 24 - 144 - 24);
+        assert_eq!(rm.log.disk_usage().0, 2);
+        assert!(rm.compact_step().unwrap());
+        assert_eq!(rm.log.disk_usage().0, 2, "the MOVE rolled into segment 3");
+        if complete {
+            assert_eq!(rm.commit(1, &p, false), Ok(()));
+        }
+        // Reclaims segment 2: the branch moves again (or is gone), segment 3 starts with MOVE.
+        assert!(rm.compact_step().unwrap());
+        drop(rm);
+        let rm = Rm::open(cfg).unwrap_or_else(|e| panic!("complete={complete}: {e}"));
+        if complete {
+            assert_eq!(rm.get(2, b"p").unwrap(), Some(vec![b'p'; 100]));
+        } else {
+            assert_eq!(rm.commit(1, &p, false), Ok(()));
+            assert_eq!(rm.get(2, b"p").unwrap(), Some(vec![b'p'; 100]));
+        }
+    }
+}
+
+/// A branch still prepared at the end of replay whose writes are nowhere in the log (stated by
+/// a PREPARE or a MOVE) is corruption, not an empty branch.
+#[test]
+fn a_prepared_branch_without_writes_is_corruption() {
+    let stated = [
+        Record::Prepare {
+            tag: 3,
+            xid: xid(1),
+        },
+        Record::Move {
+            old: 3,
+            new: 4,
+            xid: xid(1),
+        },
+    ];
+    for rec in stated {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), 1 << 20, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
+        let a = log.append(&rec).unwrap();
+        log.sync_to(a.end).unwrap();
+        drop(log);
+        let mut cfg = Config::new(dir.path());
+        cfg.segment_size = 1 << 20;
+        let err = Rm::open(cfg).err().expect("opened");
+        assert!(err.contains("has no writes in the log"), "{rec:?}: {err}");
+    }
+}

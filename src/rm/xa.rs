@@ -258,8 +258,10 @@ impl<M: Media> Rm<M> {
                     b.busy = false;
                     b.phase = Phase::Prepared;
                     b.since = Instant::now();
-                    b.first_lsn = None;
                     b.record_lsn = a.lsn;
+                    // Savepoints end with the working phase; their saved values pin nothing.
+                    b.savepoints.clear();
+                    b.journal.clear();
                 }
                 drop((st, q));
                 self.maybe_compact();
@@ -394,7 +396,7 @@ impl<M: Media> Rm<M> {
                 b.migrated = 0;
                 b.abort.store(true, Ordering::Release);
                 let tag = b.tag;
-                if !std::mem::take(&mut b.writes).is_empty() {
+                if !b.take_writes().is_empty() {
                     let _ = self.log.append(&Record::Rollback { tag });
                 }
                 self.locks.release_all(tag);
@@ -486,7 +488,7 @@ impl<M: Media> Rm<M> {
         b.since = Instant::now();
         b.record_lsn = a.lsn;
         b.reason = reason.to_string();
-        let writes = std::mem::take(&mut b.writes);
+        let writes = b.take_writes();
         if outcome == Outcome::Commit {
             self.apply(&writes);
         }

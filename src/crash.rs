@@ -1,0 +1,144 @@
+//! Crash points: named places where a test can make the process die, so that the states a
+//! crash leaves there are reached on purpose rather than by a lucky timer.
+//!
+//! Owns: the list of points ([`POINTS`]) and the one switch that arms them. `MMXA_CRASH_AT` set
+//! to `name:N` (or `name`, N = 1) makes the process die the N-th time any of its threads passes
+//! [`crash_point`]`(name)`. The variable is read once, at the first point passed; a malformed
+//! value or an unknown name arms nothing (and says so on stderr).
+//!
+//! Cost when the variable is unset: one relaxed load of an atomic byte and a well-predicted
+//! branch per pass (the first pass also reads the environment). No point is on the path of an
+//! ordinary append; the busiest is a compaction copy.
+//!
+//! The process dies by [`std::process::abort`] (SIGABRT), not by `kill(getpid(), SIGKILL)`:
+//! for the store both are the same crash — no unwinding, destructors, `atexit` handlers or
+//! flushing, what was written to the mapped segments stays in the page cache, the kernel drops
+//! the store lock — and abort needs no `unsafe` in the core, whose only unsafe code stays the
+//! mapping (`log::segment`) and the C boundary (`ffi`). A test that wants no core file sets
+//! `RLIMIT_CORE` to 0 in the child.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+/// The environment variable that arms a point: `name:N`.
+pub const ENV: &str = "MMXA_CRASH_AT";
+
+/// Every crash point, in the order a compaction step passes them (a roll can come at any
+/// append).
+pub const POINTS: &[&str] = &[
+    // A committed value was re-logged (tag 0).
+    "compact.copied_committed",
+    // A value saved for a rollback to a savepoint was re-logged (under a tag rolled back at once).
+    "compact.copied_saved",
+    // A working branch's write was re-logged under its own tag.
+    "compact.copied_working",
+    // A prepared branch's write was re-logged under its new tag.
+    "compact.copied_prepared",
+    // All copies of a prepared branch are appended, its MOVE is not.
+    "compact.before_move",
+    // The MOVE is appended.
+    "compact.moved",
+    // A heuristic outcome was stated again.
+    "compact.restated_heuristic",
+    // The CHECKPOINT naming the next segment is appended, not yet synced.
+    "retire.checkpoint_appended",
+    // The CHECKPOINT is durable; the old segment file still exists.
+    "retire.checkpoint_synced",
+    // The old segment file is deleted, the directory not yet synced.
+    "retire.deleted",
+    // The directory is synced.
+    "retire.dir_synced",
+    // A segment ended with SEGMENT_END; the record that did not fit is not yet written.
+    "log.rolled",
+];
+
+const UNREAD: u8 = 0;
+const OFF: u8 = 1;
+const ARMED: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(UNREAD);
+static TARGET: OnceLock<Option<Target>> = OnceLock::new();
+
+struct Target {
+    name: String,
+    n: u64,
+    passed: AtomicU64,
+}
+
+/// Dies here if `MMXA_CRASH_AT` names this point and this is its N-th pass; `name` is one of
+/// [`POINTS`].
+#[inline]
+pub fn crash_point(name: &'static str) {
+    if STATE.load(Ordering::Relaxed) != OFF {
+        passed(name);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn passed(name: &str) {
+    debug_assert!(POINTS.contains(&name), "crash point {name} is not listed");
+    let target = TARGET.get_or_init(|| {
+        let target = std::env::var(ENV).ok().and_then(|v| match parse(&v) {
+            Ok((name, n)) => Some(Target {
+                name,
+                n,
+                passed: AtomicU64::new(0),
+            }),
+            Err(why) => {
+                eprintln!("mmxa: {ENV}={v:?} ignored: {why}");
+                None
+            }
+        });
+        STATE.store(
+            if target.is_some() { ARMED } else { OFF },
+            Ordering::Relaxed,
+        );
+        target
+    });
+    if let Some(t) = target {
+        if t.name == name && t.passed.fetch_add(1, Ordering::SeqCst) + 1 == t.n {
+            std::process::abort();
+        }
+    }
+}
+
+/// Parses `name:N` or `name` into a listed point and N ≥ 1.
+fn parse(v: &str) -> Result<(String, u64), String> {
+    let (name, n) = match v.rsplit_once(':') {
+        Some((name, n)) => (name, n.parse().map_err(|_| format!("bad count {n:?}"))?),
+        None => (v, 1),
+    };
+    if n == 0 {
+        return Err("the count starts at 1".into());
+    }
+    if !POINTS.contains(&name) {
+        return Err(format!("no crash point {name:?}"));
+    }
+    Ok((name.to_string(), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names_and_counts() {
+        assert_eq!(parse("log.rolled"), Ok(("log.rolled".into(), 1)));
+        assert_eq!(parse("compact.moved:12"), Ok(("compact.moved".into(), 12)));
+        assert!(parse("compact.moved:0").is_err());
+        assert!(parse("compact.moved:x").is_err());
+        assert!(parse("nowhere:3").is_err());
+    }
+
+    #[test]
+    fn unset_costs_nothing_and_never_fires() {
+        // The test binary runs without MMXA_CRASH_AT (a crash here would be the answer).
+        if std::env::var_os(ENV).is_none() {
+            for &p in POINTS {
+                crash_point(p);
+            }
+            assert_eq!(STATE.load(Ordering::Relaxed), OFF);
+        }
+    }
+}
