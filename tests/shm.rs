@@ -467,3 +467,67 @@ fn shm_open_waits_for_a_recovery_and_takes_over_a_dead_one() {
         Opened::Attached(_) => panic!("nobody is left"),
     }
 }
+
+/// Costs, not pass/fail: `cargo test --release --test shm shm_bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn shm_bench() {
+    use std::time::Instant;
+    const N: u32 = 1_000_000;
+    let r = Region::anonymous(DEFAULT_INITIAL_SIZE).unwrap();
+    let mut t = r.lock(T).unwrap();
+    let warm = t.alloc(64).unwrap();
+    t.free(warm).unwrap();
+    t.commit().unwrap();
+    let time = |what: &str, f: &mut dyn FnMut(u32)| {
+        for i in 0..N / 10 {
+            f(i);
+        }
+        let start = Instant::now();
+        for i in 0..N {
+            f(i);
+        }
+        let ns = start.elapsed().as_nanos() as f64 / N as f64;
+        println!("{what:<44} {ns:>7.1} ns");
+    };
+    time("lock + commit (empty section)", &mut |_| {
+        r.lock(T).unwrap().commit().unwrap();
+    });
+    time("lock + 3 journaled set_u64 + commit", &mut |i| {
+        let mut t = r.lock(T).unwrap();
+        t.set_u64(root(0), i as u64).unwrap();
+        t.set_u64(root(1), i as u64).unwrap();
+        t.set_u64(root(2), i as u64).unwrap();
+        t.commit().unwrap();
+    });
+    time("lock + alloc(64) + free + commit", &mut |_| {
+        let mut t = r.lock(T).unwrap();
+        let b = t.alloc(64).unwrap();
+        t.free(b).unwrap();
+        t.commit().unwrap();
+    });
+    time("lock + 3 set_u64 + rollback", &mut |i| {
+        let mut t = r.lock(T).unwrap();
+        t.set_u64(root(0), i as u64).unwrap();
+        t.set_u64(root(1), i as u64).unwrap();
+        t.set_u64(root(2), i as u64).unwrap();
+        drop(t);
+    });
+    let b = Region::anonymous(DEFAULT_INITIAL_SIZE).unwrap();
+    time("builder: lock + 3 set_u64 + commit", &mut |i| {
+        let mut t = b.lock_builder(T).unwrap();
+        t.set_u64(root(0), i as u64).unwrap();
+        t.set_u64(root(1), i as u64).unwrap();
+        t.set_u64(root(2), i as u64).unwrap();
+        t.commit().unwrap();
+    });
+    let a = r.atomic_u64(root(0)).unwrap();
+    time("atomic_u64 lookup + load (lock-free)", &mut |_| {
+        std::hint::black_box(
+            r.atomic_u64(root(1))
+                .unwrap()
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
+    });
+    std::hint::black_box(a);
+}

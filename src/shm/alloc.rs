@@ -6,7 +6,8 @@
 //! classes of payload 16 B << c (16 B to 2 MiB); larger ones are whole pages. Freed blocks go
 //! on a free list per class (LIFO) or the large list (first fit within 2x, no splitting or
 //! coalescing); otherwise blocks are cut from `top`, growing the region when needed. Every
-//! metadata change is journaled (the header of a block cut from `top` is not: a rollback lowers
+//! metadata change is journaled (the figures are counted in the section and written once at
+//! commit; the header of a block cut from `top` is not: a rollback lowers
 //! `top` again), and a free list's link lives in the block header, never in the payload, so a
 //! rolled-back allocation that scribbled over its payload leaves the free list intact.
 //!
@@ -167,9 +168,16 @@ impl Txn<'_> {
         Ok(h)
     }
 
+    /// Counts a change of a figure; the figures are written once, at commit (`settle`).
     fn add(&mut self, at: u64, delta: i64) -> Result<(), Error> {
-        let v = self.get_u64(at)?;
-        self.write_u64(at, v.wrapping_add(delta as u64))
+        let i = ((at - USED_BYTES) / 8) as usize;
+        self.stats[i] = self.stats[i].wrapping_add(delta);
+        Ok(())
+    }
+
+    fn figure(&self, at: u64) -> Result<u64, Error> {
+        let i = ((at - USED_BYTES) / 8) as usize;
+        Ok(self.get_u64(at)?.wrapping_add(self.stats[i] as u64))
     }
 
     /// Allocates a block of at least `len` bytes and returns its offset (16-aligned). The bytes
@@ -327,10 +335,10 @@ impl Txn<'_> {
             region_size: self.r.size(),
             heap_start: HEAP_OFF,
             top: self.top()?,
-            allocated_bytes: self.get_u64(USED_BYTES)?,
-            allocated_blocks: self.get_u64(USED_BLOCKS)?,
-            free_bytes: self.get_u64(FREE_BYTES)?,
-            free_blocks: self.get_u64(FREE_BLOCKS)?,
+            allocated_bytes: self.figure(USED_BYTES)?,
+            allocated_blocks: self.figure(USED_BLOCKS)?,
+            free_bytes: self.figure(FREE_BYTES)?,
+            free_blocks: self.figure(FREE_BLOCKS)?,
         })
     }
 
@@ -395,6 +403,21 @@ impl Txn<'_> {
         }
         Ok(u)
     }
+}
+
+/// Writes the figures' changes counted in the section (at commit, journaled).
+pub(super) fn settle(t: &mut Txn<'_>) -> Result<(), Error> {
+    for (i, at) in [USED_BYTES, USED_BLOCKS, FREE_BYTES, FREE_BLOCKS]
+        .into_iter()
+        .enumerate()
+    {
+        if t.stats[i] != 0 {
+            let v = t.get_u64(at)?.wrapping_add(t.stats[i] as u64);
+            t.stats[i] = 0;
+            t.write_u64(at, v)?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts a block freed by a section on its free list (at commit, journaled).

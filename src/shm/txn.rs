@@ -44,6 +44,8 @@ pub struct Txn<'r> {
     #[cfg(debug_assertions)]
     pub(super) fresh: std::collections::BTreeMap<Off, u64>,
     pub(super) frees: Vec<Off>,
+    /// Changes of the allocator's figures, written at commit.
+    pub(super) stats: [i64; 4],
     wakes: [u64; WAIT_WORDS / 64],
     _not_send: PhantomData<*const ()>,
 }
@@ -107,6 +109,7 @@ impl Region {
             #[cfg(debug_assertions)]
             fresh: Default::default(),
             frees: Vec::new(),
+            stats: [0; 4],
             wakes: [0; WAIT_WORDS / 64],
             _not_send: PhantomData,
         };
@@ -426,6 +429,7 @@ impl<'r> Txn<'r> {
         for off in frees {
             super::alloc::release(&mut self, off)?;
         }
+        super::alloc::settle(&mut self)?;
         crash::hit(Point::Freed);
         if !self.builder {
             JOURNAL.clear(self.r)?;
