@@ -185,6 +185,10 @@ impl Txn<'_> {
     /// rolls back, the block is unallocated again.
     pub fn alloc(&mut self, len: u64) -> Result<Off, Error> {
         self.usable()?;
+        let max = self.r.max_size();
+        if len > max {
+            return Err(Error::RegionFull { wanted: len, max });
+        }
         let (class, blen) = size_for(len)?;
         let found = if class == LARGE {
             self.pop_large(blen)?

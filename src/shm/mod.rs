@@ -60,6 +60,13 @@ use std::io;
 /// An offset in a region (0 = null).
 pub type Off = u64;
 
+/// `timeout` from now, saturating (a `Duration::MAX` timeout waits for ever, near enough).
+fn deadline(timeout: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86400))
+}
+
 /// What can go wrong with a region.
 #[derive(Debug)]
 pub enum Error {

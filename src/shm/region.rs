@@ -82,11 +82,15 @@ impl Region {
                 format!("{what} {}: {e}", tmp.display()),
             ))
         };
+        // A new file (a leftover is removed first: it may not even be ours to truncate).
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(ctx(e, "cannot remove")),
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&tmp)
             .map_err(|e| ctx(e, "cannot create"))?;
         sys::fchmod(&file, mode).map_err(|e| ctx(e, "cannot chmod"))?;

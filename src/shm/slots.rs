@@ -91,20 +91,23 @@ impl LockFile {
     /// Takes no lock yet.
     pub fn open(path: &Path, mode: u32) -> Result<LockFile, Error> {
         sys::fork_generation(); // installs the fork handler that keeps children off the locks
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| {
-                Error::Io(io::Error::new(
-                    e.kind(),
-                    format!("cannot open {}: {e}", path.display()),
-                ))
-            })?;
-        sys::fchmod(&file, mode)?;
+        let ctx = |e: io::Error| {
+            Error::Io(io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", path.display()),
+            ))
+        };
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        // Set the mode only on a file we create: another user's file is not ours to chmod.
+        let file = match opts.clone().create_new(true).mode(mode).open(path) {
+            Ok(f) => {
+                sys::fchmod(&f, mode)?;
+                f
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => opts.open(path).map_err(ctx)?,
+            Err(e) => return Err(ctx(e)),
+        };
         Ok(LockFile {
             file: NoInherit::new(file),
             path: path.to_path_buf(),
@@ -129,7 +132,7 @@ impl LockFile {
         opts: Options,
         timeout: Duration,
     ) -> Result<Opened, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline(timeout);
         let mut pause = Duration::from_millis(1);
         loop {
             if sys::ofd_set(&self.file, OPEN_BYTE, Ofd::Exclusive)? {

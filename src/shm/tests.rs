@@ -815,3 +815,50 @@ fn shm_sigkill_of_the_repairer_is_repaired_again() {
     drop(t);
     assert_eq!(snap(&r), before);
 }
+
+#[test]
+fn shm_handles_are_shared_between_threads_and_timeouts_saturate() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Region>();
+    shared::<LockFile>();
+    let r = anon();
+    r.lock(Duration::MAX).unwrap().commit().unwrap();
+    let (t, ()) = r.wait_until(1, Duration::MAX, |_| Ok(Some(()))).unwrap();
+    t.commit().unwrap();
+}
+
+#[test]
+fn shm_lock_file_mode_is_exact_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mmxa.lock");
+    let a = LockFile::open(&path, 0o666).unwrap();
+    let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(), 0o666, "whatever the umask");
+    let b = LockFile::open(&path, 0o600).unwrap();
+    assert_eq!(mode(), 0o666, "an existing file keeps its mode");
+    // Two descriptions of one file: each is like another process.
+    let r = anon();
+    let sa = a.claim_slot(&r, T, |_, _| Ok(())).unwrap();
+    let sb = b.claim_slot(&r, T, |_, _| Ok(())).unwrap();
+    assert_eq!((sa.index, sb.index), (0, 1));
+    assert!(a.claim_slot(&r, T, |_, _| Ok(())).is_err(), "one slot each");
+    assert!(!a.is_dead(1).unwrap() && !b.is_dead(0).unwrap());
+    drop(b); // closing the file drops its locks, like a death
+    assert!(a.is_dead(1).unwrap());
+    let t = r.lock(T).unwrap();
+    let dead = a.dead_slots(&t).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].index, dead[0].pid), (1, std::process::id()));
+    assert_eq!(slot_state(&t, 1).unwrap(), (std::process::id(), true, 1));
+    let mut t = t;
+    a.free_dead_slot(&mut t, &dead[0]).unwrap();
+    t.commit().unwrap();
+    let t = r.lock(T).unwrap();
+    assert!(a.dead_slots(&t).unwrap().is_empty());
+    drop(t);
+    a.release_slot(&r, T).unwrap();
+    assert_eq!(
+        slot_state(&r.lock(T).unwrap(), 0).unwrap(),
+        (std::process::id(), false, 1)
+    );
+}

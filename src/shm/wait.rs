@@ -111,7 +111,7 @@ impl Region {
         let w = RegionWait {
             r: self,
             key,
-            deadline: Instant::now() + timeout,
+            deadline: super::deadline(timeout),
         };
         wait_until(&w, check)
     }
