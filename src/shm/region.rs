@@ -361,7 +361,7 @@ impl Region {
     }
 
     fn futex_word(&self, off: Off) -> Result<&AtomicU32, Error> {
-        let in_wait = off >= WAIT_OFF && off + 4 <= ROOTS_OFF;
+        let in_wait = (WAIT_OFF..ROOTS_OFF).contains(&off);
         if !in_wait && !Region::user_range(off, 4) {
             return Err(Error::OutOfBounds { off, len: 4 });
         }

@@ -452,6 +452,9 @@ fn shm_futex_on_user_words() {
     assert_eq!(r.futex_wake(b, 1).unwrap(), 0);
     assert!(r.futex_wait(MUTEX_OFF, 0, None).is_err());
     assert!(r.futex_wait(b + 2, 0, None).is_err());
+    assert!(r.futex_wait(u64::MAX - 1, 0, None).is_err());
+    assert!(r.futex_wake(u64::MAX - 3, 1).is_err());
+    assert_eq!(r.futex_wake(Region::wait_word_off(5), 1).unwrap(), 0);
 }
 
 // ---- allocator -----------------------------------------------------------------------------
@@ -861,4 +864,57 @@ fn shm_lock_file_mode_is_exact_and_kept() {
         slot_state(&r.lock(T).unwrap(), 0).unwrap(),
         (std::process::id(), false, 1)
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Garbage in the allocator's state, the slot table and the heap: every call answers
+    /// (`Ok` or `Err`), none panics or faults.
+    #[test]
+    fn shm_garbage_in_the_region_is_never_a_crash(
+        scribbles in proptest::collection::vec((0..8u8, any::<u64>(), any::<u64>()), 1..40),
+        calls in proptest::collection::vec((0..6u8, any::<u64>()), 1..40),
+    ) {
+        let r = small();
+        let mut t = r.lock(T).unwrap();
+        let mut offs = Vec::new();
+        for n in [16u64, 100, 5000, 3 << 20] {
+            let b = t.alloc(n).unwrap();
+            offs.push(b);
+        }
+        t.free(offs[1]).unwrap();
+        t.commit().unwrap();
+        let heap_top = r.lock(T).unwrap().usage().unwrap().top;
+        for (kind, at, v) in scribbles {
+            let off = match kind {
+                0..=2 => ALLOC_OFF + (at % (ALLOC_AREA / 8)) * 8,
+                3 => SLOTS_OFF + (at % (SLOTS as u64 * 2)) * 8,
+                _ => (HEAP_OFF + at % (heap_top - HEAP_OFF)) & !7,
+            };
+            // A plausible value half the time: an offset near the heap, a small count.
+            let v = match v % 4 {
+                0 => HEAP_OFF + (v >> 8) % (heap_top - HEAP_OFF + 4096),
+                1 => v % 64,
+                _ => v,
+            };
+            r.map.u64_at(off).unwrap().store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+        let lf_dir = tempfile::tempdir().unwrap();
+        let lf = LockFile::open(&lf_dir.path().join("l"), 0o600).unwrap();
+        for (call, x) in calls {
+            let Ok(mut t) = r.lock(T) else { continue };
+            let _ = match call {
+                0 => t.alloc(x % (4 << 20)).map(drop),
+                1 => t.free(offs[(x % 4) as usize]).map(drop),
+                2 => t.free(x % (heap_top + 4096)).map(drop),
+                3 => t.check_heap().map(drop),
+                4 => lf.dead_slots(&t).map(drop),
+                _ => t.block_len(x % (heap_top + 4096)).map(drop),
+            };
+            if x % 2 == 0 {
+                let _ = t.commit();
+            }
+        }
+    }
 }
