@@ -17,6 +17,7 @@ pub mod log;
 pub mod registry;
 pub mod rm;
 pub mod share;
+pub mod shm;
 pub mod status;
 pub mod xa;
 pub mod xid;
