@@ -14,7 +14,6 @@ use proptest::prelude::*;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use tempfile::TempDir;
 
 /// Segment size of most tests: small, so that a few records roll the log.
@@ -359,7 +358,7 @@ fn run_script(log: &Log, script: &str, first: usize) -> Vec<(Appended, Rec)> {
             'S' => log.sync_to(log.written()).expect("sync"),
             _ => {
                 let rec = script_rec(c, first + out.len());
-                let a = log.append(&rec.as_record()).expect("append");
+                let a = log.append_alone(&rec.as_record()).expect("append");
                 assert_eq!(a.end - a.lsn, rec.total(), "size of {rec:?}");
                 out.push((a, rec));
             }
@@ -603,7 +602,7 @@ fn round_trip_every_kind() {
             assert!(log.failed().is_none());
             let mut expect_lsn = log.written();
             for rec in &recs {
-                let a = log.append(&rec.as_record()).expect("append");
+                let a = log.append_alone(&rec.as_record()).expect("append");
                 assert_eq!(a.lsn, expect_lsn, "{ctx}: records are contiguous");
                 assert_eq!(a.lsn % 8, 0, "{ctx}: records are 8-byte aligned");
                 assert_eq!(a.end - a.lsn, rec.total(), "{ctx}: size of {rec:?}");
@@ -612,7 +611,7 @@ fn round_trip_every_kind() {
                 want.push((a.lsn, rec.clone()));
             }
             log.sync_to(log.written()).expect("sync");
-            assert!(log.durable.load(Ordering::Acquire) >= log.written() || sync == SyncMode::None);
+            assert!(log.durable() >= log.written() || sync == SyncMode::None);
             // Values are readable before the log is closed, too.
             check_put_values(&log, &want, &ctx);
         }
@@ -714,9 +713,9 @@ fn sync_to_a_durable_lsn_returns_at_once() {
     log.sync_to(0).expect("nothing to do");
     log.sync_to(log.written())
         .expect("open made everything durable");
-    let a = log.append(&Record::Commit { tag: 1 }).unwrap();
+    let a = log.append_alone(&Record::Commit { tag: 1 }).unwrap();
     log.sync_to(a.end).unwrap();
-    assert!(log.durable.load(Ordering::Acquire) >= a.end);
+    assert!(log.durable() >= a.end);
     log.sync_to(a.lsn).unwrap();
 }
 
@@ -826,7 +825,7 @@ fn too_big_record_is_refused_and_nothing_is_written() {
         ),
     ];
     for (name, rec, len) in &cases {
-        match log.append(rec) {
+        match log.append_alone(rec) {
             Err(LogError::TooBig(n)) => assert_eq!(n, *len, "{name}"),
             Err(e) => panic!("{name}: expected TooBig, got {e}"),
             Ok(a) => panic!("{name}: expected TooBig, appended at {}", a.lsn),
@@ -856,7 +855,7 @@ fn too_big_record_is_refused_and_nothing_is_written() {
         value: pattern(5, max_value),
     };
     let a = log
-        .append(&max.as_record())
+        .append_alone(&max.as_record())
         .expect("the largest record fits");
     assert_eq!(a.lsn, SEG + SEG_HEADER, "rolled into segment 2");
     assert_eq!(
@@ -867,7 +866,7 @@ fn too_big_record_is_refused_and_nothing_is_written() {
     // The next record rolls again; SEGMENT_END takes the last 24 bytes of segment 2.
     let c = Rec::Commit { tag: 9 };
     let b = log
-        .append(&c.as_record())
+        .append_alone(&c.as_record())
         .expect("append after the largest");
     assert_eq!(b.lsn, 2 * SEG + SEG_HEADER);
     log.sync_to(b.end).unwrap();
@@ -2560,7 +2559,7 @@ fn power_cuts_across_rolls_recover_a_prefix() {
     // `fdatasync` seals and syncs like `msync` on the simulated disk: not repeated here.
     for sync in [SyncMode::None, SyncMode::Msync] {
         let disk = sim::SimDisk::new();
-        let log = Log::open_on(disk.clone(), SIZE, sync, &mut |_, _| Ok(())).unwrap();
+        let log = Log::open_single(disk.clone(), SIZE, sync, &mut |_, _| Ok(())).unwrap();
         disk.record(true);
         let mut appended: Vec<(Lsn, Rec)> = Vec::new();
         // (snapshots taken so far, records durable from then on)
@@ -2574,7 +2573,7 @@ fn power_cuts_across_rolls_recover_a_prefix() {
                 },
                 r => r,
             };
-            let a = log.append(&rec.as_record()).expect("append");
+            let a = log.append_alone(&rec.as_record()).expect("append");
             if appended
                 .last()
                 .is_some_and(|(l, _)| l / SIZE != a.lsn / SIZE)
@@ -2611,7 +2610,7 @@ fn power_cuts_across_rolls_recover_a_prefix() {
             for cut in power_cut_images(snap) {
                 let ctx = format!("{sync:?}, snapshot {k} ({}), {cut:?}", snap.what());
                 let mut seen = Vec::new();
-                match Log::open_on(snap.image(&cut, true), SIZE, sync, &mut |l, r| {
+                match Log::open_single(snap.image(&cut, true), SIZE, sync, &mut |l, r| {
                     seen.push((l, Rec::of(&r)));
                     Ok(())
                 }) {
@@ -2662,9 +2661,9 @@ fn group_commit_from_many_threads() {
                             key: (i as u32).to_le_bytes().to_vec(),
                             value: pattern(t * EACH + i, i % 64),
                         };
-                        let a = log.append(&rec.as_record()).expect("append");
+                        let a = log.append_alone(&rec.as_record()).expect("append");
                         log.sync_to(a.end).expect("sync_to");
-                        assert!(log.durable.load(Ordering::Acquire) >= a.end);
+                        assert!(log.durable() >= a.end);
                         mine.push((a, rec));
                     }
                     mine
@@ -2677,7 +2676,7 @@ fn group_commit_from_many_threads() {
             .collect()
     });
     assert!(log.failed().is_none());
-    assert!(log.durable.load(Ordering::Acquire) >= log.written());
+    assert!(log.durable() >= log.written());
     assert_eq!(all.len(), THREADS * EACH);
     all.sort_by_key(|(a, _)| a.lsn);
     for w in all.windows(2) {
@@ -2774,7 +2773,7 @@ proptest! {
             match op {
                 Op::Append(rec) => {
                     let before = log.written();
-                    let a = log.append(&rec.as_record()).expect("append");
+                    let a = log.append_alone(&rec.as_record()).expect("append");
                     prop_assert!(a.lsn >= before);
                     prop_assert_eq!(a.end - a.lsn, rec.total());
                     prop_assert_eq!(log.written(), a.end);
@@ -2782,7 +2781,7 @@ proptest! {
                 }
                 Op::Sync => {
                     log.sync_to(log.written()).expect("sync");
-                    prop_assert!(log.durable.load(Ordering::Acquire) >= log.written());
+                    prop_assert!(log.durable() >= log.written());
                 }
                 Op::Reopen => {
                     let written = log.written();
@@ -2808,7 +2807,7 @@ proptest! {
 fn sync_beyond_the_end_is_an_error_not_a_spin() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), 64 << 10, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
-    let a = log.append(&Record::Commit { tag: 1 }).unwrap();
+    let a = log.append_alone(&Record::Commit { tag: 1 }).unwrap();
     assert!(matches!(log.sync_to(a.end + 8), Err(LogError::Io(..))));
     assert!(log.failed().is_none());
     log.sync_to(a.end).unwrap();

@@ -119,7 +119,7 @@ impl<M: Media> Rm<M> {
                 Phase::Heuristic(outcome) => {
                     // Its writes were applied or dropped at the decision: only the record
                     // stating it is left.
-                    let a = self.log.append(&Record::Heuristic {
+                    let a = self.log.append_alone(&Record::Heuristic {
                         tag: b.tag,
                         outcome: outcome.to_log(),
                         xid: *xid,
@@ -155,7 +155,7 @@ impl<M: Media> Rm<M> {
             }
             None => Record::Delete { tag, key },
         };
-        let a = self.log.append(&rec)?;
+        let a = self.log.append_alone(&rec)?;
         Ok((
             a.lsn,
             ValueLoc::of_record(a.lsn, key, loc.map(|_| &buf[..])),
@@ -184,7 +184,7 @@ impl<M: Media> Rm<M> {
         }
         if let Some(tag) = scratch {
             // Unsynced: without it, open rolls the tag back like any unprepared branch.
-            self.log.append(&Record::Rollback { tag })?;
+            self.log.append_alone(&Record::Rollback { tag })?;
         }
         Ok(())
     }
@@ -222,7 +222,7 @@ impl<M: Media> Rm<M> {
             }
         }
         crash_point("compact.before_move");
-        let a = self.log.append(&Record::Move {
+        let a = self.log.append_alone(&Record::Move {
             old: b.tag,
             new,
             xid: *xid,

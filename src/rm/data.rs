@@ -137,7 +137,7 @@ impl<M: Media> Rm<M> {
     ) -> Result<bool> {
         self.lock_in_branch(xid, tag, abort, key, Mode::Exclusive)?;
         let _q = self.shared();
-        let appended = match self.log.append(&Self::record(tag, key, value)) {
+        let appended = match self.log.append_alone(&Self::record(tag, key, value)) {
             Ok(a) => a,
             Err(e) => {
                 drop(_q);
@@ -259,7 +259,7 @@ impl<M: Media> Rm<M> {
                 .transpose()
                 .and_then(|_| {
                     let v = loc.map(|_| value.as_slice());
-                    self.log.append(&Self::record(tag, &key, v))
+                    self.log.append_alone(&Self::record(tag, &key, v))
                 });
             let b = st
                 .branches
@@ -307,7 +307,7 @@ impl<M: Media> Rm<M> {
             let _q = self.shared();
             let a = self
                 .log
-                .append(&Self::record(0, key, value))
+                .append_alone(&Self::record(0, key, value))
                 .and_then(|a| self.log.sync_to(a.end).map(|()| a))
                 .map_err(|e| {
                     no_space = matches!(e, LogError::NoSpace(_));

@@ -167,7 +167,7 @@ impl<M: Media> Rm<M> {
 
     /// Appends `rec` and waits until it is durable, with the state lock released.
     fn log_durably(&self, rec: &Record<'_>) -> std::result::Result<Appended, LogError> {
-        let a = self.log.append(rec)?;
+        let a = self.log.append_alone(rec)?;
         self.log.sync_to(a.end)?;
         Ok(a)
     }
@@ -182,7 +182,8 @@ impl From<LogError> for Error {
             LogError::Io(..)
             | LogError::Corrupt { .. }
             | LogError::NotOldest(_)
-            | LogError::Gone(_) => Error::Io(e.to_string()),
+            | LogError::Gone(_)
+            | LogError::NeedRoll(_) => Error::Io(e.to_string()),
         }
     }
 }

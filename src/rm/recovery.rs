@@ -132,7 +132,7 @@ impl Replay {
 
 pub(super) fn open<M: Media>(cfg: Config, media: M) -> Result<Rm<M>, String> {
     let mut replay = Replay::default();
-    let log = Log::open_on(media, cfg.segment_size, cfg.sync, &mut |lsn, rec| {
+    let log = Log::open_single(media, cfg.segment_size, cfg.sync, &mut |lsn, rec| {
         replay.visit(lsn, rec)
     })
     .map_err(|e| e.to_string())?;
@@ -179,7 +179,7 @@ pub(super) fn open<M: Media>(cfg: Config, media: M) -> Result<Rm<M>, String> {
     abandoned.sort_unstable();
     for tag in abandoned {
         let a = log
-            .append(&Record::Rollback { tag })
+            .append_alone(&Record::Rollback { tag })
             .map_err(|e| format!("logging the rollback of an unprepared branch: {e}"))?;
         last = Some(a.end);
     }

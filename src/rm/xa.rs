@@ -201,7 +201,7 @@ impl<M: Media> Rm<M> {
     fn discard(&self, st: &mut State, xid: &Xid) {
         if let Some(b) = st.branches.remove(xid) {
             if !b.writes.is_empty() {
-                let _ = self.log.append(&Record::Rollback { tag: b.tag });
+                let _ = self.log.append_alone(&Record::Rollback { tag: b.tag });
             }
             self.locks.release_all(b.tag);
         }
@@ -397,7 +397,7 @@ impl<M: Media> Rm<M> {
                 b.abort.store(true, Ordering::Release);
                 let tag = b.tag;
                 if !b.take_writes().is_empty() {
-                    let _ = self.log.append(&Record::Rollback { tag });
+                    let _ = self.log.append_alone(&Record::Rollback { tag });
                 }
                 self.locks.release_all(tag);
                 Ok(())
@@ -415,7 +415,7 @@ impl<M: Media> Rm<M> {
             )));
         };
         let tag = b.tag;
-        self.log.append(&Record::Forget { tag })?;
+        self.log.append_alone(&Record::Forget { tag })?;
         st.branches.remove(xid);
         Ok(())
     }
