@@ -123,7 +123,8 @@
 //! them), and this process's half of each claim (roots 11 and 12): a flag saying one of its
 //! threads holds it, changed under the mutex. A claim names a live process's slot, or is taken
 //! over: from a dead process (the [`Peer`] liveness test), or stale in this process's own name
-//! (flag down: a thread that failed without releasing it).
+//! (flag down: a thread that failed without releasing it). A process that claims the slot of
+//! a dead one clears the dead one's claims with [`reap_claims`] as it reaps the slot.
 //!
 //! A failed sync, seal or erasure fails the log for every process, for good (root 15) — until
 //! the region is rebuilt from the files, by a reopen when no process has the store open. A
@@ -275,7 +276,7 @@ use crate::shm::Region;
 pub use media::{Media, SegmentFile};
 pub use record::{put_value_offset, Record};
 pub use segment::{lock_exclusive, sync_dir, Mapped};
-pub use shared::{Peer, LOG_ROOTS};
+pub use shared::{reap_claims, Peer, LOG_ROOTS};
 use shared::{R_DURABLE, R_FIRST_BASE, R_FIRST_ID, R_TAIL_BASE, R_TAIL_ID, R_TAIL_SIZE, R_WRITTEN};
 use std::fmt;
 use std::io;

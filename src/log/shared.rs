@@ -157,6 +157,26 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// Clears the log's claims (group-commit leader, roller) still held in slot `slot` by a process
+/// that died, in the section `t` that reaps the slot: the `reap` of
+/// [`crate::shm::LockFile::claim_slot`], before the slot gets a new owner. That owner would
+/// otherwise inherit them, and its peers would wait on it (it takes them over itself only when
+/// it next syncs or rolls). A roll the dead process left half done is finished by the next
+/// roller; a flush it left half done is done again by the next leader.
+pub fn reap_claims(t: &mut Txn<'_>, slot: u32) -> Result<(), shm::Error> {
+    if t.get_u64(root(R_MAGIC))? != MAGIC {
+        return Ok(());
+    }
+    let held = slot as u64 + 1;
+    for r in [R_LEADER, R_ROLLER] {
+        if t.get_u64(root(r))? == held {
+            t.set_u64(root(r), 0)?;
+        }
+    }
+    t.wake(WAIT_KEY);
+    Ok(())
+}
+
 /// A claim one process holds at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {
