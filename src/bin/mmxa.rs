@@ -539,7 +539,7 @@ fn inspect(cfg: &Config, verify: bool, json: bool) -> Result<String, Fail> {
         }
         Ok(())
     };
-    let opened = Log::open_on(
+    let opened = Log::open_single(
         Mapped::private(&cfg.dir),
         cfg.segment_size,
         SyncMode::None,

@@ -201,7 +201,7 @@ impl SegmentFile for Segment {
         Ok(f(src))
     }
 
-    /// Callers write only above the published end, under the log's tail lock (or in the
+    /// Callers write only above the published end, under the region mutex (or in the
     /// single-threaded open scan), so no reader or other writer sees these bytes meanwhile.
     #[inline]
     fn write_at(&self, off: u64, parts: &[&[u8]]) -> io::Result<()> {

@@ -327,7 +327,7 @@ fn a_prepared_branch_without_writes_is_corruption() {
     for rec in stated {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), 1 << 20, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
-        let a = log.append(&rec).unwrap();
+        let a = log.append_alone(&rec).unwrap();
         log.sync_to(a.end).unwrap();
         drop(log);
         let mut cfg = Config::new(dir.path());
