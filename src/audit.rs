@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn record_and_tail() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         assert!(tail(dir.path(), 5).unwrap().is_empty());
         let x = Xid::from_parts(1, b"g", b"b").unwrap();
         for i in 0..4 {

@@ -279,13 +279,13 @@ pub fn prepare_dir(cfg: &Config) -> Result<PathBuf, String> {
 /// group unless `shared_group=1`.
 pub fn check_access(cfg: &Config) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let m = std::fs::metadata(&cfg.dir)
-        .map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
+    let m = std::fs::metadata(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
     let mode = m.permissions().mode() & 0o777;
     let allowed = cfg.dir_mode();
     if mode & !allowed != 0 {
         return Err(format!(
-            "the store directory {} has mode {mode:03o}: other users could read or change the              store; make it {allowed:03o} (chmod {allowed:03o}){}",
+            "the store directory {} has mode {mode:03o}: other users could read or change the \
+             store; make it {allowed:03o} (chmod {allowed:03o}){}",
             cfg.dir.display(),
             if cfg.shared_group {
                 ""

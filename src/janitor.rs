@@ -91,7 +91,6 @@ impl Drop for Janitor {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,7 +102,10 @@ mod tests {
     /// store.
     #[test]
     fn a_panic_in_the_janitor_fails_the_store() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let mut cfg = Config::new(dir.path());
         cfg.segment_size = 4 << 20;
         let rm = Arc::new(Rm::open(cfg).unwrap());

@@ -27,8 +27,8 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
-use crate::rm::flags::StartMode;
 use crate::janitor::Janitor;
+use crate::rm::flags::StartMode;
 use crate::rm::{self, Rm, Toc};
 use crate::xid::Xid;
 use once_cell::sync::Lazy;
@@ -238,9 +238,10 @@ fn reach(site: &SiteCell, cfg: &Config) -> Result<Arc<Rm>> {
         e => Error::Io(e),
     })?);
     let janitor = match cfg.orphan_rollback {
-        Some(age) => Some(Janitor::start(rm.clone(), age).map_err(|e| {
-            Error::Io(format!("cannot start the orphan policy's thread: {e}"))
-        })?),
+        Some(age) => Some(
+            Janitor::start(rm.clone(), age)
+                .map_err(|e| Error::Io(format!("cannot start the orphan policy's thread: {e}")))?,
+        ),
         None => None,
     };
     *site = Some(Site {
@@ -485,7 +486,10 @@ mod tests {
     #[test]
     fn concurrent_opens_of_one_rmid_end_with_one_site() {
         const RMID: i32 = 9101;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let c = cfg(dir.path());
         let handles = together(6, move |_, all_open| {
             open(RMID, c.clone()).unwrap();
@@ -504,7 +508,10 @@ mod tests {
     #[test]
     fn a_store_poisoned_by_a_panic_is_reached_anew() {
         const RMID: i32 = 9104;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let c = cfg(dir.path());
         let (opened, done) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
         let other = {
@@ -523,7 +530,9 @@ mod tests {
         assert!(std::thread::spawn(move || rm.panic_holding_state())
             .join()
             .is_err());
-        let active = call(RMID, |s, t| s.start(t, &Xid::from_parts(1, b"g", b"b").unwrap(), StartMode::New));
+        let active = call(RMID, |s, t| {
+            s.start(t, &Xid::from_parts(1, b"g", b"b").unwrap(), StartMode::New)
+        });
         assert!(matches!(active, Err(Error::Failed(_))), "{active:?}");
         open(RMID, c).unwrap();
         let (store, _) = lookup(RMID, toc()).unwrap();
@@ -540,7 +549,10 @@ mod tests {
     /// One store opened under two rmids at once: exactly one of the opens succeeds.
     #[test]
     fn one_store_under_two_rmids_at_once_is_refused_once() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let c = cfg(dir.path());
         let opened = together(2, move |i, tried| {
             let rmid = 9102 + i as i32;

@@ -49,7 +49,10 @@ fn dir_str(p: &Path) -> &str {
 fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     const T: &str = "status_recover_and_heuristic_decisions_on_a_store_in_use";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
     let mut tm = Shell::spawn(T, "tm");
@@ -125,7 +128,10 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     fails(&["status"], 2);
     fails(&["frobnicate", dir], 2);
     fails(&["status", dir, "--bogus"], 2);
-    let empty = tempfile::tempdir().unwrap();
+    let empty = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     fails(&["status", dir_str(empty.path())], 3);
     assert!(ok(&["--help"]).contains("usage: mmxa"));
     tm.rc(&format!("end 1 act {TMSUCCESS}"), XA_OK);
@@ -137,7 +143,10 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
 fn serve_hosts_the_store_so_no_worker_has_to() {
     const T: &str = "serve_hosts_the_store_so_no_worker_has_to";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
     // Create the store, then let `mmxa serve` host it.
     let mut first = Shell::spawn(T, "first");
@@ -188,7 +197,10 @@ fn serve_hosts_the_store_so_no_worker_has_to() {
 fn orphan_policy_is_enforced_by_the_host_and_shown_by_status() {
     const T: &str = "orphan_policy_is_enforced_by_the_host_and_shown_by_status";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "orphan_rollback_s=1");
     let mut tm = Shell::spawn(T, "tm");
@@ -242,7 +254,10 @@ fn segment_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 fn dump_and_verify_read_the_log_without_changing_it() {
     const T: &str = "dump_and_verify_read_the_log_without_changing_it";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "");
     let mut tm = Shell::spawn(T, "tm");
@@ -317,7 +332,10 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
     use mmxa::rm::flags::{EndMode, StartMode};
     use mmxa::rm::Rm;
     use mmxa::xid::Xid;
-    let template = tempfile::tempdir().unwrap();
+    let template = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let mut cfg = Config::new(template.path());
     cfg.sync = SyncMode::None;
     cfg.segment_size = 4 << 20;
@@ -342,7 +360,10 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
 
     for (seg, at) in [(2usize, 2_097_152usize), (1, 100)] {
         let ctx = format!("byte {at} of segment {seg} flipped");
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         for (path, bytes) in segment_bytes(template.path()) {
             std::fs::write(tmp.path().join(path.file_name().unwrap()), bytes).unwrap();
         }

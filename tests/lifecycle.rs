@@ -546,7 +546,10 @@ fn soak_disk_and_memory_stay_bounded() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(SOAK_WORKERS);
     let seed = seed("soak");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let cfg = config(dir.path(), SOAK_SEG, soak_sync());
     let rm = Arc::new(open(&cfg));
     let mut fixed = BTreeMap::new();
@@ -1758,7 +1761,10 @@ fn sigkill_during_constant_compaction() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(CRASH_ROUNDS);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let cfg = config(dir.path(), CRASH_SEG, SyncMode::Msync);
     crash_setup(&open(&cfg));
     let mut log = RoundLog::default();
@@ -1848,9 +1854,15 @@ fn crash_at_every_compaction_point() {
     // tmpfs where there is one (a crash of the process leaves the page cache either way).
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(shm)
+            .unwrap()
     } else {
-        tempfile::tempdir().unwrap()
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap()
     };
     let cfg = config(dir.path(), DET_SEG, SyncMode::Msync);
     crash_setup(&open(&cfg));
@@ -2014,7 +2026,10 @@ const DISK_SEG: u64 = 256 << 10;
 #[test]
 fn full_disk_error_codes_reads_and_recovery() {
     const TEST: &str = "full_disk_error_codes_reads_and_recovery";
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let Some(mnt) = tmpfs_or_skip(tmp.path(), "3m", TEST) else {
         return;
     };
@@ -2315,7 +2330,10 @@ fn put_record(key_len: usize, value_len: usize) -> u64 {
 #[test]
 fn full_disk_during_reclaim_keeps_prepared_writes() {
     const TEST: &str = "full_disk_during_reclaim_keeps_prepared_writes";
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let Some(mnt) = tmpfs_or_skip(tmp.path(), "2m", TEST) else {
         return;
     };
@@ -2409,7 +2427,10 @@ fn full_disk_during_reclaim_keeps_prepared_writes() {
 #[test]
 fn full_disk_of_garbage_and_reclaim() {
     const TEST: &str = "full_disk_of_garbage_and_reclaim";
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let Some(mnt) = tmpfs_or_skip(tmp.path(), "900k", TEST) else {
         return;
     };
@@ -2489,7 +2510,10 @@ const MANY_SECS: u64 = 3;
 #[test]
 fn many_committers_keep_disk_bounded() {
     let _heavy = heavy();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let cfg = config(dir.path(), SOAK_SEG, SyncMode::None);
     let rm = Arc::new(open(&cfg));
     let stop = Arc::new(AtomicBool::new(false));

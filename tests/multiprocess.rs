@@ -27,7 +27,10 @@ use std::time::Duration;
 fn data_and_locks_are_shared_between_processes() {
     const T: &str = "data_and_locks_are_shared_between_processes";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     // Long waits: a lock that is never released fails the test by timing out.
     let long = open_string(&tmp.path().join("a"), "lock_timeout_ms=60000");
     let short = open_string(&tmp.path().join("b"), "lock_timeout_ms=100");
@@ -114,7 +117,10 @@ fn data_and_locks_are_shared_between_processes() {
 fn branches_are_completed_joined_and_resumed_from_any_process() {
     const T: &str = "branches_are_completed_joined_and_resumed_from_any_process";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
     let mut p: Vec<Shell> = (1..=3).map(|i| Shell::spawn(T, &format!("p{i}"))).collect();
     for s in p.iter_mut() {
@@ -200,7 +206,10 @@ fn host_and_guest(test: &str, dir: &std::path::Path) -> (String, Shell, Shell) {
 fn a_killed_guest_loses_only_its_unprepared_work() {
     const T: &str = "a_killed_guest_loses_only_its_unprepared_work";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (info, mut host, mut guest) = host_and_guest(T, tmp.path());
     // The guest leaves a prepared branch, an idle one, a suspended one and an active one
     // holding a key lock another process waits for.
@@ -248,7 +257,10 @@ fn a_killed_guest_loses_only_its_unprepared_work() {
 fn a_killed_host_hands_the_store_over() {
     const T: &str = "a_killed_host_hands_the_store_over";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
     let mut host = Shell::spawn(T, "host");
     let mut g1 = Shell::spawn(T, "g1");
@@ -298,7 +310,10 @@ fn kill_pid(pid: &str) {
 fn a_forked_child_keeps_nothing_alive() {
     const T: &str = "a_forked_child_keeps_nothing_alive";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (info, mut host, mut guest) = host_and_guest(T, tmp.path());
     guest.rc("start 1 g 0", XA_OK);
     guest.rc("put 1 kg guest", MMXA_OK);
@@ -351,7 +366,10 @@ fn note(acks: &mut Acks, line: &str) -> bool {
 fn sigkill_of_any_worker_stops_no_one_and_loses_nothing() {
     const T: &str = "sigkill_of_any_worker_stops_no_one_and_loses_nothing";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
     let mut rng = Rng::new(rng::seed("MMXA_MP_SEED", T));
     const WORKERS: usize = 3;

@@ -189,9 +189,15 @@ enum End {
 fn round(point: Option<(&str, u64)>, kill_after: Option<Duration>, ctx: &str) -> End {
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(shm)
+            .unwrap()
     } else {
-        tempfile::tempdir().unwrap()
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap()
     };
     let parent = join(dir.path());
     // A peer left waiting for ever would hang the test: fail it instead.

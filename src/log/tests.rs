@@ -261,11 +261,17 @@ fn salt_of(path: &Path) -> u64 {
 fn fast_tempdir() -> TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(d) = TempDir::new_in(shm) {
+        if let Ok(d) = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(shm)
+        {
             return d;
         }
     }
-    TempDir::new().expect("tempdir")
+    tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// Copies every file of `from` into a fresh temporary directory.
@@ -588,7 +594,10 @@ fn round_trip_every_kind() {
     const SIZE: u64 = 4 << 20;
     for sync in [SyncMode::Msync, SyncMode::Fdatasync, SyncMode::None] {
         let ctx = format!("sync={sync:?}");
-        let dir = TempDir::new().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let recs = every_kind();
         let mut want = Vec::new();
         {
@@ -644,7 +653,10 @@ fn round_trip_every_kind() {
 fn unsynced_appends_survive_a_clean_close() {
     // Without a crash, bytes written through the mapping are in the page cache: a reopen sees
     // them even though no sync covered them.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "svxhpdrf");
     let (_, seen) = reopen(dir.path());
     assert_replay(&seen, &replayed(&built), "unsynced");
@@ -652,7 +664,10 @@ fn unsynced_appends_survive_a_clean_close() {
 
 #[test]
 fn appends_continue_after_reopen() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let mut built = build(dir.path(), SyncMode::Msync, "svS");
     for round in 0..3 {
         let (log, seen) = reopen(dir.path());
@@ -672,7 +687,10 @@ fn appends_continue_after_reopen() {
 
 #[test]
 fn visitor_error_is_reported_at_the_record() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "sssS");
     let bad = built[1].0.lsn;
     let mut calls = 0;
@@ -698,7 +716,10 @@ fn visitor_error_is_reported_at_the_record() {
 
 #[test]
 fn open_of_a_missing_directory_is_an_io_error() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     match open_log(&dir.path().join("nope"), SEG, SyncMode::Msync) {
         Err(LogError::Io(..)) => {}
         Err(e) => panic!("expected Io, got {e}"),
@@ -708,7 +729,10 @@ fn open_of_a_missing_directory_is_an_io_error() {
 
 #[test]
 fn sync_to_a_durable_lsn_returns_at_once() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (log, _) = reopen(dir.path());
     log.sync_to(0).expect("nothing to do");
     log.sync_to(log.written())
@@ -725,7 +749,10 @@ fn sync_to_a_durable_lsn_returns_at_once() {
 
 #[test]
 fn segment_roll_spans_several_segments() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let script: String = (0..100)
         .map(|i| if i % 10 == 9 { "bS" } else { "b" })
         .collect();
@@ -778,7 +805,10 @@ fn segment_roll_spans_several_segments() {
 
 #[test]
 fn too_big_record_is_refused_and_nothing_is_written() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "svS");
     let (log, _) = reopen(dir.path());
     let before = log.written();
@@ -882,7 +912,10 @@ fn too_big_record_is_refused_and_nothing_is_written() {
 
 #[test]
 fn segment_size_may_change_between_opens() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, &"b".repeat(25));
     assert_eq!(seg_ids(dir.path()), vec![1, 2]);
     let (log, seen) = reopen_with(dir.path(), 2 * SEG, SyncMode::Msync);
@@ -1351,7 +1384,10 @@ fn damage_table() {
         |c| c.name.to_string(),
         |case| {
             let ctx = case.name;
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let built = build(dir.path(), case.sync, &case.script);
             let target = match case.damage {
                 Damage::Flip { rec, at } => {
@@ -1692,7 +1728,10 @@ fn crafted_record_table() {
         |c| c.name.to_string(),
         |case| {
             let ctx = case.name;
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let built = build(dir.path(), SyncMode::Msync, "svsSs");
             let tail = built.last().unwrap().0.end;
             let (path, off) = where_is(dir.path(), tail);
@@ -1784,7 +1823,10 @@ fn every_kind_byte_is_known_to_probe_and_decode_alike() {
     assert!(Kind::try_from(0).is_err(), "zeroed space is no record");
     // Appended records of every kind but the log's own (SEGMENT_END, CHECKPOINT) replay as
     // they were written.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "pdxsrhfm");
     let (_, seen) = reopen(dir.path());
     assert_replay(&seen, &replayed(&built), "every kind");
@@ -1857,7 +1899,10 @@ fn vouch_scan_table() {
         cases.to_vec(),
         |c| c.0.to_string(),
         |(name, rel, place, corrupt)| {
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let built = build(dir.path(), SyncMode::Msync, "svsSs");
             let x = built.last().unwrap().0.end;
             let (path, off) = where_is(dir.path(), x);
@@ -1904,7 +1949,10 @@ fn vouch_scan_table() {
 /// torn tail.
 #[test]
 fn invalid_record_in_a_sealed_segment_table() {
-    let template = TempDir::new().unwrap();
+    let template = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(
         template.path(),
         SyncMode::Msync,
@@ -2130,7 +2178,10 @@ fn segment_file_table() {
         // acknowledged data.
         ("missing first segment", Delete { seg: 1 }, None),
     ];
-    let template = TempDir::new().unwrap();
+    let template = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(template.path(), SyncMode::Msync, &"bS".repeat(50));
     assert_eq!(seg_ids(template.path()), vec![1, 2, 3]);
     table(
@@ -2192,7 +2243,10 @@ fn segment_file_table() {
 /// "the log failed earlier and must be reopened" (which the RM answers with `XAER_RMFAIL`).
 #[test]
 fn request_errors_do_not_read_as_a_failed_log() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, &"bS".repeat(50));
     assert_eq!(seg_ids(dir.path()), vec![1, 2, 3]);
     let (log, _) = reopen(dir.path());
@@ -2230,7 +2284,10 @@ fn request_errors_do_not_read_as_a_failed_log() {
 
 #[test]
 fn empty_directory_gets_segment_one() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (log, seen) = reopen(dir.path());
     assert!(seen.is_empty());
     assert_eq!(log.written(), SEG_HEADER);
@@ -2265,7 +2322,10 @@ fn empty_directory_gets_segment_one() {
 
 #[test]
 fn stray_tmp_files_are_deleted_at_open() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "svS");
     let d = dir.path();
     // A segment creation that crashed before its rename, plus other junk of that shape.
@@ -2300,7 +2360,10 @@ fn stray_tmp_files_are_deleted_at_open() {
 #[test]
 fn stray_tmp_for_a_future_segment_does_not_break_rolls() {
     // A crash left log-2.tmp; the roll after reopen creates log-2.seg over the same name.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "s");
     std::fs::write(dir.path().join("log-0000000000000002.tmp"), b"junk").unwrap();
     let (log, _) = reopen(dir.path());
@@ -2321,7 +2384,10 @@ fn stray_tmp_for_a_future_segment_does_not_break_rolls() {
 /// creates it first): a last segment ending so, with no next file, has lost its successor.
 #[test]
 fn segment_end_with_next_segment_missing() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let d = dir.path();
     // The 22nd 'b' rolls into segment 2; it is lost with the file.
     let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
@@ -2455,7 +2521,10 @@ fn missing_oldest_segment_table() {
         cases,
         |c| c.name.to_string(),
         |c| {
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let d = dir.path();
             let (log, _) = reopen(d);
             for step in c.steps {
@@ -2507,7 +2576,10 @@ fn missing_oldest_segment_table() {
 fn segment_end_then_empty_next_segment() {
     // The roll completed (segment 2 exists, SEGMENT_END written) but the first record of
     // segment 2 never reached the disk.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let d = dir.path();
     let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
     let (p, o) = where_is(d, built[22].0.lsn);
@@ -2647,7 +2719,10 @@ fn group_commit_from_many_threads() {
     const EACH: usize = 200;
     // Small segments so that rolls happen while other threads sync.
     const SIZE: u64 = 16 << 10;
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (log, _) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
     let mut all: Vec<(Appended, Rec)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
@@ -2805,7 +2880,10 @@ proptest! {
 /// `sync_to` past the written end used to flush an empty range forever; it is an error now.
 #[test]
 fn sync_beyond_the_end_is_an_error_not_a_spin() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let log = Log::open(dir.path(), 64 << 10, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
     let a = log.append_alone(&Record::Commit { tag: 1 }).unwrap();
     assert!(matches!(log.sync_to(a.end + 8), Err(LogError::Io(..))));
@@ -2901,7 +2979,16 @@ fn root_in(t: &Txn<'_>, r: usize) -> u64 {
 
 #[test]
 fn peers_interleave_appends_and_a_reopen_replays_both_in_order() {
-    let (dir, regions) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     let (a, b, seen) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     assert!(seen.is_empty());
     let mut all: Vec<(Appended, Rec)> = Vec::new();
@@ -2947,7 +3034,16 @@ fn group_commit_with_leaders_in_both_peers() {
     const THREADS: usize = 3;
     const EACH: usize = 150;
     const SIZE: u64 = 16 << 10;
-    let (dir, regions) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     let (a, b, _) = two_peers(dir.path(), regions.path(), SIZE, SyncMode::Msync);
     // Each peer leads at least once, alone.
     for (i, log) in [&a, &b].into_iter().enumerate() {
@@ -3007,7 +3103,16 @@ fn group_commit_with_leaders_in_both_peers() {
 
 #[test]
 fn a_roll_by_one_peer_is_seen_by_the_other() {
-    let (dir, regions) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     let (a, b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     // Fill segment 1 in sections of `a` until a record no longer fits.
     let big = script_rec('b', 0);
@@ -3069,7 +3174,16 @@ fn a_roll_by_one_peer_is_seen_by_the_other() {
 
 #[test]
 fn a_rolled_back_append_is_gone_and_its_place_taken() {
-    let (dir, regions) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     let (a, b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     let mut all = run_script(&a, "vS", 0);
     let before = a.written();
@@ -3281,7 +3395,16 @@ fn power_cuts_never_splice_rolled_back_records_in() {
 
 #[test]
 fn a_dead_leader_is_taken_over() {
-    let (dir, regions) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     let dead: Arc<Vec<AtomicBool>> = Arc::new((0..4).map(|_| AtomicBool::new(false)).collect());
     let (a, b, _) = two_peers_seeing(
         dir.path(),
@@ -3327,7 +3450,16 @@ fn a_dead_leader_is_taken_over() {
 
 #[test]
 fn a_roll_that_died_is_finished_by_another_peer() {
-    let (dir, regions) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     let dead: Arc<Vec<AtomicBool>> = Arc::new((0..4).map(|_| AtomicBool::new(true)).collect());
     let (a, b, _) = two_peers_seeing(
         dir.path(),
@@ -3517,7 +3649,16 @@ fn a_failure_is_every_peers() {
 
 #[test]
 fn attach_refuses_another_configuration_or_no_log() {
-    let (dir, regions) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     let (a, _b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     for (size, sync) in [(2 * SEG, SyncMode::Msync), (SEG, SyncMode::None)] {
         let r = Arc::new(shm::Region::open(&regions.path().join("region")).unwrap());

@@ -69,7 +69,9 @@ fn new_record(t: &mut Txn<'_>, kind: u8, hash: u64) -> Result<Off, Error> {
 pub fn remove(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
     let hash = t.get_u64(b + B_HASH)?;
     if !BRANCHES.remove(t, hash, b)? {
-        return Err(Error::Corrupt(format!("branch record {b} is not in the table")));
+        return Err(Error::Corrupt(format!(
+            "branch record {b} is not in the table"
+        )));
     }
     for v in [assoc(b), locks(b), waits(b), journal(b), savepoints(b)] {
         v.clear(t)?;

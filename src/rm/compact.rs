@@ -127,7 +127,8 @@ impl<M: Media> Rm<M> {
             return Ok(false);
         }
         let seg = base..end;
-        let err = |e: Error| LogError::Io("reclaiming".into(), std::io::Error::other(e.to_string()));
+        let err =
+            |e: Error| LogError::Io("reclaiming".into(), std::io::Error::other(e.to_string()));
         // Two passes: the second only confirms that nothing is left in the segment (every new
         // record goes to the tail, so whatever the first pass moved stays moved).
         for _ in 0..2 {
@@ -202,7 +203,9 @@ impl<M: Media> Rm<M> {
         for &(tag, b) in &touched {
             let done = self.appending(|t| {
                 // Still the same branch, still in need, and not busy meanwhile?
-                if BRANCHES.find(t, t.get_u64(b + B_HASH)?, |x| Ok(x == b))?.is_none()
+                if BRANCHES
+                    .find(t, t.get_u64(b + B_HASH)?, |x| Ok(x == b))?
+                    .is_none()
                     || branch::tag(t, b)? != tag
                     || !Self::refers_to(t, b, seg)?
                 {
@@ -285,7 +288,10 @@ impl<M: Media> Rm<M> {
             None => Record::Delete { tag, key },
         };
         let a = self.log.append(t, &rec)?;
-        Ok((a.lsn, ValueLoc::of_record(a.lsn, key, loc.map(|_| &buf[..]))))
+        Ok((
+            a.lsn,
+            ValueLoc::of_record(a.lsn, key, loc.map(|_| &buf[..])),
+        ))
     }
 
     /// Values saved for rollbacks to savepoints are bytes to keep, not writes: they are

@@ -54,11 +54,9 @@ impl<M: Media> Rm<M> {
     /// Data calls are refused once the branch is rollback-only.
     fn usable(t: &Txn<'_>, b: Off) -> Sect<()> {
         match branch::doomed(t, b)? {
-            Some((rb, why)) => Err(Error::RolledBack(
-                rb,
-                format!("the branch is rollback-only ({why})"),
-            )
-            .into()),
+            Some((rb, why)) => {
+                Err(Error::RolledBack(rb, format!("the branch is rollback-only ({why})")).into())
+            }
             None => Ok(()),
         }
     }
@@ -197,7 +195,9 @@ impl<M: Media> Rm<M> {
             LockFail::Aborted => (Rb::Other, "branch rolled back meanwhile"),
         };
         self.shared(|t| {
-            if let Some(b) = branch::find(t, &w.xid)?.filter(|&b| branch::tag(t, b).is_ok_and(|x| x == w.tag)) {
+            if let Some(b) =
+                branch::find(t, &w.xid)?.filter(|&b| branch::tag(t, b).is_ok_and(|x| x == w.tag))
+            {
                 branch::mark_rollback_only(t, b, rb, why)?;
             }
             Ok(())
@@ -243,7 +243,11 @@ impl<M: Media> Rm<M> {
             match prev {
                 Some(p) => {
                     j.push(t, p.value.map_or(0, |v| v.lsn))?;
-                    j.push(t, 1 | (p.value.map_or(0, |v| v.len as u64) << 8) | ((p.value.is_some() as u64) << 1))?;
+                    j.push(
+                        t,
+                        1 | (p.value.map_or(0, |v| v.len as u64) << 8)
+                            | ((p.value.is_some() as u64) << 1),
+                    )?;
                 }
                 None => {
                     j.push(t, 0)?;

@@ -333,9 +333,10 @@ pub fn s_count(t: &Txn<'_>, k: Off) -> Result<u64, Error> {
 
 pub fn set_s_count(t: &mut Txn<'_>, k: Off, n: u64) -> Result<(), Error> {
     let klen = t.get_u32(k + K_KLEN)? & 0xffff;
-    let n = u32::try_from(n).ok().filter(|&n| n <= 0xffff).ok_or_else(|| {
-        Error::Corrupt("more than 65535 shared holders of one key".into())
-    })?;
+    let n = u32::try_from(n)
+        .ok()
+        .filter(|&n| n <= 0xffff)
+        .ok_or_else(|| Error::Corrupt("more than 65535 shared holders of one key".into()))?;
     t.set_u32(k + K_KLEN, klen | (n << 16))
 }
 

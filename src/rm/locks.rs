@@ -101,7 +101,10 @@ fn conflicting_holders(t: &Txn<'_>, k: Off, owner: Off, mode: Mode) -> Result<Ve
 
 /// A wait record's owner and mode.
 fn request(t: &Txn<'_>, w: Off) -> Result<(Off, Mode), Error> {
-    Ok((t.get_u64(w + W_OWNER)?, Mode::from_u8(t.get_u8(w + W_MODE)?)?))
+    Ok((
+        t.get_u64(w + W_OWNER)?,
+        Mode::from_u8(t.get_u8(w + W_MODE)?)?,
+    ))
 }
 
 fn conflict(a: (Off, Mode), b: (Off, Mode)) -> bool {
@@ -109,12 +112,7 @@ fn conflict(a: (Off, Mode), b: (Off, Mode)) -> bool {
 }
 
 /// The owners a request `(owner, mode)` at queue position `pos` of `k` waits for.
-fn blockers_at(
-    t: &Txn<'_>,
-    k: Off,
-    req: (Off, Mode),
-    pos: u64,
-) -> Result<Vec<Off>, Error> {
+fn blockers_at(t: &Txn<'_>, k: Off, req: (Off, Mode), pos: u64) -> Result<Vec<Off>, Error> {
     let mut out = conflicting_holders(t, k, req.0, req.1)?;
     let q = queue(k).items(t)?;
     for &w in q.iter().take(pos as usize) {

@@ -41,12 +41,12 @@ mod report;
 mod xa;
 
 use crate::config::{Config, Isolation, SyncMode};
+pub use crate::error::Vote;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
 use crate::log::{Log, LogError, Mapped, Media, Peer};
 use crate::shm::{self, LockFile, Opened, Options, Region, Txn};
 use branch::TocState;
-pub use crate::error::Vote;
 pub use locks::Mode;
 pub use report::{BranchReport, Report};
 use std::path::Path;
@@ -95,14 +95,16 @@ pub struct Rm<M: Media = Mapped> {
     last_reap: Mutex<Instant>,
     /// A reclaiming step of this process is running.
     compacting: AtomicBool,
+    /// Dropped as if the process had died (tests): no cleanup.
+    crashed: bool,
 }
 
 /// One step of a section: what to do with it when it does not succeed.
 pub(crate) enum Step {
     /// Roll it back, return the error.
     Fail(Error),
-    /// Roll it back, let the log move to a new segment, and run it again.
-    Roll,
+    /// Roll it back, let the log move past the full segment it names, and run it again.
+    Roll(u64),
 }
 
 impl From<Error> for Step {
@@ -120,7 +122,7 @@ impl From<shm::Error> for Step {
 impl From<LogError> for Step {
     fn from(e: LogError) -> Step {
         match e {
-            LogError::NeedRoll => Step::Roll,
+            LogError::NeedRoll(id) => Step::Roll(id),
             e => Step::Fail(e.into()),
         }
     }
@@ -222,30 +224,20 @@ impl Rm {
                         cfg.dir.display()
                     ));
                 }
-                let media = Mapped::new(&cfg.dir);
-                Rm::attach(cfg, media, region, lockfile)
+                Rm::attach(cfg, region, lockfile)
             }
         }
     }
-}
-
-impl<M: Media> Rm<M> {
-    /// [`Rm::open`] with the log on `media` and the shared state in this process's memory: a
-    /// store no other process can reach (tests, the simulated disk). `cfg.dir` is only a name.
-    pub fn open_on(cfg: Config, media: M) -> std::result::Result<Rm<M>, String> {
-        let region = Region::anonymous(shm::DEFAULT_INITIAL_SIZE)
-            .map_err(|e| format!("cannot create the shared state: {e}"))?;
-        recovery::build(cfg, media, Arc::new(region), None, 1, 1)
-    }
-
     /// Joins a store whose shared state another process built.
     fn attach(
         cfg: Config,
-        media: M,
         region: Arc<Region>,
         lockfile: Arc<LockFile>,
-    ) -> std::result::Result<Rm<M>, String> {
-        let peer = Rm::<M>::peer(Some(&lockfile), 0);
+    ) -> std::result::Result<Rm, String> {
+        // Attached first as slot 0 (to find dead peers and sync for them), then again as the
+        // slot this process takes.
+        let peer = Rm::<Mapped>::peer(Some(&lockfile), 0);
+        let media = Mapped::new(&cfg.dir);
         let log = Log::attach(media, cfg.segment_size, cfg.sync, region.clone(), peer)
             .map_err(|e| e.to_string())?;
         let mut rm = Rm {
@@ -260,6 +252,7 @@ impl<M: Media> Rm<M> {
             interrupted: AtomicBool::new(false),
             last_reap: Mutex::new(Instant::now()),
             compacting: AtomicBool::new(false),
+            crashed: false,
         };
         // Dead peers' leftovers first (with the syncs their in-flight completions need), so the
         // slot this process takes is clean.
@@ -271,8 +264,27 @@ impl<M: Media> Rm<M> {
             .map_err(open_err)?;
         rm.slot = slot.index + 1;
         rm.generation = slot.generation;
-        rm.log.set_slot(rm.slot);
+        let peer = Rm::<Mapped>::peer(Some(&lockfile), rm.slot);
+        let media = Mapped::new(&rm.cfg.dir);
+        rm.log = Log::attach(
+            media,
+            rm.cfg.segment_size,
+            rm.cfg.sync,
+            rm.region.clone(),
+            peer,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(rm)
+    }
+}
+
+impl<M: Media> Rm<M> {
+    /// [`Rm::open`] with the log on `media` and the shared state in this process's memory: a
+    /// store no other process can reach (tests, the simulated disk). `cfg.dir` is only a name.
+    pub fn open_on(cfg: Config, media: M) -> std::result::Result<Rm<M>, String> {
+        let region = Region::anonymous(shm::DEFAULT_INITIAL_SIZE)
+            .map_err(|e| format!("cannot create the shared state: {e}"))?;
+        recovery::build(cfg, media, Arc::new(region), None, 1, 1)
     }
 
     /// The log's view of this process: its slot, and how to tell a dead peer.
@@ -294,9 +306,7 @@ impl<M: Media> Rm<M> {
     pub fn interrupt_waits(&self) {
         self.interrupted.store(true, Ordering::Release);
         for k in 0..shm::WAIT_WORDS as u64 {
-            let _ = self
-                .region
-                .futex_wake(Region::wait_word_off(k), u32::MAX);
+            let _ = self.region.futex_wake(Region::wait_word_off(k), u32::MAX);
         }
     }
 
@@ -349,9 +359,9 @@ impl<M: Media> Rm<M> {
                     t.commit().map_err(shm_error)?;
                     return Ok(v);
                 }
-                Err(Step::Roll) => {
+                Err(Step::Roll(full)) => {
                     drop(t);
-                    self.log.roll()?;
+                    self.log.roll(full)?;
                 }
                 Err(Step::Fail(e)) => return Err(e),
             }
@@ -366,7 +376,9 @@ impl<M: Media> Rm<M> {
                 t.commit().map_err(shm_error)?;
                 Ok(v)
             }
-            Err(Step::Roll) => Err(Error::Internal("a section that appends nothing rolled".into())),
+            Err(Step::Roll(_)) => Err(Error::Internal(
+                "a section that appends nothing rolled".into(),
+            )),
             Err(Step::Fail(e)) => Err(e),
         }
     }
@@ -414,8 +426,22 @@ impl<M: Media> Rm<M> {
     }
 }
 
+impl<M: Media> Rm<M> {
+    /// Abandons this instance as if its process had died at this instant: its files and
+    /// mapping are closed (the kernel releases its locks) and nothing is cleaned up; its
+    /// threads' associations and its slot are left for a peer, or a rebuild, to find. For
+    /// crash tests in one process.
+    #[doc(hidden)]
+    pub fn simulate_crash(mut self) {
+        self.crashed = true;
+    }
+}
+
 impl<M: Media> Drop for Rm<M> {
     fn drop(&mut self) {
+        if self.crashed {
+            return;
+        }
         if let Some(lf) = &self.lockfile {
             // Our threads' associations end as if this process died (a thread still associated
             // at close is a monitor that never called xa_end); idle, prepared and completed
@@ -437,6 +463,21 @@ impl<M: Media> Drop for Rm<M> {
 
 #[cfg(test)]
 impl Rm {
+    /// The XA branch holding `key` exclusively, if any.
+    pub(crate) fn exclusive_holder(&self, key: &[u8]) -> Option<crate::xid::Xid> {
+        self.shared(|t| {
+            let Some(k) = keys::find(t, key)? else {
+                return Ok(None);
+            };
+            let b = t.get_u64(k + layout::K_XOWNER)?;
+            if b == 0 || t.get_u8(b + layout::B_KIND)? != layout::KIND_XA {
+                return Ok(None);
+            }
+            Ok(Some(layout::read_xid(t, b)?))
+        })
+        .unwrap()
+    }
+
     /// Panics while holding this process's state lock (poisoning it), as a bug would.
     pub(crate) fn panic_holding_state(&self) {
         let _tocs = self.tocs.lock().unwrap();
@@ -450,7 +491,7 @@ impl From<LogError> for Error {
             LogError::Failed(_) => Error::Failed(e.to_string()),
             LogError::NoSpace(_) => Error::NoSpace(e.to_string()),
             LogError::TooBig(_) => Error::TooBig(e.to_string()),
-            LogError::NeedRoll => Error::Internal(e.to_string()),
+            LogError::NeedRoll(_) => Error::Internal(e.to_string()),
             LogError::Io(..)
             | LogError::Corrupt { .. }
             | LogError::NotOldest(_)

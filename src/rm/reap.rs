@@ -95,7 +95,10 @@ pub(super) fn reap_slot(
     let owner = slot as u64 | (generation << 32);
     for b in BRANCHES.all(t)? {
         // The record may be gone already (finished by an earlier branch's cleanup).
-        if BRANCHES.find(t, t.get_u64(b + B_HASH)?, |x| Ok(x == b))?.is_none() {
+        if BRANCHES
+            .find(t, t.get_u64(b + B_HASH)?, |x| Ok(x == b))?
+            .is_none()
+        {
             continue;
         }
         for w in waits(b).items(t)? {
@@ -120,7 +123,10 @@ pub(super) fn reap_slot(
         for a in assoc(b).items(t)? {
             if branch::toc_slot(a) == slot {
                 abandon(t, b, a & !SUSPENDED)?;
-                if BRANCHES.find(t, t.get_u64(b + B_HASH)?, |x| Ok(x == b))?.is_none() {
+                if BRANCHES
+                    .find(t, t.get_u64(b + B_HASH)?, |x| Ok(x == b))?
+                    .is_none()
+                {
                     break;
                 }
             }

@@ -252,7 +252,8 @@ pub(super) fn build<M: Media>(
             let k = keys::find_or_insert(t, key).map_err(shm_err)?;
             keys::set_committed(t, k, Some(*loc)).map_err(shm_err)?;
         }
-        let mut prepared: Vec<(u64, (Xid, Lsn))> = std::mem::take(&mut replay.prepared).into_iter().collect();
+        let mut prepared: Vec<(u64, (Xid, Lsn))> =
+            std::mem::take(&mut replay.prepared).into_iter().collect();
         prepared.sort_unstable_by_key(|(tag, _)| *tag);
         for (tag, (xid, lsn)) in prepared {
             let writes = replay.pending.remove(&tag).unwrap_or_default();
@@ -295,7 +296,8 @@ pub(super) fn build<M: Media>(
             let b = branch::create(t, &xid).map_err(shm_err)?;
             t.set_u64(b + B_TAG, tag).map_err(shm_err)?;
             t.set_u8(b + B_PHASE, PHASE_HEURISTIC).map_err(shm_err)?;
-            t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome)).map_err(shm_err)?;
+            t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))
+                .map_err(shm_err)?;
             t.set_u64(b + B_RECORD_LSN, lsn).map_err(shm_err)?;
             t.set_u64(b + B_SINCE, built).map_err(shm_err)?;
             set_text(t, b, &reason).map_err(shm_err)?;
@@ -303,7 +305,8 @@ pub(super) fn build<M: Media>(
         }
         // Tags handed out from here on follow every tag in the log (branch::create took some).
         let next = t.get_u64(R_NEXT_TAG).map_err(shm_err)?;
-        t.set_u64(R_NEXT_TAG, next.max(max_tag + 1)).map_err(shm_err)?;
+        t.set_u64(R_NEXT_TAG, next.max(max_tag + 1))
+            .map_err(shm_err)?;
         Ok(())
     })();
     match result {
@@ -335,6 +338,7 @@ pub(super) fn build<M: Media>(
         interrupted: AtomicBool::new(false),
         last_reap: Mutex::new(Instant::now()),
         compacting: AtomicBool::new(false),
+        crashed: false,
     })
 }
 

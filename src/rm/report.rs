@@ -57,7 +57,9 @@ impl<M: Media> Rm<M> {
                 let state = match branch::phase(t, b)? {
                     _ if busy => "busy".to_string(),
                     PHASE_PREPARED => "prepared".to_string(),
-                    PHASE_HEURISTIC => outcome_from_u8(t.get_u8(b + B_OUTCOME)?)?.name().to_string(),
+                    PHASE_HEURISTIC => outcome_from_u8(t.get_u8(b + B_OUTCOME)?)?
+                        .name()
+                        .to_string(),
                     _ if branch::doomed(t, b)?.is_some() => "rollback-only".to_string(),
                     _ if branch::active_count(t, b)? > 0 => "active".to_string(),
                     _ if branch::associated(t, b)? => "suspended".to_string(),
@@ -91,8 +93,7 @@ impl<M: Media> Rm<M> {
                 peers,
             ))
         });
-        let (mut branches, live_keys, live_bytes, lock_waits, peers) =
-            snap.unwrap_or_default();
+        let (mut branches, live_keys, live_bytes, lock_waits, peers) = snap.unwrap_or_default();
         branches.sort_by(|a, b| {
             (a.xid.format_id(), a.xid.data()).cmp(&(b.xid.format_id(), b.xid.data()))
         });

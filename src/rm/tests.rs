@@ -3,8 +3,10 @@
 use super::flags::{EndMode, Scan, StartMode};
 use super::*;
 use crate::config::{Config, SyncMode};
+use crate::log::Record;
 use crate::status::*;
 use crate::xa::*;
+use crate::xid::Xid;
 
 fn xid(n: u8) -> Xid {
     Xid::from_parts(1, &[b'g', n], b"b").unwrap()
@@ -19,7 +21,10 @@ fn open(dir: &std::path::Path) -> Rm {
 
 #[test]
 fn two_phase_commit_and_recovery() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let (a, b) = (xid(1), xid(2));
     assert_eq!(rm.start(1, &a, StartMode::New), Ok(()));
@@ -49,8 +54,9 @@ fn two_phase_commit_and_recovery() {
     assert_eq!(rm.get(1, b"k2").unwrap().as_deref(), Some(&b"v2"[..]));
     assert_eq!(rm.get(1, b"k1").unwrap(), None);
     assert_eq!(
-        rm.locks.holder(b"k1"),
-        Some(rm.state.lock().unwrap().branches[&a].tag)
+        rm.exclusive_holder(b"k1"),
+        Some(a),
+        "the prepared branch holds its lock"
     );
     assert_eq!(rm.commit(1, &a, false), Ok(()));
     assert_eq!(rm.get(1, b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
@@ -62,7 +68,10 @@ fn two_phase_commit_and_recovery() {
 
 #[test]
 fn unprepared_work_is_rolled_back_at_open_and_xid_reusable() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let a = xid(1);
     rm.start(1, &a, StartMode::New).unwrap();
@@ -90,7 +99,10 @@ fn read(rm: &Rm, toc: Toc, key: &[u8]) -> Option<String> {
 
 #[test]
 fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     rm.put(9, b"c", Some(b"committed")).unwrap();
     let a = xid(1);
@@ -166,7 +178,10 @@ fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
 
 #[test]
 fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     rm.put(9, b"c", Some(b"committed")).unwrap();
     let a = xid(1);
@@ -199,7 +214,10 @@ fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
 
 #[test]
 fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let (a, b) = (xid(1), xid(2));
     for x in [&a, &b] {
@@ -237,7 +255,10 @@ fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
 /// nothing reattaches to the broken instance.
 #[test]
 fn a_poisoned_state_lock_fails_the_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     assert_eq!(rm.failed(), None);
     let panicked = std::thread::scope(|s| s.spawn(|| rm.panic_holding_state()).join());
@@ -274,7 +295,10 @@ fn fill_to(rm: &Rm, key: &[u8], seg: u64, at: u64) {
 fn a_move_whose_copies_were_reclaimed_still_opens() {
     for complete in [false, true] {
         const SEG: u64 = 4096;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let mut cfg = Config::new(dir.path());
         cfg.sync = SyncMode::Msync;
         cfg.segment_size = SEG;
@@ -325,7 +349,10 @@ fn a_prepared_branch_without_writes_is_corruption() {
         },
     ];
     for rec in stated {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let log = Log::open(dir.path(), 1 << 20, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
         let a = log.append_alone(&rec).unwrap();
         log.sync_to(a.end).unwrap();

@@ -80,7 +80,9 @@ impl<M: Media> Rm<M> {
                     return Err(nota(xid).into());
                 }
                 if ts.active.is_some() {
-                    return Err(proto("xa_start: the thread is already associated with a branch").into());
+                    return Err(
+                        proto("xa_start: the thread is already associated with a branch").into(),
+                    );
                 }
                 let b = branch::create(t, xid)?;
                 branch::associate(t, b, gtoc, false)?;
@@ -90,7 +92,9 @@ impl<M: Media> Rm<M> {
                 return Err(Error::DuplicateXid(format!("XID {xid} already exists")).into());
             }
             if ts.active.is_some() {
-                return Err(proto("xa_start: the thread is already associated with a branch").into());
+                return Err(
+                    proto("xa_start: the thread is already associated with a branch").into(),
+                );
             }
             if branch::phase(t, b)? != PHASE_WORKING || branch::busy(t, b)? != Busy::None {
                 return Err(proto("xa_start: the branch is prepared or completed").into());
@@ -105,10 +109,9 @@ impl<M: Media> Rm<M> {
                     .into())
                 }
                 StartMode::Resume if !mine && migrated == 0 => {
-                    return Err(proto(
-                        "xa_start(TMRESUME): no suspended association to resume",
+                    return Err(
+                        proto("xa_start(TMRESUME): no suspended association to resume").into(),
                     )
-                    .into())
                 }
                 _ => {}
             }
@@ -243,10 +246,14 @@ impl<M: Media> Rm<M> {
         let first = self.appending(|t| {
             let b = Self::completing(t, xid, "xa_prepare")?;
             if branch::phase(t, b)? != PHASE_WORKING {
-                return Err(proto("xa_prepare: the branch is already prepared or completed").into());
+                return Err(
+                    proto("xa_prepare: the branch is already prepared or completed").into(),
+                );
             }
             if branch::associated(t, b)? {
-                return Err(proto("xa_prepare: the branch still has associations (xa_end first)").into());
+                return Err(
+                    proto("xa_prepare: the branch still has associations (xa_end first)").into(),
+                );
             }
             if let Some((rb, why)) = branch::doomed(t, b)? {
                 self.discard(t, b)?;
@@ -260,7 +267,8 @@ impl<M: Media> Rm<M> {
             // The branch can do no more work: its reads need no lock any more (strict 2PL keeps
             // only the write locks until the outcome).
             locks::release_shared(t, b)?;
-            let a = self.begin_completion(t, b, Busy::Prepare, &Record::Prepare { tag, xid: *xid })?;
+            let a =
+                self.begin_completion(t, b, Busy::Prepare, &Record::Prepare { tag, xid: *xid })?;
             t.set_u64(b + B_RECORD_LSN, a.lsn)?;
             Ok(First::Logged(a, tag))
         });

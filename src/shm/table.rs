@@ -233,7 +233,13 @@ impl Table {
         let mut out = Vec::new();
         while i < cap {
             if out.len() >= max {
-                return Ok((out, Some(Cursor { slot: i, generation })));
+                return Ok((
+                    out,
+                    Some(Cursor {
+                        slot: i,
+                        generation,
+                    }),
+                ));
             }
             let rec = t.get_u64(slots + 16 * i + 8)?;
             if rec != EMPTY && rec != TOMB {

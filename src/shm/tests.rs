@@ -93,7 +93,10 @@ fn shm_layout_of_a_fresh_region() {
 
 #[test]
 fn shm_create_open_publish_and_mode() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("region");
     let r = Region::create(&path, 0o640).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -130,7 +133,10 @@ fn shm_create_open_publish_and_mode() {
 
 #[test]
 fn shm_garbage_files_are_refused_without_crashing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("region");
     let mut rng = 0x1234_5678_9abc_def1u64;
     let mut next = || {
@@ -758,7 +764,10 @@ fn run_child(path: &Path, crash: &str, role: &str) {
 
 #[test]
 fn shm_sigkill_at_each_point_inside_a_section() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     for crash in [
         "Journaled:1",
         "Written:1",
@@ -804,7 +813,10 @@ fn shm_sigkill_at_each_point_inside_a_section() {
 
 #[test]
 fn shm_sigkill_of_the_repairer_is_repaired_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("r");
     let r = prepare(&path);
     let before = snap(&r);
@@ -832,7 +844,10 @@ fn shm_handles_are_shared_between_threads_and_timeouts_saturate() {
 
 #[test]
 fn shm_lock_file_mode_is_exact_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("mmxa.lock");
     let a = LockFile::open(&path, 0o666).unwrap();
     let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -900,7 +915,7 @@ proptest! {
             };
             r.map.u64_at(off).unwrap().store(v, std::sync::atomic::Ordering::Relaxed);
         }
-        let lf_dir = tempfile::tempdir().unwrap();
+        let lf_dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700)).tempdir().unwrap();
         let lf = LockFile::open(&lf_dir.path().join("l"), 0o600).unwrap();
         for (call, x) in calls {
             let Ok(mut t) = r.lock(T) else { continue };
