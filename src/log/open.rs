@@ -23,7 +23,7 @@ use super::{
     SegmentFile,
 };
 use crate::config::SyncMode;
-use crate::shm::{root, Region};
+use crate::shm::{root, Region, STATE_BUILDING};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -105,7 +105,7 @@ impl<M: Media> Log<M> {
     /// (state building: nobody else has the store open), replays every valid record through
     /// `visit`, in log order, cutting a torn tail and refusing corruption, then writes the
     /// shared tail into `region` (roots 0 to 15, in a builder section). Other processes then
-    /// [`Log::attach`].
+    /// [`Log::attach`]. A region not in state building is refused before any file is read.
     pub fn open_on(
         media: M,
         segment_size: u64,
@@ -114,6 +114,18 @@ impl<M: Media> Log<M> {
         peer: Peer,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<Log<M>, LogError> {
+        // Before any file is looked at: the scan cuts what it takes for a torn tail, which in a
+        // log that peers have open is their latest appends.
+        if region.state() != STATE_BUILDING {
+            return Err(LogError::Io(
+                "open the log".into(),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the region is not being built (others may have the store open): attach \
+                     to it with Log::attach",
+                ),
+            ));
+        }
         let mut ids = Vec::new();
         let names = media
             .list()
