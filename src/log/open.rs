@@ -2,12 +2,13 @@
 //! (cut it) and corruption (refuse), by the rules of "Validity, torn tails and corruption" in
 //! the module doc of `log`.
 //!
-//! Owns: everything that runs before [`Log::open_on`] or [`Log::attach`] returns. Invariants: it runs single
-//! threaded, before anyone else can see the log; it decides everything before it changes a
-//! file, so an open that finds corruption has changed none (stray `*.tmp` files aside), and it
-//! deletes or rewrites files only once it has decided that what they hold was never
-//! acknowledged (a torn tail, empty later segments) or is no longer needed (segments before the
-//! newest CHECKPOINT's claim).
+//! Owns: everything that runs before [`Log::open_on`] or [`Log::attach`] returns. Invariants:
+//! the open runs single threaded, before anyone else can see the log (its region is still being
+//! built); it decides everything before it changes a file, so an open that finds corruption has
+//! changed none (stray `*.tmp` files aside), and it deletes or rewrites files only once it has
+//! decided that what they hold was never acknowledged (a torn tail, empty later segments) or is
+//! no longer needed (segments before the newest CHECKPOINT's claim). Attaching reads the shared
+//! tail and changes nothing.
 
 use super::record::{
     decode, is_zero, parse_segment_header, probe, Entry, Kind, MAX_LSN, MAX_SEGMENT_ID, REC_HEADER,
