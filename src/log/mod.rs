@@ -239,10 +239,13 @@
 //!
 //! # Assumptions about the media
 //! Synced bytes read back as written (or fail the CRC). A segment created durably holds its
-//! header and zeros. A sync covers a prefix of the log (a later segment gets its first byte only
-//! after the previous one was sealed), so a record can only be torn if no sync completed after
-//! it was written; unsynced bytes may reach the disk in any order and torn anywhere, but only
-//! in the last segment (or, during a roll, in the one being sealed, with the next still empty).
+//! header and zeros. A sync that raises the durable LSN covers a prefix of the log (a later
+//! segment gets its first byte only after the previous one was sealed), so a record can only be
+//! torn if no such sync completed after it was written (the erasure of a failed write or of
+//! stale bytes syncs just those bytes, and the pages they share, and raises nothing: what it
+//! makes durable early, no record vouches for); unsynced bytes may reach the disk in any order
+//! and torn anywhere, but only in the last segment (or, during a roll, in the one being sealed,
+//! with the next still empty).
 //!
 //! Limitations. Within the last segment, damage that nothing later vouches for reads as a torn
 //! tail and is cut: corruption of bytes in the last synced batch, and with `sync=none`, where
@@ -505,15 +508,17 @@ impl<M: Media> Log<M> {
     /// will soon be deleted); the cache lets go of such segments here.
     fn seg(&self, id: u64) -> Result<Arc<Seg<M::File>>, LogError> {
         let first = self.load(R_FIRST_ID);
+        if id >= first {
+            let segs = read(&self.segs);
+            if segs.first().map_or(true, |s| s.id >= first) {
+                if let Ok(i) = segs.binary_search_by_key(&id, |s| s.id) {
+                    return Ok(segs[i].clone());
+                }
+            }
+        }
         self.prune(first);
         if id < first {
             return Err(LogError::Gone(0));
-        }
-        {
-            let segs = read(&self.segs);
-            if let Ok(i) = segs.binary_search_by_key(&id, |s| s.id) {
-                return Ok(segs[i].clone());
-            }
         }
         let seg = Arc::new(Self::open_segment(&self.media, id)?);
         let mut segs = write(&self.segs);

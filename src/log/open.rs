@@ -2,12 +2,13 @@
 //! (cut it) and corruption (refuse), by the rules of "Validity, torn tails and corruption" in
 //! the module doc of `log`.
 //!
-//! Owns: everything that runs before [`Log::open_on`] or [`Log::attach`] returns. Invariants: it runs single
-//! threaded, before anyone else can see the log; it decides everything before it changes a
-//! file, so an open that finds corruption has changed none (stray `*.tmp` files aside), and it
-//! deletes or rewrites files only once it has decided that what they hold was never
-//! acknowledged (a torn tail, empty later segments) or is no longer needed (segments before the
-//! newest CHECKPOINT's claim).
+//! Owns: everything that runs before [`Log::open_on`] or [`Log::attach`] returns. Invariants:
+//! the open runs single threaded, before anyone else can see the log (its region is still being
+//! built); it decides everything before it changes a file, so an open that finds corruption has
+//! changed none (stray `*.tmp` files aside), and it deletes or rewrites files only once it has
+//! decided that what they hold was never acknowledged (a torn tail, empty later segments) or is
+//! no longer needed (segments before the newest CHECKPOINT's claim). Attaching reads the shared
+//! tail and changes nothing.
 
 use super::record::{
     decode, is_zero, parse_segment_header, probe, Entry, Kind, MAX_LSN, MAX_SEGMENT_ID, REC_HEADER,
@@ -23,7 +24,7 @@ use super::{
     SegmentFile,
 };
 use crate::config::SyncMode;
-use crate::shm::{root, Region};
+use crate::shm::{root, Region, STATE_BUILDING};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -105,7 +106,7 @@ impl<M: Media> Log<M> {
     /// (state building: nobody else has the store open), replays every valid record through
     /// `visit`, in log order, cutting a torn tail and refusing corruption, then writes the
     /// shared tail into `region` (roots 0 to 15, in a builder section). Other processes then
-    /// [`Log::attach`].
+    /// [`Log::attach`]. A region not in state building is refused before any file is read.
     pub fn open_on(
         media: M,
         segment_size: u64,
@@ -114,6 +115,18 @@ impl<M: Media> Log<M> {
         peer: Peer,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<Log<M>, LogError> {
+        // Before any file is looked at: the scan cuts what it takes for a torn tail, which in a
+        // log that peers have open is their latest appends.
+        if region.state() != STATE_BUILDING {
+            return Err(LogError::Io(
+                "open the log".into(),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the region is not being built (others may have the store open): attach \
+                     to it with Log::attach",
+                ),
+            ));
+        }
         let mut ids = Vec::new();
         let names = media
             .list()

@@ -56,7 +56,8 @@ pub(super) const WAIT_KEY: u64 = u64::from_le_bytes(*b"mmxa-log");
 pub(super) const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one wait for a claim sleeps before it starts over (it re-checks the holder's
-/// liveness every [`shm::RECHECK`] meanwhile, and waits as long as the holder lives).
+/// liveness every [`shm::RECHECK`] meanwhile, and waits as long as the holder lives, unless
+/// the mutex itself cannot be taken for [`LOCK_TIMEOUT`]).
 const WAIT_SLICE: Duration = Duration::from_secs(10);
 
 /// Size of the process-private region a single-process log makes for itself: the header and
@@ -253,8 +254,11 @@ impl<M: Media> Log<M> {
     ) -> Result<Claimed<T>, LogError> {
         let at = Self::claim_root(role);
         let flag = self.flag(role);
+        // When the check last ran: a wait that cannot even take the mutex for that long fails.
+        let checked = std::cell::Cell::new(std::time::Instant::now());
         loop {
             let waited = self.region.wait_until(WAIT_KEY, WAIT_SLICE, |t| {
+                checked.set(std::time::Instant::now());
                 if let Some(why) = self.failed_in(t)? {
                     return Ok(Some(Err(LogError::Failed(why))));
                 }
@@ -286,7 +290,7 @@ impl<M: Media> Log<M> {
                     }
                     return r;
                 }
-                Err(shm::Error::Timeout) => continue,
+                Err(shm::Error::Timeout) if checked.get().elapsed() < LOCK_TIMEOUT => continue,
                 Err(e) => return Err(region_err(e)),
             }
         }

@@ -3648,7 +3648,7 @@ fn a_failure_is_every_peers() {
 }
 
 #[test]
-fn attach_refuses_another_configuration_or_no_log() {
+fn attach_and_open_on_refuse_the_wrong_region_or_configuration() {
     let (dir, regions) = (
         tempfile::Builder::new()
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -3667,6 +3667,22 @@ fn attach_refuses_another_configuration_or_no_log() {
             .expect("refused");
         assert!(e.to_string().contains("segment size"), "{e}");
     }
+    // Opening (scanning) a log whose region is published would cut the peers' latest
+    // appends as a torn tail: refused before any file is looked at.
+    let r = Arc::new(shm::Region::open(&regions.path().join("region")).unwrap());
+    let before = segment_files(dir.path());
+    let e = Log::open_on(
+        Mapped::new(dir.path()),
+        SEG,
+        SyncMode::Msync,
+        r,
+        peer(2),
+        &mut |_, _| Ok(()),
+    )
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("not being built"), "{e}");
+    assert_eq!(segment_files(dir.path()), before);
     drop(a);
     let empty = Arc::new(shm::Region::anonymous(shm::DEFAULT_INITIAL_SIZE).unwrap());
     let e = Log::attach(
