@@ -186,6 +186,52 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// Creates the store's directory if it is missing (with its mode set exactly, whatever the
+/// umask), and returns its canonical path. A path naming something that is not a directory is
+/// an error that says so.
+pub fn prepare_dir(cfg: &Config) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = &cfg.dir;
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(cfg.dir_mode())
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(cfg.dir_mode()))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+        }
+    }
+    std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))
+}
+
+/// Refuses a store directory that other users can reach: any access for others, or for the
+/// group unless `shared_group=1`.
+pub fn check_access(cfg: &Config) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
+    let mode = m.permissions().mode() & 0o777;
+    let allowed = cfg.dir_mode();
+    if mode & !allowed != 0 {
+        return Err(format!(
+            "the store directory {} has mode {mode:03o}: other users could read or change the \
+             store; make it {allowed:03o} (chmod {allowed:03o}){}",
+            cfg.dir.display(),
+            if cfg.shared_group {
+                ""
+            } else {
+                ", or add shared_group=1 to the open string to share it with the group"
+            }
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,50 +295,4 @@ mod tests {
             assert!(err.contains(want), "{input:?}: {err}");
         }
     }
-}
-
-/// Creates the store's directory if it is missing (with its mode set exactly, whatever the
-/// umask), and returns its canonical path. A path naming something that is not a directory is
-/// an error that says so.
-pub fn prepare_dir(cfg: &Config) -> Result<PathBuf, String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dir = &cfg.dir;
-    match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => {
-            return Err(format!("{} is not a directory", dir.display()));
-        }
-        Ok(_) => {}
-        Err(_) => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(cfg.dir_mode())
-                .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(cfg.dir_mode()))
-                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
-        }
-    }
-    std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))
-}
-
-/// Refuses a store directory that other users can reach: any access for others, or for the
-/// group unless `shared_group=1`.
-pub fn check_access(cfg: &Config) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let m = std::fs::metadata(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
-    let mode = m.permissions().mode() & 0o777;
-    let allowed = cfg.dir_mode();
-    if mode & !allowed != 0 {
-        return Err(format!(
-            "the store directory {} has mode {mode:03o}: other users could read or change the \
-             store; make it {allowed:03o} (chmod {allowed:03o}){}",
-            cfg.dir.display(),
-            if cfg.shared_group {
-                ""
-            } else {
-                ", or add shared_group=1 to the open string to share it with the group"
-            }
-        ));
-    }
-    Ok(())
 }

@@ -63,6 +63,19 @@ pub const POINTS: &[&str] = &[
     "log.leader_flushing",
     // The leader has flushed; the new durable LSN is not yet published.
     "log.leader_flushed",
+    // A lock request was queued (or granted), in a section not yet committed.
+    "rm.lock_in_section",
+    // A branch's write was appended and made its key's pending write, section not committed.
+    "rm.write_in_section",
+    // A completion's record (PREPARE, COMMIT, ROLLBACK, HEURISTIC) was appended and the branch
+    // marked busy, in a section not yet committed.
+    "rm.completion_logged",
+    // A completion's record is appended and the branch marked busy (committed), not yet synced.
+    "rm.completion_pending",
+    // A commit's writes are being applied to committed data, in a section not yet committed.
+    "rm.apply_in_section",
+    // A dead peer's leftovers are being ended, in a section not yet committed.
+    "rm.reap_in_section",
 ];
 
 const UNREAD: u8 = 0;

@@ -360,7 +360,7 @@ pub fn call<T>(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<T>) -> Result<T> {
     };
     let result = match rm.failed() {
         Some(why) => Err(Error::Failed(why)),
-        None => f(&*rm, toc),
+        None => f(&rm, toc),
     };
     if matches!(&result, Err(Error::Failed(_))) {
         drop_toc(rmid, toc, &rm);
@@ -379,7 +379,7 @@ pub fn data_call<T>(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<T>) -> Result<
         return Err(Error::Failed(why));
     }
     match dynamic {
-        None => f(&*rm, toc),
+        None => f(&rm, toc),
         Some(d) => registered_call(rmid, toc, &rm, &d, f),
     }
 }
@@ -396,7 +396,7 @@ fn registered_call<T>(
     f: impl FnOnce(&Rm, Toc) -> Result<T>,
 ) -> Result<T> {
     if rm.active_branch(toc).is_some() {
-        return f(&**rm, toc);
+        return f(rm, toc);
     }
     match d.registrar.register(rmid)? {
         Registration::Branch(xid, mode) => {
@@ -416,10 +416,10 @@ fn registered_call<T>(
                     _ => Error::Register(msg),
                 });
             }
-            f(&**rm, toc)
+            f(rm, toc)
         }
         Registration::Outside => {
-            let result = f(&**rm, toc);
+            let result = f(rm, toc);
             let unreg = d.registrar.unregister(rmid);
             let value = result?;
             unreg.map_err(|e| {

@@ -1959,6 +1959,13 @@ impl Drop for Tmpfs {
 }
 
 /// Mounts a tmpfs under `dir`, or prints why the test is skipped.
+/// A tmpfs size (`mount -o size=`) of `kib` KiB for the log and its filler, plus the store's
+/// shared region (`mmxa.shm`, created at its initial size when the store is first opened).
+fn with_region(kib: u64) -> String {
+    let region = mmxa::shm::DEFAULT_INITIAL_SIZE.div_ceil(4096) * 4;
+    format!("{}k", kib + region + 16)
+}
+
 fn tmpfs_or_skip(dir: &Path, size: &str, test: &str) -> Option<Tmpfs> {
     match Tmpfs::mount(&dir.join("mnt"), size) {
         Ok(m) => Some(m),
@@ -2030,7 +2037,7 @@ fn full_disk_error_codes_reads_and_recovery() {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .unwrap();
-    let Some(mnt) = tmpfs_or_skip(tmp.path(), "3m", TEST) else {
+    let Some(mnt) = tmpfs_or_skip(tmp.path(), &with_region(3 << 10), TEST) else {
         return;
     };
     // Space taken before the store exists, to be given back later.
@@ -2038,6 +2045,7 @@ fn full_disk_error_codes_reads_and_recovery() {
     assert_eq!(fill_file(&filler, 1 << 20), 1 << 20);
     let store = mnt.path.join("store");
     std::fs::create_dir(&store).unwrap();
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let cfg = config(&store, DISK_SEG, SyncMode::Msync);
     let rm = open(&cfg);
     let x = |g: &str| Xid::from_parts(0x4653, g.as_bytes(), b"b").unwrap();
@@ -2334,11 +2342,12 @@ fn full_disk_during_reclaim_keeps_prepared_writes() {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .unwrap();
-    let Some(mnt) = tmpfs_or_skip(tmp.path(), "2m", TEST) else {
+    let Some(mnt) = tmpfs_or_skip(tmp.path(), &with_region(2 << 10), TEST) else {
         return;
     };
     let store = mnt.path.join("store");
     std::fs::create_dir(&store).unwrap();
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let cfg = config(&store, DISK_SEG, SyncMode::Msync);
     let rm = open(&cfg);
     // Segment 1: a prepared branch P writing two keys, then only garbage.
@@ -2431,11 +2440,12 @@ fn full_disk_of_garbage_and_reclaim() {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .unwrap();
-    let Some(mnt) = tmpfs_or_skip(tmp.path(), "900k", TEST) else {
+    let Some(mnt) = tmpfs_or_skip(tmp.path(), &with_region(900), TEST) else {
         return;
     };
     let store = mnt.path.join("store");
     std::fs::create_dir(&store).unwrap();
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let cfg = config(&store, DISK_SEG, SyncMode::Msync);
     let rm = open(&cfg);
     let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();

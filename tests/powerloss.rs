@@ -1388,7 +1388,7 @@ fn full_disk_through_the_c_entry_points() {
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=9m,mode=0700", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=11m,mode=0700", "tmpfs"])
         .arg(&mnt)
         .stderr(std::process::Stdio::null())
         .status()

@@ -132,7 +132,9 @@ impl<M: Media> Rm<M> {
         // Two passes: the second only confirms that nothing is left in the segment (every new
         // record goes to the tail, so whatever the first pass moved stays moved).
         for _ in 0..2 {
-            let moved_committed = self.relog_committed(&seg).map_err(err)?;
+            let Some(moved_committed) = self.relog_committed(&seg).map_err(err)? else {
+                return Ok(false);
+            };
             match self.relog_branches(&seg).map_err(err)? {
                 None => return Ok(false),
                 Some(0) if moved_committed == 0 => {
@@ -146,8 +148,10 @@ impl<M: Media> Rm<M> {
     }
 
     /// Copies every committed value in `seg` to the tail (tag 0), a chunk per section. Returns
-    /// how many it copied.
-    fn relog_committed(&self, seg: &Range<Lsn>) -> crate::error::Result<usize> {
+    /// how many it copied, or None if a completion in progress pins one of them: its COMMIT (or
+    /// one-operation PUT) may be in the log already, ahead of a copy of the old value, which
+    /// replay would then apply last.
+    fn relog_committed(&self, seg: &Range<Lsn>) -> crate::error::Result<Option<usize>> {
         let mut cursor = Cursor::START;
         let mut copied = 0;
         loop {
@@ -157,6 +161,11 @@ impl<M: Media> Rm<M> {
                 let mut live = Vec::new();
                 for k in chunk {
                     if let Some(loc) = keys::committed(t, k)?.filter(|l| seg.contains(&l.lsn)) {
+                        if let Some(p) = keys::pending(t, k)? {
+                            if branch::busy(t, p.owner)? != Busy::None {
+                                return Ok((None, None));
+                            }
+                        }
                         live.push((loc.lsn, k));
                     }
                 }
@@ -169,12 +178,15 @@ impl<M: Media> Rm<M> {
                     keys::set_committed(t, k, copy.1)?;
                     crash_point("compact.copied_committed");
                 }
-                Ok((live.len(), next))
+                Ok((Some(live.len()), next))
             })?;
+            let Some(n) = n else {
+                return Ok(None);
+            };
             copied += n;
             match next {
                 Some(c) => cursor = c,
-                None => return Ok(copied),
+                None => return Ok(Some(copied)),
             }
         }
     }

@@ -12,6 +12,7 @@ use super::keys::{self, Pending, ValueLoc};
 use super::layout::*;
 use super::locks::{self, Mode, Try};
 use super::{shm_error, Rm, Sect, Toc};
+use crate::crash::crash_point;
 use crate::error::{Error, Rb, Result};
 use crate::log::{LogError, Media, Record};
 use crate::shm::{self, Off, Txn};
@@ -107,6 +108,7 @@ impl<M: Media> Rm<M> {
             let k = keys::find_or_insert(t, key)?;
             let queue_it = !self.cfg.lock_timeout.is_zero();
             let r = locks::try_lock(t, k, owner, mode, queue_it, slot)?;
+            crash_point("rm.lock_in_section");
             if !matches!(r, Try::Granted | Try::Queued(_)) {
                 keys::maybe_remove(t, k)?;
             }
@@ -280,6 +282,7 @@ impl<M: Media> Rm<M> {
             let existed = keys::visible(t, k, Some(b))?.is_some();
             let a = self.log.append(t, &Self::record(w.tag, key, value))?;
             Self::set_branch_write(t, b, k, ValueLoc::of_record(a.lsn, key, value), a.lsn)?;
+            crash_point("rm.write_in_section");
             Ok(existed)
         });
         if matches!(r, Err(Error::NoSpace(_))) {

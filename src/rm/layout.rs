@@ -125,7 +125,6 @@ pub const K_HASH: u64 = 0;
 pub const K_VAL: u64 = 8;
 pub const K_VLEN: u64 = 16;
 pub const K_KLEN: u64 = 20;
-pub const K_SCOUNT: u64 = 22;
 pub const K_XOWNER: u64 = 24;
 pub const K_POWNER: u64 = 32;
 pub const K_PVAL: u64 = 40;

@@ -346,16 +346,3 @@ pub fn lock_now(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<bool, Error> {
         _ => Ok(false),
     }
 }
-
-/// The owners holding `k` with their modes (for tests and reports).
-pub fn holders(t: &Txn<'_>, k: Off) -> Result<Vec<(Off, Mode)>, Error> {
-    let mut v: Vec<(Off, Mode)> = shared_holders(t, k)?
-        .into_iter()
-        .map(|o| (o, Mode::Shared))
-        .collect();
-    let x = t.get_u64(k + K_XOWNER)?;
-    if x != 0 {
-        v.push((x, Mode::Exclusive));
-    }
-    Ok(v)
-}

@@ -141,6 +141,9 @@ pub(crate) fn shm_error(e: shm::Error) -> Error {
         ),
         shm::Error::RegionFull { .. } => Error::NoSpace(format!("the store's shared state: {e}")),
         shm::Error::JournalFull => Error::Internal(format!("the store's shared state: {e}")),
+        shm::Error::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            Error::NoSpace(format!("the store's shared state: {e}"))
+        }
         shm::Error::Io(_) => Error::Io(format!("the store's shared state: {e}")),
         e => Error::Failed(format!(
             "the store's shared state: {e}; reopen (if it persists, every process must close \

@@ -93,6 +93,7 @@ pub(super) fn reap_slot(
     durable: u64,
 ) -> Result<(), shm::Error> {
     let owner = slot as u64 | (generation << 32);
+    crate::log::reap_claims(t, slot)?;
     for b in BRANCHES.all(t)? {
         // The record may be gone already (finished by an earlier branch's cleanup).
         if BRANCHES
@@ -173,6 +174,7 @@ impl<M: Media> Rm<M> {
         self.shared(|t| -> Sect<()> {
             for d in lf.dead_slots(t)? {
                 reap_slot(t, d.index + 1, d.generation, durable)?;
+                crate::crash::crash_point("rm.reap_in_section");
                 lf.free_dead_slot(t, &d)?;
             }
             complete_orphans(t, durable)?;

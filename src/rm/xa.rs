@@ -12,6 +12,7 @@ use super::branch::{self, TocState};
 use super::flags::{EndMode, Scan, StartMode};
 use super::layout::*;
 use super::{locks, nota, proto, Rm, Sect, Toc};
+use crate::crash::crash_point;
 use crate::error::{Error, Outcome, Rb, Result, Vote};
 use crate::log::{Appended, Media, Record};
 use crate::shm::{Off, Txn};
@@ -193,8 +194,10 @@ impl<M: Media> Rm<M> {
     pub(super) fn discard(&self, t: &mut Txn<'_>, b: Off) -> Sect<()> {
         let had = branch::drop_pending(t, b)?;
         if had > 0 {
+            // Best effort (a full disk must not keep the branch's locks): without it, open
+            // rolls the tag back like any unprepared branch.
             let tag = branch::tag(t, b)?;
-            self.log.append(t, &Record::Rollback { tag })?;
+            let _ = self.log.append(t, &Record::Rollback { tag });
         }
         branch::finish(t, b)?;
         Ok(())
@@ -221,6 +224,7 @@ impl<M: Media> Rm<M> {
         t.set_u8(b + B_BUSY, kind as u8)?;
         t.set_u64(b + B_BUSY_SLOT, self.busy_owner())?;
         t.set_u64(b + B_BUSY_LSN, a.end)?;
+        crash_point("rm.completion_logged");
         Ok(a)
     }
 
@@ -386,10 +390,12 @@ impl<M: Media> Rm<M> {
             }
             Err(e) => return Err(e),
         };
+        crash_point("rm.completion_pending");
         self.log.sync_to(a.end)?;
         self.shared(|t| {
             if let Some(b) = Self::after_sync(t, xid, tag)? {
                 branch::apply_pending(t, b)?;
+                crash_point("rm.apply_in_section");
                 branch::finish(t, b)?;
             }
             Ok(())
@@ -438,8 +444,9 @@ impl<M: Media> Rm<M> {
                     t.set_u64(b + B_MIGRATED, 0)?;
                     let had = branch::drop_pending(t, b)?;
                     if had > 0 {
+                        // Best effort, as in `discard`.
                         let tag = branch::tag(t, b)?;
-                        self.log.append(t, &Record::Rollback { tag })?;
+                        let _ = self.log.append(t, &Record::Rollback { tag });
                     }
                     // Its threads' lock waits end (they find their requests gone).
                     for w in waits(b).items(t)? {

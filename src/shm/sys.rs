@@ -41,29 +41,41 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Reserves `len` bytes of address space (a multiple of [`PAGE`]), mapping nothing yet.
-    pub(super) fn reserve(len: u64) -> io::Result<Mapping> {
+    /// Reserves `len` bytes of address space (a multiple of [`PAGE`]), mapping nothing yet. Where
+    /// so much cannot be had (a limited address space: `ulimit -v`, valgrind), takes the most it
+    /// can, halving down to `least` bytes: this process can then follow the region's growth only
+    /// that far.
+    pub(super) fn reserve(len: u64, least: u64) -> io::Result<Mapping> {
         if len == 0 || len % PAGE != 0 || len > isize::MAX as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "bad reservation size",
             ));
         }
-        // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing: it
-        // overlaps nothing of ours and touches no memory.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
+        let mut len = len;
+        let p = loop {
+            // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing: it
+            // overlaps nothing of ours and touches no memory.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                break p;
+            }
+            let err = io::Error::last_os_error();
+            let half = (len / 2) / PAGE * PAGE;
+            if half < least.max(PAGE) {
+                return Err(err);
+            }
+            len = half;
         };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Mapping {
             base: NonNull::new(p.cast()).expect("mmap returned null"),
             reserved: len as usize,
