@@ -2,12 +2,20 @@
  * bench.c - mmxa's XA switch against Berkeley DB 5.3's, side by side, through one mini-TM.
  *
  * Every measured point drives both resource managers (RMs) in the same run through the SAME
- * transaction-manager code (tm_branch): per branch a distinct XID, xa_start, one put of a
- * 16-byte key and a 100-byte value (a distinct key per branch), xa_end(TMSUCCESS), then either
+ * transaction-manager code (tm_branch): per branch a distinct XID, xa_start, the data calls (at
+ * the put points one put of a 16-byte key and a 100-byte value, a distinct key per branch),
+ * xa_end(TMSUCCESS), then either
  *   2PC: xa_prepare, xa_commit(TMNOFLAGS)            or
  *   1PC: xa_commit(TMONEPHASE).
  * Both RMs are durable: mmxa with its default sync=msync; Berkeley DB (BDB) with a transactional,
- * synchronous environment. Points: 2PC and 1PC at 1, 8 and 32 threads. Then:
+ * synchronous environment. Points: 2PC and 1PC at 1, 8 and 32 threads. Then the read-modify-write
+ * (RMW) points, 2PC and 1PC at 1, 8 and 32 threads, on a store pre-loaded with 100,000 keys
+ * (16-byte keys, 100-byte values, so every read finds a value): per branch, a random key out of
+ * the 100,000 (uniform, per-thread xorshift), read under an exclusive lock, then written back
+ * with its version advanced, in the same XA branch:
+ *   mmxa: mmxa_get_for_update, then mmxa_put (default isolation=serializable, lock_timeout_ms);
+ *   BDB:  DB->get(..., DB_RMW), which reads under a write lock, then DB->put.
+ * Then:
  *   - a raw probe of the disk's ceiling: 128-byte records appended to a preallocated file
  *     (fallocate) and made durable with fdatasync, with leader-based group commit (a thread
  *     appends under a mutex; whoever finds no sync in progress syncs everything written so far
@@ -18,7 +26,7 @@
  *
  * Berkeley DB honesty rules (the BDB XA switch was written for Tuxedo, one thread per server):
  *   - its xa_* entry points are not safe to call from several threads at once, so every BDB
- *     xa_* call is serialized by one global mutex; DB->put runs concurrently;
+ *     xa_* call is serialized by one global mutex; DB->get and DB->put run concurrently;
  *   - in 5.3.28 xa_commit does not flush the commit record to disk (DB_ENV->log_stat's
  *     st_scount does not move across an xa_commit, with or without TMONEPHASE; xa_prepare does
  *     sync), so the TM calls DB_ENV->log_flush(env, NULL) after every xa_commit, outside the
@@ -41,6 +49,27 @@
  * busy and the branch holding the lock cannot prepare. A DB_HASH database was also tried; it
  * conflicted more and was not faster, so the database is a btree.)
  *
+ * RMW honesty rules: both RMs go through the same TM code and the same retry policy; only their
+ * own locking differs, and it is measured as it is:
+ *   - each RM reads under the lock its own write needs, taken at the read (no shared lock to
+ *     upgrade): mmxa locks the key exclusively; BDB's DB_RMW write-locks the btree leaf page, so
+ *     two branches on different keys of one page conflict in BDB and not in mmxa;
+ *   - BDB's XA transactions are DB_TXN_NOWAIT, so its DB->get or DB->put fails at once on a
+ *     page locked by another branch; mmxa waits for a key locked by another branch (up to
+ *     lock_timeout_ms, default 10 s, with deadlock detection), and the wait is in the latency;
+ *   - a failed lock (BDB: DB_LOCK_NOTGRANTED or DB_LOCK_DEADLOCK; mmxa: MMXA_EDEADLOCK or
+ *     MMXA_ELOCKTIMEOUT, after which the branch is rollback-only and xa_end answers XA_RB*) is
+ *     handled the same for both: xa_end(TMFAIL), xa_rollback, the back-off above, and a new XID
+ *     for the same key. Retries are counted for each RM and shown in the table, and the latency
+ *     of a committed branch includes its failed attempts and back-offs;
+ *   - the pre-load is not timed: the main thread writes the 100,000 keys (version 0) in 1PC
+ *     branches of 1,000 puts, then syncs the file system, before the workers start;
+ *   - the value read is checked inside the branch (it must be a well-formed value of that key;
+ *     the check costs both RMs the same), and the TM counts, per key, the branches whose
+ *     xa_commit returned XA_OK. After the point every key is read back outside any branch: its
+ *     value must carry exactly that many version increments (a lost update leaves it lower, a
+ *     write of a rolled-back attempt higher) and BDB must hold exactly 100,000 keys.
+ *
  * Measurements: a 1-second warm-up of each RM (not reported), then each point, on a fresh store,
  * runs at least BENCH_SECONDS seconds (default 5); within a point mmxa and BDB take turns going
  * first. Stores are closed and the file system synced (syncfs) after each point; the data
@@ -50,7 +79,8 @@
  * log_flush) goes into a preallocated per-thread log-linear histogram (~0.8% resolution): no
  * allocation per branch. After each point: every committed key is read back outside any branch
  * (mmxa_get / DB->get) and compared ("verified N keys"; for BDB the number of keys in the
- * database must match too), and peak RSS (VmHWM) is printed with the resident anonymous and
+ * database must match too; the RMW points' check is above), and peak RSS (VmHWM) is printed
+ * with the resident anonymous and
  * file-backed memory at the end of the point (store open) and after the store is closed (before
  * and after malloc_trim), plus the bytes still allocated with malloc (mallinfo2, all arenas).
  * While a store is open its RSS grows with its content (mmxa's in-memory key index and mapped log
@@ -60,13 +90,16 @@
  * thread arena's top chunk, and the dynamic trim threshold grows): MALLOC_TRIM_THRESHOLD_=131072
  * in the environment makes it go back to the system. CPU time
  * per branch is printed for every point, split into user and system time (getrusage); for BDB
- * also log syncs per branch (DB_ENV->log_stat) and lock-conflict retries. A mismatch or any
+ * also log syncs per branch (DB_ENV->log_stat), and lock-conflict retries for BDB at every
+ * point and for mmxa at the RMW points (and wherever it had any). A mismatch or any
  * unexpected XA or
  * data-call result exits non-zero with the RM's message. A watchdog ends the program (exit 3)
  * if a point does not finish in time (a hang).
  *
  * Environment: BENCH_SECONDS (default 5), BENCH_DIR (parent of the temporary data directory,
  * default /tmp), BENCH_THREADS (comma-separated thread counts, default 1,8,32; at most 64).
+ * A run measures 28 points of BENCH_SECONDS each (12 put, 12 RMW, 3 probe, 1 sync=none) plus
+ * about 10 s of warm-up, pre-loading, verification and syncs.
  * Output: progress lines, then a Markdown table for the README. The machine's load average is
  * printed at the start and the end: other work on the machine shows up in the numbers. No
  * timing is a pass/fail criterion; the exit status only reports errors.
@@ -353,6 +386,52 @@ static void make_value(unsigned t, uint64_t n, unsigned char val[VALUE_LEN])
     }
 }
 
+/*
+ * The read-modify-write (RMW) point's store: RMW_KEYS keys "k" + 15 decimal digits, each value
+ * 8 bytes of version (little-endian; advanced by one by every committed branch on the key),
+ * 8 bytes of the key's index, then 84 bytes that depend on both. A value read or stored under
+ * the wrong key, torn, or of an unknown version does not check.
+ */
+#define RMW_KEYS 100000u
+#define RMW_PRELOAD_BATCH 1000u      /* keys per pre-loading branch */
+#define RMW_MODES 2                  /* RMW points: 2PC, then 1PC */
+
+static void make_rmw_key(uint32_t idx, char key[KEY_LEN + 1])
+{
+    snprintf(key, KEY_LEN + 1, "k%015" PRIu32, idx);
+}
+
+static void make_rmw_value(uint32_t idx, uint64_t version, unsigned char val[VALUE_LEN])
+{
+    uint64_t x = (version + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)idx + 1) * 0xD6E8FEB86659FD93ull;
+    uint64_t i64 = idx;
+    memcpy(val, &version, 8);
+    memcpy(val + 8, &i64, 8);
+    for (unsigned i = 16; i < VALUE_LEN; i++) {
+        x ^= x >> 29;
+        x *= 0xBF58476D1CE4E5B9ull;
+        x ^= x >> 32;
+        val[i] = (unsigned char)('!' + x % 94);
+    }
+}
+
+/* The version a value of key idx carries, or -1 if it is not a well-formed value of that key. */
+static int64_t rmw_version(uint32_t idx, const unsigned char *val, size_t len)
+{
+    unsigned char want[VALUE_LEN];
+    uint64_t version;
+    if (len != VALUE_LEN)
+        return -1;
+    memcpy(&version, val, 8);
+    if (version > (uint64_t)INT64_MAX)
+        return -1;
+    make_rmw_value(idx, version, want);
+    return memcmp(val, want, VALUE_LEN) == 0 ? (int64_t)version : -1;
+}
+
+/* The TM's record: how many branches on each key committed (incremented after xa_commit). */
+static atomic_uint g_rmw_committed[RMW_KEYS];
+
 /* ---- the resource managers as the TM sees them -------------------------------------------- */
 
 enum rm_kind { RM_MMXA, RM_BDB };
@@ -413,11 +492,16 @@ static void xa_must(struct rm *rm, enum xa_op op, XID *xid, long flags, int want
             flags, xa_name(rc), rc, xa_name(want), rm_detail(rm));
 }
 
-/* The AP's write inside the branch. Returns 0, or 1 for a retryable conflict (BDB NOWAIT). */
+/*
+ * The AP's write inside the branch. Returns 0, or 1 for a retryable conflict (BDB NOWAIT; mmxa
+ * MMXA_EDEADLOCK / MMXA_ELOCKTIMEOUT, after which the branch is rollback-only).
+ */
 static int rm_put(struct rm *rm, const char *key, const unsigned char *val)
 {
     if (rm->kind == RM_MMXA) {
         int rc = mmxa_put(rm->rmid, key, KEY_LEN, val, VALUE_LEN);
+        if (rc == MMXA_EDEADLOCK || rc == MMXA_ELOCKTIMEOUT)
+            return 1;                /* the branch is rollback-only */
         if (rc != MMXA_OK)
             die("mmxa: mmxa_put(\"%.16s\") returned %d (%s): %s", key, rc, mmxa_strerror(rc),
                 rm_detail(rm));
@@ -438,6 +522,71 @@ static int rm_put(struct rm *rm, const char *key, const unsigned char *val)
             die("BDB: DB->put(\"%.16s\") returned %d (%s)", key, rc, db_strerror(rc));
         return 0;
     }
+}
+
+/*
+ * Reads key into buf (VALUE_LEN + 28 bytes): inside a branch under an exclusive lock when
+ * for_update (mmxa_get_for_update; DB->get with DB_RMW, which write-locks the page), outside
+ * any branch a plain read of committed data. Returns 0 and sets *len, or 1 for a retryable
+ * conflict (as rm_put). An absent key or any other error ends the program.
+ */
+static int rm_get(struct rm *rm, const char *key, unsigned char *buf, size_t cap, size_t *len,
+                  int for_update)
+{
+    if (rm->kind == RM_MMXA) {
+        int rc = for_update ? mmxa_get_for_update(rm->rmid, key, KEY_LEN, buf, cap, len)
+                            : mmxa_get(rm->rmid, key, KEY_LEN, buf, cap, len);
+        if (rc == MMXA_EDEADLOCK || rc == MMXA_ELOCKTIMEOUT)
+            return 1;
+        if (rc != MMXA_OK)
+            die("mmxa: %s(\"%.16s\") returned %d (%s): %s",
+                for_update ? "mmxa_get_for_update" : "mmxa_get", key, rc, mmxa_strerror(rc),
+                rm_detail(rm));
+        return 0;
+    } else {
+        DBT k, v;
+        int rc;
+        memset(&k, 0, sizeof k);
+        memset(&v, 0, sizeof v);
+        k.data = (void *)key;
+        k.size = KEY_LEN;
+        v.data = buf;
+        v.ulen = (u_int32_t)cap;
+        v.flags = DB_DBT_USERMEM;
+        rc = rm->dbp->get(rm->dbp, NULL, &k, &v, for_update ? DB_RMW : 0);
+        if (rc == DB_LOCK_DEADLOCK || rc == DB_LOCK_NOTGRANTED)
+            return 1;
+        if (rc != 0)
+            die("BDB: DB->get(\"%.16s\"%s) returned %d (%s)", key, for_update ? ", DB_RMW" : "",
+                rc, db_strerror(rc));
+        *len = v.size;
+        return 0;
+    }
+}
+
+/*
+ * The RMW point's work inside a branch: a locking read of key idx, then a put of the same key
+ * with the version advanced by one. Returns 0 with *version_out set to the version written, or 1
+ * for a retryable conflict.
+ */
+static int rm_rmw(struct rm *rm, uint32_t idx, uint64_t *version_out)
+{
+    char key[KEY_LEN + 1];
+    unsigned char buf[VALUE_LEN + 28], val[VALUE_LEN];
+    size_t len = 0;
+    int64_t version;
+    make_rmw_key(idx, key);
+    if (rm_get(rm, key, buf, sizeof buf, &len, 1) != 0)
+        return 1;
+    version = rmw_version(idx, buf, len);
+    if (version < 0)
+        die("%s: the locking read of \"%s\" in a branch returned a value that is not one of "
+            "that key's (%zu bytes)", rm->name, key, len);
+    make_rmw_value(idx, (uint64_t)version + 1, val);
+    if (rm_put(rm, key, val) != 0)
+        return 1;
+    *version_out = (uint64_t)version + 1;
+    return 0;
 }
 
 /* Makes the commit durable where xa_commit does not (BDB 5.3.28). */
@@ -585,11 +734,13 @@ struct worker {
     struct rm *rm;
     unsigned id;
     int two_phase;
+    int rmw;                         /* the RMW point: random keys out of RMW_KEYS */
     pthread_t thread;
-    uint64_t committed;              /* keys 0 .. committed-1 are committed */
-    uint64_t retries;                /* BDB branches rolled back after a NOWAIT lock conflict */
+    uint64_t committed;              /* put points: keys 0 .. committed-1 are committed */
+    uint64_t retries;                /* attempts rolled back after a lock conflict */
     uint64_t xid_seq;
     uint64_t rng;                    /* xorshift state for the retry backoff */
+    uint64_t key_rng;                /* xorshift state for the RMW point's keys */
     unsigned point;
 } __attribute__((aligned(64)));
 
@@ -597,16 +748,29 @@ static struct worker g_workers[MAX_THREADS];
 static pthread_barrier_t g_barrier;
 static atomic_int g_stop;
 
-static void make_xid(XID *xid, const struct worker *w)
+static void make_xid_for(XID *xid, unsigned point, unsigned id, uint64_t seq, enum rm_kind kind)
 {
     memset(xid, 0, sizeof *xid);
     xid->formatID = 0x4d4d5842; /* "MMXB" */
     xid->gtrid_length = 16;
     xid->bqual_length = 4;
-    memcpy(xid->data, &w->point, 4);
-    memcpy(xid->data + 4, &w->id, 4);
-    memcpy(xid->data + 8, &w->xid_seq, 8);
-    memcpy(xid->data + 16, w->rm->kind == RM_MMXA ? "mmxa" : "bdb5", 4);
+    memcpy(xid->data, &point, 4);
+    memcpy(xid->data + 4, &id, 4);
+    memcpy(xid->data + 8, &seq, 8);
+    memcpy(xid->data + 16, kind == RM_MMXA ? "mmxa" : "bdb5", 4);
+}
+
+static void make_xid(XID *xid, const struct worker *w)
+{
+    make_xid_for(xid, w->point, w->id, w->xid_seq, w->rm->kind);
+}
+
+static uint64_t xorshift(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
 }
 
 /*
@@ -620,30 +784,31 @@ static void backoff(struct worker *w, unsigned attempt)
     struct timespec ts;
     if (base_ns > 5000000ull)
         base_ns = 5000000ull;
-    w->rng ^= w->rng << 13;
-    w->rng ^= w->rng >> 7;
-    w->rng ^= w->rng << 17;
-    ns = base_ns / 2 + w->rng % base_ns;
+    ns = base_ns / 2 + xorshift(&w->rng) % base_ns;
     ts.tv_sec = 0;
     ts.tv_nsec = (long)ns;
     nanosleep(&ts, NULL);
 }
 
 /*
- * One committed branch for key n of this worker, exactly as a TM drives it. Retries (BDB lock
- * conflicts under DB_TXN_NOWAIT) roll the branch back and use a new XID for the same key.
+ * One committed branch, exactly as a TM drives it: for the put points the put of key/val, for
+ * the RMW point (key == NULL) the read-modify-write of key rmw_idx, whose written version goes to
+ * *version. Retries (BDB lock conflicts under DB_TXN_NOWAIT; a failed mmxa lock wait) roll the
+ * branch back and use a new XID for the same key.
  */
-static void tm_branch(struct worker *w, const char *key, const unsigned char *val)
+static void tm_branch(struct worker *w, const char *key, const unsigned char *val,
+                      uint32_t rmw_idx, uint64_t *version)
 {
     struct rm *rm = w->rm;
     XID xid;
     unsigned attempt = 0;
     for (;;) {
-        int rc;
+        int rc, conflict;
         make_xid(&xid, w);
         w->xid_seq++;
         xa_must(rm, OP_START, &xid, TMNOFLAGS, XA_OK);
-        if (rm_put(rm, key, val) != 0) {
+        conflict = key != NULL ? rm_put(rm, key, val) : rm_rmw(rm, rmw_idx, version);
+        if (conflict) {
             rc = xa_call(rm, OP_END, &xid, TMFAIL);
             if (rc != XA_OK && !(rc >= XA_RBBASE && rc <= XA_RBEND))
                 die("%s: xa_end(TMFAIL) after a lock conflict returned %s (%d): %s", rm->name,
@@ -678,11 +843,20 @@ static void *worker_main(void *arg)
     pthread_barrier_wait(&g_barrier);
     while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
         uint64_t t0, t1;
-        make_key(w->id, w->committed, key);
-        make_value(w->id, w->committed, val);
-        t0 = now_ns(CLOCK_MONOTONIC);
-        tm_branch(w, key, val);
-        t1 = now_ns(CLOCK_MONOTONIC);
+        if (w->rmw) {
+            uint32_t idx = (uint32_t)(xorshift(&w->key_rng) % RMW_KEYS);
+            uint64_t version = 0;
+            t0 = now_ns(CLOCK_MONOTONIC);
+            tm_branch(w, NULL, NULL, idx, &version);
+            t1 = now_ns(CLOCK_MONOTONIC);
+            atomic_fetch_add_explicit(&g_rmw_committed[idx], 1, memory_order_relaxed);
+        } else {
+            make_key(w->id, w->committed, key);
+            make_value(w->id, w->committed, val);
+            t0 = now_ns(CLOCK_MONOTONIC);
+            tm_branch(w, key, val, 0, NULL);
+            t1 = now_ns(CLOCK_MONOTONIC);
+        }
         w->hist.count[h_index(t1 - t0)]++;
         w->committed++;
     }
@@ -695,6 +869,7 @@ struct result {
     double tps, p50_us, p99_us, cpu_us_per_branch;
     double user_us_per_branch, sys_us_per_branch; /* getrusage split of the CPU time */
     uint64_t branches, retries, verified;
+    uint64_t max_version;            /* RMW point: most committed branches on one key */
     double syncs_per_branch;         /* BDB only: log syncs per committed branch */
     struct mem mem;                  /* at the end of the point, store still open */
 };
@@ -719,8 +894,36 @@ static void sleep_until(uint64_t deadline_ns)
     }
 }
 
+/*
+ * The RMW point's store, before its clock starts: RMW_KEYS keys at version 0, written by the
+ * main thread in 1PC branches of RMW_PRELOAD_BATCH puts each, then synced to disk (settle).
+ */
+static void rmw_preload(struct rm *rm, unsigned point)
+{
+    char key[KEY_LEN + 1];
+    unsigned char val[VALUE_LEN];
+    XID xid;
+    uint64_t seq = 0;
+    for (uint32_t first = 0; first < RMW_KEYS; first += RMW_PRELOAD_BATCH) {
+        make_xid_for(&xid, point, 0xffffu, seq++, rm->kind);
+        xa_must(rm, OP_START, &xid, TMNOFLAGS, XA_OK);
+        for (uint32_t idx = first; idx < first + RMW_PRELOAD_BATCH && idx < RMW_KEYS; idx++) {
+            make_rmw_key(idx, key);
+            make_rmw_value(idx, 0, val);
+            if (rm_put(rm, key, val) != 0)
+                die("%s: lock conflict while pre-loading the RMW store alone", rm->name);
+        }
+        xa_must(rm, OP_END, &xid, TMSUCCESS, XA_OK);
+        xa_must(rm, OP_COMMIT, &xid, TMONEPHASE, XA_OK);
+        rm_after_commit(rm);
+    }
+    for (uint32_t idx = 0; idx < RMW_KEYS; idx++)
+        atomic_store_explicit(&g_rmw_committed[idx], 0, memory_order_relaxed);
+    settle();
+}
+
 /* Runs one point for one RM: threads x branches for g_seconds, then verification. */
-static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
+static void run_point(struct rm *rm, unsigned point, int threads, int two_phase, int rmw,
                       struct result *res)
 {
     uint64_t t_start, t_end, cpu0, cpu1, syncs0 = 0, syncs1 = 0, total = 0, retries = 0;
@@ -737,8 +940,10 @@ static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
         w->rm = rm;
         w->id = (unsigned)i;
         w->two_phase = two_phase;
+        w->rmw = rmw;
         w->committed = w->retries = w->xid_seq = 0;
         w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + point;
+        w->key_rng = 0xD6E8FEB86659FD93ull * (uint64_t)(i + 1) + point;
         w->point = point;
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
             die("pthread_create failed");
@@ -767,8 +972,32 @@ static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
         retries += g_workers[i].retries;
     }
 
-    /* Verification, outside any branch, by the main thread (which has the RM open). */
-    for (int i = 0; i < threads; i++) {
+    /*
+     * Verification, outside any branch, by the main thread (which has the RM open). The RMW
+     * point: every key holds a well-formed value whose version is the number of committed
+     * branches on it (a lost update leaves it lower, a write of a rolled-back attempt higher).
+     */
+    for (uint32_t idx = 0; rmw && idx < RMW_KEYS; idx++) {
+        char key[KEY_LEN + 1];
+        unsigned char buf[VALUE_LEN + 28];
+        size_t len = 0;
+        unsigned want = atomic_load_explicit(&g_rmw_committed[idx], memory_order_relaxed);
+        int64_t got;
+        make_rmw_key(idx, key);
+        rm_get(rm, key, buf, sizeof buf, &len, 0);
+        got = rmw_version(idx, buf, len);
+        if (got < 0)
+            die("%s: key \"%s\" holds a value that is not one of that key's after the point",
+                rm->name, key);
+        if ((uint64_t)got != want)
+            die("%s: key \"%s\" is at version %" PRId64 " after the point, but %u branches on it "
+                "committed (%s)", rm->name, key, got, want,
+                (uint64_t)got < want ? "lost update" : "uncommitted write");
+        if (want > res->max_version)
+            res->max_version = want;
+        verified++;
+    }
+    for (int i = 0; !rmw && i < threads; i++) {
         char key[KEY_LEN + 1];
         unsigned char val[VALUE_LEN];
         for (uint64_t n = 0; n < g_workers[i].committed; n++) {
@@ -789,9 +1018,9 @@ static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
             die("BDB: DB->stat returned %d (%s)", rc, db_strerror(rc));
         nkeys = (uint64_t)st->bt_nkeys;
         free(st);
-        if (nkeys != total)
+        if (nkeys != (rmw ? RMW_KEYS : total))
             die("BDB: the database holds %" PRIu64 " keys, %" PRIu64 " were committed", nkeys,
-                total);
+                rmw ? (uint64_t)RMW_KEYS : total);
     }
 
     res->valid = 1;
@@ -811,30 +1040,39 @@ static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
 }
 
 /* Runs a point for one RM on a fresh store, closes the store, prints one line. */
-static void measure(enum rm_kind kind, unsigned point, int threads, int two_phase,
+static void measure(enum rm_kind kind, unsigned point, int threads, int two_phase, int rmw,
                     const char *extra, struct result *res)
 {
     struct rm rm;
     struct mem after, trimmed;
     char name[64];
     snprintf(name, sizeof name, "p%02u-%s", point, kind == RM_MMXA ? "mmxa" : "bdb");
-    watch_start("%s %s T=%d", two_phase ? "2PC" : "1PC", kind == RM_MMXA ? "mmxa" : "BDB",
-                threads);
+    watch_start("%s%s %s T=%d", rmw ? "RMW " : "", two_phase ? "2PC" : "1PC",
+                kind == RM_MMXA ? "mmxa" : "BDB", threads);
     rm_setup(&rm, kind, (kind == RM_MMXA ? 100 : 200) + (int)point, name, extra, threads);
-    run_point(&rm, point, threads, two_phase, res);
+    if (rmw)
+        rmw_preload(&rm, point);
+    run_point(&rm, point, threads, two_phase, rmw, res);
     rm_teardown(&rm);
     watch_stop();
     read_mem(&after);
     malloc_trim(0);
     read_mem(&trimmed);
-    printf("  %-4s %s T=%-2d %7.0f tps  p50 %7.1f us  p99 %8.1f us  cpu %5.1f us/branch "
+    printf("  %-4s %s%s T=%-2d %7.0f tps  p50 %7.1f us  p99 %8.1f us  cpu %5.1f us/branch "
            "(user %.1f, sys %.1f)",
-           rm.name, two_phase ? "2PC" : "1PC", threads, res->tps, res->p50_us, res->p99_us,
-           res->cpu_us_per_branch, res->user_us_per_branch, res->sys_us_per_branch);
+           rm.name, rmw ? "RMW " : "", two_phase ? "2PC" : "1PC", threads, res->tps,
+           res->p50_us, res->p99_us, res->cpu_us_per_branch, res->user_us_per_branch,
+           res->sys_us_per_branch);
     if (kind == RM_BDB)
-        printf("  log syncs %.2f/branch  lock-conflict retries %" PRIu64, res->syncs_per_branch,
-               res->retries);
-    printf("\n       verified %" PRIu64 " keys  ", res->verified);
+        printf("  log syncs %.2f/branch", res->syncs_per_branch);
+    if (kind == RM_BDB || rmw || res->retries != 0)
+        printf("  lock-conflict retries %" PRIu64, res->retries);
+    if (rmw)
+        printf("\n       verified %" PRIu64 " keys: versions match the %" PRIu64
+               " committed branches (at most %" PRIu64 " on one key)  ",
+               res->verified, res->branches, res->max_version);
+    else
+        printf("\n       verified %" PRIu64 " keys  ", res->verified);
     print_mem(&res->mem, &after, &trimmed);
 }
 
@@ -1039,7 +1277,7 @@ int main(void)
 {
     const char *base;
     char tmpl[4096];
-    struct result mm[2][8], bdb[2][8], probe[8], none;
+    struct result mm[2][8], bdb[2][8], rmw_mm[2][8], rmw_bdb[2][8], probe[8], none;
     struct utsname un;
     struct statfs sfs;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1064,9 +1302,10 @@ int main(void)
     printf("mmxa vs Berkeley DB XA benchmark: %s %s, %ld CPUs, data in %s (%s), "
            "load average %s\n",
            un.sysname, un.release, ncpu, g_root, fs_name((long)sfs.f_type), loadavg());
-    printf("%s; %.1f s per point; 16-byte key, 100-byte value, one put per branch; "
-           "mmxa sync=msync, BDB synchronous log + log_flush after xa_commit\n",
-           db_version(&major, &minor, &patch), g_seconds);
+    printf("%s; %.1f s per point; 16-byte key, 100-byte value, one put per branch (RMW: a "
+           "locking read and a put of a random key out of %u); mmxa sync=msync, BDB synchronous "
+           "log + log_flush after xa_commit\n",
+           db_version(&major, &minor, &patch), g_seconds, RMW_KEYS);
     fflush(stdout);
 
     /*
@@ -1085,7 +1324,7 @@ int main(void)
             watch_start("warm-up %s", k == 0 ? "mmxa" : "BDB");
             rm_setup(&rm, k == 0 ? RM_MMXA : RM_BDB, (k == 0 ? 100 : 200) + (int)point,
                      k == 0 ? "warmup-mmxa" : "warmup-bdb", "", 1);
-            run_point(&rm, point, 1, 1, &ignored);
+            run_point(&rm, point, 1, 1, 0, &ignored);
             rm_teardown(&rm);
             watch_stop();
         }
@@ -1100,11 +1339,28 @@ int main(void)
             point++;
             /* Alternate which RM goes first, so neither always follows the other's writes. */
             if (point % 2 == 1) {
-                measure(RM_MMXA, point, t, two_phase, "", &mm[mode][i]);
-                measure(RM_BDB, point, t, two_phase, "", &bdb[mode][i]);
+                measure(RM_MMXA, point, t, two_phase, 0, "", &mm[mode][i]);
+                measure(RM_BDB, point, t, two_phase, 0, "", &bdb[mode][i]);
             } else {
-                measure(RM_BDB, point, t, two_phase, "", &bdb[mode][i]);
-                measure(RM_MMXA, point, t, two_phase, "", &mm[mode][i]);
+                measure(RM_BDB, point, t, two_phase, 0, "", &bdb[mode][i]);
+                measure(RM_MMXA, point, t, two_phase, 0, "", &mm[mode][i]);
+            }
+        }
+    }
+
+    for (int mode = 0; mode < RMW_MODES; mode++) {
+        int two_phase = mode == 0;
+        for (int i = 0; i < g_nthreads; i++) {
+            int t = g_threads[i];
+            printf("RMW %s (locking read + put of a random key out of %u), %d thread%s:\n",
+                   two_phase ? "2PC" : "1PC", RMW_KEYS, t, t == 1 ? "" : "s");
+            point++;
+            if (point % 2 == 1) {
+                measure(RM_MMXA, point, t, two_phase, 1, "", &rmw_mm[mode][i]);
+                measure(RM_BDB, point, t, two_phase, 1, "", &rmw_bdb[mode][i]);
+            } else {
+                measure(RM_BDB, point, t, two_phase, 1, "", &rmw_bdb[mode][i]);
+                measure(RM_MMXA, point, t, two_phase, 1, "", &rmw_mm[mode][i]);
             }
         }
     }
@@ -1115,7 +1371,7 @@ int main(void)
 
     printf("mmxa sync=none, 2PC, 1 thread:\n");
     point++;
-    measure(RM_MMXA, point, 1, 1, ";sync=none", &none);
+    measure(RM_MMXA, point, 1, 1, 0, ";sync=none", &none);
 
     rm_rf(g_root);
     g_root[0] = '\0';
@@ -1134,6 +1390,21 @@ int main(void)
             fmt_us(b99, sizeof b99, b->p99_us);
             printf("| %s | %d | %.0f | %s | %s | %.0f | %s | %s | %.2f× |\n",
                    mode == 0 ? "2PC" : "1PC", g_threads[i], a->tps, a50, a99, b->tps, b50, b99,
+                   b->tps > 0 ? a->tps / b->tps : 0.0);
+        }
+    }
+    for (int mode = 0; mode < RMW_MODES; mode++) {
+        for (int i = 0; i < g_nthreads; i++) {
+            const struct result *a = &rmw_mm[mode][i], *b = &rmw_bdb[mode][i];
+            char a50[32], a99[32], b50[32], b99[32];
+            fmt_us(a50, sizeof a50, a->p50_us);
+            fmt_us(a99, sizeof a99, a->p99_us);
+            fmt_us(b50, sizeof b50, b->p50_us);
+            fmt_us(b99, sizeof b99, b->p99_us);
+            printf("| RMW %s (retries: mmxa %" PRIu64 ", BDB %" PRIu64
+                   ") | %d | %.0f | %s | %s | %.0f | %s | %s | %.2f× |\n",
+                   mode == 0 ? "2PC" : "1PC", a->retries, b->retries,
+                   g_threads[i], a->tps, a50, a99, b->tps, b50, b99,
                    b->tps > 0 ? a->tps / b->tps : 0.0);
         }
     }
