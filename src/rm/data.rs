@@ -18,7 +18,7 @@ use crate::log::{LogError, Media, Record};
 use crate::shm::{self, Off, Txn};
 use crate::status::{MMXA_MAX_KEY, MMXA_MAX_VALUE};
 use crate::xid::Xid;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a lock was not granted.
 enum LockFail {
@@ -120,7 +120,7 @@ impl<M: Media> Rm<M> {
             Try::Busy => return Ok(Err(LockFail::Timeout)),
             Try::Queued(w) => w,
         };
-        let waited = self.region.wait_until(hash, self.cfg.lock_timeout, |t| {
+        let check = |t: &mut Txn<'_>| {
             if self.interrupted.load(std::sync::atomic::Ordering::Acquire) {
                 return Ok(Some(Err(LockFail::Aborted)));
             }
@@ -136,7 +136,8 @@ impl<M: Media> Rm<M> {
                 return Ok(Some(Ok(())));
             }
             Ok(None)
-        });
+        };
+        let waited = self.wait_reaping(hash, check);
         match waited {
             Ok((t, r)) => {
                 t.commit().map_err(shm_error)?;
@@ -154,10 +155,28 @@ impl<M: Media> Rm<M> {
                 Err(shm_error(e))
             }
         }
-        .inspect(|_| {
-            // Waiting for a lock is when a dead peer's locks matter.
-            self.reap_if_due();
-        })
+    }
+
+    /// [`crate::shm::Region::wait_until`] for a lock, up to the lock timeout, in slices of
+    /// [`shm::RECHECK`]: between them (outside any section) this process looks for dead peers,
+    /// whose locks only a reaper releases, so a waiter gets a dead holder's lock within about
+    /// a slice rather than at its timeout.
+    fn wait_reaping<T>(
+        &self,
+        hash: u64,
+        mut check: impl FnMut(&mut Txn<'_>) -> std::result::Result<Option<T>, shm::Error>,
+    ) -> std::result::Result<(Txn<'_>, T), shm::Error> {
+        let deadline = Instant::now().checked_add(self.cfg.lock_timeout);
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let slice = left.min(shm::RECHECK);
+            match self.region.wait_until(hash, slice, &mut check) {
+                Err(shm::Error::Timeout) if slice < left => self.reap_if_due(),
+                r => return r,
+            }
+        }
     }
 
     /// Takes a request that will not be granted out of its queue (if still there).

@@ -363,3 +363,47 @@ fn a_prepared_branch_without_writes_is_corruption() {
         assert!(err.contains("has no writes in the log"), "{rec:?}: {err}");
     }
 }
+
+/// A lock waiter gets the lock of a peer that died holding it long before its own lock timeout
+/// (60 s): the waiter looks for dead peers while it waits, not only once the wait is over. The
+/// peer is another `Rm` of the same store in this process (its own lock-file description, so
+/// the kernel drops its slot lock when it is abandoned as if its process had died).
+#[test]
+fn a_lock_waiter_reaps_a_dead_holder_while_it_waits() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.segment_size = 4 << 20;
+    cfg.lock_timeout = Duration::from_secs(60);
+    let holder = Rm::open(cfg.clone()).unwrap();
+    let waiter = Arc::new(Rm::open(cfg).unwrap());
+    holder.start(1, &xid(1), StartMode::New).unwrap();
+    holder.put(1, b"k", Some(b"holder")).unwrap();
+    waiter.start(2, &xid(2), StartMode::New).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let w = waiter.clone();
+    let thread = std::thread::spawn(move || tx.send(w.put(2, b"k", Some(b"waiter"))).unwrap());
+    // The request is queued before the holder dies (liveness bound only).
+    let queued = std::time::Instant::now();
+    while waiter.shared(|t| Ok(t.get_u64(layout::R_WAITS)?)).unwrap() == 0 {
+        assert!(
+            queued.elapsed() < Duration::from_secs(30),
+            "the put never waited"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    holder.simulate_crash();
+    // A liveness bound far below the lock timeout: the dead holder is reaped within ~200 ms.
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the waiter still waits for the dead holder's lock");
+    assert_eq!(got, Ok(false), "the waiter gets the lock");
+    thread.join().unwrap();
+    waiter.end(2, &xid(2), EndMode::Success).unwrap();
+    waiter.commit(2, &xid(2), true).unwrap();
+    assert_eq!(read(&waiter, 3, b"k").as_deref(), Some("waiter"));
+}
