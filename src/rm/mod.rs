@@ -201,7 +201,7 @@ impl Rm {
                 let slot = lockfile
                     .claim_slot(&region, MUTEX_WAIT, |_, _| Ok(()))
                     .map_err(open_err)?;
-                let media = Mapped::new(&cfg.dir);
+                let media = Mapped::with_mode(&cfg.dir, cfg.file_mode());
                 let rm = recovery::build(
                     cfg,
                     media,
@@ -240,7 +240,7 @@ impl Rm {
         // Attached first as slot 0 (to find dead peers and sync for them), then again as the
         // slot this process takes.
         let peer = Rm::<Mapped>::peer(Some(&lockfile), 0);
-        let media = Mapped::new(&cfg.dir);
+        let media = Mapped::with_mode(&cfg.dir, cfg.file_mode());
         let log = Log::attach(media, cfg.segment_size, cfg.sync, region.clone(), peer)
             .map_err(|e| e.to_string())?;
         let mut rm = Rm {
@@ -268,7 +268,7 @@ impl Rm {
         rm.slot = slot.index + 1;
         rm.generation = slot.generation;
         let peer = Rm::<Mapped>::peer(Some(&lockfile), rm.slot);
-        let media = Mapped::new(&rm.cfg.dir);
+        let media = Mapped::with_mode(&rm.cfg.dir, rm.cfg.file_mode());
         rm.log = Log::attach(
             media,
             rm.cfg.segment_size,

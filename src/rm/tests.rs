@@ -407,3 +407,42 @@ fn a_lock_waiter_reaps_a_dead_holder_while_it_waits() {
     waiter.commit(2, &xid(2), true).unwrap();
     assert_eq!(read(&waiter, 3, b"k").as_deref(), Some("waiter"));
 }
+
+/// With `shared_group=1` every file the store creates — the lock file, the region, the log's
+/// segments (the first at open, later ones at a roll) and the audit trail — has mode 0660
+/// exactly, whatever the umask (0600 without; `tests/multiprocess.rs` checks both under umask
+/// 000 in a child process).
+#[test]
+fn a_shared_group_store_creates_every_file_0660() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o770))
+        .tempdir()
+        .unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.segment_size = 64 << 10;
+    cfg.shared_group = true;
+    let rm = Rm::open(cfg).unwrap();
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    rm.put(1, b"k", Some(b"v")).unwrap();
+    rm.end(1, &a, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
+    rm.heuristic(&a, crate::error::Outcome::Commit, "test")
+        .unwrap();
+    // A roll creates the next segment.
+    let value = vec![7u8; 4000];
+    for i in 0..40u32 {
+        rm.put(2, &i.to_le_bytes(), Some(&value)).unwrap();
+    }
+    let mut segments = 0;
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
+        segments += name.ends_with(".seg") as usize;
+        assert_eq!(mode, 0o660, "{name} has mode {mode:03o}");
+    }
+    assert!(segments >= 2, "{segments} segment(s): no roll");
+    assert!(dir.path().join("mmxa.audit").exists());
+}

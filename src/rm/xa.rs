@@ -578,7 +578,13 @@ impl<M: Media> Rm<M> {
             Ok(())
         })?;
         // The log holds the decision; the audit line is its human-readable trail.
-        let _ = crate::audit::record(&self.cfg.dir, xid, outcome.name(), reason);
+        let _ = crate::audit::record(
+            &self.cfg.dir,
+            self.cfg.file_mode(),
+            xid,
+            outcome.name(),
+            reason,
+        );
         Ok(())
     }
 
