@@ -57,7 +57,15 @@ fn open(info: &CString) {
 
 fn put(key: &[u8], value: &[u8]) {
     // SAFETY: both slices are valid for their lengths.
-    let rc = unsafe { mmxa_put(1, key.as_ptr().cast(), key.len(), value.as_ptr().cast(), value.len()) };
+    let rc = unsafe {
+        mmxa_put(
+            1,
+            key.as_ptr().cast(),
+            key.len(),
+            value.as_ptr().cast(),
+            value.len(),
+        )
+    };
     check("mmxa_put", rc);
 }
 
@@ -169,7 +177,12 @@ fn main() {
         let f: Vec<f64> = text
             .lines()
             .find_map(|l| l.strip_prefix("child "))
-            .unwrap_or_else(|| panic!("child said: {text} {}", String::from_utf8_lossy(&out.stderr)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "child said: {text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
             .split_whitespace()
             .map(|x| x.parse().unwrap())
             .collect();
