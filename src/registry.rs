@@ -308,7 +308,7 @@ pub fn close(rmid: i32) -> Result<()> {
     let Some((store, _)) = lookup(rmid, toc) else {
         return Ok(());
     };
-    // A guest asks its host: not under the registry's lock.
+    // Not under the registry's lock: closing may wait on the store's shared region.
     if store.failed().is_none() {
         store.close_toc(toc)?;
     }

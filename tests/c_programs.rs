@@ -135,8 +135,8 @@ fn dlopen_dlclose_cycles_lose_nothing() {
 }
 
 /// Two copies of libmmxa.so in one process (an application linked against one, a monitor
-/// dlopening another path) must not both write one store: the second copy is a guest of the
-/// first, and no acknowledged write is lost.
+/// dlopening another path) share one store as two peers, as two processes would, and no
+/// acknowledged write is lost.
 #[test]
 fn two_library_copies_in_one_process_lose_no_acknowledged_write() {
     let bin = build_stress();

@@ -24,13 +24,13 @@
 //! accessors.
 //!
 //! # Files
-//! A store directory holds `mmxa.lock` (an open-file-description lock held by the one process
-//! hosting the store), `mmxa.sock` (where that process serves the others, see `share`),
-//! `mmxa.audit` (the trail of heuristic decisions, see `audit`; not part of the log) and
-//! segment files `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A
-//! segment is created as `*.tmp`, reserved with `posix_fallocate`, given its header, synced and
-//! renamed into place, so a segment under its final name always has a valid header. Stray `*.tmp`
-//! files are deleted at open.
+//! A store directory holds `mmxa.lock` (the processes' liveness locks, see `shm`), `mmxa.shm`
+//! (the shared state every process with the store open maps, see `shm` and `rm`), `mmxa.audit`
+//! (the trail of heuristic decisions, see `audit`; not part of the log) and segment files
+//! `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A segment is created as
+//! `*.tmp`, reserved with `posix_fallocate`, given its header, synced and renamed into place,
+//! so a segment under its final name always has a valid header. Stray `*.tmp` files are deleted
+//! at open.
 //!
 //! # Segment header (64 bytes, little-endian)
 //! | offset | size | field |
@@ -271,14 +271,13 @@ mod record;
 mod segment;
 mod shared;
 pub mod sim;
-mod store_lock;
 mod writer;
 
 use crate::config::SyncMode;
 use crate::shm::Region;
 pub use media::{Media, SegmentFile};
 pub use record::{put_value_offset, Record};
-pub use segment::{lock_exclusive, sync_dir, Mapped};
+pub use segment::{sync_dir, Mapped};
 pub use shared::{reap_claims, Peer, LOG_ROOTS};
 use shared::{R_DURABLE, R_FIRST_BASE, R_FIRST_ID, R_TAIL_BASE, R_TAIL_ID, R_TAIL_SIZE, R_WRITTEN};
 use std::fmt;
@@ -286,7 +285,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-pub use store_lock::{try_lock_store, StoreLock};
 
 /// A position in the log.
 pub type Lsn = u64;

@@ -287,26 +287,3 @@ fn reserve(file: &File, size: u64) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
-
-/// Takes an exclusive open-file-description (`F_OFD_SETLK`) write lock on `file` without
-/// waiting. The lock belongs to this open of the file: another process, or another copy of the
-/// library loaded in this process, cannot take it while this `File` is open, and closing it
-/// releases the lock.
-pub fn lock_exclusive(file: &File) -> io::Result<()> {
-    // SAFETY: zeroed `flock` is a valid value; fields are set below (`l_pid` must be 0).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: valid descriptor and a pointer to a live `flock`.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => Err(io::Error::new(
-            err.kind(),
-            "the store is in use by another process (or another copy of libmmxa in this one)",
-        )),
-        _ => Err(err),
-    }
-}

@@ -445,11 +445,14 @@ impl<M: Media> Rm<M> {
             Ok(Err(_)) => Err(Error::LockTimeout("lock wait timed out".into())),
             Ok(Ok(())) => self.local_commit(b, tag, key, value, &find),
         };
-        // Whatever happened, the record and its lock go (the commit already did it).
+        // Whatever happened, the record and its lock go (the commit already did it), unless a
+        // durable write waits for its finish (`finish_logged`).
         let _ = self.shared(|t| {
             if let Ok(b) = find(t) {
-                branch::drop_pending(t, b)?;
-                branch::finish(t, b)?;
+                if branch::busy(t, b)? == Busy::None {
+                    branch::drop_pending(t, b)?;
+                    branch::finish(t, b)?;
+                }
             }
             Ok(())
         });
@@ -470,7 +473,6 @@ impl<M: Media> Rm<M> {
         value: Option<&[u8]>,
         find: &dyn Fn(&Txn<'_>) -> Sect<Off>,
     ) -> Result<bool> {
-        let _ = tag;
         let first = self.appending(|t| {
             let b = find(t)?;
             let k = keys::find(t, key)?
@@ -490,8 +492,7 @@ impl<M: Media> Rm<M> {
             return Ok(false);
         };
         self.log.sync_to(a.end)?;
-        let _ = b;
-        self.shared(|t| {
+        self.finish_logged(b, tag, |t| {
             let b = find(t)?;
             branch::apply_pending(t, b)?;
             branch::finish(t, b)?;

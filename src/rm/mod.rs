@@ -45,8 +45,9 @@ pub use crate::error::Vote;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
 use crate::log::{Log, LogError, Mapped, Media, Peer};
-use crate::shm::{self, LockFile, Opened, Options, Region, Txn};
+use crate::shm::{self, LockFile, Off, Opened, Options, Region, Txn};
 use branch::TocState;
+use layout::{Busy, B_BUSY_SLOT};
 pub use locks::Mode;
 pub use report::{BranchReport, Report};
 use std::path::Path;
@@ -97,6 +98,15 @@ pub struct Rm<M: Media = Mapped> {
     compacting: AtomicBool,
     /// Dropped as if the process had died (tests): no cleanup.
     crashed: bool,
+    /// Completions of this process whose record is durable but whose finishing section could
+    /// not be entered in time (branch record, tag): finished by this process's next section.
+    deferred: Mutex<Vec<(Off, u64)>>,
+    has_deferred: AtomicBool,
+    /// How long a section waits for the mutex ([`MUTEX_WAIT`]; shorter in tests).
+    mutex_wait: Duration,
+    /// Runs just before a completion's finishing section (tests).
+    #[cfg(test)]
+    before_finish: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// One step of a section: what to do with it when it does not succeed.
@@ -256,6 +266,11 @@ impl Rm {
             last_reap: Mutex::new(Instant::now()),
             compacting: AtomicBool::new(false),
             crashed: false,
+            deferred: Mutex::new(Vec::new()),
+            has_deferred: AtomicBool::new(false),
+            mutex_wait: MUTEX_WAIT,
+            #[cfg(test)]
+            before_finish: Mutex::new(None),
         };
         // Dead peers' leftovers first (with the syncs their in-flight completions need), so the
         // slot this process takes is clean.
@@ -349,7 +364,71 @@ impl<M: Media> Rm<M> {
         if let Some(why) = self.failed() {
             return Err(Error::Failed(why));
         }
-        self.region.lock(MUTEX_WAIT).map_err(shm_error)
+        if self.has_deferred.load(Ordering::Acquire) {
+            self.finish_deferred()?;
+        }
+        self.region.lock(self.mutex_wait).map_err(shm_error)
+    }
+
+    /// Finishes the busy completion of branch `b` (tag `tag`), whose record is durable, with
+    /// `f` in a section. When the mutex cannot be had in time (a peer stopped inside a section)
+    /// the outcome is decided and durable all the same: the finish is left to this process's
+    /// next section (or to whoever reaps it) and the caller may acknowledge the outcome.
+    fn finish_logged(
+        &self,
+        b: Off,
+        tag: u64,
+        f: impl FnOnce(&mut Txn<'_>) -> Sect<()>,
+    ) -> Result<()> {
+        if let Some(why) = self.failed() {
+            return Err(Error::Failed(why));
+        }
+        if self.has_deferred.load(Ordering::Acquire) {
+            let _ = self.finish_deferred();
+        }
+        #[cfg(test)]
+        if let Some(f) = self.before_finish.lock().unwrap().take() {
+            f();
+        }
+        let mut t = match self.region.lock(self.mutex_wait) {
+            Ok(t) => t,
+            Err(shm::Error::Timeout) => {
+                self.deferred
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((b, tag));
+                self.has_deferred.store(true, Ordering::Release);
+                return Ok(());
+            }
+            Err(e) => return Err(shm_error(e)),
+        };
+        match f(&mut t) {
+            Ok(()) => t.commit().map_err(shm_error),
+            Err(Step::Roll(_)) => Err(Error::Internal("a finishing section rolled".into())),
+            Err(Step::Fail(e)) => Err(e),
+        }
+    }
+
+    /// Finishes the completions [`Rm::finish_logged`] deferred.
+    fn finish_deferred(&self) -> Result<()> {
+        let mut list = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        if !list.is_empty() {
+            let mut t = self.region.lock(self.mutex_wait).map_err(shm_error)?;
+            let owner = self.busy_owner();
+            for &(b, tag) in list.iter() {
+                // Still ours and busy: nobody else finishes a live process's completion.
+                if branch::tag(&t, b).is_ok_and(|x| x == tag)
+                    && branch::busy(&t, b).is_ok_and(|k| k != Busy::None)
+                    && t.get_u64(b + B_BUSY_SLOT).is_ok_and(|o| o == owner)
+                {
+                    reap::complete(&mut t, b).map_err(shm_error)?;
+                }
+            }
+            t.commit().map_err(shm_error)?;
+            list.clear();
+        }
+        self.has_deferred.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Runs `f` in a section and commits it; when the log needs a new segment, the section is

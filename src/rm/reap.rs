@@ -47,7 +47,7 @@ pub(super) fn abandon(t: &mut Txn<'_>, b: Off, gtoc: u64) -> Result<(), shm::Err
 }
 
 /// Finishes the busy completion of `b` (its record is durable).
-fn complete(t: &mut Txn<'_>, b: Off) -> Result<(), shm::Error> {
+pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<(), shm::Error> {
     match branch::busy(t, b)? {
         Busy::None => Ok(()),
         Busy::Prepare => {

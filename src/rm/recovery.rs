@@ -339,6 +339,11 @@ pub(super) fn build<M: Media>(
         last_reap: Mutex::new(Instant::now()),
         compacting: AtomicBool::new(false),
         crashed: false,
+        deferred: Mutex::new(Vec::new()),
+        has_deferred: AtomicBool::new(false),
+        mutex_wait: MUTEX_WAIT,
+        #[cfg(test)]
+        before_finish: Mutex::new(None),
     })
 }
 

@@ -446,3 +446,60 @@ fn a_shared_group_store_creates_every_file_0660() {
     assert!(segments >= 2, "{segments} segment(s): no roll");
     assert!(dir.path().join("mmxa.audit").exists());
 }
+
+/// A completion whose record is durable but whose finishing section cannot be entered (a peer
+/// stopped inside a section holds the mutex) is acknowledged, and finished by the process's
+/// next call: others see the commit as soon as it is.
+#[test]
+fn a_durable_commit_is_acknowledged_when_its_finish_must_wait() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let mut rm = open(dir.path());
+    rm.mutex_wait = std::time::Duration::from_millis(100);
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    rm.put(1, b"k", Some(b"v")).unwrap();
+    rm.end(1, &a, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
+
+    // A "stopped peer": another thread takes the mutex just before the finish (when the hook
+    // asks it to) and keeps it until told to let go.
+    let region = rm.region.clone();
+    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        take_rx.recv().unwrap();
+        let t = region.lock(std::time::Duration::from_secs(10)).unwrap();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(t);
+    });
+    *rm.before_finish.lock().unwrap() = Some(Box::new(move || {
+        take_tx.send(()).unwrap();
+        held_rx.recv().unwrap();
+    }));
+    assert_eq!(
+        rm.commit(1, &a, false),
+        Ok(()),
+        "the COMMIT record is durable"
+    );
+    assert!(rm.has_deferred.load(Ordering::Acquire), "the finish waits");
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    // The next section finishes it first: the value is committed and the branch gone.
+    assert_eq!(rm.get(2, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(!rm.has_deferred.load(Ordering::Acquire));
+    assert_eq!(rm.exclusive_holder(b"k"), None, "its lock is released");
+    let scan = Scan {
+        start: true,
+        end: true,
+    };
+    assert_eq!(rm.recover(1, scan, 10).unwrap(), vec![]);
+    drop(rm);
+    let rm = open(dir.path());
+    assert_eq!(rm.get(1, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}

@@ -245,7 +245,7 @@ impl<M: Media> Rm<M> {
     pub fn prepare(&self, _toc: Toc, xid: &Xid) -> Result<Vote> {
         enum First {
             Done(Result<Vote>),
-            Logged(Appended, u64),
+            Logged(Appended, u64, Off),
         }
         let first = self.appending(|t| {
             let b = Self::completing(t, xid, "xa_prepare")?;
@@ -274,11 +274,11 @@ impl<M: Media> Rm<M> {
             let a =
                 self.begin_completion(t, b, Busy::Prepare, &Record::Prepare { tag, xid: *xid })?;
             t.set_u64(b + B_RECORD_LSN, a.lsn)?;
-            Ok(First::Logged(a, tag))
+            Ok(First::Logged(a, tag, b))
         });
-        let (a, tag) = match first {
+        let (a, tag, b) = match first {
             Ok(First::Done(r)) => return r,
-            Ok(First::Logged(a, tag)) => (a, tag),
+            Ok(First::Logged(a, tag, b)) => (a, tag, b),
             Err(e @ Error::Failed(_)) => return Err(e),
             Err(e @ (Error::NoSpace(_) | Error::Io(_))) => {
                 if matches!(e, Error::NoSpace(_)) {
@@ -302,7 +302,7 @@ impl<M: Media> Rm<M> {
         };
         match self.log.sync_to(a.end) {
             Ok(()) => {
-                self.shared(|t| {
+                self.finish_logged(b, tag, |t| {
                     if let Some(b) = Self::after_sync(t, xid, tag)? {
                         Self::end_busy(t, b)?;
                         t.set_u8(b + B_PHASE, PHASE_PREPARED)?;
@@ -325,7 +325,7 @@ impl<M: Media> Rm<M> {
     pub fn commit(&self, _toc: Toc, xid: &Xid, one_phase: bool) -> Result<()> {
         enum First {
             Done(Result<()>),
-            Logged(Appended, u64),
+            Logged(Appended, u64, Off),
         }
         let first = self.appending(|t| {
             let b = Self::completing(t, xid, "xa_commit")?;
@@ -358,18 +358,18 @@ impl<M: Media> Rm<M> {
             }
             let tag = branch::tag(t, b)?;
             let a = self.begin_completion(t, b, Busy::Commit, &Record::Commit { tag })?;
-            Ok(First::Logged(a, tag))
+            Ok(First::Logged(a, tag, b))
         });
-        let (a, tag) = match first {
+        let (a, tag, b) = match first {
             Ok(First::Done(r)) => return r,
-            Ok(First::Logged(a, tag)) => (a, tag),
+            Ok(First::Logged(a, tag, b)) => (a, tag, b),
             Err(e @ Error::Failed(_)) => return Err(e),
             Err(e @ (Error::NoSpace(_) | Error::Io(_))) => {
                 if matches!(e, Error::NoSpace(_)) {
                     self.after_no_space();
                 }
                 if one_phase {
-                    let _ = self.appending(|t| {
+                    let undone = self.appending(|t| {
                         if let Some(b) = branch::find(t, xid)? {
                             if branch::busy(t, b)? == Busy::None
                                 && branch::phase(t, b)? == PHASE_WORKING
@@ -380,6 +380,13 @@ impl<M: Media> Rm<M> {
                         }
                         Ok(())
                     });
+                    if let Err(e2) = undone {
+                        // Neither committed nor rolled back: no XA_RB* may claim otherwise.
+                        return Err(Error::Failed(format!(
+                            "commit failed ({e}) and the branch could not be rolled back \
+                             ({e2}); reopen and roll it back"
+                        )));
+                    }
                     return Err(Error::RolledBack(
                         Rb::Other,
                         format!("commit failed, rolled back: {e}"),
@@ -392,7 +399,7 @@ impl<M: Media> Rm<M> {
         };
         crash_point("rm.completion_pending");
         self.log.sync_to(a.end)?;
-        self.shared(|t| {
+        self.finish_logged(b, tag, |t| {
             if let Some(b) = Self::after_sync(t, xid, tag)? {
                 branch::apply_pending(t, b)?;
                 crash_point("rm.apply_in_section");
@@ -409,7 +416,7 @@ impl<M: Media> Rm<M> {
         let gtoc = self.gtoc(toc);
         enum First {
             Done(Result<()>),
-            Logged(Appended, u64),
+            Logged(Appended, u64, Off),
         }
         let first = self.appending(|t| {
             let b = Self::completing(t, xid, "xa_rollback")?;
@@ -425,7 +432,7 @@ impl<M: Media> Rm<M> {
                     // Synced: a lost rollback would bring the branch back, locks and all.
                     let tag = branch::tag(t, b)?;
                     let a = self.begin_completion(t, b, Busy::Rollback, &Record::Rollback { tag })?;
-                    Ok(First::Logged(a, tag))
+                    Ok(First::Logged(a, tag, b))
                 }
                 _ => {
                     if branch::association(t, b, gtoc)?.is_some() {
@@ -457,9 +464,9 @@ impl<M: Media> Rm<M> {
                 }
             }
         });
-        let (a, tag) = match first? {
+        let (a, tag, b) = match first? {
             First::Done(r) => return r,
-            First::Logged(a, tag) => (a, tag),
+            First::Logged(a, tag, b) => (a, tag, b),
         };
         if let Err(e) = self.log.sync_to(a.end) {
             if !matches!(e, crate::log::LogError::Failed(_)) {
@@ -473,7 +480,7 @@ impl<M: Media> Rm<M> {
             }
             return Err(e.into());
         }
-        self.shared(|t| {
+        self.finish_logged(b, tag, |t| {
             if let Some(b) = Self::after_sync(t, xid, tag)? {
                 branch::drop_pending(t, b)?;
                 branch::finish(t, b)?;
@@ -543,7 +550,7 @@ impl<M: Media> Rm<M> {
                 "a heuristic decision commits or rolls back".into(),
             ));
         }
-        let (a, tag) = self.appending(|t| {
+        let (a, tag, b) = self.appending(|t| {
             let b = Self::completing(t, xid, "heuristic")?;
             if branch::phase(t, b)? != PHASE_PREPARED {
                 return Err(proto("only a prepared branch can be completed heuristically").into());
@@ -560,7 +567,7 @@ impl<M: Media> Rm<M> {
             t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))?;
             set_text(t, b, reason)?;
             t.set_u64(b + B_RECORD_LSN, a.lsn)?;
-            Ok((a, tag))
+            Ok((a, tag, b))
         })?;
         if let Err(e) = self.log.sync_to(a.end) {
             let _ = self.shared(|t| {
@@ -571,7 +578,7 @@ impl<M: Media> Rm<M> {
             });
             return Err(e.into());
         }
-        self.shared(|t| {
+        self.finish_logged(b, tag, |t| {
             if let Some(b) = Self::after_sync(t, xid, tag)? {
                 Self::complete_heuristic(t, b, outcome, a.lsn, reason)?;
             }
