@@ -340,16 +340,26 @@ impl Mapping {
             .ok_or_else(|| LockError::Os(bad("mutex offset")))?;
         // SAFETY: `m` points at a mutex initialised by `mutex_init` (checked at attach by
         // `mutex_kind_ok`) in shared memory mapped for our lifetime.
-        let rc = unsafe { libc::pthread_mutex_trylock(m) };
-        let rc = if rc == libc::EBUSY {
+        let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
+        if rc == libc::EBUSY {
             if timeout.is_zero() {
                 return Err(LockError::Timeout);
             }
-            // SAFETY: as above; the deadline is a live timespec.
-            unsafe { timed_lock(m, timeout) }
-        } else {
-            rc
-        };
+            // Sleep in slices, trying again after each: the wake-up an unlock sends can go to
+            // a waiter that is killed before it takes the mutex, and the kernel passes it on
+            // only if the mutex is still free when that waiter's exit is processed. Once a
+            // third thread has taken it meanwhile (without the waiters flag), the others
+            // would sleep out their whole timeout on a free mutex.
+            let deadline = super::deadline(timeout);
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                // SAFETY: as above.
+                rc = unsafe { timed_lock(m, left.min(LOCK_SLICE)) };
+                if rc != libc::ETIMEDOUT || left <= LOCK_SLICE {
+                    break;
+                }
+            }
+        }
         match rc {
             0 => Ok(Locked::Clean),
             libc::EOWNERDEAD => Ok(Locked::OwnerDied),
@@ -383,6 +393,10 @@ impl Drop for Mapping {
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.reserved) };
     }
 }
+
+/// The longest one sleep on the mutex lasts before the lock is tried again (see
+/// [`Mapping::mutex_lock`]): a bound on how long a lost wake-up delays a waiter.
+pub(super) const LOCK_SLICE: Duration = Duration::from_millis(20);
 
 /// How a futex wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

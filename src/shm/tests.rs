@@ -410,6 +410,47 @@ fn shm_a_thread_that_dies_holding_the_mutex_is_repaired() {
     assert_eq!(snap(&r), before);
 }
 
+/// A waiter whose wake-up is lost (the unlock woke a waiter that was killed before it could
+/// take the mutex, and a third thread took it meanwhile) gets the mutex within a slice of
+/// its sleep, not at its timeout. The lost wake-up is made by hand: the holder frees the word
+/// without waking anyone.
+#[test]
+fn shm_a_lost_mutex_wake_up_costs_a_slice_not_the_timeout() {
+    use std::sync::atomic::Ordering;
+    let r = &anon();
+    let word = move || r.map.u32_at(MUTEX_OFF).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let t = r.lock(T).unwrap();
+            held_tx.send(()).unwrap();
+            free_rx.recv().unwrap();
+            std::mem::forget(t);
+            word().store(0, Ordering::Release);
+        });
+        held_rx.recv().unwrap();
+        let waiter = s.spawn(|| r.lock(Duration::from_secs(120)).map(|t| t.commit()));
+        // The waiter sleeps on the word (it has set the waiters flag).
+        let asleep = Instant::now();
+        while word().load(Ordering::Acquire) & 0x8000_0000 == 0 {
+            assert!(asleep.elapsed() < T, "the waiter never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let freed = Instant::now();
+        free_tx.send(()).unwrap();
+        while !waiter.is_finished() {
+            // A liveness bound far below the waiter's 120 s timeout.
+            assert!(
+                freed.elapsed() < Duration::from_secs(60),
+                "the waiter sleeps on a free mutex"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(waiter.join().unwrap(), Ok(Ok(()))));
+    });
+}
+
 #[test]
 fn shm_wait_until_is_woken_by_a_release() {
     let r = anon();
