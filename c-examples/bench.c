@@ -8,7 +8,9 @@
  *   2PC: xa_prepare, xa_commit(TMNOFLAGS)            or
  *   1PC: xa_commit(TMONEPHASE).
  * Both RMs are durable: mmxa with its default sync=msync; Berkeley DB (BDB) with a transactional,
- * synchronous environment. Points: 2PC and 1PC at 1, 8 and 32 threads. Then the read-modify-write
+ * synchronous environment. Points: 2PC and 1PC at 1, 8 and 32 threads; between them, the
+ * multi-process point (below), next to the in-process 2PC points it is compared with. Then the
+ * read-modify-write
  * (RMW) points, 2PC and 1PC at 1, 8 and 32 threads, on a store pre-loaded with 100,000 keys
  * (16-byte keys, 100-byte values, so every read finds a value): per branch, a random key out of
  * the 100,000 (uniform, per-thread xorshift), read under an exclusive lock, then written back
@@ -22,7 +24,34 @@
  *     for everyone), at 1, 8 and 32 threads. A 2PC branch needs two durable records (prepare,
  *     commit), so half the 32-thread rate is a ceiling for 2PC branches;
  *   - mmxa with sync=none, 2PC, 1 thread: CPU time per branch (CLOCK_PROCESS_CPUTIME_ID delta
- *     divided by branches), i.e. what the library costs when the disk costs nothing.
+ *     divided by branches), i.e. what the library costs when the disk costs nothing;
+ *   - the same once more in a second process: an idle first process (this program run again
+ *     with --hold) opens the store first and keeps it open, doing nothing (blocked in read on a
+ *     pipe), while this process opens the same store and runs the point; the table gives both
+ *     CPU figures per branch, their ratio, and the CPU the idle process used meanwhile.
+ *
+ * The multi-process point: P processes x T threads (BENCH_MP, default 4x8), durable 2PC, one put
+ * per branch, every thread its own keys and XIDs, for each RM on one store:
+ *   - the processes are this program run again (fork, then exec of /proc/self/exe with
+ *     --mp-child and the point's parameters), so no RM is open in them before they start; the
+ *     parent opens nothing during the point. They open the store one after another (the first
+ *     creates it; then each process's T threads xa_open), report ready, and all start when the
+ *     parent says go (through a memfd they map); each then runs like an in-process point for
+ *     BENCH_SECONDS and writes its counts, latency histogram and CPU time to the shared page;
+ *   - mmxa: every process xa_opens the same dir= (every process is a peer of the store);
+ *   - BDB: every process xa_opens the same home, i.e. its own DB_ENV on the shared environment,
+ *     and its own database handle (DB_XA_CREATE). xa_open always opens with DB_REGISTER |
+ *     DB_RECOVER, so the first process registered in the environment runs recovery and the
+ *     others join without it: all that multi-process BDB XA needs. DB_CONFIG is written for P x T
+ *     threads. The global mutex of the honesty rules below is per process, as a Tuxedo
+ *     deployment would have it (one server process does not see another's calls); the commit
+ *     record is still flushed after each xa_commit. Log syncs per branch are the environment's,
+ *     from the first process's start to the last one's end;
+ *   - the rate is the sum of the processes' rates, and CPU time the sum of theirs. Afterwards
+ *     the parent opens the store itself (mmxa rebuilds its shared state from the log; BDB
+ *     recovers) and reads back every committed key of every process. The summary under the
+ *     table compares mmxa's P x T figure with its own in-process 2PC figure at P*T threads of
+ *     the same run, and with BDB's P processes.
  *
  * Berkeley DB honesty rules (the BDB XA switch was written for Tuxedo, one thread per server):
  *   - its xa_* entry points are not safe to call from several threads at once, so every BDB
@@ -88,7 +117,11 @@
  * sync=none point. After close, "malloc in use" is what is really left; anonymous RSS above it is
  * free memory glibc keeps at the top of the worker threads' arenas (malloc_trim does not trim a
  * thread arena's top chunk, and the dynamic trim threshold grows): MALLOC_TRIM_THRESHOLD_=131072
- * in the environment makes it go back to the system. CPU time
+ * in the environment makes it go back to the system. Where a branch's time goes: below each
+ * point, the mean time per committed branch in each call (xa_start, the locking read, the put,
+ * xa_end, xa_prepare, xa_commit, BDB's log_flush, failed attempts with their back-off), from
+ * one CLOCK_MONOTONIC read after each call (not at the sync=none points, whose CPU figure it
+ * would add to); BDB's xa_* times include the wait for its mutex. CPU time
  * per branch is printed for every point, split into user and system time (getrusage); for BDB
  * also log syncs per branch (DB_ENV->log_stat), and lock-conflict retries for BDB at every
  * point and for mmxa at the RMW points (and wherever it had any). A mismatch or any
@@ -97,9 +130,11 @@
  * if a point does not finish in time (a hang).
  *
  * Environment: BENCH_SECONDS (default 5), BENCH_DIR (parent of the temporary data directory,
- * default /tmp), BENCH_THREADS (comma-separated thread counts, default 1,8,32; at most 64).
- * A run measures 28 points of BENCH_SECONDS each (12 put, 12 RMW, 3 probe, 1 sync=none) plus
- * about 10 s of warm-up, pre-loading, verification and syncs.
+ * default /tmp), BENCH_THREADS (comma-separated thread counts, default 1,8,32; at most 64),
+ * BENCH_MP (the multi-process point's PROCSxTHREADS, default 4x8), BENCH_ONLY (comma-separated
+ * groups to run, default all: put, mp, rmw, probe, none; for profiling one kind of point).
+ * A run measures 31 points of BENCH_SECONDS each (12 put, 2 multi-process, 12 RMW, 3 probe,
+ * 2 sync=none) plus about 15 s of warm-up, pre-loading, verification and syncs.
  * Output: progress lines, then a Markdown table for the README. The machine's load average is
  * printed at the start and the end: other work on the machine shows up in the numbers. No
  * timing is a pass/fail criterion; the exit status only reports errors.
@@ -119,11 +154,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/utsname.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -565,11 +602,36 @@ static int rm_get(struct rm *rm, const char *key, unsigned char *buf, size_t cap
 }
 
 /*
+ * Where a branch's time goes: the mean time per committed branch in each call the TM makes
+ * (BDB's xa_* calls include the wait for the BDB mutex), measured with one clock read after
+ * each call. Off at the sync=none points, whose CPU time it would add to.
+ */
+enum call { C_START, C_GET, C_PUT, C_END, C_PREPARE, C_COMMIT, C_FLUSH, C_RETRY, C_CALLS };
+static const char *const call_name[C_CALLS] = {"xa_start", "locking read", "put", "xa_end",
+                                                "xa_prepare", "xa_commit", "log_flush",
+                                                "failed attempts and back-off"};
+static int g_breakdown = 1;
+
+struct lap {
+    uint64_t *acc;                   /* per call, ns; NULL: not measured */
+    uint64_t t;                      /* the end of the previous call */
+};
+
+static inline void lap(struct lap *l, enum call c)
+{
+    if (l->acc != NULL) {
+        uint64_t now = now_ns(CLOCK_MONOTONIC);
+        l->acc[c] += now - l->t;
+        l->t = now;
+    }
+}
+
+/*
  * The RMW point's work inside a branch: a locking read of key idx, then a put of the same key
  * with the version advanced by one. Returns 0 with *version_out set to the version written, or 1
  * for a retryable conflict.
  */
-static int rm_rmw(struct rm *rm, uint32_t idx, uint64_t *version_out)
+static int rm_rmw(struct rm *rm, uint32_t idx, uint64_t *version_out, struct lap *l)
 {
     char key[KEY_LEN + 1];
     unsigned char buf[VALUE_LEN + 28], val[VALUE_LEN];
@@ -578,6 +640,7 @@ static int rm_rmw(struct rm *rm, uint32_t idx, uint64_t *version_out)
     make_rmw_key(idx, key);
     if (rm_get(rm, key, buf, sizeof buf, &len, 1) != 0)
         return 1;
+    lap(l, C_GET);
     version = rmw_version(idx, buf, len);
     if (version < 0)
         die("%s: the locking read of \"%s\" in a branch returned a value that is not one of "
@@ -585,6 +648,7 @@ static int rm_rmw(struct rm *rm, uint32_t idx, uint64_t *version_out)
     make_rmw_value(idx, (uint64_t)version + 1, val);
     if (rm_put(rm, key, val) != 0)
         return 1;
+    lap(l, C_PUT);
     *version_out = (uint64_t)version + 1;
     return 0;
 }
@@ -662,8 +726,12 @@ static void write_db_config(const char *home, int threads)
         die("cannot write %s: %s", path, strerror(errno));
 }
 
-static void rm_setup(struct rm *rm, enum rm_kind kind, int rmid, const char *dirname,
-                     const char *extra, int threads)
+/*
+ * Fills in rm for the data directory g_root/dirname; when create, makes BDB's home and writes
+ * its DB_CONFIG for `threads` threads in all (mmxa creates its directory at xa_open).
+ */
+static void rm_init(struct rm *rm, enum rm_kind kind, int rmid, const char *dirname,
+                    const char *extra, int threads, int create)
 {
     memset(rm, 0, sizeof *rm);
     rm->kind = kind;
@@ -682,13 +750,19 @@ static void rm_setup(struct rm *rm, enum rm_kind kind, int rmid, const char *dir
         rm->serialize = 1;
         if (snprintf(rm->info, sizeof rm->info, "%s", rm->dir) >= MAXINFOSIZE)
             die("data directory path too long for an xa_open string: %s", rm->dir);
-        if (mkdir(rm->dir, 0700) != 0)
-            die("mkdir %s: %s", rm->dir, strerror(errno));
-        write_db_config(rm->dir, threads);
+        if (create) {
+            if (mkdir(rm->dir, 0700) != 0)
+                die("mkdir %s: %s", rm->dir, strerror(errno));
+            write_db_config(rm->dir, threads);
+        }
     }
-    /* The main thread opens first: it creates the store and later verifies. */
+}
+
+/* The calling thread's xa_open; for BDB also the database handle (created if absent). */
+static void rm_open(struct rm *rm)
+{
     xa_must(rm, OP_OPEN, NULL, TMNOFLAGS, XA_OK);
-    if (kind == RM_BDB) {
+    if (rm->kind == RM_BDB) {
         int rc = db_create(&rm->dbp, NULL, DB_XA_CREATE);
         if (rc != 0)
             die("BDB: db_create(DB_XA_CREATE) returned %d (%s)", rc, db_strerror(rc));
@@ -700,6 +774,14 @@ static void rm_setup(struct rm *rm, enum rm_kind kind, int rmid, const char *dir
         if (rc != 0)
             die("BDB: DB->open returned %d (%s)", rc, db_strerror(rc));
     }
+}
+
+static void rm_setup(struct rm *rm, enum rm_kind kind, int rmid, const char *dirname,
+                     const char *extra, int threads)
+{
+    rm_init(rm, kind, rmid, dirname, extra, threads, 1);
+    /* The main thread opens first: it creates the store and later verifies. */
+    rm_open(rm);
 }
 
 static void rm_teardown(struct rm *rm)
@@ -741,12 +823,14 @@ struct worker {
     uint64_t xid_seq;
     uint64_t rng;                    /* xorshift state for the retry backoff */
     uint64_t key_rng;                /* xorshift state for the RMW point's keys */
+    uint64_t call_ns[C_CALLS];       /* time in each call (g_breakdown) */
     unsigned point;
 } __attribute__((aligned(64)));
 
 static struct worker g_workers[MAX_THREADS];
 static pthread_barrier_t g_barrier;
 static atomic_int g_stop;
+static int g_two_barriers;           /* a child of the multi-process point: opened, then go */
 
 static void make_xid_for(XID *xid, unsigned point, unsigned id, uint64_t seq, enum rm_kind kind)
 {
@@ -802,12 +886,20 @@ static void tm_branch(struct worker *w, const char *key, const unsigned char *va
     struct rm *rm = w->rm;
     XID xid;
     unsigned attempt = 0;
+    struct lap l = {g_breakdown ? w->call_ns : NULL, g_breakdown ? now_ns(CLOCK_MONOTONIC) : 0};
     for (;;) {
         int rc, conflict;
         make_xid(&xid, w);
         w->xid_seq++;
         xa_must(rm, OP_START, &xid, TMNOFLAGS, XA_OK);
-        conflict = key != NULL ? rm_put(rm, key, val) : rm_rmw(rm, rmw_idx, version);
+        lap(&l, C_START);
+        if (key != NULL) {
+            conflict = rm_put(rm, key, val);
+            if (!conflict)
+                lap(&l, C_PUT);
+        } else {
+            conflict = rm_rmw(rm, rmw_idx, version, &l);
+        }
         if (conflict) {
             rc = xa_call(rm, OP_END, &xid, TMFAIL);
             if (rc != XA_OK && !(rc >= XA_RBBASE && rc <= XA_RBEND))
@@ -819,16 +911,21 @@ static void tm_branch(struct worker *w, const char *key, const unsigned char *va
                     xa_name(rc), rc, rm_detail(rm));
             w->retries++;
             backoff(w, attempt++);
+            lap(&l, C_RETRY);
             continue;
         }
         xa_must(rm, OP_END, &xid, TMSUCCESS, XA_OK);
+        lap(&l, C_END);
         if (w->two_phase) {
             xa_must(rm, OP_PREPARE, &xid, TMNOFLAGS, XA_OK);
+            lap(&l, C_PREPARE);
             xa_must(rm, OP_COMMIT, &xid, TMNOFLAGS, XA_OK);
         } else {
             xa_must(rm, OP_COMMIT, &xid, TMONEPHASE, XA_OK);
         }
+        lap(&l, C_COMMIT);
         rm_after_commit(rm);
+        lap(&l, C_FLUSH);
         return;
     }
 }
@@ -841,6 +938,8 @@ static void *worker_main(void *arg)
 
     xa_must(w->rm, OP_OPEN, NULL, TMNOFLAGS, XA_OK); /* R state is per thread */
     pthread_barrier_wait(&g_barrier);
+    if (g_two_barriers)
+        pthread_barrier_wait(&g_barrier);
     while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
         uint64_t t0, t1;
         if (w->rmw) {
@@ -871,6 +970,9 @@ struct result {
     uint64_t branches, retries, verified;
     uint64_t max_version;            /* RMW point: most committed branches on one key */
     double syncs_per_branch;         /* BDB only: log syncs per committed branch */
+    double call_us[C_CALLS];         /* mean time per committed branch in each call */
+    int breakdown;                   /* call_us measured */
+    double other_cpu_ms;             /* sync=none in a second process: the idle first one's CPU */
     struct mem mem;                  /* at the end of the point, store still open */
 };
 
@@ -945,6 +1047,7 @@ static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
         w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + point;
         w->key_rng = 0xD6E8FEB86659FD93ull * (uint64_t)(i + 1) + point;
         w->point = point;
+        memset(w->call_ns, 0, sizeof w->call_ns);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
             die("pthread_create failed");
     }
@@ -970,7 +1073,12 @@ static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
         h_merge(&g_merged, &g_workers[i].hist);
         total += g_workers[i].committed;
         retries += g_workers[i].retries;
+        for (int c = 0; c < C_CALLS; c++)
+            res->call_us[c] += (double)g_workers[i].call_ns[c] / 1000.0;
     }
+    for (int c = 0; total && c < C_CALLS; c++)
+        res->call_us[c] /= (double)total;
+    res->breakdown = g_breakdown;
 
     /*
      * Verification, outside any branch, by the main thread (which has the RM open). The RMW
@@ -1039,21 +1147,522 @@ static void run_point(struct rm *rm, unsigned point, int threads, int two_phase,
     read_mem(&res->mem);
 }
 
+static void print_breakdown(const struct result *res, enum rm_kind kind, int two_phase, int rmw)
+{
+    const char *sep = "";
+    if (!res->breakdown)
+        return;
+    printf("       mean time per branch (us):");
+    for (int c = 0; c < C_CALLS; c++) {
+        if ((c == C_GET && !rmw) || (c == C_PREPARE && !two_phase) ||
+            (c == C_FLUSH && kind != RM_BDB) || (c == C_RETRY && res->retries == 0))
+            continue;
+        printf("%s %s %.1f", sep, call_name[c], res->call_us[c]);
+        sep = ",";
+    }
+    printf("\n");
+}
+
+/* ---- other processes: the multi-process point's children, the idle first opener ------------ */
+
+#define MP_MAX_PROCS 16
+
+/* What a child of the multi-process point reports, in the page it shares with the parent. */
+struct mp_child {
+    uint64_t committed[MAX_THREADS]; /* per thread: keys 0 .. committed-1 are committed */
+    uint64_t branches, retries;
+    uint64_t syncs0, syncs1;         /* BDB: the environment's log syncs at its start and end */
+    uint64_t call_ns[C_CALLS];       /* time in each call, all its threads */
+    double seconds;                  /* its measured window */
+    double cpu_us, user_us, sys_us;  /* its CPU time over the window */
+    long hwm_kb;                     /* its peak RSS */
+};
+
+/* A memfd the parent creates and every child maps after exec. */
+struct mp_shared {
+    atomic_int opened;               /* children that have opened the store (they open in turn) */
+    atomic_int ready;                /* children whose threads have all opened and wait */
+    atomic_int go;                   /* set by the parent: start */
+    atomic_int abort;                /* set by the parent: a child failed, give up */
+    struct mp_child child[MP_MAX_PROCS];
+    struct hist hist[MP_MAX_PROCS];
+};
+
+static struct mp_shared *mp_map(int fd)
+{
+    void *p = mmap(NULL, sizeof(struct mp_shared), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        die("mmap of the shared page: %s", strerror(errno));
+    return p;
+}
+
+static struct mp_shared *mp_create(int *fd_out)
+{
+    int fd = memfd_create("bench-mp", 0); /* no MFD_CLOEXEC: the children map it after exec */
+    if (fd < 0)
+        die("memfd_create: %s", strerror(errno));
+    if (ftruncate(fd, (off_t)sizeof(struct mp_shared)) != 0)
+        die("ftruncate of the shared page: %s", strerror(errno));
+    *fd_out = fd;
+    return mp_map(fd);
+}
+
+static void pause_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* In a child: waits until *word reaches want; leaves if the parent gave up or died. */
+static void mp_wait(struct mp_shared *sh, atomic_int *word, int want, pid_t parent)
+{
+    while (atomic_load(word) < want) {
+        if (atomic_load(&sh->abort) || getppid() != parent)
+            _exit(4);
+        pause_us(50);
+    }
+}
+
+/* fork, then exec this program with args (args[0] is argv[0]): a fresh process, no RM open. */
+static pid_t spawn(char *const args[])
+{
+    pid_t pid;
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        execv("/proc/self/exe", args);
+        fprintf(stderr, "bench: exec /proc/self/exe: %s\n", strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static void check_exit(pid_t pid, int status, const char *what)
+{
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return;
+    if (WIFEXITED(status))
+        die("%s (pid %d) exited with status %d", what, (int)pid, WEXITSTATUS(status));
+    die("%s (pid %d) was killed by signal %d", what, (int)pid,
+        WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+}
+
+/*
+ * A child of the multi-process point:
+ *   bench --mp-child KIND ROOT DIRNAME RMID PROCS THREADS INDEX SECONDS FD POINT PARENT
+ * Opens the store after children 0 .. INDEX-1 have (child 0 creates it), starts THREADS threads
+ * that each xa_open, says it is ready, waits for the parent's go, runs put-only 2PC branches for
+ * SECONDS like run_point (thread i is TM thread INDEX*THREADS+i: its own keys and XIDs), writes
+ * its counts, histogram and CPU time to the shared page, closes the store and exits 0.
+ */
+static int mp_child_main(int argc, char **argv)
+{
+    enum rm_kind kind;
+    struct mp_shared *sh;
+    struct mp_child *me;
+    struct rm rm;
+    struct mem m;
+    struct rusage ru0, ru1;
+    uint64_t t_start, t_end, cpu0, cpu1;
+    int rmid, procs, threads, index, fd;
+    unsigned point;
+    pid_t parent;
+
+    if (argc != 13)
+        die("--mp-child: 11 arguments expected");
+    kind = strcmp(argv[2], "mmxa") == 0 ? RM_MMXA : RM_BDB;
+    snprintf(g_root, sizeof g_root, "%s", argv[3]);
+    rmid = atoi(argv[5]);
+    procs = atoi(argv[6]);
+    threads = atoi(argv[7]);
+    index = atoi(argv[8]);
+    g_seconds = strtod(argv[9], NULL);
+    fd = atoi(argv[10]);
+    point = (unsigned)atoi(argv[11]);
+    parent = (pid_t)atoi(argv[12]);
+    if (procs < 1 || procs > MP_MAX_PROCS || threads < 1 || threads > MAX_THREADS ||
+        index < 0 || index >= procs)
+        die("--mp-child: bad arguments");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGALRM, watchdog);
+    watch_start("multi-process 2PC %s, child %d", argv[2], index);
+    sh = mp_map(fd);
+    close(fd);
+    me = &sh->child[index];
+
+    rm_init(&rm, kind, rmid, argv[4], "", procs * threads, 0);
+    mp_wait(sh, &sh->opened, index, parent);
+    rm_open(&rm);
+    atomic_fetch_add(&sh->opened, 1);
+
+    g_two_barriers = 1;
+    atomic_store(&g_stop, 0);
+    if (pthread_barrier_init(&g_barrier, NULL, (unsigned)threads + 1) != 0)
+        die("pthread_barrier_init failed");
+    for (int i = 0; i < threads; i++) {
+        struct worker *w = &g_workers[i];
+        unsigned id = (unsigned)(index * threads + i);
+        memset(&w->hist, 0, sizeof w->hist);
+        w->rm = &rm;
+        w->id = id;
+        w->two_phase = 1;
+        w->rmw = 0;
+        w->committed = w->retries = w->xid_seq = 0;
+        w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(id + 1) + point;
+        w->key_rng = 0xD6E8FEB86659FD93ull * (uint64_t)(id + 1) + point;
+        w->point = point;
+        memset(w->call_ns, 0, sizeof w->call_ns);
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+            die("pthread_create failed");
+    }
+    pthread_barrier_wait(&g_barrier); /* every thread has its xa_open done */
+    atomic_fetch_add(&sh->ready, 1);
+    mp_wait(sh, &sh->go, 1, parent);
+    if (kind == RM_BDB)
+        me->syncs0 = bdb_log_syncs(&rm);
+    pthread_barrier_wait(&g_barrier);
+    t_start = now_ns(CLOCK_MONOTONIC);
+    cpu0 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    getrusage(RUSAGE_SELF, &ru0);
+    sleep_until(t_start + (uint64_t)(g_seconds * 1e9));
+    atomic_store(&g_stop, 1);
+    for (int i = 0; i < threads; i++)
+        pthread_join(g_workers[i].thread, NULL);
+    t_end = now_ns(CLOCK_MONOTONIC);
+    cpu1 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    getrusage(RUSAGE_SELF, &ru1);
+    pthread_barrier_destroy(&g_barrier);
+    if (kind == RM_BDB)
+        me->syncs1 = bdb_log_syncs(&rm);
+
+    memset(&sh->hist[index], 0, sizeof sh->hist[index]);
+    for (int i = 0; i < threads; i++) {
+        h_merge(&sh->hist[index], &g_workers[i].hist);
+        me->committed[i] = g_workers[i].committed;
+        me->branches += g_workers[i].committed;
+        me->retries += g_workers[i].retries;
+        for (int c = 0; c < C_CALLS; c++)
+            me->call_ns[c] += g_workers[i].call_ns[c];
+    }
+    me->seconds = (double)(t_end - t_start) / 1e9;
+    me->cpu_us = (double)(cpu1 - cpu0) / 1000.0;
+    me->user_us = tv_us(&ru1.ru_utime, &ru0.ru_utime);
+    me->sys_us = tv_us(&ru1.ru_stime, &ru0.ru_stime);
+    read_mem(&m);
+    me->hwm_kb = m.hwm_kb;
+
+    if (kind == RM_BDB) {
+        int rc = rm.dbp->close(rm.dbp, 0);
+        if (rc != 0)
+            die("BDB: DB->close returned %d (%s)", rc, db_strerror(rc));
+    }
+    xa_must(&rm, OP_CLOSE, NULL, TMNOFLAGS, XA_OK);
+    watch_stop();
+    return 0;
+}
+
+/*
+ * The multi-process point for one RM: procs child processes (spawn: fork, then exec of this
+ * program, before any RM is open in them) of threads threads each, put-only durable 2PC on one
+ * store, for g_seconds. The rate is the sum of the children's rates (each over its own window;
+ * they start together). Then the parent opens the store itself and reads every committed key
+ * back.
+ */
+static void measure_mp(enum rm_kind kind, unsigned point, int procs, int threads,
+                       struct result *res)
+{
+    struct rm rm;
+    struct mp_shared *sh;
+    pid_t pids[MP_MAX_PROCS];
+    char name[64], s_rmid[16], s_procs[16], s_threads[16], s_index[16], s_seconds[32], s_fd[16],
+        s_point[16], s_parent[16];
+    char *args[14];
+    int fd, rmid = (kind == RM_MMXA ? 100 : 200) + (int)point;
+    uint64_t total = 0, retries = 0, verified = 0, syncs0 = UINT64_MAX, syncs1 = 0;
+    double cpu = 0, user = 0, sys = 0;
+    long hwm = 0;
+
+    memset(res, 0, sizeof *res);
+    snprintf(name, sizeof name, "p%02u-%s-mp", point, kind == RM_MMXA ? "mmxa" : "bdb");
+    watch_start("2PC %s, %d processes x %d threads", kind == RM_MMXA ? "mmxa" : "BDB", procs,
+                threads);
+    rm_init(&rm, kind, rmid, name, "", procs * threads, 1);
+    sh = mp_create(&fd);
+    snprintf(s_rmid, sizeof s_rmid, "%d", rmid);
+    snprintf(s_procs, sizeof s_procs, "%d", procs);
+    snprintf(s_threads, sizeof s_threads, "%d", threads);
+    snprintf(s_seconds, sizeof s_seconds, "%.17g", g_seconds);
+    snprintf(s_fd, sizeof s_fd, "%d", fd);
+    snprintf(s_point, sizeof s_point, "%u", point);
+    snprintf(s_parent, sizeof s_parent, "%d", (int)getpid());
+    args[0] = (char *)"bench";
+    args[1] = (char *)"--mp-child";
+    args[2] = (char *)(kind == RM_MMXA ? "mmxa" : "bdb");
+    args[3] = g_root;
+    args[4] = name;
+    args[5] = s_rmid;
+    args[6] = s_procs;
+    args[7] = s_threads;
+    args[8] = s_index;
+    args[9] = s_seconds;
+    args[10] = s_fd;
+    args[11] = s_point;
+    args[12] = s_parent;
+    args[13] = NULL;
+    for (int p = 0; p < procs; p++) {
+        snprintf(s_index, sizeof s_index, "%d", p);
+        pids[p] = spawn(args);
+    }
+    close(fd);
+    while (atomic_load(&sh->ready) < procs) {
+        for (int p = 0; p < procs; p++) {
+            int status;
+            if (waitpid(pids[p], &status, WNOHANG) == pids[p]) {
+                atomic_store(&sh->abort, 1);
+                check_exit(pids[p], status, "a child of the multi-process point");
+                die("a child of the multi-process point (pid %d) exited before its start",
+                    (int)pids[p]);
+            }
+        }
+        pause_us(1000);
+    }
+    atomic_store(&sh->go, 1);
+    for (int p = 0; p < procs; p++) {
+        int status;
+        if (waitpid(pids[p], &status, 0) != pids[p])
+            die("waitpid: %s", strerror(errno));
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            atomic_store(&sh->abort, 1);
+        check_exit(pids[p], status, "a child of the multi-process point");
+    }
+
+    memset(&g_merged, 0, sizeof g_merged);
+    for (int p = 0; p < procs; p++) {
+        const struct mp_child *c = &sh->child[p];
+        h_merge(&g_merged, &sh->hist[p]);
+        total += c->branches;
+        retries += c->retries;
+        res->tps += c->seconds > 0 ? (double)c->branches / c->seconds : 0.0;
+        cpu += c->cpu_us;
+        user += c->user_us;
+        sys += c->sys_us;
+        for (int k = 0; k < C_CALLS; k++)
+            res->call_us[k] += (double)c->call_ns[k] / 1000.0;
+        if (c->syncs0 < syncs0)
+            syncs0 = c->syncs0;
+        if (c->syncs1 > syncs1)
+            syncs1 = c->syncs1;
+        if (c->hwm_kb > hwm)
+            hwm = c->hwm_kb;
+    }
+    res->valid = 1;
+    res->branches = total;
+    res->retries = retries;
+    res->p50_us = h_quantile_us(&g_merged, 0.50);
+    res->p99_us = h_quantile_us(&g_merged, 0.99);
+    res->breakdown = 1;
+    if (total) {
+        res->cpu_us_per_branch = cpu / (double)total;
+        res->user_us_per_branch = user / (double)total;
+        res->sys_us_per_branch = sys / (double)total;
+        res->syncs_per_branch = kind == RM_BDB ? (double)(syncs1 - syncs0) / (double)total : 0;
+        for (int k = 0; k < C_CALLS; k++)
+            res->call_us[k] /= (double)total;
+    }
+
+    /* Verification: the parent opens the store, now closed by every child, and reads back. */
+    rm_open(&rm);
+    for (int p = 0; p < procs; p++) {
+        for (int i = 0; i < threads; i++) {
+            unsigned id = (unsigned)(p * threads + i);
+            char key[KEY_LEN + 1];
+            unsigned char val[VALUE_LEN];
+            for (uint64_t n = 0; n < sh->child[p].committed[i]; n++) {
+                make_key(id, n, key);
+                make_value(id, n, val);
+                if (!rm_check(&rm, key, val))
+                    die("%s: committed key \"%s\" (process %d, thread %d, branch %" PRIu64
+                        ") is missing or has the wrong value after the point",
+                        rm.name, key, p, i, n);
+                verified++;
+            }
+        }
+    }
+    if (kind == RM_BDB) {
+        DB_BTREE_STAT *st = NULL;
+        uint64_t nkeys;
+        int rc = rm.dbp->stat(rm.dbp, NULL, &st, 0);
+        if (rc != 0)
+            die("BDB: DB->stat returned %d (%s)", rc, db_strerror(rc));
+        nkeys = (uint64_t)st->bt_nkeys;
+        free(st);
+        if (nkeys != total)
+            die("BDB: the database holds %" PRIu64 " keys, %" PRIu64 " were committed", nkeys,
+                total);
+    }
+    res->verified = verified;
+    rm_teardown(&rm);
+    munmap(sh, sizeof *sh);
+    watch_stop();
+    printf("  %-4s 2PC %d processes x %d threads %7.0f tps  p50 %7.1f us  p99 %8.1f us  "
+           "cpu %5.1f us/branch (user %.1f, sys %.1f)",
+           rm.name, procs, threads, res->tps, res->p50_us, res->p99_us,
+           res->cpu_us_per_branch, res->user_us_per_branch, res->sys_us_per_branch);
+    if (kind == RM_BDB)
+        printf("  log syncs %.2f/branch", res->syncs_per_branch);
+    if (kind == RM_BDB || res->retries != 0)
+        printf("  lock-conflict retries %" PRIu64, res->retries);
+    printf("\n       verified %" PRIu64 " keys (read back by the parent after the children "
+           "closed the store); the children's peak RSS (VmHWM) at most %.1f MiB\n",
+           res->verified, hwm / 1024.0);
+    print_breakdown(res, kind, 1, 0);
+}
+
+/*
+ * The idle first process of the second sync=none point:
+ *   bench --hold ROOT DIRNAME RMID EXTRA FD PIPE PARENT
+ * Opens the mmxa store (it is the first: it creates it), sets `opened` in the shared page, then
+ * does nothing (blocked in read on PIPE) until the parent closes the pipe's other end; reports
+ * the CPU time it used meanwhile, closes the store and exits 0.
+ */
+static int holder_main(int argc, char **argv)
+{
+    struct mp_shared *sh;
+    struct rm rm;
+    uint64_t cpu0;
+    int fd, rd;
+    pid_t parent;
+    char c;
+
+    if (argc != 9)
+        die("--hold: 7 arguments expected");
+    snprintf(g_root, sizeof g_root, "%s", argv[2]);
+    fd = atoi(argv[6]);
+    rd = atoi(argv[7]);
+    parent = (pid_t)atoi(argv[8]);
+    sh = mp_map(fd);
+    close(fd);
+    rm_init(&rm, RM_MMXA, atoi(argv[4]), argv[3], argv[5], 1, 0);
+    rm_open(&rm);
+    cpu0 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    atomic_store(&sh->opened, 1);
+    for (;;) {
+        ssize_t r = read(rd, &c, 1);
+        if (r == 0 || (r < 0 && errno != EINTR))
+            break;
+    }
+    sh->child[0].cpu_us = (double)(now_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0) / 1000.0;
+    (void)parent;
+    xa_must(&rm, OP_CLOSE, NULL, TMNOFLAGS, XA_OK);
+    return 0;
+}
+
+struct holder {
+    pid_t pid;
+    int wr;                          /* closing it tells the holder to close and exit */
+    struct mp_shared *sh;
+};
+
+/* Starts the idle first process on rm's store and waits until it has the store open. */
+static void holder_start(struct holder *h, const struct rm *rm, const char *dirname,
+                         const char *extra)
+{
+    char s_rmid[16], s_fd[16], s_rd[16], s_parent[16];
+    char *args[10];
+    int fd, fds[2];
+    h->sh = mp_create(&fd);
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        die("pipe2: %s", strerror(errno));
+    if (fcntl(fds[0], F_SETFD, 0) != 0) /* the read end survives exec */
+        die("fcntl: %s", strerror(errno));
+    snprintf(s_rmid, sizeof s_rmid, "%d", rm->rmid);
+    snprintf(s_fd, sizeof s_fd, "%d", fd);
+    snprintf(s_rd, sizeof s_rd, "%d", fds[0]);
+    snprintf(s_parent, sizeof s_parent, "%d", (int)getpid());
+    args[0] = (char *)"bench";
+    args[1] = (char *)"--hold";
+    args[2] = g_root;
+    args[3] = (char *)dirname;
+    args[4] = s_rmid;
+    args[5] = (char *)extra;
+    args[6] = s_fd;
+    args[7] = s_rd;
+    args[8] = s_parent;
+    args[9] = NULL;
+    h->pid = spawn(args);
+    h->wr = fds[1];
+    close(fds[0]);
+    close(fd);
+    while (!atomic_load(&h->sh->opened)) {
+        int status;
+        if (waitpid(h->pid, &status, WNOHANG) == h->pid) {
+            check_exit(h->pid, status, "the process holding the store open");
+            die("the process holding the store open exited before opening it");
+        }
+        pause_us(1000);
+    }
+}
+
+/* Tells the idle first process to close the store; returns the CPU time it used idle, in ms. */
+static double holder_stop(struct holder *h)
+{
+    int status;
+    double ms;
+    close(h->wr);
+    if (waitpid(h->pid, &status, 0) != h->pid)
+        die("waitpid: %s", strerror(errno));
+    check_exit(h->pid, status, "the process holding the store open");
+    ms = h->sh->child[0].cpu_us / 1000.0;
+    munmap(h->sh, sizeof *h->sh);
+    return ms;
+}
+
+
 /* Runs a point for one RM on a fresh store, closes the store, prints one line. */
+static void measure_with(enum rm_kind kind, unsigned point, int threads, int two_phase, int rmw,
+                         const char *extra, int second_process, struct result *res);
+
 static void measure(enum rm_kind kind, unsigned point, int threads, int two_phase, int rmw,
                     const char *extra, struct result *res)
 {
+    measure_with(kind, point, threads, two_phase, rmw, extra, 0, res);
+}
+
+/*
+ * measure, and when second_process, an idle first process (holder_main) opens the store before
+ * this one does and keeps it open until this one has closed it.
+ */
+static void measure_with(enum rm_kind kind, unsigned point, int threads, int two_phase, int rmw,
+                         const char *extra, int second_process, struct result *res)
+{
     struct rm rm;
     struct mem after, trimmed;
+    struct holder h;
+    double idle_ms = 0;
     char name[64];
     snprintf(name, sizeof name, "p%02u-%s", point, kind == RM_MMXA ? "mmxa" : "bdb");
-    watch_start("%s%s %s T=%d", rmw ? "RMW " : "", two_phase ? "2PC" : "1PC",
-                kind == RM_MMXA ? "mmxa" : "BDB", threads);
-    rm_setup(&rm, kind, (kind == RM_MMXA ? 100 : 200) + (int)point, name, extra, threads);
+    watch_start("%s%s %s T=%d%s", rmw ? "RMW " : "", two_phase ? "2PC" : "1PC",
+                kind == RM_MMXA ? "mmxa" : "BDB", threads,
+                second_process ? " (second process)" : "");
+    g_breakdown = strstr(extra, "sync=none") == NULL;
+    if (second_process) {
+        rm_init(&rm, kind, (kind == RM_MMXA ? 100 : 200) + (int)point, name, extra, threads, 1);
+        holder_start(&h, &rm, name, extra);
+        rm_open(&rm);
+    } else {
+        rm_setup(&rm, kind, (kind == RM_MMXA ? 100 : 200) + (int)point, name, extra, threads);
+    }
     if (rmw)
         rmw_preload(&rm, point);
     run_point(&rm, point, threads, two_phase, rmw, res);
     rm_teardown(&rm);
+    if (second_process)
+        idle_ms = holder_stop(&h);
+    res->other_cpu_ms = idle_ms;
+    g_breakdown = 1;
     watch_stop();
     read_mem(&after);
     malloc_trim(0);
@@ -1074,6 +1683,10 @@ static void measure(enum rm_kind kind, unsigned point, int threads, int two_phas
     else
         printf("\n       verified %" PRIu64 " keys  ", res->verified);
     print_mem(&res->mem, &after, &trimmed);
+    print_breakdown(res, kind, two_phase, rmw);
+    if (second_process)
+        printf("       the idle first process used %.1f ms of CPU while this one ran\n",
+               idle_ms);
 }
 
 /* ---- raw probe: the disk's group-commit ceiling --------------------------------------------- */
@@ -1209,6 +1822,11 @@ static void run_probe(int threads, struct result *res)
 
 static int g_threads[8] = {1, 8, 32};
 static int g_nthreads = 3;
+static int g_mp_procs = 4, g_mp_threads = 8; /* BENCH_MP */
+
+/* BENCH_ONLY: which groups of points run (all by default). */
+enum { G_PUT = 1, G_MP = 2, G_RMW = 4, G_PROBE = 8, G_NONE = 16, G_ALL = 31 };
+static int g_only = G_ALL;
 
 static void parse_env(void)
 {
@@ -1234,6 +1852,27 @@ static void parse_env(void)
         }
         if (g_nthreads == 0)
             die("BENCH_THREADS is empty");
+    }
+    s = getenv("BENCH_MP");
+    if (s != NULL && s[0] != '\0') {
+        if (sscanf(s, "%dx%d", &g_mp_procs, &g_mp_threads) != 2 || g_mp_procs < 1 ||
+            g_mp_procs > MP_MAX_PROCS || g_mp_threads < 1 || g_mp_threads > MAX_THREADS)
+            die("BENCH_MP: PROCSxTHREADS, at most %dx%d", MP_MAX_PROCS, MAX_THREADS);
+    }
+    s = getenv("BENCH_ONLY");
+    if (s != NULL && s[0] != '\0') {
+        static const char *const names[] = {"put", "mp", "rmw", "probe", "none"};
+        char buf[128], *save = NULL, *tok;
+        g_only = 0;
+        snprintf(buf, sizeof buf, "%s", s);
+        for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+            int found = 0;
+            for (int i = 0; i < 5; i++)
+                if (strcmp(tok, names[i]) == 0)
+                    g_only |= 1 << i, found = 1;
+            if (!found)
+                die("BENCH_ONLY: a comma-separated list of put, mp, rmw, probe, none");
+        }
     }
 }
 
@@ -1273,11 +1912,12 @@ static const char *fs_name(long type)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     const char *base;
     char tmpl[4096];
-    struct result mm[2][8], bdb[2][8], rmw_mm[2][8], rmw_bdb[2][8], probe[8], none;
+    struct result mm[2][8], bdb[2][8], rmw_mm[2][8], rmw_bdb[2][8], probe[8], none, none2;
+    struct result mp_mm, mp_bdb;
     struct utsname un;
     struct statfs sfs;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1285,6 +1925,19 @@ int main(void)
     uint64_t run_start = now_ns(CLOCK_MONOTONIC);
     int major, minor, patch;
 
+    if (argc > 1 && strcmp(argv[1], "--mp-child") == 0)
+        return mp_child_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "--hold") == 0)
+        return holder_main(argc, argv);
+    memset(mm, 0, sizeof mm);
+    memset(bdb, 0, sizeof bdb);
+    memset(rmw_mm, 0, sizeof rmw_mm);
+    memset(rmw_bdb, 0, sizeof rmw_bdb);
+    memset(probe, 0, sizeof probe);
+    memset(&none, 0, sizeof none);
+    memset(&none2, 0, sizeof none2);
+    memset(&mp_mm, 0, sizeof mp_mm);
+    memset(&mp_bdb, 0, sizeof mp_bdb);
     setvbuf(stdout, NULL, _IOLBF, 0);
     parse_env();
     signal(SIGALRM, watchdog);
@@ -1333,7 +1986,7 @@ int main(void)
 
     for (int mode = 0; mode < 2; mode++) {
         int two_phase = mode == 0;
-        for (int i = 0; i < g_nthreads; i++) {
+        for (int i = 0; (g_only & G_PUT) && i < g_nthreads; i++) {
             int t = g_threads[i];
             printf("%s, %d thread%s:\n", two_phase ? "2PC" : "1PC", t, t == 1 ? "" : "s");
             point++;
@@ -1346,9 +1999,22 @@ int main(void)
                 measure(RM_MMXA, point, t, two_phase, 0, "", &mm[mode][i]);
             }
         }
+        /* Next to the in-process 2PC points, whose P x T threads it is compared with. */
+        if (two_phase && (g_only & G_MP)) {
+            printf("2PC, %d processes x %d threads, one store (BDB: one environment, xa_open "
+                   "in every process):\n", g_mp_procs, g_mp_threads);
+            point++;
+            if (point % 2 == 1) {
+                measure_mp(RM_MMXA, point, g_mp_procs, g_mp_threads, &mp_mm);
+                measure_mp(RM_BDB, point, g_mp_procs, g_mp_threads, &mp_bdb);
+            } else {
+                measure_mp(RM_BDB, point, g_mp_procs, g_mp_threads, &mp_bdb);
+                measure_mp(RM_MMXA, point, g_mp_procs, g_mp_threads, &mp_mm);
+            }
+        }
     }
 
-    for (int mode = 0; mode < RMW_MODES; mode++) {
+    for (int mode = 0; (g_only & G_RMW) && mode < RMW_MODES; mode++) {
         int two_phase = mode == 0;
         for (int i = 0; i < g_nthreads; i++) {
             int t = g_threads[i];
@@ -1365,13 +2031,21 @@ int main(void)
         }
     }
 
-    printf("raw probe (128-byte records, fallocated file, fdatasync, group commit):\n");
-    for (int i = 0; i < g_nthreads; i++)
-        run_probe(g_threads[i], &probe[i]);
+    if (g_only & G_PROBE) {
+        printf("raw probe (128-byte records, fallocated file, fdatasync, group commit):\n");
+        for (int i = 0; i < g_nthreads; i++)
+            run_probe(g_threads[i], &probe[i]);
+    }
 
-    printf("mmxa sync=none, 2PC, 1 thread:\n");
-    point++;
-    measure(RM_MMXA, point, 1, 1, 0, ";sync=none", &none);
+    if (g_only & G_NONE) {
+        printf("mmxa sync=none, 2PC, 1 thread:\n");
+        point++;
+        measure(RM_MMXA, point, 1, 1, 0, ";sync=none", &none);
+        printf("mmxa sync=none, 2PC, 1 thread, in a second process (the first keeps the store "
+               "open, idle):\n");
+        point++;
+        measure_with(RM_MMXA, point, 1, 1, 0, ";sync=none", 1, &none2);
+    }
 
     rm_rf(g_root);
     g_root[0] = '\0';
@@ -1384,6 +2058,8 @@ int main(void)
         for (int i = 0; i < g_nthreads; i++) {
             const struct result *a = &mm[mode][i], *b = &bdb[mode][i];
             char a50[32], a99[32], b50[32], b99[32];
+            if (!a->valid || !b->valid)
+                continue;
             fmt_us(a50, sizeof a50, a->p50_us);
             fmt_us(a99, sizeof a99, a->p99_us);
             fmt_us(b50, sizeof b50, b->p50_us);
@@ -1392,11 +2068,25 @@ int main(void)
                    mode == 0 ? "2PC" : "1PC", g_threads[i], a->tps, a50, a99, b->tps, b50, b99,
                    b->tps > 0 ? a->tps / b->tps : 0.0);
         }
+        if (mode == 0 && mp_mm.valid && mp_bdb.valid) {
+            const struct result *a = &mp_mm, *b = &mp_bdb;
+            char a50[32], a99[32], b50[32], b99[32];
+            fmt_us(a50, sizeof a50, a->p50_us);
+            fmt_us(a99, sizeof a99, a->p99_us);
+            fmt_us(b50, sizeof b50, b->p50_us);
+            fmt_us(b99, sizeof b99, b->p99_us);
+            printf("| 2PC, %d processes × %d threads, one store (BDB: one environment; retries "
+                   "%" PRIu64 ") | %d×%d | %.0f | %s | %s | %.0f | %s | %s | %.2f× |\n",
+                   g_mp_procs, g_mp_threads, b->retries, g_mp_procs, g_mp_threads, a->tps, a50,
+                   a99, b->tps, b50, b99, b->tps > 0 ? a->tps / b->tps : 0.0);
+        }
     }
     for (int mode = 0; mode < RMW_MODES; mode++) {
         for (int i = 0; i < g_nthreads; i++) {
             const struct result *a = &rmw_mm[mode][i], *b = &rmw_bdb[mode][i];
             char a50[32], a99[32], b50[32], b99[32];
+            if (!a->valid || !b->valid)
+                continue;
             fmt_us(a50, sizeof a50, a->p50_us);
             fmt_us(a99, sizeof a99, a->p99_us);
             fmt_us(b50, sizeof b50, b->p50_us);
@@ -1410,21 +2100,52 @@ int main(void)
     }
     for (int i = 0; i < g_nthreads; i++) {
         char p50[32], p99[32];
+        if (!probe[i].valid)
+            continue;
         fmt_us(p50, sizeof p50, probe[i].p50_us);
         fmt_us(p99, sizeof p99, probe[i].p99_us);
         printf("| raw probe: 128 B append + fdatasync, group commit (records/s) | %d | %.0f | %s "
                "| %s | | | | 2PC ceiling ≈ %.0f tps |\n",
                g_threads[i], probe[i].tps, p50, p99, probe[i].tps / 2.0);
     }
-    {
+    if (none.valid) {
         char p50[32], p99[32];
         fmt_us(p50, sizeof p50, none.p50_us);
         fmt_us(p99, sizeof p99, none.p99_us);
-        printf("| mmxa sync=none, 2PC: CPU %.1f µs/branch | 1 | %.0f | %s | %s | | | | |\n",
-               none.cpu_us_per_branch, none.tps, p50, p99);
+        printf("| mmxa sync=none, 2PC: CPU %.1f µs/branch (%.1f user, %.1f system) | 1 | %.0f "
+               "| %s | %s | | | | |\n",
+               none.cpu_us_per_branch, none.user_us_per_branch, none.sys_us_per_branch,
+               none.tps, p50, p99);
+    }
+    if (none2.valid) {
+        char p50[32], p99[32];
+        fmt_us(p50, sizeof p50, none2.p50_us);
+        fmt_us(p99, sizeof p99, none2.p99_us);
+        printf("| mmxa sync=none, 2PC, second process (the first keeps the store open, idle: "
+               "%.1f ms CPU): CPU %.1f µs/branch (%.1f user, %.1f system), %.2f× the first "
+               "| 1 | %.0f | %s | %s | | | | |\n",
+               none2.other_cpu_ms, none2.cpu_us_per_branch, none2.user_us_per_branch,
+               none2.sys_us_per_branch,
+               none.cpu_us_per_branch > 0 ? none2.cpu_us_per_branch / none.cpu_us_per_branch
+                                          : 0.0,
+               none2.tps, p50, p99);
+    }
+    if (mp_mm.valid && mp_bdb.valid) {
+        const struct result *in = NULL;
+        for (int i = 0; i < g_nthreads; i++)
+            if (g_threads[i] == g_mp_procs * g_mp_threads && mm[0][i].valid)
+                in = &mm[0][i];
+        printf("\nMany processes: mmxa %d×%d: %.0f tps, ", g_mp_procs, g_mp_threads, mp_mm.tps);
+        if (in != NULL)
+            printf("%.0f%% of its 1×%d in-process 2PC (%.0f tps)", 100.0 * mp_mm.tps / in->tps,
+                   g_mp_procs * g_mp_threads, in->tps);
+        else
+            printf("no 1×%d in-process 2PC point in this run", g_mp_procs * g_mp_threads);
+        printf("; %.2f× Berkeley DB's %d processes (%.0f tps).\n",
+               mp_bdb.tps > 0 ? mp_mm.tps / mp_bdb.tps : 0.0, g_mp_procs, mp_bdb.tps);
     }
     printf("\nTotal run time %.0f s; peak RSS (VmHWM) at the end %.1f MiB; load average %s.\n",
-           (double)(now_ns(CLOCK_MONOTONIC) - run_start) / 1e9, none.mem.hwm_kb / 1024.0,
-           loadavg());
+           (double)(now_ns(CLOCK_MONOTONIC) - run_start) / 1e9,
+           none.valid ? none.mem.hwm_kb / 1024.0 : 0.0, loadavg());
     return 0;
 }

@@ -8,7 +8,7 @@
 use crate::xid::Xid;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,8 +43,15 @@ pub fn now() -> String {
         .map_or(0, |d| d.as_secs()))
 }
 
-/// Appends and syncs one decision.
-pub fn record(dir: &Path, xid: &Xid, decision: &str, reason: &str) -> std::io::Result<()> {
+/// Appends and syncs one decision. The file, if this call creates it, gets the permission bits
+/// `mode` exactly, whatever the umask (the store's file mode).
+pub fn record(
+    dir: &Path,
+    mode: u32,
+    xid: &Xid,
+    decision: &str,
+    reason: &str,
+) -> std::io::Result<()> {
     let reason: String = reason
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -54,11 +61,18 @@ pub fn record(dir: &Path, xid: &Xid, decision: &str, reason: &str) -> std::io::R
         now(),
         std::process::id()
     );
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(dir.join(FILE))?;
+    let path = dir.join(FILE);
+    let mut opts = OpenOptions::new();
+    opts.append(true);
+    // Set the mode only on a file we create: another user's file is not ours to chmod.
+    let mut f = match opts.clone().create_new(true).mode(mode).open(&path) {
+        Ok(f) => {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            f
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => opts.open(&path)?,
+        Err(e) => return Err(e),
+    };
     f.write_all(line.as_bytes())?;
     f.sync_data()
 }
@@ -94,11 +108,21 @@ mod tests {
 
     #[test]
     fn record_and_tail() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         assert!(tail(dir.path(), 5).unwrap().is_empty());
         let x = Xid::from_parts(1, b"g", b"b").unwrap();
         for i in 0..4 {
-            record(dir.path(), &x, "heuristic-commit", &format!("why\n{i}")).unwrap();
+            record(
+                dir.path(),
+                0o600,
+                &x,
+                "heuristic-commit",
+                &format!("why\n{i}"),
+            )
+            .unwrap();
         }
         let t = tail(dir.path(), 2).unwrap();
         assert_eq!(t.len(), 2);

@@ -13,6 +13,7 @@
 //! | `trace` | a file to append a line to for every XA and data call (see `ffi::trace`) | none |
 //! | `orphan_rollback_s` | roll back heuristically a branch prepared longer than this, 1..=31536000 | off |
 //! | `isolation` | `serializable` (reads lock), `read_committed` (reads take no lock) | `serializable` |
+//! | `shared_group` | `0`, `1`: the store's files are group-readable and -writable | `0` |
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -58,6 +59,8 @@ pub struct Config {
     pub orphan_rollback: Option<Duration>,
     /// How reads inside a branch are isolated.
     pub isolation: Isolation,
+    /// The store is shared with the group: directory 0770, files 0660 (else 0700 and 0600).
+    pub shared_group: bool,
 }
 
 impl Config {
@@ -71,6 +74,25 @@ impl Config {
             trace: None,
             orphan_rollback: None,
             isolation: Isolation::Serializable,
+            shared_group: false,
+        }
+    }
+
+    /// The mode of the store's files.
+    pub fn file_mode(&self) -> u32 {
+        if self.shared_group {
+            0o660
+        } else {
+            0o600
+        }
+    }
+
+    /// The mode of the store's directory.
+    pub fn dir_mode(&self) -> u32 {
+        if self.shared_group {
+            0o770
+        } else {
+            0o700
         }
     }
 }
@@ -134,6 +156,13 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
             "orphan_rollback_s" => {
                 cfg.orphan_rollback = Some(Duration::from_secs(number(key, value, 1, 31_536_000)?))
             }
+            "shared_group" => {
+                cfg.shared_group = match value {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(format!("shared_group={value}: expected 0 or 1")),
+                }
+            }
             "isolation" => {
                 cfg.isolation = match value {
                     "serializable" => Isolation::Serializable,
@@ -148,13 +177,59 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
             _ => {
                 return Err(format!(
                     "unknown key '{key}' (known: dir, sync, lock_timeout_ms, segment_mb, trace, \
-                     orphan_rollback_s, isolation)"
+                     orphan_rollback_s, isolation, shared_group)"
                 ))
             }
         }
     }
     cfg.dir = dir.ok_or("missing dir=PATH")?;
     Ok(cfg)
+}
+
+/// Creates the store's directory if it is missing (with its mode set exactly, whatever the
+/// umask), and returns its canonical path. A path naming something that is not a directory is
+/// an error that says so.
+pub fn prepare_dir(cfg: &Config) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = &cfg.dir;
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(cfg.dir_mode())
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(cfg.dir_mode()))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+        }
+    }
+    std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))
+}
+
+/// Refuses a store directory that other users can reach: any access for others, or for the
+/// group unless `shared_group=1`.
+pub fn check_access(cfg: &Config) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
+    let mode = m.permissions().mode() & 0o777;
+    let allowed = cfg.dir_mode();
+    if mode & !allowed != 0 {
+        return Err(format!(
+            "the store directory {} has mode {mode:03o}: other users could read or change the \
+             store; make it {allowed:03o} (chmod {allowed:03o}){}",
+            cfg.dir.display(),
+            if cfg.shared_group {
+                ""
+            } else {
+                ", or add shared_group=1 to the open string to share it with the group"
+            }
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

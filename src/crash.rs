@@ -7,8 +7,8 @@
 //! value or an unknown name arms nothing (and says so on stderr).
 //!
 //! Cost when the variable is unset: one relaxed load of an atomic byte and a well-predicted
-//! branch per pass (the first pass also reads the environment). No point is on the path of an
-//! ordinary append; the busiest is a compaction copy.
+//! branch per pass (the first pass also reads the environment). The busiest point is
+//! `log.appended_in_section`, passed once per append.
 //!
 //! The process dies by [`std::process::abort`] (SIGABRT), not by `kill(getpid(), SIGKILL)`:
 //! for the store both are the same crash — no unwinding, destructors, `atexit` handlers or
@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 pub const ENV: &str = "MMXA_CRASH_AT";
 
 /// Every crash point, in the order a compaction step passes them (a roll can come at any
-/// append).
+/// append, a group commit at any sync).
 pub const POINTS: &[&str] = &[
     // A committed value was re-logged (tag 0).
     "compact.copied_committed",
@@ -48,8 +48,34 @@ pub const POINTS: &[&str] = &[
     "retire.deleted",
     // The directory is synced.
     "retire.dir_synced",
-    // A segment ended with SEGMENT_END; the record that did not fit is not yet written.
+    // An append wrote its record and advanced the shared tail, in a section not yet committed.
+    "log.appended_in_section",
+    // A roll created (or found) the next segment; the full one has no SEGMENT_END yet.
+    "log.roll_created",
+    // A segment ended with SEGMENT_END; it is not yet sealed, and the record that did not fit
+    // is not yet written.
     "log.rolled",
+    // The ended segment is sealed; the next one is not yet published as the tail.
+    "log.roll_sealed",
+    // The next segment is published as the tail (the roller's claim released).
+    "log.rolled_published",
+    // A group-commit leader is recorded and about to flush.
+    "log.leader_flushing",
+    // The leader has flushed; the new durable LSN is not yet published.
+    "log.leader_flushed",
+    // A lock request was queued (or granted), in a section not yet committed.
+    "rm.lock_in_section",
+    // A branch's write was appended and made its key's pending write, section not committed.
+    "rm.write_in_section",
+    // A completion's record (PREPARE, COMMIT, ROLLBACK, HEURISTIC) was appended and the branch
+    // marked busy, in a section not yet committed.
+    "rm.completion_logged",
+    // A completion's record is appended and the branch marked busy (committed), not yet synced.
+    "rm.completion_pending",
+    // A commit's writes are being applied to committed data, in a section not yet committed.
+    "rm.apply_in_section",
+    // A dead peer's leftovers are being ended, in a section not yet committed.
+    "rm.reap_in_section",
 ];
 
 const UNREAD: u8 = 0;

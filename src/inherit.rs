@@ -1,10 +1,10 @@
 //! Descriptors that a child created by `fork` (without `exec`) must not keep.
 //!
 //! Owns: a fixed table of the descriptors whose copies in a child would keep a store's state
-//! alive after this process dies — the store's lock (another process could never host it), the
-//! host's listening socket and connections, a guest's connections (the host would never see the
-//! guest die). The C boundary installs a fork handler that points every descriptor in the
-//! table at `/dev/null` in the child, so the child's copies refer to nothing. Invariant: a
+//! alive after this process dies — the store's lock file, whose byte locks say which processes
+//! are alive (a child's copy would keep a dead process's slot looking alive, so its branches
+//! would never be reaped). The C boundary installs a fork handler that points every descriptor
+//! in the table at `/dev/null` in the child, so the child's copies refer to nothing. Invariant: a
 //! descriptor is in the table only while it is open (it leaves the table before it is closed),
 //! and the table is read with atomic loads only, as a fork handler must. Best effort beyond
 //! [`SLOTS`] descriptors.

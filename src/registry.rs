@@ -3,12 +3,12 @@
 //! Owns: the R0/R1 state of every (thread of control, rmid) pair (XA reference §5.1) and the
 //! life of open stores. Invariants: an rmid names at most one store and a store is open under
 //! at most one rmid per process (a TM sends the same XID to every RM, so two rmids over one
-//! store would collide); a store is reached (hosted here, or as a guest of the process that
-//! hosts it, see [`crate::share`]) exactly while some thread has it open; a thread that got
+//! store would collide); a store is open in this process (a peer of the other processes that
+//! have it open, see [`crate::rm`]) exactly while some thread has it open; a thread that got
 //! `XAER_RMFAIL` is back in R0 and reopens, reaching the store anew if its site failed.
 //!
-//! Reaching a store (electing its host, recovering it, connecting to it) can take long: it
-//! runs under that rmid's own site lock only, never under the registry's lock, so it holds up
+//! Reaching a store (rebuilding it from its log when nobody has it open, or attaching to the
+//! shared state) can take long: it runs under that rmid's own site lock only, never under the registry's lock, so it holds up
 //! no call and no open of any other rmid, nor calls of threads that already have the rmid open.
 //! Opens of one rmid take its site lock in turn, so concurrent first opens end with one site.
 //! An rmid is reserved (with its store and settings) from the start of its first `xa_open`, so
@@ -27,14 +27,12 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
+use crate::janitor::Janitor;
 use crate::rm::flags::StartMode;
-use crate::rm::{self, Toc};
-use crate::share::{self, Role, Site, Store};
+use crate::rm::{self, Rm, Toc};
 use crate::xid::Xid;
 use once_cell::sync::Lazy;
 use std::cell::Cell;
-use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// What the transaction monitor answered to a registration request (`ax_reg`, XA reference §8).
@@ -61,8 +59,20 @@ struct Dynamic {
     registrar: Box<dyn Registrar>,
 }
 
-/// How this process reaches an rmid's store (hosting it, or as a guest); `None` until an open
-/// first reaches it. Locked only by opens of that rmid, across reaching the store, and never
+/// An rmid's store as open in this process, with its orphan-policy thread.
+struct Site {
+    rm: Arc<Rm>,
+    /// Enforces `orphan_rollback_s`, when set. Declared after `rm`: dropped (joined) first.
+    _janitor: Option<Janitor>,
+}
+
+impl Site {
+    fn failed(&self) -> bool {
+        self.rm.failed().is_some()
+    }
+}
+
+/// How this process reaches an rmid's store; `None` until an open first reaches it. Locked only by opens of that rmid, across reaching the store, and never
 /// while the registry's lock is held.
 type SiteCell = Arc<Mutex<Option<Site>>>;
 
@@ -71,7 +81,7 @@ struct Entry {
     site: SiteCell,
     /// The threads in R1, each with its handle on the store (a failed handle stays until its
     /// thread gets `XAER_RMFAIL`; the thread then reopens through a new site).
-    tocs: FxHashMap<Toc, Arc<dyn Store>>,
+    tocs: FxHashMap<Toc, Arc<Rm>>,
     /// `xa_open`s of this rmid under way: the entry (and so its rmid and store) stays reserved
     /// while any runs, even with no thread in R1.
     opening: usize,
@@ -147,13 +157,7 @@ pub fn open_dynamic(rmid: i32, cfg: Config, registrar: Box<dyn Registrar>) -> Re
 }
 
 fn open_with(rmid: i32, mut cfg: Config, registrar: Option<Box<dyn Registrar>>) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.dir)
-        .map_err(|e| Error::Io(format!("cannot create {}: {e}", cfg.dir.display())))?;
-    cfg.dir = std::fs::canonicalize(&cfg.dir)
-        .map_err(|e| Error::Io(format!("cannot resolve {}: {e}", cfg.dir.display())))?;
+    cfg.dir = crate::config::prepare_dir(&cfg).map_err(Error::Io)?;
     let toc = toc();
     let Some(mut opening) = reserve(rmid, &cfg, registrar, toc)? else {
         return Ok(());
@@ -222,19 +226,29 @@ fn reserve(
 
 /// Reaches the store through `site` for one more thread, holding the site's lock (and no
 /// other): attaches to the site, or establishes it if there is none yet or it failed.
-fn reach(site: &SiteCell, cfg: &Config) -> Result<Arc<dyn Store>> {
+fn reach(site: &SiteCell, cfg: &Config) -> Result<Arc<Rm>> {
     let mut site = site.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = site.as_ref().filter(|s| !s.failed()) {
-        return s.attach();
+        return Ok(s.rm.clone());
     }
-    // Reach the store anew, keeping this process's lock if a failed site held one.
-    let held = site.as_ref().and_then(Site::held_lock);
-    if let Some(old) = site.as_mut() {
-        old.stop();
-    }
-    let (new, first) = share::establish(cfg, held, Role::Member)?;
-    *site = Some(new);
-    Ok(first)
+    // Reach the store anew: another peer instance (the failed one goes once its last thread
+    // leaves it).
+    let rm = Arc::new(Rm::open(cfg.clone()).map_err(|e| match e {
+        e if e.contains("other settings") => Error::Invalid(e),
+        e => Error::Io(e),
+    })?);
+    let janitor = match cfg.orphan_rollback {
+        Some(age) => Some(
+            Janitor::start(rm.clone(), age)
+                .map_err(|e| Error::Io(format!("cannot start the orphan policy's thread: {e}")))?,
+        ),
+        None => None,
+    };
+    *site = Some(Site {
+        rm: rm.clone(),
+        _janitor: janitor,
+    });
+    Ok(rm)
 }
 
 /// An `xa_open` under way: keeps its rmid reserved until it ends, even if the open fails or
@@ -256,7 +270,7 @@ impl Opening {
 
     /// Ends the open, putting the thread in R1 with `handle` if it reached the store. The
     /// entry is removed if that leaves it unused.
-    fn end(&mut self, handle: Option<(Toc, Arc<dyn Store>)>) -> Result<()> {
+    fn end(&mut self, handle: Option<(Toc, Arc<Rm>)>) -> Result<()> {
         if std::mem::replace(&mut self.ended, true) {
             return Ok(());
         }
@@ -294,7 +308,7 @@ pub fn close(rmid: i32) -> Result<()> {
     let Some((store, _)) = lookup(rmid, toc) else {
         return Ok(());
     };
-    // A guest asks its host: not under the registry's lock.
+    // Not under the registry's lock: closing may wait on the store's shared region.
     if store.failed().is_none() {
         store.close_toc(toc)?;
     }
@@ -302,12 +316,12 @@ pub fn close(rmid: i32) -> Result<()> {
     Ok(())
 }
 
-fn same(a: &Arc<dyn Store>, b: &Arc<dyn Store>) -> bool {
+fn same(a: &Arc<Rm>, b: &Arc<Rm>) -> bool {
     std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
 }
 
 /// Puts the calling thread back in R0 for `rmid` after `XAER_RMFAIL` from `store`.
-fn drop_toc(rmid: i32, toc: Toc, store: &Arc<dyn Store>) {
+fn drop_toc(rmid: i32, toc: Toc, store: &Arc<Rm>) {
     let gone = {
         let mut reg = write();
         if let Some(e) = reg.get_mut(&rmid) {
@@ -321,7 +335,7 @@ fn drop_toc(rmid: i32, toc: Toc, store: &Arc<dyn Store>) {
 }
 
 /// A thread's handle on a store, and the rmid's dynamic registration state.
-type Handle = (Arc<dyn Store>, Option<Arc<Dynamic>>);
+type Handle = (Arc<Rm>, Option<Arc<Dynamic>>);
 
 /// The instance the thread uses for `rmid`, and the rmid's dynamic registration state.
 fn lookup(rmid: i32, toc: Toc) -> Option<Handle> {
@@ -339,14 +353,14 @@ fn not_open(rmid: i32) -> Error {
 
 /// Runs an XA call for `rmid` in the calling thread: [`Error::NotOpen`] when not open here,
 /// [`Error::Failed`] (and back to R0) when the store has failed.
-pub fn call<T>(rmid: i32, f: impl FnOnce(&dyn Store, Toc) -> Result<T>) -> Result<T> {
+pub fn call<T>(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<T>) -> Result<T> {
     let toc = toc();
     let Some((rm, _)) = lookup(rmid, toc) else {
         return Err(not_open(rmid));
     };
     let result = match rm.failed() {
         Some(why) => Err(Error::Failed(why)),
-        None => f(&*rm, toc),
+        None => f(&rm, toc),
     };
     if matches!(&result, Err(Error::Failed(_))) {
         drop_toc(rmid, toc, &rm);
@@ -356,7 +370,7 @@ pub fn call<T>(rmid: i32, f: impl FnOnce(&dyn Store, Toc) -> Result<T>) -> Resul
 
 /// Runs a data call for `rmid` in the calling thread: [`Error::NotOpen`] when not open here,
 /// [`Error::Failed`] when the store has failed.
-pub fn data_call<T>(rmid: i32, f: impl FnOnce(&dyn Store, Toc) -> Result<T>) -> Result<T> {
+pub fn data_call<T>(rmid: i32, f: impl FnOnce(&Rm, Toc) -> Result<T>) -> Result<T> {
     let toc = toc();
     let Some((rm, dynamic)) = lookup(rmid, toc) else {
         return Err(not_open(rmid));
@@ -365,7 +379,7 @@ pub fn data_call<T>(rmid: i32, f: impl FnOnce(&dyn Store, Toc) -> Result<T>) -> 
         return Err(Error::Failed(why));
     }
     match dynamic {
-        None => f(&*rm, toc),
+        None => f(&rm, toc),
         Some(d) => registered_call(rmid, toc, &rm, &d, f),
     }
 }
@@ -377,12 +391,12 @@ pub fn data_call<T>(rmid: i32, f: impl FnOnce(&dyn Store, Toc) -> Result<T>) -> 
 fn registered_call<T>(
     rmid: i32,
     toc: Toc,
-    rm: &Arc<dyn Store>,
+    rm: &Arc<Rm>,
     d: &Dynamic,
-    f: impl FnOnce(&dyn Store, Toc) -> Result<T>,
+    f: impl FnOnce(&Rm, Toc) -> Result<T>,
 ) -> Result<T> {
-    if rm.active_branch(toc)?.is_some() {
-        return f(&**rm, toc);
+    if rm.active_branch(toc).is_some() {
+        return f(rm, toc);
     }
     match d.registrar.register(rmid)? {
         Registration::Branch(xid, mode) => {
@@ -402,10 +416,10 @@ fn registered_call<T>(
                     _ => Error::Register(msg),
                 });
             }
-            f(&**rm, toc)
+            f(rm, toc)
         }
         Registration::Outside => {
-            let result = f(&**rm, toc);
+            let result = f(rm, toc);
             let unreg = d.registrar.unregister(rmid);
             let value = result?;
             unreg.map_err(|e| {
@@ -472,7 +486,10 @@ mod tests {
     #[test]
     fn concurrent_opens_of_one_rmid_end_with_one_site() {
         const RMID: i32 = 9101;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let c = cfg(dir.path());
         let handles = together(6, move |_, all_open| {
             open(RMID, c.clone()).unwrap();
@@ -485,13 +502,16 @@ mod tests {
         assert!(!read().contains_key(&RMID), "closed by every thread");
     }
 
-    /// A panic that poisoned a hosted store's state fails it for the registry too: a call
+    /// A panic that poisoned a store's state in this process fails it for the registry too: a call
     /// answers `XAER_RMFAIL` (back to R0), and the reopen reaches a new instance instead of
     /// reattaching to the broken one (which another thread still has open).
     #[test]
     fn a_store_poisoned_by_a_panic_is_reached_anew() {
         const RMID: i32 = 9104;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let c = cfg(dir.path());
         let (opened, done) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
         let other = {
@@ -506,15 +526,13 @@ mod tests {
         open(RMID, c.clone()).unwrap();
         opened.wait();
         let (broken, _) = lookup(RMID, toc()).unwrap();
-        let site = read()[&RMID].site.clone();
-        let rm = match site.lock().unwrap().as_ref() {
-            Some(Site::Host { rm, .. }) => rm.clone(),
-            _ => panic!("hosted in this process"),
-        };
+        let rm = broken.clone();
         assert!(std::thread::spawn(move || rm.panic_holding_state())
             .join()
             .is_err());
-        let active = call(RMID, |s, t| s.active_branch(t));
+        let active = call(RMID, |s, t| {
+            s.start(t, &Xid::from_parts(1, b"g", b"b").unwrap(), StartMode::New)
+        });
         assert!(matches!(active, Err(Error::Failed(_))), "{active:?}");
         open(RMID, c).unwrap();
         let (store, _) = lookup(RMID, toc()).unwrap();
@@ -531,7 +549,10 @@ mod tests {
     /// One store opened under two rmids at once: exactly one of the opens succeeds.
     #[test]
     fn one_store_under_two_rmids_at_once_is_refused_once() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let c = cfg(dir.path());
         let opened = together(2, move |i, tried| {
             let rmid = 9102 + i as i32;

@@ -34,7 +34,10 @@ fn host_runs(adapter: &Path, getter: &str, monitor: &str, variant: &str) {
         &[&common::c_dir().join("adapter_host.c")],
         &["-ldl".to_owned()],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let data = dir.path().join("data");
     let out = run(
         &host,

@@ -58,7 +58,10 @@ fn build_hostile(name: &str) -> PathBuf {
 #[test]
 fn hostile_caller_gets_documented_codes() {
     let bin = build_hostile("hostile");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let out = run_ok(&bin, &[path_str(dir.path())]);
     // Notes are debatable behaviour, shown with --nocapture.
     print!("{}", stdout_of(&out));
@@ -86,7 +89,10 @@ fn hostile_caller_under_valgrind() {
     }
     let bin = build_hostile("hostile_valgrind");
     let supp = common::write_source("hostile.supp", VALGRIND_SUPPRESSIONS);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let out = Command::new("valgrind")
         .args(["--error-exitcode=99", "--leak-check=no", "-q"])
         .arg(format!("--suppressions={}", supp.display()))
@@ -118,7 +124,10 @@ fn build_stress() -> PathBuf {
 #[test]
 fn dlopen_dlclose_cycles_lose_nothing() {
     let bin = build_stress();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let lib = lib_path();
     let out = run_ok(&bin, &[path_str(&lib), path_str(dir.path())]);
     print!("{}", stdout_of(&out));
@@ -126,12 +135,15 @@ fn dlopen_dlclose_cycles_lose_nothing() {
 }
 
 /// Two copies of libmmxa.so in one process (an application linked against one, a monitor
-/// dlopening another path) must not both write one store: the second copy is a guest of the
-/// first, and no acknowledged write is lost.
+/// dlopening another path) share one store as two peers, as two processes would, and no
+/// acknowledged write is lost.
 #[test]
 fn two_library_copies_in_one_process_lose_no_acknowledged_write() {
     let bin = build_stress();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let copy = dir.path().join("libmmxa-copy.so");
     std::fs::copy(lib_path(), &copy).expect("copy libmmxa.so");
     let data = dir.path().join("data");
@@ -166,7 +178,10 @@ fn bank_example_commits_then_rolls_back() {
         &[&examples_dir().join("bank.c")],
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let data = dir.path().join("bank-data");
     let first = run_ok(&bin, &[path_str(&data)]);
     print!("{}", stdout_of(&first));
@@ -196,7 +211,10 @@ fn tuxedo_example_completes_work_of_other_processes() {
         &[&examples_dir().join("tuxedo.c")],
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     // Longer than a socket address can hold: processes reach the host another way.
     let data = dir.path().join("tuxedo-data-".repeat(9));
     let first = run_ok(&bin, &[path_str(&data), "3"]);
@@ -222,7 +240,10 @@ fn dlopen_switch_example_drives_a_branch() {
         &examples_dir().join("dlopen_switch.c"),
         &["-ldl"],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let data = dir.path().join("dlopen-data");
     let lib = lib_path();
     for _ in 0..2 {
@@ -244,7 +265,10 @@ fn raii_example_rolls_back_in_the_destructor() {
         &[&examples_dir().join("raii.cpp")],
         &[],
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let data = dir.path().join("raii-data");
     let first = run_ok(&bin, &[path_str(&data)]);
     print!("{}", stdout_of(&first));
@@ -279,7 +303,10 @@ fn python_example_commits_on_both_stores() {
         eprintln!("note: python3 is not installed; skipping python_example_commits_on_both_stores");
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let data = dir.path().join("py-data");
     let script = examples_dir().join("bank.py");
     let lib = lib_path();

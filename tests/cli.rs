@@ -1,6 +1,6 @@
 //! The `mmxa` tool end to end, on stores that other processes are using (XA shells, see
 //! `tests/shell`): status, recover in both XID formats, heuristic decisions and what the
-//! monitor's later calls answer, get, usage errors, and `serve`.
+//! monitor's later calls answer, get, and usage errors.
 
 mod ffi_common;
 mod shell;
@@ -49,7 +49,10 @@ fn dir_str(p: &Path) -> &str {
 fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     const T: &str = "status_recover_and_heuristic_decisions_on_a_store_in_use";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
     let mut tm = Shell::spawn(T, "tm");
@@ -66,7 +69,7 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     tm.rc("put 1 ka x", MMXA_OK);
 
     let st = ok(&["status", dir]);
-    assert!(st.contains(&format!("hosted by  pid {tm_pid}")), "{st}");
+    assert!(st.contains(&format!("(pid {tm_pid})")), "{st}");
     assert!(st.contains("branches   3 (2 in doubt)"), "{st}");
     assert!(st.contains("1.7070.62") && st.contains("prepared"), "{st}");
     assert!(st.contains("active"), "{st}");
@@ -75,7 +78,7 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
         js.starts_with('{') && js.contains("\"state\":\"prepared\""),
         "{js}"
     );
-    assert!(js.contains(&format!("\"host_pid\":{tm_pid}")), "{js}");
+    assert!(js.contains(&format!("\"peers\":[{tm_pid}]")), "{js}");
 
     assert_eq!(ok(&["recover", dir]), "1.7070.62\n1.7071.62\n");
     assert_eq!(
@@ -125,7 +128,10 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     fails(&["status"], 2);
     fails(&["frobnicate", dir], 2);
     fails(&["status", dir, "--bogus"], 2);
-    let empty = tempfile::tempdir().unwrap();
+    let empty = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     fails(&["status", dir_str(empty.path())], 3);
     assert!(ok(&["--help"]).contains("usage: mmxa"));
     tm.rc(&format!("end 1 act {TMSUCCESS}"), XA_OK);
@@ -134,61 +140,13 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
 }
 
 #[test]
-fn serve_hosts_the_store_so_no_worker_has_to() {
-    const T: &str = "serve_hosts_the_store_so_no_worker_has_to";
+fn orphan_policy_is_enforced_and_shown_by_status() {
+    const T: &str = "orphan_policy_is_enforced_and_shown_by_status";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
-    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
-    // Create the store, then let `mmxa serve` host it.
-    let mut first = Shell::spawn(T, "first");
-    first.rc(&format!("open 1 {info}"), XA_OK);
-    first.rc("close 1", XA_OK);
-    drop(first);
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_mmxa"))
-        .args(["serve", &info])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
         .unwrap();
-    // It says so once it hosts.
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(serve.stderr.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.contains("hosting"), "{line}");
-
-    let mut w1 = Shell::spawn(T, "w1");
-    let mut w2 = Shell::spawn(T, "w2");
-    w1.rc(&format!("open 1 {info}"), XA_OK);
-    w2.rc(&format!("open 1 {info}"), XA_OK);
-    w2.rc("start 1 b2 0", XA_OK);
-    w2.rc("put 1 k2 v2", MMXA_OK);
-    w1.rc("start 1 b1 0", XA_OK);
-    w1.rc("put 1 k1 v1", MMXA_OK);
-    w1.sigkill();
-    // The death of a worker touches no one else's work: w2's branch goes on.
-    w2.rc("put 1 k3 v3", MMXA_OK);
-    w2.rc(&format!("end 1 b2 {TMSUCCESS}"), XA_OK);
-    w2.rc(&format!("commit 1 b2 {TMONEPHASE}"), XA_OK);
-    assert_eq!(w2.get(1, "k3").as_deref(), Some("v3"));
-    assert_eq!(w2.get(1, "k1"), None);
-    let st = ok(&["status", dir_str(tmp.path())]);
-    assert!(
-        st.contains(&format!("hosted by  pid {}", serve.id())),
-        "{st}"
-    );
-    // A second serve refuses: the store is hosted.
-    fails(&["serve", &info], 3);
-    let _ = serve.kill();
-    let _ = serve.wait();
-}
-
-#[test]
-fn orphan_policy_is_enforced_by_the_host_and_shown_by_status() {
-    const T: &str = "orphan_policy_is_enforced_by_the_host_and_shown_by_status";
-    shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "orphan_rollback_s=1");
     let mut tm = Shell::spawn(T, "tm");
@@ -203,7 +161,7 @@ fn orphan_policy_is_enforced_by_the_host_and_shown_by_status() {
     tm.rc("put 1 k v", MMXA_OK);
     tm.rc(&format!("end 1 orphan {TMSUCCESS}"), XA_OK);
     tm.rc("prepare 1 orphan", XA_OK);
-    // The host's policy acts on its own; wait for it (generously: this is not a timing test).
+    // The policy acts on its own; wait for it (generously: this is not a timing test).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let st = ok(&["status", dir]);
@@ -242,7 +200,10 @@ fn segment_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 fn dump_and_verify_read_the_log_without_changing_it() {
     const T: &str = "dump_and_verify_read_the_log_without_changing_it";
     shell_if_child();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "");
     let mut tm = Shell::spawn(T, "tm");
@@ -317,7 +278,10 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
     use mmxa::rm::flags::{EndMode, StartMode};
     use mmxa::rm::Rm;
     use mmxa::xid::Xid;
-    let template = tempfile::tempdir().unwrap();
+    let template = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let mut cfg = Config::new(template.path());
     cfg.sync = SyncMode::None;
     cfg.segment_size = 4 << 20;
@@ -342,7 +306,10 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
 
     for (seg, at) in [(2usize, 2_097_152usize), (1, 100)] {
         let ctx = format!("byte {at} of segment {seg} flipped");
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         for (path, bytes) in segment_bytes(template.path()) {
             std::fs::write(tmp.path().join(path.file_name().unwrap()), bytes).unwrap();
         }

@@ -94,7 +94,10 @@ fn check(rm: &Rm, keys: u32, round: u32) {
 
 #[test]
 fn steady_updates_stay_within_bounds_and_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let keys = 200;
     let mut rm = open(dir.path());
     setup_in_doubt(&rm);
@@ -155,7 +158,10 @@ fn steady_updates_stay_within_bounds_and_survive_reopen() {
 /// re-logged under its own tag, then it prepares and commits (or rolls back) as usual.
 #[test]
 fn a_working_branch_survives_reclaiming_of_its_segment() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let (long, doomed) = (xid(77), xid(78));
     rm.start(5, &long, StartMode::New).unwrap();
@@ -207,7 +213,10 @@ fn a_working_branch_survives_reclaiming_of_its_segment() {
 /// any unprepared branch, and its XID can be used again.
 #[test]
 fn a_relogged_working_branch_is_rolled_back_by_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let x = xid(88);
     rm.start(5, &x, StartMode::New).unwrap();
@@ -219,7 +228,7 @@ fn a_relogged_working_branch_is_rolled_back_by_a_crash() {
         }
     }
     assert!(!dir.path().join("log-0000000000000001.seg").exists());
-    std::mem::forget(rm);
+    rm.simulate_crash();
     let rm = open(dir.path());
     assert_eq!(rm.get(1, b"unfinished").unwrap(), None);
     assert_eq!(rm.start(5, &x, StartMode::New), Ok(()));
@@ -230,7 +239,10 @@ fn a_relogged_working_branch_is_rolled_back_by_a_crash() {
 /// could not be opened.
 #[test]
 fn completed_branch_straddling_a_reclaimed_segment() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let filler = vec![b'f'; 1000];
     let second = dir.path().join("log-0000000000000002.seg");
@@ -291,7 +303,10 @@ fn read(rm: &Rm, toc: u64, key: &[u8]) -> Option<String> {
 /// savepoints, and a crash after the prepare.
 #[test]
 fn savepoints_survive_reclaiming_the_segments_they_restore() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let mut round = 0;
     rm.put(7, b"c", Some(b"committed")).unwrap();
@@ -329,7 +344,7 @@ fn savepoints_survive_reclaiming_the_segments_they_restore() {
     assert_eq!(rm.prepare(1, &x), Ok(Vote::Prepared));
     churn_until_reclaimed(&rm, dir.path(), &mut round);
     // A crash: nothing of the in-memory state survives, the prepared branch does.
-    std::mem::forget(rm);
+    rm.simulate_crash();
     let rm = open(dir.path());
     assert_eq!(rm.commit(1, &x, false), Ok(()));
     assert_eq!(read(&rm, 1, b"a").as_deref(), Some("a1"));

@@ -48,7 +48,10 @@ fn close_all(rm: &Rm, workers: &[&Worker]) {
 /// prepares and commits the branch.
 #[test]
 fn join_from_three_threads_is_one_branch() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(101, dir.path(), "lock_timeout_ms=0");
     let xj = x("join");
     let workers: Vec<Worker> = (0..3).map(|i| Worker::new(&format!("join-{i}"))).collect();
@@ -165,7 +168,10 @@ fn join_from_three_threads_is_one_branch() {
 /// in it; A prepares once B has ended, and a third thread commits.
 #[test]
 fn suspend_migrate_resumes_in_another_thread() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(102, dir.path(), "lock_timeout_ms=0");
     let xm = x("migrate");
     let (a, b, c) = (Worker::new("A"), Worker::new("B"), Worker::new("C"));
@@ -240,7 +246,10 @@ fn suspend_migrate_resumes_in_another_thread() {
 /// is `XAER_PROTO` and changes nothing; A then resumes and finishes normally.
 #[test]
 fn plain_suspend_resumes_only_where_suspended() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(103, dir.path(), "lock_timeout_ms=0");
     let xs = x("suspend");
     let (a, b) = (Worker::new("A"), Worker::new("B"));
@@ -291,7 +300,10 @@ fn plain_suspend_resumes_only_where_suspended() {
 /// answers `XA_RBOTHER`, and then the XID is unknown and can be started afresh.
 #[test]
 fn rollback_of_active_branch_from_another_thread() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     // lock_timeout_ms=0: a write to a still-locked key would fail at once, not wait.
     let rm = Rm::new(104, dir.path(), "lock_timeout_ms=0");
     let xa = x("rb-active");
@@ -392,7 +404,10 @@ fn rollback_of_active_branch_from_another_thread() {
 /// Recovery scans are per thread and page through a snapshot.
 #[test]
 fn completion_from_a_thread_other_than_the_worker() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(105, dir.path(), "lock_timeout_ms=0");
     let xs: Vec<Xid> = (0..6).map(|i| x(&format!("done-{i}"))).collect();
     let (w, c) = (Worker::new("worker"), Worker::new("completer"));
@@ -512,7 +527,10 @@ fn completion_from_a_thread_other_than_the_worker() {
 /// the test is correct whether or not it is.)
 #[test]
 fn lock_conflict_waits_for_the_holder_to_commit() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(106, dir.path(), "lock_timeout_ms=60000");
     let (xa, xb) = (x("wait-a"), x("wait-b"));
     let (a, b) = (Worker::new("A"), Worker::new("B"));
@@ -566,7 +584,10 @@ fn lock_conflict_waits_for_the_holder_to_commit() {
 /// then `MMXA_EROLLBACK` for further work, `XA_RBTIMEOUT` from `xa_end` and `xa_prepare`.
 #[test]
 fn lock_timeout_makes_the_branch_rollback_only() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(107, dir.path(), "lock_timeout_ms=50");
     let (xa, xb) = (x("timeout-a"), x("timeout-b"));
     let (a, b) = (Worker::new("A"), Worker::new("B"));
@@ -623,7 +644,10 @@ fn lock_timeout_makes_the_branch_rollback_only() {
 /// through. Which thread is the victim depends on the order the requests reach the lock table.
 #[test]
 fn deadlock_between_two_threads() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(108, dir.path(), "lock_timeout_ms=60000");
     let xids = [x("dl-a"), x("dl-b")];
     let workers = [Worker::new("A"), Worker::new("B")];
@@ -708,9 +732,18 @@ fn deadlock_between_two_threads() {
 #[test]
 fn two_stores_under_two_rmids_with_the_same_xid() {
     let (d1, d2, d3) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
     );
     let r1 = Rm::new(109, d1.path(), "lock_timeout_ms=0");
     let r2 = Rm::new(110, d2.path(), "lock_timeout_ms=0");
@@ -795,7 +828,10 @@ fn two_stores_under_two_rmids_with_the_same_xid() {
 /// `XAER_PROTO`, and closing one thread leaves the others' use of the store alone.
 #[test]
 fn open_and_close_rules_per_thread() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(112, dir.path(), "lock_timeout_ms=0");
     let xo = x("open-close");
     let (t, u) = (Worker::new("T"), Worker::new("U"));
@@ -862,7 +898,10 @@ fn open_and_close_rules_per_thread() {
 /// survive all 50 cycles.
 #[test]
 fn open_close_open_loop() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(113, dir.path(), "lock_timeout_ms=0");
     let xp = x("loop-prepared");
     let t = Worker::new("T");
@@ -907,7 +946,10 @@ fn open_close_open_loop() {
 /// `XA_RBOTHER`; the holder of the lock is not disturbed.
 #[test]
 fn rollback_from_another_thread_ends_a_lock_wait() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(114, dir.path(), "lock_timeout_ms=3600000");
     let (xh, xw) = (x("wait-holder"), x("wait-victim"));
     let (h, v, tm) = (
@@ -967,7 +1009,10 @@ fn rollback_from_another_thread_ends_a_lock_wait() {
 /// with `XA_RBTIMEOUT`, and prepare rolls the branch back.
 #[test]
 fn rollback_only_reaches_every_joined_thread() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = Rm::new(115, dir.path(), "lock_timeout_ms=50");
     let (xj, xo) = (x("joined-rb"), x("joined-other"));
     let (t1, t2, t3, o) = (
@@ -1035,20 +1080,27 @@ fn rollback_only_reaches_every_joined_thread() {
     close_all(&rm, &[&t1, &t2, &t3, &o]);
 }
 
-/// Reaching one store never holds up another: while one thread's `xa_open` of store A is stuck
-/// in its handshake with a host that never answers (this test plays that host: it holds A's
-/// lock and accepts on A's socket, then says nothing), another thread's data call on store B
-/// and its `xa_open` of store C complete. When the silent host goes away, A's open goes on and
-/// this process hosts A. Asserted by the order of completions; the bound on the wait for B is
+/// Reaching one store never holds up another: while one thread's `xa_open` of store A waits for
+/// another process rebuilding A (this test plays it: it holds A's "open" lock exclusively and
+/// never finishes), another thread's data call on store B and its `xa_open` of store C complete.
+/// When the rebuilding process goes away, A's open goes on and rebuilds A itself. Asserted by the order of completions; the bound on the wait for B is
 /// only there so that a regression fails instead of hanging.
 #[test]
 fn a_stuck_open_holds_up_no_other_store() {
-    use std::os::unix::net::UnixListener;
     use std::sync::{Arc, Mutex};
     let (da, db, dc) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
     );
     let ra = Rm::new(116, da.path(), "lock_timeout_ms=0");
     let rb = Rm::new(117, db.path(), "lock_timeout_ms=0");
@@ -1059,12 +1111,19 @@ fn a_stuck_open_holds_up_no_other_store() {
         b.run(move || rb.open_ok());
     }
 
-    // The silent host of A.
+    // A process rebuilding A (this test plays it): it holds A's "open" lock exclusively, so
+    // A's open waits for it to finish.
     let dir_a = std::fs::canonicalize(da.path()).unwrap();
-    let lock = mmxa::log::try_lock_store(&dir_a)
-        .unwrap()
-        .expect("A's lock");
-    let listener = UnixListener::bind(dir_a.join("mmxa.sock")).unwrap();
+    let lockfile = mmxa::shm::LockFile::open(&dir_a.join("mmxa.lock"), 0o600).unwrap();
+    let rebuilding = lockfile
+        .open_or_recover(
+            &dir_a.join("mmxa.shm"),
+            0o600,
+            mmxa::shm::Options::default(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(matches!(rebuilding, mmxa::shm::Opened::Fresh(_)));
     let order = Arc::new(Mutex::new(Vec::new()));
     let opened_a = {
         let (ra, order) = (ra.clone(), order.clone());
@@ -1074,8 +1133,9 @@ fn a_stuck_open_holds_up_no_other_store() {
             (rc, ffi_common::last_error())
         })
     };
-    // A's open is now in its handshake: connected, waiting for an answer.
-    let (conn, _) = listener.accept().unwrap();
+    // Give A's open a moment to start waiting (if it has not, the test proves less, never
+    // more).
+    std::thread::sleep(Duration::from_millis(200));
 
     let (done_tx, done_rx) = mpsc::channel();
     {
@@ -1092,10 +1152,9 @@ fn a_stuck_open_holds_up_no_other_store() {
     // Liveness bound only: before the fix, B's call waits until A's open ends.
     let b_done = done_rx.recv_timeout(Duration::from_secs(30)).is_ok();
 
-    // The silent host goes away; A's open elects this process as A's host.
-    drop(listener);
-    drop(lock);
-    drop(conn);
+    // The rebuilding process goes away without finishing; A's open rebuilds A itself.
+    drop(rebuilding);
+    drop(lockfile);
     let (open_a, why) = opened_a.wait();
     if !b_done {
         done_rx

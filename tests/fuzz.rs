@@ -308,7 +308,10 @@ fn put_key<'a>(g: &'a [SegFile], r: &Rec) -> Option<&'a [u8]> {
 fn golden() -> &'static Golden {
     static G: OnceLock<Golden> = OnceLock::new();
     G.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let (states, in_doubt, keys, unsynced_keys) = workload(dir.path());
         let (files, recs) = read_golden(dir.path());
         let synced = recs.last().expect("records").vouch;
@@ -418,7 +421,10 @@ fn expect(changed: &[(usize, usize)]) -> Expect {
 
 /// A fresh copy of the golden files with `edit` applied to their bytes.
 fn copy_with(edit: &dyn Fn(usize, &mut Vec<u8>)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     for (i, f) in golden().files.iter().enumerate() {
         let mut bytes = f.bytes.clone();
         edit(i, &mut bytes);
@@ -848,7 +854,7 @@ proptest! {
     /// Files of arbitrary bytes under segment names: never a panic.
     #[test]
     fn arbitrary_segment_files(files in prop::collection::vec((1u64..4, prop::collection::vec(any::<u8>(), 0..300)), 1..=3)) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700)).tempdir().unwrap();
         for (id, bytes) in &files {
             std::fs::write(dir.path().join(format!("log-{id:016x}.seg")), bytes).unwrap();
         }
@@ -860,7 +866,7 @@ proptest! {
     /// read and listed.
     #[test]
     fn crafted_records(segs in prop::collection::vec(crafted_segment(), 1..=2)) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700)).tempdir().unwrap();
         for (id, base, salt, recs) in &segs {
             let mut body = Vec::new();
             for (kind, vouch, p) in recs {
@@ -872,7 +878,7 @@ proptest! {
             bytes.resize(size as usize, 0);
             std::fs::write(dir.path().join(format!("log-{id:016x}.seg")), bytes).unwrap();
         }
-        let copy = tempfile::tempdir().unwrap();
+        let copy = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700)).tempdir().unwrap();
         for e in std::fs::read_dir(dir.path()).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
@@ -1186,7 +1192,10 @@ fn open_error(dir: &Path) -> String {
 /// deleted them all, then panicked on the empty list. It is corruption, and the files stay.
 #[test]
 fn checkpoint_beyond_the_last_segment_is_corruption() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     write_crafted(
         dir.path(),
         1,
@@ -1202,7 +1211,10 @@ fn checkpoint_beyond_the_last_segment_is_corruption() {
 /// arithmetic at open (a panic in debug builds, wrapped positions in release builds).
 #[test]
 fn base_lsn_near_the_end_of_lsn_space_is_corruption() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     write_crafted(dir.path(), 2, u64::MAX - 100, &[]);
     write_crafted(dir.path(), 3, 0, &[]);
     let e = open_error(dir.path());
@@ -1225,7 +1237,10 @@ fn branch_tag_near_u64_max_is_corruption() {
     heuristic.extend([1, 1, b'g', b'b']);
     heuristic.extend(0u32.to_le_bytes());
     for rec in [(K_PUT, put), (6, heuristic)] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         write_crafted(dir.path(), 1, 0, &[rec]);
         let e = open_error(dir.path());
         assert!(e.contains("corrupt") && e.contains("out of range"), "{e}");
@@ -1249,7 +1264,10 @@ fn write_sized(dir: &Path, id: u64, size: u64, recs: &[(u8, Vec<u8>)]) {
 #[test]
 fn segment_without_room_for_a_record_is_corruption() {
     for size in [64, 72, 92] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         write_sized(dir.path(), 1, size, &[]);
         let e = open_error(dir.path());
         assert!(
@@ -1277,7 +1295,10 @@ fn record_without_room_for_the_marker_is_a_torn_tail() {
     };
     // Two PUT records of 48 bytes each; the second leaves `room` bytes.
     for room in [0, 8, 16] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let size = (SEG_HEADER + 2 * 48 + room) as u64;
         write_sized(dir.path(), 1, size, &[put(b"a"), put(b"b")]);
         let rm = rm_open(dir.path()).unwrap().expect("open");

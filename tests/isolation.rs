@@ -88,7 +88,10 @@ fn seed_value(r: &Rm, key: &str, value: &str) {
 
 #[test]
 fn two_readers_never_wait() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -123,7 +126,10 @@ fn two_readers_never_wait() {
 
 #[test]
 fn readers_and_writers_exclude_each_other_in_both_orders() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -182,7 +188,10 @@ fn readers_and_writers_exclude_each_other_in_both_orders() {
 
 #[test]
 fn a_waiting_reader_gets_the_value_committed_by_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=60000");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -212,7 +221,10 @@ fn a_waiting_reader_gets_the_value_committed_by_the_writer() {
 
 #[test]
 fn two_readers_upgrading_one_key_deadlock_and_one_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=60000");
     let workers = [Worker::new("a"), Worker::new("b")];
     let xids = [fresh_xid("up-a"), fresh_xid("up-b")];
@@ -257,7 +269,10 @@ fn two_readers_upgrading_one_key_deadlock_and_one_goes_on() {
 
 #[test]
 fn a_shared_lock_wait_times_out() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=100");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -284,7 +299,10 @@ fn a_shared_lock_wait_times_out() {
 
 #[test]
 fn joined_and_migrated_threads_share_their_branch_locks() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b, c) = (Worker::new("a"), Worker::new("b"), Worker::new("c"));
     let x = fresh_xid("join");
@@ -331,7 +349,10 @@ fn joined_and_migrated_threads_share_their_branch_locks() {
 
 #[test]
 fn prepare_releases_read_locks_and_keeps_write_locks_across_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let x = fresh_xid("prep");
@@ -392,7 +413,10 @@ fn prepare_releases_read_locks_and_keeps_write_locks_across_a_crash() {
 
 #[test]
 fn get_for_update_locks_exclusively_in_a_branch_only() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (xa, xb) = (fresh_xid("gfu-a"), fresh_xid("gfu-b"));
@@ -425,7 +449,10 @@ fn get_for_update_locks_exclusively_in_a_branch_only() {
 
 #[test]
 fn read_committed_reads_take_no_lock() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "lock_timeout_ms=0;isolation=read_committed");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (xa, xb) = (fresh_xid("rc-a"), fresh_xid("rc-b"));
@@ -597,7 +624,10 @@ fn counter_workload(
 
 #[test]
 fn no_lost_update_with_shared_reads_upgraded() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (v, t) = counter_workload(dir.path(), 4, 150, false);
     eprintln!("lost update, plain reads: counter {v}, {t:?}");
     assert_eq!(v, 600);
@@ -606,7 +636,10 @@ fn no_lost_update_with_shared_reads_upgraded() {
 
 #[test]
 fn no_lost_update_with_locking_reads() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (v, t) = counter_workload(dir.path(), 4, 150, true);
     eprintln!("lost update, locking reads: counter {v}, {t:?}");
     assert_eq!(v, 600);
@@ -628,7 +661,10 @@ fn no_lost_update_across_processes() {
         println!("committed {}", t.committed.load(Ordering::Relaxed));
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     // This process keeps the store open throughout, so the children are peers of one store
     // that outlives each of them.
     let s = rm(dir.path(), "");
@@ -668,7 +704,16 @@ fn no_lost_update_across_processes() {
 #[test]
 fn audits_of_transfers_across_two_stores_always_see_the_total() {
     let seed = rng::seed("MMXA_ISO_SEED", "transfers");
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, db) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
     // A deadlock that spans both stores is seen by neither store's detector (each knows only
     // its own locks, as in every XA RM): the lock timeout resolves it, so keep it short.
     let (a, b) = (
@@ -789,7 +834,10 @@ fn audits_of_transfers_across_two_stores_always_see_the_total() {
 
 #[test]
 fn no_write_skew() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "");
     let rounds = 40;
     let barrier = Arc::new(Barrier::new(2));
@@ -996,7 +1044,10 @@ fn random_list_append_histories_are_serializable() {
     const KEYS: usize = 4;
     const THREADS: usize = 4;
     const TXNS: usize = 60;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let s = rm(dir.path(), "");
     let history: Arc<std::sync::Mutex<Vec<Vec<Obs>>>> = Arc::default();
     let tally = Arc::new(Tally::default());

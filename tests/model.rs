@@ -1241,7 +1241,10 @@ fn toc_index(toc: Toc) -> usize {
 
 impl Harness {
     fn new() -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .expect("tempdir");
         let cfg = config(dir.path(), SyncMode::None, Duration::ZERO);
         let rm = Some(open(&cfg));
         Harness {

@@ -154,7 +154,10 @@ fn make_install_and_pkg_config() {
         );
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let prefix = tmp.path().join("prefix");
     ok(
         make("install", tmp.path(), &[("PREFIX", &prefix)]),
@@ -289,7 +292,10 @@ fn build_tree_adapters_load_on_their_own() {
         eprintln!("note: make is not installed; skipping build_tree_adapters_load_on_their_own");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     ok(make("adapters", tmp.path(), &[]), "make adapters");
     let build = tmp.path().join("build");
     std::fs::write(tmp.path().join("probe.c"), ADAPTER_PROBE).unwrap();
@@ -340,7 +346,10 @@ fn make_install_honours_destdir() {
         eprintln!("note: make is not installed; skipping make_install_honours_destdir");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let stage = tmp.path().join("stage");
     ok(
         make(

@@ -1381,11 +1381,14 @@ fn reclaim_fault_keeps_acknowledged_state() {
 fn full_disk_through_the_c_entry_points() {
     use ffi_common::{check, xid as cxid, Rm as CRm};
     use std::io::Write;
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=9m,mode=0700", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=11m,mode=0700", "tmpfs"])
         .arg(&mnt)
         .stderr(std::process::Stdio::null())
         .status()

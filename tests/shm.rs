@@ -256,7 +256,10 @@ fn published(dir: &Path) -> Region {
 
 #[test]
 fn shm_sigkill_while_holding_the_mutex_mid_section() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let r = published(dir.path());
     let before = {
         let t = r.lock(T).unwrap();
@@ -288,7 +291,10 @@ fn shm_sigkill_while_holding_the_mutex_mid_section() {
 
 #[test]
 fn shm_killed_slot_owner_is_dead_and_reaped() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let lf = LockFile::open(&lock_path(dir.path()), 0o600).unwrap();
     let r = match lf
         .open_or_recover(&region_path(dir.path()), 0o600, Options::default(), T)
@@ -354,7 +360,10 @@ fn shm_killed_slot_owner_is_dead_and_reaped() {
 
 #[test]
 fn shm_two_processes_grow_the_region_in_turn() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let r = published(dir.path());
     let mut p = Peer::spawn("grow", dir.path());
     let mut last = r.size();
@@ -388,7 +397,10 @@ fn shm_two_processes_grow_the_region_in_turn() {
 
 #[test]
 fn shm_open_lock_protocol() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     // The first opener builds; later ones attach to what it built.
     let mut a = Peer::spawn("open", dir.path());
     assert_eq!(a.recv(), "fresh");
@@ -429,7 +441,10 @@ fn shm_open_lock_protocol() {
 
 #[test]
 fn shm_open_waits_for_a_recovery_and_takes_over_a_dead_one() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let open = |timeout| {
         let lf = LockFile::open(&lock_path(dir.path()), 0o600).unwrap();
         let res = lf.open_or_recover(&region_path(dir.path()), 0o600, Options::default(), timeout);

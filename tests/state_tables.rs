@@ -71,7 +71,10 @@ struct Fx {
 
 impl Fx {
     fn with(sync: SyncMode, lock_timeout: Duration) -> Fx {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .expect("tempdir");
         let cfg = config(dir.path(), sync, lock_timeout);
         let rm = Some(open(&cfg));
         Fx { _dir: dir, cfg, rm }
@@ -88,13 +91,12 @@ impl Fx {
         self.rm = Some(open(&self.cfg));
     }
 
-    /// A process crash: the store is abandoned without running any destructor (its mapping
-    /// and descriptors leak; the page cache keeps what was written), then opened again. The
-    /// store's `fcntl` lock belongs to this process, so the reopen is allowed, as it would be
-    /// for a restarted process.
+    /// A process crash: the store is abandoned without any cleanup (the page cache keeps what
+    /// was written; the kernel releases its locks), then opened again, as by a restarted
+    /// process.
     fn crash(&mut self) {
         if let Some(rm) = self.rm.take() {
-            std::mem::forget(rm);
+            rm.simulate_crash();
         }
         self.rm = Some(open(&self.cfg));
     }

@@ -894,7 +894,10 @@ fn transfers_survive_repeated_sigkill() {
     });
     eprintln!("torture: {ENV_SEED}={seed} {ENV_ITERS}={iters}");
     let mut rng = Rng::new(seed);
-    let work = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
     let rms = stores(work.path());
     for rm in &rms {
         rm.open_ok();

@@ -1,14 +1,14 @@
 //! `mmxa`: see and resolve in-doubt work in a store, also while processes have it open.
 //!
-//! The tool reaches a store as any process does (see `mmxa::share`): as a guest of the process
-//! hosting it, or as its host while nobody else has it open. `dump` and `verify` read the log
-//! files through a copy-on-write view that never changes them.
+//! The tool opens a store as any process does (see `mmxa::rm`): a peer of the processes that
+//! have it open, working on the same shared state, or the one that rebuilds it from the log
+//! while nobody else has it open. `dump` and `verify` read the log files through a
+//! copy-on-write view that never changes them.
 
 use mmxa::config::{self, Config, SyncMode};
 use mmxa::error::{Error, Outcome};
 use mmxa::log::{Log, LogError, Mapped, Record};
-use mmxa::rm::Report;
-use mmxa::share::{self, Role, Site, Store};
+use mmxa::rm::{Report, Rm};
 use mmxa::xid::Xid;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -22,8 +22,9 @@ usage: mmxa [--json] COMMAND STORE [ARGS]
 
 STORE is the store's directory, or the open string the monitor passes to xa_open
 (\"dir=/var/lib/app/a;sync=msync\"). Every command works while other processes have the
-store open. While no process has the store open, the tool opens it itself (recovering it
-as any open does); a monitor opening it meanwhile waits until the tool is done.
+store open: the tool is one more peer of the processes using it. While no process has the
+store open, the tool opens it (rebuilding its shared state from the log, as any first open
+does) and closes it again when done.
 
 commands:
   status STORE                 in-doubt and active branches with their age, log size, live
@@ -41,8 +42,6 @@ commands:
   dump STORE                   print every record of the log, oldest first
   verify STORE                 check every record's checksum up to the end of the log;
                                exit status 4 on corruption (file and offset are named)
-  serve STORE                  host the store until killed, so that no worker process has to
-                               (start it before the monitor, with the monitor's open string)
 
 options:
   --json      machine-readable output (status, recover, get, verify; dump prints one
@@ -127,8 +126,10 @@ fn store_config(arg: &str) -> Result<Config, Fail> {
 }
 
 /// Reaches the store as an administrator.
-fn reach(cfg: &Config) -> Result<(Site, Arc<dyn Store>), Fail> {
-    share::establish(cfg, None, Role::Admin).map_err(|e| store_err(e.to_string()))
+fn reach(cfg: &Config) -> Result<((), Arc<Rm>), Fail> {
+    Rm::open_admin(cfg.clone())
+        .map(|rm| ((), Arc::new(rm)))
+        .map_err(store_err)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -251,10 +252,14 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
         let audit: Vec<String> = audit.iter().map(|l| js(l)).collect();
         let _ = writeln!(
             out,
-            "{{\"dir\":{},\"host_pid\":{},\"live_keys\":{},\"live_bytes\":{},\"segments\":{},\
+            "{{\"dir\":{},\"peers\":[{}],\"live_keys\":{},\"live_bytes\":{},\"segments\":{},\
              \"log_bytes\":{},\"lock_waits\":{},\"branches\":[{}],\"audit\":[{}]}}",
             js(&cfg.dir.display().to_string()),
-            rep.host_pid,
+            rep.peers
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             rep.live_keys,
             rep.live_bytes,
             rep.segments,
@@ -267,7 +272,23 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
     }
     let doubt = rep.branches.iter().filter(|b| in_doubt(&b.state)).count();
     let _ = writeln!(out, "store      {}", cfg.dir.display());
-    let _ = writeln!(out, "hosted by  pid {}", rep.host_pid);
+    let _ = writeln!(
+        out,
+        "open by    {} other process(es){}",
+        rep.peers.len(),
+        if rep.peers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (pid {})",
+                rep.peers
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
     let _ = writeln!(
         out,
         "live keys  {} ({} of log records)",
@@ -329,14 +350,14 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
         "status" => {
             want(0, "no further operands")?;
             let (_site, s) = reach(&cfg)?;
-            let rep = s.status().map_err(|e| store_err(e.to_string()))?;
+            let rep = s.status();
             let audit = mmxa::audit::tail(&cfg.dir, 10).unwrap_or_default();
             Ok(status(&cfg, &rep, &audit, a.json))
         }
         "recover" => {
             want(0, "no further operands")?;
             let (_site, s) = reach(&cfg)?;
-            let rep = s.status().map_err(|e| store_err(e.to_string()))?;
+            let rep = s.status();
             let list: Vec<&Xid> = rep
                 .branches
                 .iter()
@@ -404,25 +425,6 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
         "dump" | "verify" => {
             want(0, "no further operands")?;
             inspect(&cfg, cmd == "verify", a.json)
-        }
-        "serve" => {
-            want(0, "no further operands")?;
-            let (site, _s) =
-                share::establish(&cfg, None, Role::Member).map_err(|e| store_err(e.to_string()))?;
-            if let Site::Guest(_) = site {
-                return Err(store_err(format!(
-                    "{}: another process hosts the store already",
-                    cfg.dir.display()
-                )));
-            }
-            eprintln!(
-                "mmxa serve: hosting {} (pid {}); stop with SIGTERM",
-                cfg.dir.display(),
-                std::process::id()
-            );
-            loop {
-                std::thread::park();
-            }
         }
         _ => Err(usage(format!("unknown command {cmd} (see --help)"))),
     }
@@ -537,7 +539,7 @@ fn inspect(cfg: &Config, verify: bool, json: bool) -> Result<String, Fail> {
         }
         Ok(())
     };
-    let opened = Log::open_on(
+    let opened = Log::open_single(
         Mapped::private(&cfg.dir),
         cfg.segment_size,
         SyncMode::None,

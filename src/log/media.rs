@@ -38,7 +38,7 @@ pub trait Media: Send + Sync + 'static {
 }
 
 /// One segment file. Callers write only bytes nobody reads meanwhile (above the log's
-/// published end, under its tail lock) and read only bytes no longer written.
+/// tail, under the region mutex, in any process) and read only bytes no longer written.
 pub trait SegmentFile: Send + Sync + 'static {
     /// Size in bytes.
     fn size(&self) -> u64;

@@ -2,25 +2,33 @@
 //! (cut it) and corruption (refuse), by the rules of "Validity, torn tails and corruption" in
 //! the module doc of `log`.
 //!
-//! Owns: everything that runs before [`Log::open_on`] returns. Invariants: it runs single
-//! threaded, before anyone else can see the log; it decides everything before it changes a
-//! file, so an open that finds corruption has changed none (stray `*.tmp` files aside), and it
-//! deletes or rewrites files only once it has decided that what they hold was never
-//! acknowledged (a torn tail, empty later segments) or is no longer needed (segments before the
-//! newest CHECKPOINT's claim).
+//! Owns: everything that runs before [`Log::open_on`] or [`Log::attach`] returns. Invariants:
+//! the open runs single threaded, before anyone else can see the log (its region is still being
+//! built); it decides everything before it changes a file, so an open that finds corruption has
+//! changed none (stray `*.tmp` files aside), and it deletes or rewrites files only once it has
+//! decided that what they hold was never acknowledged (a torn tail, empty later segments) or is
+//! no longer needed (segments before the newest CHECKPOINT's claim). Attaching reads the shared
+//! tail and changes nothing.
 
 use super::record::{
     decode, is_zero, parse_segment_header, probe, Entry, Kind, MAX_LSN, MAX_SEGMENT_ID, REC_HEADER,
     RH_KIND, SEG_HEADER,
 };
+use super::shared::{
+    give_back, local_region, region_err, sync_code, LOCK_TIMEOUT, MAGIC, R_DURABLE, R_ENDED,
+    R_FAILED, R_FIRST_BASE, R_FIRST_ID, R_HIGH, R_LEADER, R_MAGIC, R_ROLLER, R_SEGMENT_SIZE,
+    R_SYNC, R_TAIL_BASE, R_TAIL_ID, R_TAIL_OFF, R_TAIL_SIZE, R_WRITTEN,
+};
 use super::{
-    io_err, seg_name, seg_path, Log, LogError, Lsn, Mapped, Media, Record, Seg, SegmentFile, Tail,
+    io_err, seg_name, seg_path, write, Log, LogError, Lsn, Mapped, Media, Peer, Record, Seg,
+    SegmentFile,
 };
 use crate::config::SyncMode;
+use crate::shm::{root, Region, STATE_BUILDING};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Where the valid log ends, as the replay found it.
 struct Scan {
@@ -42,33 +50,83 @@ enum End {
 
 /// Runs `f` over all bytes of `seg`. Only for the single-threaded open scan, when nothing
 /// writes to the mapping.
-fn whole<F: SegmentFile, R>(seg: &Seg<F>, f: impl FnOnce(&[u8]) -> R) -> Result<R, LogError> {
+pub(super) fn whole<F: SegmentFile, R>(
+    seg: &Seg<F>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, LogError> {
     seg.file
         .with_bytes(0, seg.file.size() as usize, f)
         .map_err(io_err("read segment"))
 }
 
 impl Log {
-    /// Opens (or creates) the log in `dir` and replays every valid record through `visit`, in
-    /// log order, before returning. A torn tail is cut; corruption is an error.
+    /// Opens (or creates) the log in `dir` for this process alone (a process-private region)
+    /// and replays every valid record through `visit`, in log order, before returning. A torn
+    /// tail is cut; corruption is an error.
     pub fn open(
         dir: &Path,
         segment_size: u64,
         sync: SyncMode,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<Log, LogError> {
-        Log::open_on(Mapped::new(dir), segment_size, sync, visit)
+        Log::open_single(Mapped::new(dir), segment_size, sync, visit)
     }
 }
 
 impl<M: Media> Log<M> {
-    /// [`Log::open`] on the medium `media`.
-    pub fn open_on(
+    /// [`Log::open`] on the medium `media`: [`Log::open_on`] with a process-private region
+    /// of its own and [`Peer::alone`].
+    pub fn open_single(
         media: M,
         segment_size: u64,
         sync: SyncMode,
         visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
     ) -> Result<Log<M>, LogError> {
+        let region = local_region()?;
+        match Log::open_on(
+            media,
+            segment_size,
+            sync,
+            region.clone(),
+            Peer::alone(),
+            visit,
+        ) {
+            Ok(mut log) => {
+                log.local = true;
+                Ok(log)
+            }
+            Err(e) => {
+                give_back(region, 0);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens (or creates) the log on `media` for the process that builds the store's region
+    /// (state building: nobody else has the store open), replays every valid record through
+    /// `visit`, in log order, cutting a torn tail and refusing corruption, then writes the
+    /// shared tail into `region` (roots 0 to 15, in a builder section). Other processes then
+    /// [`Log::attach`]. A region not in state building is refused before any file is read.
+    pub fn open_on(
+        media: M,
+        segment_size: u64,
+        sync: SyncMode,
+        region: Arc<Region>,
+        peer: Peer,
+        visit: &mut dyn FnMut(Lsn, Record<'_>) -> Result<(), String>,
+    ) -> Result<Log<M>, LogError> {
+        // Before any file is looked at: the scan cuts what it takes for a torn tail, which in a
+        // log that peers have open is their latest appends.
+        if region.state() != STATE_BUILDING {
+            return Err(LogError::Io(
+                "open the log".into(),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the region is not being built (others may have the store open): attach \
+                     to it with Log::attach",
+                ),
+            ));
+        }
         let mut ids = Vec::new();
         let names = media
             .list()
@@ -112,29 +170,10 @@ impl<M: Media> Log<M> {
             }
             segs.push(Arc::new(seg));
         }
-        let first = match segs.first() {
-            Some(s) => s.clone(),
-            None => Arc::new(Self::create_segment(&media, 1, 0, segment_size)?),
-        };
-        let mut log = Log {
-            media,
-            segment_size,
-            sync,
-            segs: RwLock::new(Vec::new()),
-            tail: Mutex::new(Tail {
-                seg: first,
-                off: SEG_HEADER,
-            }),
-            written: AtomicU64::new(0),
-            durable: AtomicU64::new(0),
-            syncing: Mutex::new(false),
-            synced: Condvar::new(),
-            failed: AtomicBool::new(false),
-            fail_reason: Mutex::new(String::new()),
-        };
         if segs.is_empty() {
-            segs.push(log.tail.get_mut().expect("fresh mutex").seg.clone());
+            segs.push(Arc::new(Self::create_segment(&media, 1, 0, segment_size)?));
         }
+        let log = Log::new(media, segment_size, sync, region, peer);
         // Decide first: everything that makes the log corrupt is found before any file is
         // changed. Only then is a torn tail cut and are dead segments deleted.
         let Scan {
@@ -181,19 +220,111 @@ impl<M: Media> Log<M> {
             log.media.sync_dir().map_err(io_err("sync directory"))?;
             segs.drain(..dead);
         }
-        let seg = segs[segs.len() - 1].clone();
-        let end = seg.base + off;
+        let tail = segs[segs.len() - 1].clone();
+        let end = tail.base + off;
         // Everything replayed is synced now, so later records may vouch for it truthfully.
         log.flush_segs(&segs, segs[0].base, end)
             .map_err(io_err("sync log at open"))?;
-        *log.segs.get_mut().expect("fresh lock") = segs;
-        *log.tail.get_mut().expect("fresh mutex") = Tail { seg, off };
-        log.written = AtomicU64::new(end);
-        log.durable = AtomicU64::new(end);
+        // Publish the tail to the region. Nothing lies above it: the cut zeroed the torn tail.
+        let mut t = log.region.lock_builder(LOCK_TIMEOUT).map_err(region_err)?;
+        let roots = [
+            (R_SEGMENT_SIZE, segment_size),
+            (R_SYNC, sync_code(sync)),
+            (R_TAIL_ID, tail.id),
+            (R_TAIL_BASE, tail.base),
+            (R_TAIL_SIZE, tail.file.size()),
+            (R_TAIL_OFF, off),
+            (R_WRITTEN, end),
+            (R_DURABLE, end),
+            (R_FIRST_ID, segs[0].id),
+            (R_FIRST_BASE, segs[0].base),
+            (R_LEADER, 0),
+            (R_ROLLER, 0),
+            (R_ENDED, 0),
+            (R_HIGH, end),
+            (R_FAILED, 0),
+            (R_MAGIC, MAGIC),
+        ];
+        for (r, v) in roots {
+            t.set_u64(root(r), v).map_err(region_err)?;
+        }
+        t.commit().map_err(region_err)?;
+        *write(&log.segs) = segs;
         Ok(log)
     }
 
-    fn open_segment(media: &M, id: u64) -> Result<Seg<M::File>, LogError> {
+    /// Joins the log another process opened (with [`Log::open_on`]) into `region`: reads the
+    /// shared tail, no scan. `segment_size` and `sync` must be the log's.
+    pub fn attach(
+        media: M,
+        segment_size: u64,
+        sync: SyncMode,
+        region: Arc<Region>,
+        peer: Peer,
+    ) -> Result<Log<M>, LogError> {
+        let (tail, base, size) = {
+            let t = region.lock(LOCK_TIMEOUT).map_err(region_err)?;
+            let get = |r| t.get_u64(root(r)).map_err(region_err);
+            if get(R_MAGIC)? != MAGIC {
+                return Err(LogError::Io(
+                    "attach to the log".into(),
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the region holds no log (open it with Log::open_on first)",
+                    ),
+                ));
+            }
+            let (size, mode) = (get(R_SEGMENT_SIZE)?, get(R_SYNC)?);
+            if size != segment_size || mode != sync_code(sync) {
+                return Err(LogError::Io(
+                    "attach to the log".into(),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "the log has segment size {size} and sync mode {mode}, this \
+                             process asks for {segment_size} and {}",
+                            sync_code(sync)
+                        ),
+                    ),
+                ));
+            }
+            (get(R_TAIL_ID)?, get(R_TAIL_BASE)?, get(R_TAIL_SIZE)?)
+        };
+        let log = Log::new(media, segment_size, sync, region, peer);
+        let seg = log.seg(tail)?;
+        if seg.base != base || seg.file.size() != size {
+            return Err(LogError::Corrupt {
+                file: seg.path.clone(),
+                offset: 0,
+                what: format!(
+                    "the shared tail says base LSN {base} and size {size}, the segment header \
+                     {} and {}",
+                    seg.base,
+                    seg.file.size()
+                ),
+            });
+        }
+        Ok(log)
+    }
+
+    fn new(media: M, segment_size: u64, sync: SyncMode, region: Arc<Region>, peer: Peer) -> Log<M> {
+        Log {
+            media,
+            segment_size,
+            sync,
+            region,
+            peer,
+            segs: RwLock::new(Vec::new()),
+            leading: AtomicBool::new(false),
+            rolling: AtomicBool::new(false),
+            failed_here: AtomicBool::new(false),
+            fail_reason: Mutex::new(String::new()),
+            leads: AtomicU64::new(0),
+            local: false,
+        }
+    }
+
+    pub(super) fn open_segment(media: &M, id: u64) -> Result<Seg<M::File>, LogError> {
         let path = seg_path(media.dir(), id);
         let file = media
             .open(&seg_name(id))

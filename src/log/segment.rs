@@ -22,14 +22,24 @@ pub struct Mapped {
     dir: PathBuf,
     /// A copy-on-write view: see [`Mapped::private`].
     private: bool,
+    /// The permission bits of the segment files it creates.
+    mode: u32,
 }
 
 impl Mapped {
-    /// The medium of the store in `dir`.
+    /// The medium of the store in `dir`; the segment files it creates have mode 0600.
     pub fn new(dir: &Path) -> Mapped {
+        Mapped::with_mode(dir, 0o600)
+    }
+
+    /// The medium of the store in `dir`; the segment files it creates have the permission bits
+    /// `mode` exactly, whatever the umask (the store's file mode: 0600, or 0660 with
+    /// `shared_group=1`).
+    pub fn with_mode(dir: &Path, mode: u32) -> Mapped {
         Mapped {
             dir: dir.to_path_buf(),
             private: false,
+            mode,
         }
     }
 
@@ -41,6 +51,7 @@ impl Mapped {
         Mapped {
             dir: dir.to_path_buf(),
             private: true,
+            mode: 0o600,
         }
     }
 }
@@ -64,7 +75,7 @@ impl Media for Mapped {
         if self.private {
             return Segment::anonymous(size, header);
         }
-        Segment::create(&self.dir.join(name), size, header)
+        Segment::create(&self.dir.join(name), size, header, self.mode)
     }
 
     fn open(&self, name: &str) -> io::Result<Segment> {
@@ -98,21 +109,26 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates `path` atomically: a temporary file is reserved to `size` bytes, given `header`,
-    /// synced, then renamed into place and the directory synced.
-    pub fn create(path: &Path, size: u64, header: &[u8]) -> io::Result<Segment> {
+    /// Creates `path` atomically: a temporary file is given the permission bits `mode` (set
+    /// exactly: the umask only narrows the mode given at creation), reserved to `size` bytes,
+    /// given `header`, synced, then renamed into place and the directory synced.
+    pub fn create(path: &Path, size: u64, header: &[u8], mode: u32) -> io::Result<Segment> {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = path.with_extension("tmp");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
-        let reserved = reserve(&file, size).and_then(|()| {
-            file.write_all_at(header, 0)?;
-            file.sync_all()
-        });
+        let reserved = file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .and_then(|()| reserve(&file, size))
+            .and_then(|()| {
+                file.write_all_at(header, 0)?;
+                file.sync_all()
+            });
         if let Err(e) = reserved {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -201,7 +217,7 @@ impl SegmentFile for Segment {
         Ok(f(src))
     }
 
-    /// Callers write only above the published end, under the log's tail lock (or in the
+    /// Callers write only above the published end, under the region mutex (or in the
     /// single-threaded open scan), so no reader or other writer sees these bytes meanwhile.
     #[inline]
     fn write_at(&self, off: u64, parts: &[&[u8]]) -> io::Result<()> {
@@ -270,27 +286,4 @@ fn reserve(file: &File, size: u64) -> io::Result<()> {
 /// Syncs a directory so that a create, rename or unlink in it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Takes an exclusive open-file-description (`F_OFD_SETLK`) write lock on `file` without
-/// waiting. The lock belongs to this open of the file: another process, or another copy of the
-/// library loaded in this process, cannot take it while this `File` is open, and closing it
-/// releases the lock.
-pub fn lock_exclusive(file: &File) -> io::Result<()> {
-    // SAFETY: zeroed `flock` is a valid value; fields are set below (`l_pid` must be 0).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: valid descriptor and a pointer to a live `flock`.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => Err(io::Error::new(
-            err.kind(),
-            "the store is in use by another process (or another copy of libmmxa in this one)",
-        )),
-        _ => Err(err),
-    }
 }

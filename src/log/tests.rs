@@ -14,7 +14,6 @@ use proptest::prelude::*;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use tempfile::TempDir;
 
 /// Segment size of most tests: small, so that a few records roll the log.
@@ -262,11 +261,17 @@ fn salt_of(path: &Path) -> u64 {
 fn fast_tempdir() -> TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(d) = TempDir::new_in(shm) {
+        if let Ok(d) = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(shm)
+        {
             return d;
         }
     }
-    TempDir::new().expect("tempdir")
+    tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// Copies every file of `from` into a fresh temporary directory.
@@ -359,7 +364,7 @@ fn run_script(log: &Log, script: &str, first: usize) -> Vec<(Appended, Rec)> {
             'S' => log.sync_to(log.written()).expect("sync"),
             _ => {
                 let rec = script_rec(c, first + out.len());
-                let a = log.append(&rec.as_record()).expect("append");
+                let a = log.append_alone(&rec.as_record()).expect("append");
                 assert_eq!(a.end - a.lsn, rec.total(), "size of {rec:?}");
                 out.push((a, rec));
             }
@@ -589,7 +594,10 @@ fn round_trip_every_kind() {
     const SIZE: u64 = 4 << 20;
     for sync in [SyncMode::Msync, SyncMode::Fdatasync, SyncMode::None] {
         let ctx = format!("sync={sync:?}");
-        let dir = TempDir::new().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let recs = every_kind();
         let mut want = Vec::new();
         {
@@ -603,7 +611,7 @@ fn round_trip_every_kind() {
             assert!(log.failed().is_none());
             let mut expect_lsn = log.written();
             for rec in &recs {
-                let a = log.append(&rec.as_record()).expect("append");
+                let a = log.append_alone(&rec.as_record()).expect("append");
                 assert_eq!(a.lsn, expect_lsn, "{ctx}: records are contiguous");
                 assert_eq!(a.lsn % 8, 0, "{ctx}: records are 8-byte aligned");
                 assert_eq!(a.end - a.lsn, rec.total(), "{ctx}: size of {rec:?}");
@@ -612,7 +620,7 @@ fn round_trip_every_kind() {
                 want.push((a.lsn, rec.clone()));
             }
             log.sync_to(log.written()).expect("sync");
-            assert!(log.durable.load(Ordering::Acquire) >= log.written() || sync == SyncMode::None);
+            assert!(log.durable() >= log.written() || sync == SyncMode::None);
             // Values are readable before the log is closed, too.
             check_put_values(&log, &want, &ctx);
         }
@@ -645,7 +653,10 @@ fn round_trip_every_kind() {
 fn unsynced_appends_survive_a_clean_close() {
     // Without a crash, bytes written through the mapping are in the page cache: a reopen sees
     // them even though no sync covered them.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "svxhpdrf");
     let (_, seen) = reopen(dir.path());
     assert_replay(&seen, &replayed(&built), "unsynced");
@@ -653,7 +664,10 @@ fn unsynced_appends_survive_a_clean_close() {
 
 #[test]
 fn appends_continue_after_reopen() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let mut built = build(dir.path(), SyncMode::Msync, "svS");
     for round in 0..3 {
         let (log, seen) = reopen(dir.path());
@@ -673,7 +687,10 @@ fn appends_continue_after_reopen() {
 
 #[test]
 fn visitor_error_is_reported_at_the_record() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "sssS");
     let bad = built[1].0.lsn;
     let mut calls = 0;
@@ -699,7 +716,10 @@ fn visitor_error_is_reported_at_the_record() {
 
 #[test]
 fn open_of_a_missing_directory_is_an_io_error() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     match open_log(&dir.path().join("nope"), SEG, SyncMode::Msync) {
         Err(LogError::Io(..)) => {}
         Err(e) => panic!("expected Io, got {e}"),
@@ -709,14 +729,17 @@ fn open_of_a_missing_directory_is_an_io_error() {
 
 #[test]
 fn sync_to_a_durable_lsn_returns_at_once() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (log, _) = reopen(dir.path());
     log.sync_to(0).expect("nothing to do");
     log.sync_to(log.written())
         .expect("open made everything durable");
-    let a = log.append(&Record::Commit { tag: 1 }).unwrap();
+    let a = log.append_alone(&Record::Commit { tag: 1 }).unwrap();
     log.sync_to(a.end).unwrap();
-    assert!(log.durable.load(Ordering::Acquire) >= a.end);
+    assert!(log.durable() >= a.end);
     log.sync_to(a.lsn).unwrap();
 }
 
@@ -726,7 +749,10 @@ fn sync_to_a_durable_lsn_returns_at_once() {
 
 #[test]
 fn segment_roll_spans_several_segments() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let script: String = (0..100)
         .map(|i| if i % 10 == 9 { "bS" } else { "b" })
         .collect();
@@ -779,7 +805,10 @@ fn segment_roll_spans_several_segments() {
 
 #[test]
 fn too_big_record_is_refused_and_nothing_is_written() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "svS");
     let (log, _) = reopen(dir.path());
     let before = log.written();
@@ -826,7 +855,7 @@ fn too_big_record_is_refused_and_nothing_is_written() {
         ),
     ];
     for (name, rec, len) in &cases {
-        match log.append(rec) {
+        match log.append_alone(rec) {
             Err(LogError::TooBig(n)) => assert_eq!(n, *len, "{name}"),
             Err(e) => panic!("{name}: expected TooBig, got {e}"),
             Ok(a) => panic!("{name}: expected TooBig, appended at {}", a.lsn),
@@ -856,7 +885,7 @@ fn too_big_record_is_refused_and_nothing_is_written() {
         value: pattern(5, max_value),
     };
     let a = log
-        .append(&max.as_record())
+        .append_alone(&max.as_record())
         .expect("the largest record fits");
     assert_eq!(a.lsn, SEG + SEG_HEADER, "rolled into segment 2");
     assert_eq!(
@@ -867,7 +896,7 @@ fn too_big_record_is_refused_and_nothing_is_written() {
     // The next record rolls again; SEGMENT_END takes the last 24 bytes of segment 2.
     let c = Rec::Commit { tag: 9 };
     let b = log
-        .append(&c.as_record())
+        .append_alone(&c.as_record())
         .expect("append after the largest");
     assert_eq!(b.lsn, 2 * SEG + SEG_HEADER);
     log.sync_to(b.end).unwrap();
@@ -883,7 +912,10 @@ fn too_big_record_is_refused_and_nothing_is_written() {
 
 #[test]
 fn segment_size_may_change_between_opens() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, &"b".repeat(25));
     assert_eq!(seg_ids(dir.path()), vec![1, 2]);
     let (log, seen) = reopen_with(dir.path(), 2 * SEG, SyncMode::Msync);
@@ -1352,7 +1384,10 @@ fn damage_table() {
         |c| c.name.to_string(),
         |case| {
             let ctx = case.name;
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let built = build(dir.path(), case.sync, &case.script);
             let target = match case.damage {
                 Damage::Flip { rec, at } => {
@@ -1693,7 +1728,10 @@ fn crafted_record_table() {
         |c| c.name.to_string(),
         |case| {
             let ctx = case.name;
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let built = build(dir.path(), SyncMode::Msync, "svsSs");
             let tail = built.last().unwrap().0.end;
             let (path, off) = where_is(dir.path(), tail);
@@ -1785,7 +1823,10 @@ fn every_kind_byte_is_known_to_probe_and_decode_alike() {
     assert!(Kind::try_from(0).is_err(), "zeroed space is no record");
     // Appended records of every kind but the log's own (SEGMENT_END, CHECKPOINT) replay as
     // they were written.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "pdxsrhfm");
     let (_, seen) = reopen(dir.path());
     assert_replay(&seen, &replayed(&built), "every kind");
@@ -1858,7 +1899,10 @@ fn vouch_scan_table() {
         cases.to_vec(),
         |c| c.0.to_string(),
         |(name, rel, place, corrupt)| {
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let built = build(dir.path(), SyncMode::Msync, "svsSs");
             let x = built.last().unwrap().0.end;
             let (path, off) = where_is(dir.path(), x);
@@ -1905,7 +1949,10 @@ fn vouch_scan_table() {
 /// torn tail.
 #[test]
 fn invalid_record_in_a_sealed_segment_table() {
-    let template = TempDir::new().unwrap();
+    let template = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(
         template.path(),
         SyncMode::Msync,
@@ -2131,7 +2178,10 @@ fn segment_file_table() {
         // acknowledged data.
         ("missing first segment", Delete { seg: 1 }, None),
     ];
-    let template = TempDir::new().unwrap();
+    let template = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(template.path(), SyncMode::Msync, &"bS".repeat(50));
     assert_eq!(seg_ids(template.path()), vec![1, 2, 3]);
     table(
@@ -2193,7 +2243,10 @@ fn segment_file_table() {
 /// "the log failed earlier and must be reopened" (which the RM answers with `XAER_RMFAIL`).
 #[test]
 fn request_errors_do_not_read_as_a_failed_log() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, &"bS".repeat(50));
     assert_eq!(seg_ids(dir.path()), vec![1, 2, 3]);
     let (log, _) = reopen(dir.path());
@@ -2231,7 +2284,10 @@ fn request_errors_do_not_read_as_a_failed_log() {
 
 #[test]
 fn empty_directory_gets_segment_one() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (log, seen) = reopen(dir.path());
     assert!(seen.is_empty());
     assert_eq!(log.written(), SEG_HEADER);
@@ -2266,7 +2322,10 @@ fn empty_directory_gets_segment_one() {
 
 #[test]
 fn stray_tmp_files_are_deleted_at_open() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "svS");
     let d = dir.path();
     // A segment creation that crashed before its rename, plus other junk of that shape.
@@ -2301,7 +2360,10 @@ fn stray_tmp_files_are_deleted_at_open() {
 #[test]
 fn stray_tmp_for_a_future_segment_does_not_break_rolls() {
     // A crash left log-2.tmp; the roll after reopen creates log-2.seg over the same name.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let built = build(dir.path(), SyncMode::Msync, "s");
     std::fs::write(dir.path().join("log-0000000000000002.tmp"), b"junk").unwrap();
     let (log, _) = reopen(dir.path());
@@ -2322,7 +2384,10 @@ fn stray_tmp_for_a_future_segment_does_not_break_rolls() {
 /// creates it first): a last segment ending so, with no next file, has lost its successor.
 #[test]
 fn segment_end_with_next_segment_missing() {
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let d = dir.path();
     // The 22nd 'b' rolls into segment 2; it is lost with the file.
     let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
@@ -2456,7 +2521,10 @@ fn missing_oldest_segment_table() {
         cases,
         |c| c.name.to_string(),
         |c| {
-            let dir = TempDir::new().unwrap();
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
             let d = dir.path();
             let (log, _) = reopen(d);
             for step in c.steps {
@@ -2508,7 +2576,10 @@ fn missing_oldest_segment_table() {
 fn segment_end_then_empty_next_segment() {
     // The roll completed (segment 2 exists, SEGMENT_END written) but the first record of
     // segment 2 never reached the disk.
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let d = dir.path();
     let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
     let (p, o) = where_is(d, built[22].0.lsn);
@@ -2560,7 +2631,7 @@ fn power_cuts_across_rolls_recover_a_prefix() {
     // `fdatasync` seals and syncs like `msync` on the simulated disk: not repeated here.
     for sync in [SyncMode::None, SyncMode::Msync] {
         let disk = sim::SimDisk::new();
-        let log = Log::open_on(disk.clone(), SIZE, sync, &mut |_, _| Ok(())).unwrap();
+        let log = Log::open_single(disk.clone(), SIZE, sync, &mut |_, _| Ok(())).unwrap();
         disk.record(true);
         let mut appended: Vec<(Lsn, Rec)> = Vec::new();
         // (snapshots taken so far, records durable from then on)
@@ -2574,7 +2645,7 @@ fn power_cuts_across_rolls_recover_a_prefix() {
                 },
                 r => r,
             };
-            let a = log.append(&rec.as_record()).expect("append");
+            let a = log.append_alone(&rec.as_record()).expect("append");
             if appended
                 .last()
                 .is_some_and(|(l, _)| l / SIZE != a.lsn / SIZE)
@@ -2611,7 +2682,7 @@ fn power_cuts_across_rolls_recover_a_prefix() {
             for cut in power_cut_images(snap) {
                 let ctx = format!("{sync:?}, snapshot {k} ({}), {cut:?}", snap.what());
                 let mut seen = Vec::new();
-                match Log::open_on(snap.image(&cut, true), SIZE, sync, &mut |l, r| {
+                match Log::open_single(snap.image(&cut, true), SIZE, sync, &mut |l, r| {
                     seen.push((l, Rec::of(&r)));
                     Ok(())
                 }) {
@@ -2648,7 +2719,10 @@ fn group_commit_from_many_threads() {
     const EACH: usize = 200;
     // Small segments so that rolls happen while other threads sync.
     const SIZE: u64 = 16 << 10;
-    let dir = TempDir::new().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let (log, _) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
     let mut all: Vec<(Appended, Rec)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
@@ -2662,9 +2736,9 @@ fn group_commit_from_many_threads() {
                             key: (i as u32).to_le_bytes().to_vec(),
                             value: pattern(t * EACH + i, i % 64),
                         };
-                        let a = log.append(&rec.as_record()).expect("append");
+                        let a = log.append_alone(&rec.as_record()).expect("append");
                         log.sync_to(a.end).expect("sync_to");
-                        assert!(log.durable.load(Ordering::Acquire) >= a.end);
+                        assert!(log.durable() >= a.end);
                         mine.push((a, rec));
                     }
                     mine
@@ -2677,7 +2751,7 @@ fn group_commit_from_many_threads() {
             .collect()
     });
     assert!(log.failed().is_none());
-    assert!(log.durable.load(Ordering::Acquire) >= log.written());
+    assert!(log.durable() >= log.written());
     assert_eq!(all.len(), THREADS * EACH);
     all.sort_by_key(|(a, _)| a.lsn);
     for w in all.windows(2) {
@@ -2774,7 +2848,7 @@ proptest! {
             match op {
                 Op::Append(rec) => {
                     let before = log.written();
-                    let a = log.append(&rec.as_record()).expect("append");
+                    let a = log.append_alone(&rec.as_record()).expect("append");
                     prop_assert!(a.lsn >= before);
                     prop_assert_eq!(a.end - a.lsn, rec.total());
                     prop_assert_eq!(log.written(), a.end);
@@ -2782,7 +2856,7 @@ proptest! {
                 }
                 Op::Sync => {
                     log.sync_to(log.written()).expect("sync");
-                    prop_assert!(log.durable.load(Ordering::Acquire) >= log.written());
+                    prop_assert!(log.durable() >= log.written());
                 }
                 Op::Reopen => {
                     let written = log.written();
@@ -2806,10 +2880,819 @@ proptest! {
 /// `sync_to` past the written end used to flush an empty range forever; it is an error now.
 #[test]
 fn sync_beyond_the_end_is_an_error_not_a_spin() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let log = Log::open(dir.path(), 64 << 10, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
-    let a = log.append(&Record::Commit { tag: 1 }).unwrap();
+    let a = log.append_alone(&Record::Commit { tag: 1 }).unwrap();
     assert!(matches!(log.sync_to(a.end + 8), Err(LogError::Io(..))));
     assert!(log.failed().is_none());
     log.sync_to(a.end).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Peers: several processes on one log
+// ---------------------------------------------------------------------------------------------
+
+use crate::shm::{self, Txn};
+use shared::{R_ENDED, R_LEADER, R_ROLLER, R_TAIL_ID, R_TAIL_OFF, R_WRITTEN};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A peer in `slot` that finds every other alive.
+fn peer(slot: u32) -> Peer {
+    Peer::new(slot, Arc::new(|_| false))
+}
+
+/// A peer in `slot` that finds the slots whose flag is set dead.
+fn peer_seeing(slot: u32, dead: Arc<Vec<AtomicBool>>) -> Peer {
+    Peer::new(
+        slot,
+        Arc::new(move |s| {
+            dead.get(s as usize)
+                .is_some_and(|d| d.load(Ordering::SeqCst))
+        }),
+    )
+}
+
+/// Two "processes" on the log in `dir`, each with its own handle on a region file (in
+/// `regions`) and its own mappings of the segments: the first opens the log, the second
+/// attaches. Returns them and what the open replayed.
+fn two_peers(dir: &Path, regions: &Path, size: u64, sync: SyncMode) -> (Log, Log, Replayed) {
+    two_peers_seeing(dir, regions, size, sync, peer(0), peer(1))
+}
+
+fn two_peers_seeing(
+    dir: &Path,
+    regions: &Path,
+    size: u64,
+    sync: SyncMode,
+    pa: Peer,
+    pb: Peer,
+) -> (Log, Log, Replayed) {
+    let path = regions.join("region");
+    let ra = Arc::new(shm::Region::create(&path, 0o600).expect("create region"));
+    let mut seen = Vec::new();
+    let a = Log::open_on(
+        Mapped::new(dir),
+        size,
+        sync,
+        ra.clone(),
+        pa,
+        &mut |lsn, rec| {
+            seen.push((lsn, Rec::of(&rec)));
+            Ok(())
+        },
+    )
+    .expect("open_on");
+    ra.publish(T).expect("publish");
+    let rb = Arc::new(shm::Region::open(&path).expect("open region"));
+    let b = Log::attach(Mapped::new(dir), size, sync, rb, pb).expect("attach");
+    (a, b, seen)
+}
+
+/// Appends `rec` in a section of `log`'s region that is then rolled back (rolling the log
+/// first if it must).
+fn append_rolled_back<M: Media>(log: &Log<M>, rec: &Rec) -> Appended {
+    loop {
+        let mut t = log.region().lock(T).expect("lock");
+        match log.append(&mut t, &rec.as_record()) {
+            Ok(a) => {
+                t.rollback();
+                return a;
+            }
+            Err(LogError::NeedRoll(id)) => {
+                drop(t);
+                log.roll(id).expect("roll");
+            }
+            Err(e) => panic!("append: {e}"),
+        }
+    }
+}
+
+fn root_in(t: &Txn<'_>, r: usize) -> u64 {
+    t.get_u64(shm::root(r)).unwrap()
+}
+
+#[test]
+fn peers_interleave_appends_and_a_reopen_replays_both_in_order() {
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
+    let (a, b, seen) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
+    assert!(seen.is_empty());
+    let mut all: Vec<(Appended, Rec)> = Vec::new();
+    // 'b' records roll the 64 KiB segments now and then: rolls by either peer.
+    let script = "vbpvsbbxhvbdbbvpbbsvbbbvhbbbxvbbbbbbbbsbbbvbbbbbbbbbbpbbbbbbhbbbbbbb";
+    for (i, c) in script.chars().enumerate() {
+        let (me, other) = if i % 3 == 1 { (&b, &a) } else { (&a, &b) };
+        let rec = script_rec(c, i);
+        let x = me.append_alone(&rec.as_record()).expect("append");
+        assert_eq!(x.end - x.lsn, rec.total());
+        assert_eq!(other.written(), x.end, "the other peer sees the new tail");
+        if let Some((prev, _)) = all.last() {
+            assert!(x.lsn >= prev.end, "appends follow each other");
+        }
+        if i % 5 == 4 {
+            other.sync_to(x.end).expect("sync by the other peer");
+            assert!(me.durable() >= x.end);
+        }
+        all.push((x, rec));
+    }
+    let segs = seg_ids(dir.path());
+    assert!(segs.len() >= 3, "the script rolls: {segs:?}");
+    assert_eq!(a.disk_usage(), b.disk_usage());
+    // Each reads what the other wrote, through its own mappings.
+    let recs = replayed(&all);
+    for (name, log) in [("a", &a), ("b", &b)] {
+        for (lsn, rec) in &recs {
+            if let Rec::Put { key, value, .. } = rec {
+                let mut out = Vec::new();
+                log.read_into(lsn + put_value_offset(key.len()), value.len(), &mut out)
+                    .unwrap_or_else(|e| panic!("{name}: read at {lsn}: {e}"));
+                assert!(out == *value, "{name}: value at {lsn}");
+            }
+        }
+    }
+    drop((a, b));
+    let (_, seen) = reopen(dir.path());
+    assert_replay(&seen, &recs, "both peers' records, in order");
+}
+
+#[test]
+fn group_commit_with_leaders_in_both_peers() {
+    const THREADS: usize = 3;
+    const EACH: usize = 150;
+    const SIZE: u64 = 16 << 10;
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
+    let (a, b, _) = two_peers(dir.path(), regions.path(), SIZE, SyncMode::Msync);
+    // Each peer leads at least once, alone.
+    for (i, log) in [&a, &b].into_iter().enumerate() {
+        let before = log.leads();
+        let x = log.append_alone(&Record::Commit { tag: i as u64 }).unwrap();
+        log.sync_to(x.end).unwrap();
+        assert_eq!(log.leads(), before + 1, "peer {i} led its own sync");
+    }
+    let mut all: Vec<(Appended, Rec)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2 * THREADS)
+            .map(|t| {
+                let log = if t % 2 == 0 { &a } else { &b };
+                s.spawn(move || {
+                    let mut mine = Vec::with_capacity(EACH);
+                    for i in 0..EACH {
+                        let rec = Rec::Put {
+                            tag: t as u64 + 10,
+                            key: (i as u32).to_le_bytes().to_vec(),
+                            value: pattern(t * EACH + i, i % 97),
+                        };
+                        let x = log.append_alone(&rec.as_record()).expect("append");
+                        log.sync_to(x.end).expect("sync_to");
+                        assert!(log.durable() >= x.end);
+                        mine.push((x, rec));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    eprintln!("leads: a {}, b {}", a.leads(), b.leads());
+    assert!(a.leads() > 1 && b.leads() > 1);
+    assert!(a.failed().is_none() && b.failed().is_none());
+    assert!(a.durable() >= a.written());
+    all.sort_by_key(|(x, _)| x.lsn);
+    for w in all.windows(2) {
+        assert!(w[0].0.end <= w[1].0.lsn, "appends do not overlap");
+    }
+    drop((a, b));
+    let (log, seen) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
+    let seen: Replayed = seen
+        .into_iter()
+        .filter(|(_, r)| !matches!(r, Rec::Commit { .. }))
+        .collect();
+    assert_replay(&seen, &replayed(&all), "group commit across peers");
+    check_put_values(&log, &seen, "group commit across peers");
+    let ids = seg_ids(dir.path());
+    assert!(
+        ids.len() > 3,
+        "the test should have rolled segments: {ids:?}"
+    );
+}
+
+#[test]
+fn a_roll_by_one_peer_is_seen_by_the_other() {
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
+    let (a, b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
+    // Fill segment 1 in sections of `a` until a record no longer fits.
+    let big = script_rec('b', 0);
+    let mut all = Vec::new();
+    let full = loop {
+        let mut t = a.region().lock(T).unwrap();
+        match a.append(&mut t, &big.as_record()) {
+            Ok(x) => {
+                t.commit().unwrap();
+                all.push((x, big.clone()));
+            }
+            Err(LogError::NeedRoll(id)) => break id,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(full, 1);
+    // NeedRoll changed nothing.
+    let written = a.written();
+    assert_eq!(b.written(), written);
+    assert_eq!(b.disk_usage().0, 1);
+    // `b` rolls; `a`, late, finds it done and rolls nothing more.
+    b.roll(full).unwrap();
+    assert_eq!(a.disk_usage().0, 2, "a sees the new tail");
+    assert_eq!(a.durable(), SEG, "the roll sealed segment 1");
+    a.roll(full).unwrap();
+    assert_eq!(seg_ids(dir.path()), vec![1, 2], "no second roll");
+    assert_eq!(a.oldest(), Some((1, 0, SEG)));
+    assert_eq!(b.oldest(), Some((1, 0, SEG)));
+    // `a` appends into segment 2, which it maps now; `b` reads it.
+    let x = a.append_alone(&big.as_record()).unwrap();
+    assert_eq!(x.lsn, SEG + SEG_HEADER);
+    all.push((x, big.clone()));
+    check_put_values(&b, &replayed(&all), "b reads a's records");
+    // Retiring segment 1 by `a` is seen by `b`, whose mapping of it goes.
+    let y = b.append_alone(&Record::Commit { tag: 77 }).unwrap();
+    all.push((y, Rec::Commit { tag: 77 }));
+    a.retire_oldest(1).unwrap();
+    assert_eq!(seg_ids(dir.path()), vec![2]);
+    assert_eq!(b.oldest(), None);
+    assert_eq!(b.disk_usage(), (1, SEG));
+    let mut out = Vec::new();
+    assert!(matches!(
+        b.read_into(SEG_HEADER, 8, &mut out),
+        Err(LogError::Gone(l)) if l == SEG_HEADER
+    ));
+    assert!(
+        read(&b.segs).iter().all(|s| s.id >= 2),
+        "b let go of segment 1"
+    );
+    drop((a, b));
+    let (_, seen) = reopen(dir.path());
+    // The replay starts in segment 2, with the CHECKPOINT skipped.
+    let want: Replayed = replayed(&all)
+        .into_iter()
+        .filter(|(l, _)| *l >= SEG)
+        .collect();
+    assert_replay(&seen, &want, "after the roll and the retirement");
+}
+
+#[test]
+fn a_rolled_back_append_is_gone_and_its_place_taken() {
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
+    let (a, b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
+    let mut all = run_script(&a, "vS", 0);
+    let before = a.written();
+    // A long record, then another, in one section of `a`, rolled back.
+    let (long, next) = (script_rec('b', 10), script_rec('v', 11));
+    let stale = {
+        let mut t = a.region().lock(T).unwrap();
+        let x = a.append(&mut t, &long.as_record()).unwrap();
+        let y = a.append(&mut t, &next.as_record()).unwrap();
+        assert_eq!(root_in(&t, R_WRITTEN), y.end);
+        t.rollback();
+        (x, y)
+    };
+    assert_eq!(a.written(), before, "the tail went back");
+    assert_eq!(b.written(), before);
+    // `b` takes the place with a record as long as the first stale one: without the erasure,
+    // the scan would find the second stale record right after it.
+    let same = Rec::Put {
+        tag: 5,
+        key: key8(5),
+        value: pattern(99, 3000),
+    };
+    let x = b.append_alone(&same.as_record()).unwrap();
+    assert_eq!((x.lsn, x.end), (stale.0.lsn, stale.0.end), "same place");
+    all.push((x, same));
+    let view = |ctx: &str| {
+        let mut seen = Vec::new();
+        Log::open_single(
+            Mapped::private(dir.path()),
+            SEG,
+            SyncMode::None,
+            &mut |l, r| {
+                seen.push((l, Rec::of(&r)));
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        assert_replay(&seen, &replayed(&all), ctx);
+    };
+    view("the stale record after the one that took the place of another");
+    all.extend(run_script(&b, "p", 20));
+    // A rolled-back section without a later append: erased on request.
+    let last = script_rec('x', 30);
+    let z = append_rolled_back(&b, &last);
+    assert_eq!(z.lsn, all.last().unwrap().0.end);
+    b.erase_rolled_back().unwrap();
+    let mut out = Vec::new();
+    let seg = a.seg_at(z.lsn - 1).unwrap();
+    seg.file
+        .read_into(z.lsn - seg.base, (z.end - z.lsn) as usize, &mut out)
+        .unwrap();
+    assert!(out.iter().all(|&c| c == 0), "erased");
+    drop((a, b));
+    let (_, seen) = reopen(dir.path());
+    assert_replay(&seen, &replayed(&all), "only committed records");
+}
+
+/// Rolls back sections between committed appends (the record committed in the place of a
+/// rolled-back one is as long as it, so that without the erasure the scan would go on at the
+/// stale record after it),
+/// with syncs and rolls, and cuts the power at every durability event: every image opens
+/// without corruption, to a prefix of the committed records holding everything synced,
+/// followed at most by stale records appended right there (a crash before their erasure, as if
+/// their caller died before it learned the outcome), never by one rolled back before a
+/// committed record it would follow.
+#[test]
+fn power_cuts_never_splice_rolled_back_records_in() {
+    const SIZE: u64 = 8 << 10;
+    let disk = sim::SimDisk::new();
+    let log = Log::open_single(disk.clone(), SIZE, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
+    disk.record(true);
+    let mut committed: Vec<(Lsn, Rec)> = Vec::new();
+    // Rolled-back records, with the number of committed records when they were appended.
+    let mut stale: Vec<(Lsn, Rec, usize)> = Vec::new();
+    let mut durable_from: Vec<(usize, usize)> = Vec::new();
+    let letters = ['v', 'b', 'p', 'h', 's', 'x'];
+    for i in 0..120 {
+        let rec = match script_rec(letters[i % letters.len()], i) {
+            Rec::Put { tag, key, .. } => Rec::Put {
+                tag,
+                key,
+                value: pattern(i, [16, 300, 1200, 40][i % 4]),
+            },
+            r => r,
+        };
+        if i % 3 == 1 {
+            // Another record as long as this one, and one more, rolled back; then this one.
+            let other = match &rec {
+                Rec::Put { tag, key, value } => Rec::Put {
+                    tag: tag + 5000,
+                    key: key.clone(),
+                    value: pattern(i + 5000, value.len()),
+                },
+                Rec::Commit { tag } => Rec::Commit { tag: tag + 5000 },
+                Rec::Prepare { tag, xid } => Rec::Prepare {
+                    tag: tag + 5000,
+                    xid: *xid,
+                },
+                Rec::Heuristic {
+                    tag,
+                    outcome,
+                    xid,
+                    reason,
+                } => Rec::Heuristic {
+                    tag: tag + 5000,
+                    outcome: *outcome,
+                    xid: *xid,
+                    reason: reason.clone(),
+                },
+                r => panic!("no other record like {r:?}"),
+            };
+            assert_eq!(other.total(), rec.total());
+            let more = script_rec(['v', 'x', 's'][i % 3], 1000 + i);
+            loop {
+                let mut t = log.region().lock(T).unwrap();
+                let x = match log.append(&mut t, &other.as_record()) {
+                    Err(LogError::NeedRoll(id)) => {
+                        drop(t);
+                        log.roll(id).unwrap();
+                        continue;
+                    }
+                    r => r.unwrap(),
+                };
+                stale.push((x.lsn, other.clone(), committed.len()));
+                if let Ok(y) = log.append(&mut t, &more.as_record()) {
+                    stale.push((y.lsn, more.clone(), committed.len()));
+                }
+                t.rollback();
+                break;
+            }
+        }
+        let x = log.append_alone(&rec.as_record()).expect("append");
+        if committed
+            .last()
+            .is_some_and(|(l, _)| l / SIZE != x.lsn / SIZE)
+        {
+            durable_from.push((disk.snapshot_count(), committed.len()));
+        }
+        committed.push((x.lsn, rec));
+        if i % 4 == 3 {
+            log.sync_to(x.end).unwrap();
+            durable_from.push((disk.snapshot_count(), committed.len()));
+        }
+    }
+    disk.record(false);
+    drop(log);
+    assert!(seg_ids_of(&disk) >= 4, "{:?}", disk.names());
+    let (mut images, mut bad) = (0, Vec::new());
+    for (k, snap) in disk.take_snapshots().iter().enumerate() {
+        let durable = durable_from
+            .iter()
+            .filter(|(at, _)| *at <= k)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        for cut in power_cut_images(snap) {
+            let ctx = format!("snapshot {k} ({}), {cut:?}", snap.what());
+            let mut seen = Vec::new();
+            match Log::open_single(
+                snap.image(&cut, true),
+                SIZE,
+                SyncMode::Msync,
+                &mut |l, r| {
+                    seen.push((l, Rec::of(&r)));
+                    Ok(())
+                },
+            ) {
+                Ok(_) => {
+                    let n = seen
+                        .iter()
+                        .zip(&committed)
+                        .take_while(|(s, c)| s == c)
+                        .count();
+                    // The replay is the first `m` committed records, then records rolled
+                    // back when there were `m` (a retry may be the same record at the same
+                    // place as a stale one: try every `m`).
+                    let stale_after = |m: usize| {
+                        seen[m..].iter().all(|(l, r)| {
+                            stale
+                                .iter()
+                                .any(|(sl, sr, base)| sl == l && sr == r && *base == m)
+                        })
+                    };
+                    match (0..=n).rev().find(|&m| stale_after(m)) {
+                        Some(m) if m >= durable => {}
+                        Some(m) => {
+                            bad.push(format!("{ctx}: {m} committed records < {durable} synced"))
+                        }
+                        None => bad.push(format!(
+                            "{ctx}: after {n} committed records, records not appended (and \
+                             rolled back) there: {:?}",
+                            seen[n..].iter().map(|s| s.0).collect::<Vec<_>>()
+                        )),
+                    }
+                }
+                Err(e) => bad.push(format!("{ctx}: {e}")),
+            }
+            images += 1;
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {images} images: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
+    assert!(images > 500, "{images} images");
+}
+
+#[test]
+fn a_dead_leader_is_taken_over() {
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
+    let dead: Arc<Vec<AtomicBool>> = Arc::new((0..4).map(|_| AtomicBool::new(false)).collect());
+    let (a, b, _) = two_peers_seeing(
+        dir.path(),
+        regions.path(),
+        SEG,
+        SyncMode::Msync,
+        peer_seeing(0, dead.clone()),
+        peer(1),
+    );
+    let x = a.append_alone(&script_rec('v', 0).as_record()).unwrap();
+    // `b` claims the lead and "dies" before it flushes.
+    {
+        let mut t = b.region().lock(T).unwrap();
+        t.set_u64(shm::root(R_LEADER), 2).unwrap();
+        t.commit().unwrap();
+    }
+    let d = dead.clone();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        d[1].store(true, Ordering::SeqCst);
+    });
+    let started = Instant::now();
+    a.sync_to(x.end).expect("sync after taking over");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "waited while b lived"
+    );
+    assert!(a.durable() >= x.end);
+    killer.join().unwrap();
+    let t = a.region().lock(T).unwrap();
+    assert_eq!(root_in(&t, R_LEADER), 0, "the claim is released");
+    drop(t);
+    // A stale claim in this process's own name (no thread of it leads) is taken over at once.
+    {
+        let mut t = a.region().lock(T).unwrap();
+        t.set_u64(shm::root(R_LEADER), 1).unwrap();
+        t.commit().unwrap();
+    }
+    let y = a.append_alone(&script_rec('v', 1).as_record()).unwrap();
+    a.sync_to(y.end).expect("stale own claim");
+    assert!(a.failed().is_none() && b.failed().is_none());
+}
+
+#[test]
+fn a_roll_that_died_is_finished_by_another_peer() {
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
+    let dead: Arc<Vec<AtomicBool>> = Arc::new((0..4).map(|_| AtomicBool::new(true)).collect());
+    let (a, b, _) = two_peers_seeing(
+        dir.path(),
+        regions.path(),
+        SEG,
+        SyncMode::Msync,
+        peer_seeing(0, dead.clone()),
+        peer(1),
+    );
+    let mut all = run_script(&a, &format!("v{}", "b".repeat(21)), 0);
+    let full = {
+        let t = a.region().lock(T).unwrap();
+        root_in(&t, R_TAIL_ID)
+    };
+    // `b` "died" in its roll after creating segment 2 (its claim is left, segment 2 holds
+    // only its header).
+    let seg1 = a.seg(full).unwrap();
+    let created = Log::<Mapped>::create_segment(&b.media, full + 1, seg1.base + SEG, SEG).unwrap();
+    {
+        let mut t = b.region().lock(T).unwrap();
+        t.set_u64(shm::root(R_ROLLER), 2).unwrap();
+        t.commit().unwrap();
+    }
+    // `a` needs the roll: takes over, reuses segment 2.
+    let x = a.append_alone(&script_rec('b', 50).as_record()).unwrap();
+    all.push((x, script_rec('b', 50)));
+    assert_eq!(x.lsn, SEG + SEG_HEADER, "in segment 2");
+    assert_eq!(a.seg(2).unwrap().salt, created.salt, "the same file");
+    {
+        let t = a.region().lock(T).unwrap();
+        assert_eq!(root_in(&t, R_ROLLER), 0);
+        assert_eq!(root_in(&t, R_ENDED), 0);
+    }
+    // A segment after the tail holding data is corruption: the tail never moved to it.
+    let mut rest = run_script(&a, &"b".repeat(20), 60);
+    let tail = a.seg(2).unwrap();
+    let at = a.written() - tail.base;
+    let room = SEG - at;
+    assert!(room < 3048 + REC_HEADER as u64, "segment 2 is full");
+    let third = Log::<Mapped>::create_segment(&b.media, 3, 2 * SEG, SEG).unwrap();
+    third.file.write_at(SEG_HEADER, &[b"junk"]).unwrap();
+    drop(third);
+    match a.append_alone(&script_rec('b', 90).as_record()) {
+        Err(LogError::Corrupt { what, .. }) => assert!(what.contains("holding data"), "{what}"),
+        r => panic!("expected corruption, got {r:?}"),
+    }
+    assert!(a.failed().is_none(), "a refused roll fails nothing");
+    all.append(&mut rest);
+    {
+        let t = a.region().lock(T).unwrap();
+        assert_eq!(
+            root_in(&t, R_ROLLER),
+            0,
+            "the refused roll let its claim go"
+        );
+        assert_eq!(root_in(&t, R_TAIL_OFF), at);
+    }
+    drop((a, b));
+    std::fs::remove_file(seg_path(dir.path(), 3)).unwrap();
+    let (_, seen) = reopen(dir.path());
+    assert_replay(&seen, &replayed(&all), "after the roll taken over");
+}
+
+/// A medium whose syncs panic while a flag is set.
+struct Panicky {
+    disk: sim::SimDisk,
+    panic: Arc<AtomicBool>,
+}
+
+struct PanickyFile {
+    file: sim::SimFile,
+    panic: Arc<AtomicBool>,
+}
+
+impl Media for Panicky {
+    type File = PanickyFile;
+    fn dir(&self) -> &Path {
+        self.disk.dir()
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.disk.list()
+    }
+    fn create(&self, name: &str, size: u64, header: &[u8]) -> io::Result<PanickyFile> {
+        let file = self.disk.create(name, size, header)?;
+        Ok(PanickyFile {
+            file,
+            panic: self.panic.clone(),
+        })
+    }
+    fn open(&self, name: &str) -> io::Result<PanickyFile> {
+        let file = self.disk.open(name)?;
+        Ok(PanickyFile {
+            file,
+            panic: self.panic.clone(),
+        })
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.disk.remove(name)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.disk.sync_dir()
+    }
+}
+
+impl SegmentFile for PanickyFile {
+    fn size(&self) -> u64 {
+        self.file.size()
+    }
+    fn write_at(&self, off: u64, parts: &[&[u8]]) -> io::Result<()> {
+        self.file.write_at(off, parts)
+    }
+    fn read_into(&self, off: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        self.file.read_into(off, len, out)
+    }
+    fn with_bytes<R>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+        self.file.with_bytes(off, len, f)
+    }
+    fn sync_range(&self, off: u64, len: usize) -> io::Result<()> {
+        assert!(
+            !self.panic.load(Ordering::SeqCst),
+            "a test's panic in a sync"
+        );
+        self.file.sync_range(off, len)
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        assert!(
+            !self.panic.load(Ordering::SeqCst),
+            "a test's panic in a sync"
+        );
+        self.file.sync_all()
+    }
+}
+
+/// A failed sync fails the log for every peer; a panic in the leader's flush too, and its
+/// waiters are not left waiting.
+#[test]
+fn a_failure_is_every_peers() {
+    for panics in [false, true] {
+        let disk = sim::SimDisk::new();
+        let flag = Arc::new(AtomicBool::new(false));
+        let media = || Panicky {
+            disk: disk.clone(),
+            panic: flag.clone(),
+        };
+        let region = Arc::new(shm::Region::anonymous(shm::DEFAULT_INITIAL_SIZE).unwrap());
+        let a = Log::open_on(
+            media(),
+            SEG,
+            SyncMode::Msync,
+            region.clone(),
+            peer(0),
+            &mut |_, _| Ok(()),
+        )
+        .unwrap();
+        let b = Log::attach(media(), SEG, SyncMode::Msync, region, peer(1)).unwrap();
+        let x = a.append_alone(&script_rec('v', 0).as_record()).unwrap();
+        let y = b.append_alone(&script_rec('v', 1).as_record()).unwrap();
+        if panics {
+            flag.store(true, Ordering::SeqCst);
+        } else {
+            disk.inject(sim::Fault::once(sim::Op::Sync, libc::EIO));
+        }
+        // Followers in `b` wait while `a` leads (and fails).
+        std::thread::scope(|s| {
+            let waiters: Vec<_> = (0..3).map(|_| s.spawn(|| b.sync_to(y.end))).collect();
+            let led = a.sync_to(x.end);
+            assert!(matches!(led, Err(LogError::Failed(_))), "{led:?}");
+            for w in waiters {
+                let r = w.join().expect("waiter");
+                assert!(matches!(r, Err(LogError::Failed(_))), "{r:?}");
+            }
+        });
+        flag.store(false, Ordering::SeqCst);
+        let why = b.failed().expect("b sees the failure");
+        assert_eq!(a.failed().as_deref(), Some(why.as_str()));
+        assert!(
+            why.contains(if panics { "panic" } else { "sync failed" }),
+            "{why}"
+        );
+        assert!(matches!(
+            b.append_alone(&Record::Commit { tag: 1 }),
+            Err(LogError::Failed(_))
+        ));
+        assert!(matches!(b.sync_to(y.end), Err(LogError::Failed(_))));
+    }
+}
+
+#[test]
+fn attach_and_open_on_refuse_the_wrong_region_or_configuration() {
+    let (dir, regions) = (
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+        tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap(),
+    );
+    let (a, _b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
+    for (size, sync) in [(2 * SEG, SyncMode::Msync), (SEG, SyncMode::None)] {
+        let r = Arc::new(shm::Region::open(&regions.path().join("region")).unwrap());
+        let e = Log::attach(Mapped::new(dir.path()), size, sync, r, peer(2))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("segment size"), "{e}");
+    }
+    // Opening (scanning) a log whose region is published would cut the peers' latest
+    // appends as a torn tail: refused before any file is looked at.
+    let r = Arc::new(shm::Region::open(&regions.path().join("region")).unwrap());
+    let before = segment_files(dir.path());
+    let e = Log::open_on(
+        Mapped::new(dir.path()),
+        SEG,
+        SyncMode::Msync,
+        r,
+        peer(2),
+        &mut |_, _| Ok(()),
+    )
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("not being built"), "{e}");
+    assert_eq!(segment_files(dir.path()), before);
+    drop(a);
+    let empty = Arc::new(shm::Region::anonymous(shm::DEFAULT_INITIAL_SIZE).unwrap());
+    let e = Log::attach(
+        Mapped::new(dir.path()),
+        SEG,
+        SyncMode::Msync,
+        empty,
+        peer(0),
+    )
+    .err()
+    .expect("no log");
+    assert!(e.to_string().contains("holds no log"), "{e}");
 }

@@ -1,186 +1,224 @@
-//! A branch of a global transaction as the RM keeps it, and each thread of control's view.
+//! Branch records in the shared region, and each thread of control's view of them.
 //!
-//! Owns: [`Branch`] (phase, associations, rollback-only mark, write set, savepoints),
-//! [`TocState`] (a thread of control's active and suspended associations and recovery scan) and
-//! [`State`], the table of both that the RM guards with one mutex. Invariants: the XA state of a
-//! branch (S0–S5 of the XA reference §5.3) is a projection of its phase, associations and marks,
-//! never stored twice; every log position a branch holds is listed by [`Branch::log_refs`],
-//! which is what reclaiming re-logs or remaps, so each stays in the log while the branch lives.
+//! Owns: creating, finding and removing branch records (XA branches, and the short-lived
+//! records of one-operation writes), their associations with threads of control of any
+//! process, their rollback-only mark, and [`TocState`], what a thread of this process is
+//! associated with (kept in the process: only its own thread reads it). Invariant: the XA state
+//! of a branch (S0–S5 of the XA reference §5.3) is a projection of its phase, associations,
+//! busy mark and rollback-only mark, never stored twice; a thread's [`TocState`] agrees with the
+//! associations recorded in the branches (both change in one call, under this process's lock
+//! of its threads' states and then the region's mutex). Layout: `layout.rs`.
 
-use super::index::ValueLoc;
+use super::keys;
+use super::layout::*;
+use super::locks;
 use super::Toc;
-use crate::error::{Outcome, Rb};
-use crate::fxhash::FxHashMap;
-use crate::log::Lsn;
+use crate::error::Rb;
+use crate::shm::{Error, Off, Txn};
 use crate::xid::Xid;
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    Working,
-    Prepared,
-    Heuristic(Outcome),
-}
-
-/// A branch's latest write of a key: the LSN of its record and the value (None: deleted).
-pub(super) type WriteEntry = (Lsn, Option<ValueLoc>);
-
-/// A branch's write set: the latest write per key.
-pub(super) type Writes = BTreeMap<Vec<u8>, WriteEntry>;
-
-/// A key's state in a branch before a write, journaled for a rollback to a savepoint: `None`
-/// if the branch had not written it (it reads committed data), else the value the branch had
-/// written (None: deleted).
-pub(super) type Before = Option<Option<ValueLoc>>;
-
-/// A log position a branch references, as reclaiming sees it (see [`Branch::log_refs`]).
-pub(super) enum LogRef<'a> {
-    /// The branch's latest write of a key: a PUT or DELETE record under its tag, which replay
-    /// must find until the branch ends.
-    Write(&'a [u8], &'a mut WriteEntry),
-    /// A value of a key saved for a rollback to a savepoint: only its bytes must stay readable.
-    Saved(&'a [u8], &'a mut ValueLoc),
-    /// The record that states a prepared or heuristic branch (PREPARE, MOVE, HEURISTIC).
-    Stated(&'a mut Lsn),
-}
-
-impl LogRef<'_> {
-    /// Where in the log the reference points (a record, or a value inside one).
-    pub fn lsn(&self) -> Lsn {
-        match self {
-            LogRef::Write(_, e) => e.0,
-            LogRef::Saved(_, loc) => loc.lsn,
-            LogRef::Stated(lsn) => **lsn,
-        }
-    }
-}
-
-pub(super) struct Branch {
-    pub tag: u64,
-    pub phase: Phase,
-    /// A completion call (prepare, commit, rollback) is syncing; other calls see `XAER_PROTO`.
-    pub busy: bool,
-    pub active: Vec<Toc>,
-    pub suspended: Vec<Toc>,
-    pub migrated: usize,
-    /// Rollback-only: the reason code and why.
-    pub rb: Option<(Rb, String)>,
-    /// Rolled back by another ToC while associated: forgotten when the last association ends.
-    pub undone: bool,
-    /// Latest write per key.
-    pub writes: Writes,
-    /// LSN of the record that states a prepared or heuristic branch (PREPARE, MOVE, HEURISTIC).
-    pub record_lsn: Lsn,
-    /// The operator's reason, for a heuristically completed branch.
-    pub reason: String,
-    pub abort: Arc<AtomicBool>,
-    /// When the branch began, was prepared, or was completed heuristically (for a branch
-    /// recovered from the log: when the store was opened).
-    pub since: Instant,
-    /// Savepoints: (id, journal length when set). While any exists, every write journals the
-    /// key's previous state in the branch ([`Before`]), so a rollback to a savepoint can restore
-    /// it.
-    pub savepoints: Vec<(u64, usize)>,
-    pub journal: Vec<(Vec<u8>, Before)>,
-    pub next_savepoint: u64,
-}
-
-impl Branch {
-    pub fn new(tag: u64, phase: Phase) -> Branch {
-        Branch {
-            tag,
-            phase,
-            busy: false,
-            active: Vec::new(),
-            suspended: Vec::new(),
-            migrated: 0,
-            rb: None,
-            undone: false,
-            writes: BTreeMap::new(),
-            record_lsn: 0,
-            reason: String::new(),
-            abort: Arc::new(AtomicBool::new(false)),
-            since: Instant::now(),
-            savepoints: Vec::new(),
-            journal: Vec::new(),
-            next_savepoint: 1,
-        }
-    }
-
-    /// Every log position the branch references: what reclaiming must re-log or remap before
-    /// the segment holding it is deleted. Every field is named below, so a new one cannot be
-    /// added without deciding whether it points into the log.
-    pub fn log_refs(&mut self) -> impl Iterator<Item = LogRef<'_>> {
-        let Branch {
-            tag: _,
-            phase,
-            busy: _,
-            active: _,
-            suspended: _,
-            migrated: _,
-            rb: _,
-            undone: _,
-            writes,
-            record_lsn,
-            reason: _,
-            abort: _,
-            since: _,
-            savepoints: _, // journal positions, not log positions
-            journal,
-            next_savepoint: _,
-        } = self;
-        let stated = (*phase != Phase::Working).then_some(LogRef::Stated(record_lsn));
-        let saved = journal.iter_mut().filter_map(|(key, before)| match before {
-            Some(Some(loc)) => Some(LogRef::Saved(key, loc)),
-            _ => None,
-        });
-        writes
-            .iter_mut()
-            .map(|(key, e)| LogRef::Write(key, e))
-            .chain(saved)
-            .chain(stated)
-    }
-
-    /// Whether any position the branch references is in `range`.
-    pub fn refers_to(&mut self, range: &std::ops::Range<Lsn>) -> bool {
-        self.log_refs().any(|r| range.contains(&r.lsn()))
-    }
-
-    /// Drops the write set and the savepoints (the branch ended, or its writes were applied).
-    pub fn take_writes(&mut self) -> Writes {
-        self.savepoints.clear();
-        self.journal.clear();
-        std::mem::take(&mut self.writes)
-    }
-
-    pub fn associated(&self) -> bool {
-        !self.active.is_empty() || !self.suspended.is_empty() || self.migrated > 0
-    }
-
-    /// Why the branch can no longer commit, if it cannot.
-    pub fn doomed(&self) -> Option<(Rb, String)> {
-        if self.undone {
-            return Some((
-                Rb::Other,
-                "the branch was rolled back by another thread".into(),
-            ));
-        }
-        self.rb.clone()
-    }
-}
-
-#[derive(Default)]
+/// What a thread of control of this process is associated with.
+#[derive(Default, Debug)]
 pub(super) struct TocState {
     pub active: Option<Xid>,
     pub suspended: Vec<Xid>,
     pub scan: Option<(Vec<Xid>, usize)>,
 }
 
-#[derive(Default)]
-pub(super) struct State {
-    pub branches: FxHashMap<Xid, Branch>,
-    pub tocs: FxHashMap<Toc, TocState>,
+/// The record of the XA branch `x`, if it exists.
+pub fn find(t: &Txn<'_>, x: &Xid) -> Result<Option<Off>, Error> {
+    BRANCHES.find(t, hash_xid(x), |b| xid_is(t, b, x))
+}
+
+/// A new record for the XA branch `x` (working, unassociated), with a new tag.
+pub fn create(t: &mut Txn<'_>, x: &Xid) -> Result<Off, Error> {
+    let b = new_record(t, KIND_XA, hash_xid(x))?;
+    t.init_u64(b + B_FORMAT, x.format_id() as u64)?;
+    t.init_u8(b + B_GLEN, x.gtrid().len() as u8)?;
+    t.init_u8(b + B_BLEN, x.bqual().len() as u8)?;
+    let n = x.gtrid().len() + x.bqual().len();
+    t.init_bytes(b + B_DATA, &x.data()[..n])?;
+    BRANCHES.insert(t, hash_xid(x), b)?;
+    Ok(b)
+}
+
+/// A new record for a one-operation write of process `slot` (+1).
+pub fn create_local(t: &mut Txn<'_>, slot: u32) -> Result<Off, Error> {
+    let b = new_record(t, KIND_LOCAL, 0)?;
+    let tag = t.get_u64(b + B_TAG)?;
+    t.init_u64(b + B_HASH, hash_tag(tag))?;
+    t.init_u64(b + B_LOCAL_SLOT, slot as u64)?;
+    BRANCHES.insert(t, hash_tag(tag), b)?;
+    Ok(b)
+}
+
+/// A zeroed record with a fresh tag (not yet in the table).
+fn new_record(t: &mut Txn<'_>, kind: u8, hash: u64) -> Result<Off, Error> {
+    let tag = t.get_u64(R_NEXT_TAG)?;
+    t.set_u64(R_NEXT_TAG, tag + 1)?;
+    let b = t.alloc_zeroed(BRANCH_SIZE)?;
+    t.init_u64(b + B_HASH, hash)?;
+    t.init_u64(b + B_TAG, tag)?;
+    t.init_u8(b + B_KIND, kind)?;
+    t.init_u64(b + B_SINCE, now_ns())?;
+    t.init_u64(b + B_NEXT_SP, 1)?;
+    Ok(b)
+}
+
+/// Removes a branch record; its locks, waits and pending writes must be gone already.
+pub fn remove(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
+    let hash = t.get_u64(b + B_HASH)?;
+    if !BRANCHES.remove(t, hash, b)? {
+        return Err(Error::Corrupt(format!(
+            "branch record {b} is not in the table"
+        )));
+    }
+    for v in [assoc(b), locks(b), waits(b), journal(b), savepoints(b)] {
+        v.clear(t)?;
+    }
+    let text = t.get_u64(b + B_TEXT)?;
+    if text != 0 {
+        t.free(text)?;
+    }
+    t.free(b)
+}
+
+pub fn tag(t: &Txn<'_>, b: Off) -> Result<u64, Error> {
+    t.get_u64(b + B_TAG)
+}
+
+pub fn phase(t: &Txn<'_>, b: Off) -> Result<u8, Error> {
+    t.get_u8(b + B_PHASE)
+}
+
+pub fn busy(t: &Txn<'_>, b: Off) -> Result<Busy, Error> {
+    Busy::from_u8(t.get_u8(b + B_BUSY)?)
+}
+
+/// Whether any thread of control is associated with the branch (active, suspended, or
+/// suspended for migration).
+pub fn associated(t: &Txn<'_>, b: Off) -> Result<bool, Error> {
+    Ok(!assoc(b).is_empty(t)? || t.get_u64(b + B_MIGRATED)? > 0)
+}
+
+/// Why the branch can no longer commit, if it cannot.
+pub fn doomed(t: &Txn<'_>, b: Off) -> Result<Option<(Rb, String)>, Error> {
+    if t.get_u8(b + B_UNDONE)? != 0 {
+        return Ok(Some((
+            Rb::Other,
+            "the branch was rolled back by another thread".into(),
+        )));
+    }
+    Ok(rb_from_u8(t.get_u8(b + B_RB)?).map(|rb| (rb, text(t, b).unwrap_or_default())))
+}
+
+/// Marks a working branch rollback-only, unless it is already.
+pub fn mark_rollback_only(t: &mut Txn<'_>, b: Off, rb: Rb, why: &str) -> Result<(), Error> {
+    if t.get_u8(b + B_RB)? == 0 {
+        t.set_u8(b + B_RB, rb_to_u8(rb))?;
+        set_text(t, b, why)?;
+    }
+    Ok(())
+}
+
+/// Whether thread of control `gtoc` is associated with the branch: `Some(true)` suspended,
+/// `Some(false)` active.
+pub fn association(t: &Txn<'_>, b: Off, gtoc: u64) -> Result<Option<bool>, Error> {
+    for a in assoc(b).items(t)? {
+        if a & !SUSPENDED == gtoc {
+            return Ok(Some(a & SUSPENDED != 0));
+        }
+    }
+    Ok(None)
+}
+
+/// Records `gtoc` as actively (or, with `suspended`, suspended) associated.
+pub fn associate(t: &mut Txn<'_>, b: Off, gtoc: u64, suspended: bool) -> Result<(), Error> {
+    assoc(b).push(t, gtoc | if suspended { SUSPENDED } else { 0 })
+}
+
+/// Ends `gtoc`'s association (active or suspended), if any.
+pub fn dissociate(t: &mut Txn<'_>, b: Off, gtoc: u64) -> Result<(), Error> {
+    let v = assoc(b);
+    if let Some(i) = v.position(t, |a| a & !SUSPENDED == gtoc)? {
+        v.remove(t, i)?;
+    }
+    Ok(())
+}
+
+/// How many threads are actively associated.
+pub fn active_count(t: &Txn<'_>, b: Off) -> Result<usize, Error> {
+    Ok(assoc(b)
+        .items(t)?
+        .iter()
+        .filter(|&&a| a & SUSPENDED == 0)
+        .count())
+}
+
+/// Drops the branch's pending writes (a rollback) and returns how many there were.
+pub fn drop_pending(t: &mut Txn<'_>, b: Off) -> Result<u64, Error> {
+    let mut n = 0;
+    for h in locks(b).items(t)? {
+        let k = h & !EXCL;
+        if h & EXCL != 0 && keys::pending(t, k)?.is_some_and(|p| p.owner == b) {
+            keys::set_pending(t, k, None)?;
+            n += 1;
+        }
+    }
+    t.set_u64(b + B_WRITES, 0)?;
+    journal(b).clear(t)?;
+    savepoints(b).clear(t)?;
+    Ok(n)
+}
+
+/// Applies the branch's pending writes to committed data (a commit).
+pub fn apply_pending(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
+    for h in locks(b).items(t)? {
+        let k = h & !EXCL;
+        if h & EXCL == 0 {
+            continue;
+        }
+        if let Some(p) = keys::pending(t, k)?.filter(|p| p.owner == b) {
+            keys::set_committed(t, k, p.value)?;
+            keys::set_pending(t, k, None)?;
+        }
+    }
+    t.set_u64(b + B_WRITES, 0)?;
+    journal(b).clear(t)?;
+    savepoints(b).clear(t)
+}
+
+/// Ends a branch that is done: releases its locks, takes its waits out of their queues, and
+/// removes its record. Its pending writes must have been applied or dropped.
+pub fn finish(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
+    for w in waits(b).items(t)? {
+        locks::unqueue(t, w)?;
+    }
+    locks::release_all(t, b)?;
+    remove(t, b)
+}
+
+/// The branch's pending writes: (key entry, pending write).
+pub fn pending_writes(t: &Txn<'_>, b: Off) -> Result<Vec<(Off, keys::Pending)>, Error> {
+    let mut out = Vec::new();
+    for h in locks(b).items(t)? {
+        let k = h & !EXCL;
+        if h & EXCL != 0 {
+            if let Some(p) = keys::pending(t, k)?.filter(|p| p.owner == b) {
+                out.push((k, p));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A thread-of-control id unique across the store's processes: the process's slot + 1 in bits
+/// 40–62, the thread's number in bits 0–39.
+pub fn global_toc(slot: u32, toc: Toc) -> u64 {
+    ((slot as u64) << 40) | (toc & ((1 << 40) - 1))
+}
+
+/// The process (slot + 1) of a thread-of-control id.
+pub fn toc_slot(gtoc: u64) -> u32 {
+    ((gtoc & !SUSPENDED) >> 40) as u32
 }

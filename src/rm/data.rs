@@ -1,48 +1,73 @@
 //! Reads and writes of the data API, inside a branch or on their own, and savepoints.
 //!
-//! Owns: what a data call sees and locks. A write inside a branch locks its key exclusively
-//! (waiting up to `lock_timeout_ms`), is appended to the log under the branch's tag, then enters
-//! the branch's write set; a write outside any branch is a one-operation transaction, durable
-//! before it returns. A read inside a branch sees the branch's own writes, anyone else committed
-//! data. A failed lock wait makes the branch rollback-only.
+//! Owns: what a data call sees and locks. Inside a branch a write locks its key exclusively
+//! (waiting up to `lock_timeout_ms`), is appended to the log under the branch's tag and becomes
+//! the key's pending write in the same section; a read locks the key shared (serializable) or
+//! not at all (read committed), exclusively for update, and sees the branch's own writes. A
+//! write outside any branch is a one-operation transaction with a short-lived record of its
+//! own, durable before it returns. A failed lock wait makes the branch rollback-only.
 
-use super::branch::{Before, Branch, State};
-use super::index::ValueLoc;
-use super::{Rm, Toc};
-use crate::config::Isolation;
+use super::branch;
+use super::keys::{self, Pending, ValueLoc};
+use super::layout::*;
+use super::locks::{self, Mode, Try};
+use super::{shm_error, Rm, Sect, Toc};
+use crate::crash::crash_point;
 use crate::error::{Error, Rb, Result};
-use crate::lock::{LockError, Mode, Owner};
 use crate::log::{LogError, Media, Record};
+use crate::shm::{self, Off, Txn};
 use crate::status::{MMXA_MAX_KEY, MMXA_MAX_VALUE};
 use crate::xid::Xid;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a lock was not granted.
+enum LockFail {
+    Timeout,
+    Deadlock,
+    Aborted,
+}
+
+/// The branch a thread works in: its XID and tag (a record found again by XID in each section
+/// must still have this tag, or the branch ended meanwhile).
+#[derive(Clone, Copy)]
+struct Working {
+    xid: Xid,
+    tag: u64,
+}
 
 impl<M: Media> Rm<M> {
+    /// The branch `toc` is actively associated with, if any (refused if rollback-only).
+    fn current(&self, toc: Toc) -> Result<Option<Working>> {
+        let Some(xid) = self.tocs()?.get(&toc).and_then(|t| t.active) else {
+            return Ok(None);
+        };
+        self.shared(|t| {
+            let b = branch::find(t, &xid)?
+                .ok_or_else(|| Error::Internal("associated branch is missing".into()))?;
+            Self::usable(t, b)?;
+            Ok(Some(Working {
+                xid,
+                tag: branch::tag(t, b)?,
+            }))
+        })
+    }
+
     /// Data calls are refused once the branch is rollback-only.
-    fn usable(b: &Branch) -> Result<()> {
-        match b.doomed() {
-            Some((rb, why)) => Err(Error::RolledBack(
-                rb,
-                format!("the branch is rollback-only ({why})"),
-            )),
+    fn usable(t: &Txn<'_>, b: Off) -> Sect<()> {
+        match branch::doomed(t, b)? {
+            Some((rb, why)) => {
+                Err(Error::RolledBack(rb, format!("the branch is rollback-only ({why})")).into())
+            }
             None => Ok(()),
         }
     }
 
-    /// The branch `toc` is actively associated with: its XID, tag and abort flag.
-    fn current(&self, toc: Toc) -> Result<Option<(Xid, u64, Arc<AtomicBool>)>> {
-        let st = self.state()?;
-        let Some(xid) = st.tocs.get(&toc).and_then(|t| t.active) else {
-            return Ok(None);
-        };
-        let b = st
-            .branches
-            .get(&xid)
-            .ok_or_else(|| Error::Internal("associated branch is missing".into()))?;
-        Self::usable(b)?;
-        Ok(Some((xid, b.tag, b.abort.clone())))
+    /// The record of branch `w`, if it still exists and is not undone.
+    fn record_of(t: &Txn<'_>, w: &Working) -> Sect<Off> {
+        match branch::find(t, &w.xid)? {
+            Some(b) if branch::tag(t, b)? == w.tag && t.get_u8(b + B_UNDONE)? == 0 => Ok(b),
+            _ => Err(Error::RolledBack(Rb::Other, "the branch was rolled back".into()).into()),
+        }
     }
 
     /// Checks a key and value against the size limits.
@@ -67,46 +92,142 @@ impl<M: Media> Rm<M> {
         Ok(())
     }
 
+    /// Locks `key` in `mode` for the owner `find` names (found again in every section),
+    /// waiting up to the lock timeout. `aborted` says, in a section, whether the owner's branch
+    /// was rolled back meanwhile.
     fn lock_key(
         &self,
-        owner: Owner,
         key: &[u8],
         mode: Mode,
-        abort: &AtomicBool,
-    ) -> std::result::Result<(), LockError> {
-        self.locks
-            .acquire(owner, key, mode, self.cfg.lock_timeout, &|| {
-                abort.load(Ordering::Acquire) || self.interrupted.load(Ordering::Acquire)
-            })
+        find: &dyn Fn(&Txn<'_>) -> Sect<Off>,
+    ) -> Result<std::result::Result<(), LockFail>> {
+        let hash = hash_bytes(key);
+        let slot = self.slot;
+        let first = self.shared(|t| {
+            let owner = find(t)?;
+            let k = keys::find_or_insert(t, key)?;
+            let queue_it = !self.cfg.lock_timeout.is_zero();
+            let r = locks::try_lock(t, k, owner, mode, queue_it, slot)?;
+            crash_point("rm.lock_in_section");
+            if !matches!(r, Try::Granted | Try::Queued(_)) {
+                keys::maybe_remove(t, k)?;
+            }
+            Ok(r)
+        })?;
+        let w = match first {
+            Try::Granted => return Ok(Ok(())),
+            Try::Deadlock => return Ok(Err(LockFail::Deadlock)),
+            Try::Busy => return Ok(Err(LockFail::Timeout)),
+            Try::Queued(w) => w,
+        };
+        let check = |t: &mut Txn<'_>| {
+            if self.interrupted.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(Some(Err(LockFail::Aborted)));
+            }
+            let owner = match find(t) {
+                Ok(o) => o,
+                Err(_) => return Ok(Some(Err(LockFail::Aborted))),
+            };
+            if !locks::still_queued(t, owner, w)? {
+                // A reaper took it out: the owner's process is gone, or the branch ended.
+                return Ok(Some(Err(LockFail::Aborted)));
+            }
+            if locks::try_grant(t, w)? {
+                return Ok(Some(Ok(())));
+            }
+            Ok(None)
+        };
+        let waited = self.wait_reaping(hash, check);
+        match waited {
+            Ok((t, r)) => {
+                t.commit().map_err(shm_error)?;
+                if r.is_err() {
+                    self.withdraw(w, find)?;
+                }
+                Ok(r)
+            }
+            Err(shm::Error::Timeout) => {
+                self.withdraw(w, find)?;
+                Ok(Err(LockFail::Timeout))
+            }
+            Err(e) => {
+                let _ = self.withdraw(w, find);
+                Err(shm_error(e))
+            }
+        }
     }
 
-    /// Locks `key` for the branch `xid` (tag `tag`); a failed wait leaves the branch
-    /// rollback-only.
-    fn lock_in_branch(
+    /// [`crate::shm::Region::wait_until`] for a lock, up to the lock timeout, in slices of
+    /// [`shm::RECHECK`]: between them (outside any section) this process looks for dead peers,
+    /// whose locks only a reaper releases, so a waiter gets a dead holder's lock within about
+    /// a slice rather than at its timeout.
+    fn wait_reaping<T>(
         &self,
-        xid: &Xid,
-        tag: u64,
-        abort: &AtomicBool,
-        key: &[u8],
-        mode: Mode,
-    ) -> Result<()> {
-        let Err(e) = self.lock_key(tag, key, mode, abort) else {
+        hash: u64,
+        mut check: impl FnMut(&mut Txn<'_>) -> std::result::Result<Option<T>, shm::Error>,
+    ) -> std::result::Result<(Txn<'_>, T), shm::Error> {
+        let deadline = Instant::now().checked_add(self.cfg.lock_timeout);
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let slice = left.min(shm::RECHECK);
+            match self.region.wait_until(hash, slice, &mut check) {
+                Err(shm::Error::Timeout) if slice < left => self.reap_if_due(),
+                r => return r,
+            }
+        }
+    }
+
+    /// Takes a request that will not be granted out of its queue (if still there).
+    fn withdraw(&self, w: Off, find: &dyn Fn(&Txn<'_>) -> Sect<Off>) -> Result<()> {
+        self.shared(|t| {
+            let owner = match find(t) {
+                Ok(o) => o,
+                Err(_) => {
+                    // The branch is gone, and its waits with it.
+                    return Ok(());
+                }
+            };
+            if locks::still_queued(t, owner, w)? {
+                let k = t.get_u64(w + W_KEY)?;
+                locks::unqueue(t, w)?;
+                keys::maybe_remove(t, k)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Locks `key` for the branch `w`; a failed wait leaves the branch rollback-only.
+    fn lock_in_branch(&self, w: &Working, key: &[u8], mode: Mode) -> Result<()> {
+        let find = |t: &Txn<'_>| -> Sect<Off> {
+            let b = Self::record_of(t, w)?;
+            if t.get_u8(b + B_UNDONE)? != 0 {
+                return Err(Error::RolledBack(Rb::Other, "rolled back".into()).into());
+            }
+            Ok(b)
+        };
+        let Err(fail) = self.lock_key(key, mode, &find)? else {
             return Ok(());
         };
-        let (rb, why) = match e {
-            LockError::Timeout => (Rb::Timeout, "lock wait timed out"),
-            LockError::Deadlock => (Rb::Deadlock, "deadlock detected"),
-            LockError::Aborted => (Rb::Other, "branch rolled back meanwhile"),
+        let (rb, why) = match fail {
+            LockFail::Timeout => (Rb::Timeout, "lock wait timed out"),
+            LockFail::Deadlock => (Rb::Deadlock, "deadlock detected"),
+            LockFail::Aborted => (Rb::Other, "branch rolled back meanwhile"),
         };
-        let mut st = self.state()?;
-        if let Some(b) = st.branches.get_mut(xid).filter(|b| b.tag == tag) {
-            b.rb.get_or_insert((rb, why.into()));
-        }
+        self.shared(|t| {
+            if let Some(b) =
+                branch::find(t, &w.xid)?.filter(|&b| branch::tag(t, b).is_ok_and(|x| x == w.tag))
+            {
+                branch::mark_rollback_only(t, b, rb, why)?;
+            }
+            Ok(())
+        })?;
         let msg = format!("{why}; the branch is rollback-only");
-        Err(match e {
-            LockError::Timeout => Error::LockTimeout(msg),
-            LockError::Deadlock => Error::Deadlock(msg),
-            LockError::Aborted => Error::RolledBack(rb, msg),
+        Err(match fail {
+            LockFail::Timeout => Error::LockTimeout(msg),
+            LockFail::Deadlock => Error::Deadlock(msg),
+            LockFail::Aborted => Error::RolledBack(rb, msg),
         })
     }
 
@@ -115,7 +236,7 @@ impl<M: Media> Rm<M> {
     pub fn put(&self, toc: Toc, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
         Self::check_kv(key, value)?;
         match self.current(toc)? {
-            Some((xid, tag, abort)) => self.branch_write(&xid, tag, &abort, key, value),
+            Some(w) => self.branch_write(&w, key, value),
             None => self.local_write(key, value),
         }
     }
@@ -127,88 +248,89 @@ impl<M: Media> Rm<M> {
         }
     }
 
-    fn branch_write(
-        &self,
-        xid: &Xid,
-        tag: u64,
-        abort: &AtomicBool,
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<bool> {
-        self.lock_in_branch(xid, tag, abort, key, Mode::Exclusive)?;
-        let _q = self.shared();
-        let appended = match self.log.append(&Self::record(tag, key, value)) {
-            Ok(a) => a,
-            Err(e) => {
-                drop(_q);
-                if matches!(e, LogError::NoSpace(_)) {
-                    self.after_no_space();
+    /// Makes a write of the branch `b` to the key entry `k` its pending write, journaling the
+    /// previous one for savepoints.
+    fn set_branch_write(
+        t: &mut Txn<'_>,
+        b: Off,
+        k: Off,
+        value: Option<ValueLoc>,
+        record: u64,
+    ) -> Sect<()> {
+        let prev = keys::pending(t, k)?.filter(|p| p.owner == b);
+        if !savepoints(b).is_empty(t)? {
+            let j = journal(b);
+            j.push(t, k)?;
+            match prev {
+                Some(p) => {
+                    j.push(t, p.value.map_or(0, |v| v.lsn))?;
+                    j.push(
+                        t,
+                        1 | (p.value.map_or(0, |v| v.len as u64) << 8)
+                            | ((p.value.is_some() as u64) << 1),
+                    )?;
                 }
-                return Err(e.into());
-            }
-        };
-        let mut st = self.state()?;
-        let Some(b) = st
-            .branches
-            .get_mut(xid)
-            .filter(|b| b.tag == tag && !b.undone)
-        else {
-            // Rolled back while we wrote: the lock we took must not outlive the branch.
-            drop(st);
-            self.locks.release_all(tag);
-            return Err(Error::RolledBack(
-                Rb::Other,
-                "the branch was rolled back".into(),
-            ));
-        };
-        let existed = match b.writes.get(key) {
-            Some((_, v)) => v.is_some(),
-            None => self.index_get(key).is_some(),
-        };
-        let entry = (appended.lsn, ValueLoc::of_record(appended.lsn, key, value));
-        if !b.savepoints.is_empty() {
-            b.journal
-                .push((key.to_vec(), b.writes.get(key).map(|e| e.1)));
-        }
-        match b.writes.get_mut(key) {
-            // Joined threads may append out of order with this insert: the later record wins,
-            // as it will at recovery.
-            Some(cur) if cur.0 > appended.lsn => {}
-            Some(cur) => *cur = entry,
-            None => {
-                b.writes.insert(key.to_vec(), entry);
+                None => {
+                    j.push(t, 0)?;
+                    j.push(t, 0)?;
+                }
             }
         }
-        Ok(existed)
+        if prev.is_none() {
+            let n = t.get_u64(b + B_WRITES)?;
+            t.set_u64(b + B_WRITES, n + 1)?;
+        }
+        keys::set_pending(
+            t,
+            k,
+            Some(Pending {
+                owner: b,
+                value,
+                record,
+            }),
+        )?;
+        Ok(())
     }
 
-    /// The branch `toc` is actively associated with, for a savepoint call.
-    fn savepoint_branch<'a>(
-        st: &'a mut State,
-        toc: Toc,
-        what: &str,
-    ) -> Result<(Xid, &'a mut Branch)> {
-        let xid = st.tocs.get(&toc).and_then(|t| t.active).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{what}: the thread is not associated with a branch"
-            ))
-        })?;
-        let b = st
-            .branches
-            .get_mut(&xid)
-            .ok_or_else(|| Error::Internal("associated branch is missing".into()))?;
-        Self::usable(b)?;
-        Ok((xid, b))
+    fn branch_write(&self, w: &Working, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
+        self.lock_in_branch(w, key, Mode::Exclusive)?;
+        let r = self.appending(|t| {
+            let b = Self::record_of(t, w)?;
+            let k = keys::find(t, key)?
+                .ok_or_else(|| Error::Internal("a locked key has no entry".into()))?;
+            let existed = keys::visible(t, k, Some(b))?.is_some();
+            let a = self.log.append(t, &Self::record(w.tag, key, value))?;
+            Self::set_branch_write(t, b, k, ValueLoc::of_record(a.lsn, key, value), a.lsn)?;
+            crash_point("rm.write_in_section");
+            Ok(existed)
+        });
+        if matches!(r, Err(Error::NoSpace(_))) {
+            self.after_no_space();
+        }
+        r
     }
 
     /// Sets a savepoint in the branch `toc` is associated with; returns its id.
     pub fn savepoint(&self, toc: Toc) -> Result<u64> {
-        let mut st = self.state()?;
-        let (_, b) = Self::savepoint_branch(&mut st, toc, "mmxa_savepoint")?;
-        let id = b.next_savepoint;
-        b.next_savepoint += 1;
-        b.savepoints.push((id, b.journal.len()));
-        Ok(id)
+        let w = self.savepoint_branch(toc, "mmxa_savepoint")?;
+        self.shared(|t| {
+            let b = Self::record_of(t, &w)?;
+            Self::usable(t, b)?;
+            let id = t.get_u64(b + B_NEXT_SP)?;
+            t.set_u64(b + B_NEXT_SP, id + 1)?;
+            let len = journal(b).len(t)?;
+            savepoints(b).push(t, id)?;
+            savepoints(b).push(t, len)?;
+            Ok(id)
+        })
+    }
+
+    fn savepoint_branch(&self, toc: Toc, what: &str) -> Result<Working> {
+        self.current(toc)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{what}: the thread is not associated with a branch"
+            ))
+        })
     }
 
     /// Undoes every write of the branch since savepoint `id`, which stays set (later ones are
@@ -218,121 +340,165 @@ impl<M: Media> Rm<M> {
     /// The undo is logged as ordinary writes of the branch, so recovery needs nothing new: a key
     /// written before the savepoint gets that value again; a key first written after it gets
     /// its committed value (or a delete) — a write that changes nothing, because the branch
-    /// holds the key's lock until it ends — and leaves the branch's write set.
+    /// holds the key's lock until it ends — and stops being one of its writes.
     pub fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<()> {
-        // Appends and their effect in memory, as one step for the compactor.
-        let _q = self.shared();
-        let mut st = self.state()?;
-        let (xid, b) = Self::savepoint_branch(&mut st, toc, "mmxa_rollback_to_savepoint")?;
-        let Some(pos) = b.savepoints.iter().position(|&(s, _)| s == id) else {
-            return Err(Error::Invalid(format!(
-                "no savepoint {id} in this branch (released, or never set)"
-            )));
-        };
-        if b.active.len() > 1 {
-            return Err(Error::Invalid(
-                "other threads are associated with the branch (joined); end their \
-                 associations first"
-                    .into(),
-            ));
-        }
-        let mark = b.savepoints[pos].1;
-        b.savepoints.truncate(pos + 1);
-        // The state each key had at the savepoint: its earliest journal entry after the mark.
-        let mut target: BTreeMap<Vec<u8>, Before> = BTreeMap::new();
-        for (key, prev) in b.journal.drain(mark..).rev() {
-            target.insert(key, prev);
-        }
-        let tag = b.tag;
-        let mut value = Vec::new();
-        for (key, prev) in target {
-            // What the key must read as: the branch's earlier write, or committed data.
-            let loc = match prev {
-                Some(loc) => loc,
-                None => self.index_get(&key),
+        let w = self.savepoint_branch(toc, "mmxa_rollback_to_savepoint")?;
+        let r = self.appending(|t| {
+            let b = Self::record_of(t, &w)?;
+            Self::usable(t, b)?;
+            let sps = savepoints(b).items(t)?;
+            let Some(pos) = sps.chunks(2).position(|p| p[0] == id) else {
+                return Err(Error::Invalid(format!(
+                    "no savepoint {id} in this branch (released, or never set)"
+                ))
+                .into());
             };
-            let restated = loc
-                .map(|l| {
-                    value.clear();
-                    self.log.read_into(l.lsn, l.len as usize, &mut value)
-                })
-                .transpose()
-                .and_then(|_| {
-                    let v = loc.map(|_| value.as_slice());
-                    self.log.append(&Self::record(tag, &key, v))
+            if branch::active_count(t, b)? > 1 {
+                return Err(Error::Invalid(
+                    "other threads are associated with the branch (joined); end their \
+                     associations first"
+                        .into(),
+                )
+                .into());
+            }
+            let mark = sps[2 * pos + 1];
+            savepoints(b).truncate(t, 2 * pos as u64 + 2)?;
+            let entries = journal(b).items(t)?;
+            let mark = (mark as usize).min(entries.len());
+            // The state each key had at the savepoint: its earliest journal entry after it.
+            let mut target: Vec<(Off, Option<Option<ValueLoc>>)> = Vec::new();
+            for e in entries[mark..].chunks(3).rev() {
+                let (k, lsn, flags) = (e[0], e[1], e[2]);
+                let prev = (flags & 1 != 0).then(|| {
+                    (flags & 2 != 0).then_some(ValueLoc {
+                        lsn,
+                        len: (flags >> 8) as u32,
+                    })
                 });
-            let b = st
-                .branches
-                .get_mut(&xid)
-                .ok_or_else(|| Error::Internal("branch vanished".into()))?;
-            match restated {
-                Ok(a) if prev.is_some() => {
-                    b.writes.insert(
-                        key.clone(),
-                        (
-                            a.lsn,
-                            ValueLoc::of_record(a.lsn, &key, loc.map(|_| &value[..])),
-                        ),
-                    );
-                }
-                Ok(_) => {
-                    b.writes.remove(&key);
-                }
-                Err(e) => {
-                    // Log and write set agree up to here, but the branch is not what the
-                    // caller asked for any more.
-                    b.rb.get_or_insert((Rb::Other, "a rollback to a savepoint failed".into()));
-                    return Err(e.into());
+                match target.iter_mut().find(|(x, _)| *x == k) {
+                    Some(slot) => slot.1 = prev,
+                    None => target.push((k, prev)),
                 }
             }
+            journal(b).truncate(t, mark as u64)?;
+            let mut value = Vec::new();
+            for (k, prev) in target {
+                let key = key_of(t, k)?;
+                // What the key must read as: the branch's earlier write, or committed data.
+                let loc = match prev {
+                    Some(loc) => loc,
+                    None => keys::committed(t, k)?,
+                };
+                value.clear();
+                if let Some(l) = loc {
+                    self.log.read_into(l.lsn, l.len as usize, &mut value)?;
+                }
+                let v = loc.map(|_| value.as_slice());
+                let a = self.log.append(t, &Self::record(w.tag, &key, v))?;
+                match prev {
+                    Some(_) => keys::set_pending(
+                        t,
+                        k,
+                        Some(Pending {
+                            owner: b,
+                            value: ValueLoc::of_record(a.lsn, &key, v),
+                            record: a.lsn,
+                        }),
+                    )?,
+                    None => {
+                        keys::set_pending(t, k, None)?;
+                        let n = t.get_u64(b + B_WRITES)?;
+                        t.set_u64(b + B_WRITES, n.saturating_sub(1))?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(e @ (Error::NoSpace(_) | Error::Io(_))) = &r {
+            // The branch is not what the caller asked for any more.
+            let why = format!("a rollback to a savepoint failed: {e}");
+            let _ = self.shared(|t| {
+                if let Ok(b) = Self::record_of(t, &w) {
+                    branch::mark_rollback_only(t, b, Rb::Other, &why)?;
+                }
+                Ok(())
+            });
         }
-        Ok(())
+        r
     }
 
     fn local_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
-        let owner = self.next_tag.fetch_add(1, Ordering::Relaxed);
-        let never = AtomicBool::new(false);
-        let result = self
-            .lock_key(owner, key, Mode::Exclusive, &never)
-            .map_err(|e| match e {
-                LockError::Deadlock => Error::Deadlock("deadlock detected".into()),
-                _ => Error::LockTimeout("lock wait timed out".into()),
-            });
-        let mut no_space = false;
-        let result = result.and_then(|()| {
-            let existed = self.index_get(key).is_some();
-            if value.is_none() && !existed {
-                return Ok(false);
+        let slot = self.slot;
+        let (b, tag) = self.shared(|t| {
+            let b = branch::create_local(t, slot)?;
+            Ok((b, branch::tag(t, b)?))
+        })?;
+        let find = |t: &Txn<'_>| -> Sect<Off> {
+            match BRANCHES.find(t, hash_tag(tag), |x| Ok(x == b))? {
+                Some(b) => Ok(b),
+                None => Err(Error::Internal("the write's record is gone".into()).into()),
             }
-            let _q = self.shared();
-            let a = self
-                .log
-                .append(&Self::record(0, key, value))
-                .and_then(|a| self.log.sync_to(a.end).map(|()| a))
-                .map_err(|e| {
-                    no_space = matches!(e, LogError::NoSpace(_));
-                    Error::from(e)
-                })?;
-            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            index.set(key, ValueLoc::of_record(a.lsn, key, value));
-            Ok(existed)
+        };
+        let result = match self.lock_key(key, Mode::Exclusive, &find) {
+            Err(e) => Err(e),
+            Ok(Err(LockFail::Deadlock)) => Err(Error::Deadlock("deadlock detected".into())),
+            Ok(Err(_)) => Err(Error::LockTimeout("lock wait timed out".into())),
+            Ok(Ok(())) => self.local_commit(b, tag, key, value, &find),
+        };
+        // Whatever happened, the record and its lock go (the commit already did it), unless a
+        // durable write waits for its finish (`finish_logged`).
+        let _ = self.shared(|t| {
+            if let Ok(b) = find(t) {
+                if branch::busy(t, b)? == Busy::None {
+                    branch::drop_pending(t, b)?;
+                    branch::finish(t, b)?;
+                }
+            }
+            Ok(())
         });
-        self.locks.release_all(owner);
-        if no_space {
-            self.after_no_space();
-        } else if result.is_ok() {
-            self.maybe_compact();
+        match &result {
+            Err(Error::NoSpace(_)) => self.after_no_space(),
+            Ok(_) => self.maybe_compact(),
+            _ => {}
         }
         result
     }
 
-    fn index_get(&self, key: &[u8]) -> Option<ValueLoc> {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .get(key)
-            .copied()
+    /// Logs a one-operation write as committed by itself, syncs it, then makes it committed.
+    fn local_commit(
+        &self,
+        b: Off,
+        tag: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        find: &dyn Fn(&Txn<'_>) -> Sect<Off>,
+    ) -> Result<bool> {
+        let first = self.appending(|t| {
+            let b = find(t)?;
+            let k = keys::find(t, key)?
+                .ok_or_else(|| Error::Internal("a locked key has no entry".into()))?;
+            let existed = keys::committed(t, k)?.is_some();
+            if value.is_none() && !existed {
+                return Ok((existed, None));
+            }
+            let a = self.log.append(t, &Self::record(0, key, value))?;
+            Self::set_branch_write(t, b, k, ValueLoc::of_record(a.lsn, key, value), a.lsn)?;
+            t.set_u8(b + B_BUSY, Busy::Local as u8)?;
+            t.set_u64(b + B_BUSY_SLOT, self.busy_owner())?;
+            t.set_u64(b + B_BUSY_LSN, a.end)?;
+            Ok((existed, Some(a)))
+        })?;
+        let (existed, Some(a)) = first else {
+            return Ok(false);
+        };
+        self.log.sync_to(a.end)?;
+        self.finish_logged(b, tag, |t| {
+            let b = find(t)?;
+            branch::apply_pending(t, b)?;
+            branch::finish(t, b)?;
+            Ok(())
+        })?;
+        Ok(existed)
     }
 
     /// Reads `key`: a thread associated with a branch sees the branch's own writes, everyone
@@ -353,45 +519,49 @@ impl<M: Media> Rm<M> {
     fn read(&self, toc: Toc, key: &[u8], for_update: bool) -> Result<Option<Vec<u8>>> {
         Self::check_kv(key, None)?;
         let branch = self.current(toc)?;
-        if let Some((xid, tag, abort)) = &branch {
-            let mode = match (for_update, self.cfg.isolation) {
+        if let Some(w) = &branch {
+            let mode = match (for_update, self.serializable()) {
                 (true, _) => Some(Mode::Exclusive),
-                (false, Isolation::Serializable) => Some(Mode::Shared),
-                (false, Isolation::ReadCommitted) => None,
+                (false, true) => Some(Mode::Shared),
+                (false, false) => None,
             };
             if let Some(mode) = mode {
-                self.lock_in_branch(xid, *tag, abort, key, mode)?;
+                self.lock_in_branch(w, key, mode)?;
             }
         }
-        // Shared: the compactor must not retire the segment between lookup and read.
-        let _q = self.shared();
-        let loc = match branch {
-            Some((xid, _, _)) => {
-                let st = self.state()?;
-                match st.branches.get(&xid).and_then(|b| b.writes.get(key)) {
-                    Some((_, v)) => *v,
-                    None => self.index_get(key),
+        // The value's bytes are read outside the section: a reclaim may retire its segment
+        // meanwhile (the value then lives on, copied), so look again.
+        for _ in 0..16 {
+            let loc = self.shared(|t| {
+                let owner = match &branch {
+                    Some(w) => Some(Self::record_of(t, w)?),
+                    None => None,
+                };
+                match keys::find(t, key)? {
+                    Some(k) => Ok(keys::visible(t, k, owner)?),
+                    None => Ok(None),
                 }
+            })?;
+            let Some(loc) = loc else {
+                return Ok(None);
+            };
+            let mut out = Vec::with_capacity(loc.len as usize);
+            match self.log.read_into(loc.lsn, loc.len as usize, &mut out) {
+                Ok(()) => return Ok(Some(out)),
+                Err(LogError::Gone(_)) => std::thread::sleep(Duration::from_micros(50)),
+                Err(e) => return Err(Error::Io(e.to_string())),
             }
-            None => self.index_get(key),
-        };
-        let Some(loc) = loc else {
-            return Ok(None);
-        };
-        let mut out = Vec::with_capacity(loc.len as usize);
-        self.log
-            .read_into(loc.lsn, loc.len as usize, &mut out)
-            .map_err(|e| Error::Io(e.to_string()))?;
-        Ok(Some(out))
+        }
+        Err(Error::Io(format!(
+            "the value of a key kept moving while it was read ({} bytes)",
+            key.len()
+        )))
     }
 
     /// Number of committed keys.
     pub fn len(&self) -> usize {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .len()
+        self.shared(|t| Ok(t.get_u64(R_LIVE_KEYS)? as usize))
+            .unwrap_or(0)
     }
 
     /// Whether no key is committed.

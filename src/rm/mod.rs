@@ -1,45 +1,59 @@
-//! One open store: its branches, the XA state machine, the data operations and recovery.
+//! One open store, shared by every process that opens it: its branches, the XA state machine,
+//! the data operations and recovery.
 //!
-//! Owns: the branch table (states S0–S5 of the XA reference §5.3), each thread of control's
-//! associations (T0/T1/T2, §5.2) and recovery scan, the committed index, and the rules that tie
-//! them to the log. Invariants:
-//! - a branch's state is its phase (working, prepared, heuristic), its associations (active by
-//!   ToC, suspended by ToC, suspended-for-migration by nobody) and a rollback-only mark; S is a
-//!   projection of these, never stored twice;
+//! Owns: the rules that tie the shared state to the log. Every process with the store open is a
+//! peer: it maps the store's region (`src/shm`, laid out in `layout.rs`: key entries with their
+//! committed value, pending write and locks; branch records; the log's tail) and the log's
+//! segments, and works on them under the region's robust mutex in journaled sections, so any
+//! process may die at any instruction and the others go on. Invariants:
+//! - a branch's state is its phase (working, prepared, heuristic), its associations (active or
+//!   suspended, by thread of control of any process; suspended for migration, by nobody), a
+//!   busy mark (a completion in progress) and a rollback-only mark; S0–S5 of the XA reference
+//!   §5.3 is a projection of these, never stored twice;
 //! - every write of a branch is in the log (a PUT/DELETE record with the branch's tag) before it
-//!   is in the branch's write set; prepare or commit succeeds only after the PREPARE or COMMIT
-//!   record is durable; committed data enters the index only once durable;
+//!   is its key's pending write, in the same section; prepare or commit succeeds only after its
+//!   PREPARE or COMMIT record is durable; committed data changes only once durable;
 //! - a key written by a branch (or read for update) stays locked exclusively until the branch
 //!   commits or rolls back; a key read under `isolation=serializable` stays locked shared until
 //!   the branch prepares, commits or rolls back (strict two-phase locking);
-//! - the state lock is never held across a lock wait or a sync.
+//! - no section is held across a lock wait or a sync; a process that dies leaves its section
+//!   undone (the journal) and its threads' associations, waits and in-flight completions to the
+//!   first peer that finds it dead (`reap.rs`), which ends them as the log says.
 //!
-//! A thread of control (ToC) is an opaque number chosen by the caller, so the state machine can
-//! be driven, and tested, without threads. The parts: `branch` (a branch and a ToC's view),
-//! `index` (committed data), `xa` (the XA entry points' work), `data` (reads, writes,
-//! savepoints), `report` (what operators see), `compact` (reclaiming log space), `recovery`
-//! (rebuilding all of it from the log at open), `flags` (the flag rules of the entry points).
+//! A thread of control (ToC) is an opaque number chosen by the caller in this process, so the
+//! state machine can be driven, and tested, without threads. The parts: `layout.rs` (the shared
+//! layout), `keys.rs` and `locks.rs` (key entries and their locks), `branch.rs` (branch records
+//! and a ToC's view), `xa.rs` (the XA entry points' work), `data.rs` (reads, writes,
+//! savepoints), `reap.rs` (a dead process's leftovers), `report.rs` (what operators see),
+//! `compact.rs` (reclaiming log space), `recovery.rs` (rebuilding the shared state from the log
+//! when no process has the store open), `flags.rs` (the flag rules of the entry points).
 
 mod branch;
 mod compact;
 mod data;
 pub mod flags;
-mod index;
+mod keys;
+mod layout;
+mod locks;
+mod reap;
 mod recovery;
 mod report;
 mod xa;
 
-use crate::config::Config;
+use crate::config::{Config, Isolation, SyncMode};
 pub use crate::error::Vote;
 use crate::error::{Error, Result};
-use crate::lock::LockTable;
-use crate::log::{Appended, Log, LogError, Mapped, Media, Record, StoreLock};
-use crate::xid::Xid;
-use branch::State;
-use index::Index;
+use crate::fxhash::FxHashMap;
+use crate::log::{Log, LogError, Mapped, Media, Peer};
+use crate::shm::{self, LockFile, Off, Opened, Options, Region, Txn};
+use branch::TocState;
+use layout::{Busy, B_BUSY_SLOT};
+pub use locks::Mode;
 pub use report::{BranchReport, Report};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// A thread of control, as numbered by the caller.
 pub type Toc = u64;
@@ -51,71 +65,267 @@ pub fn new_toc() -> Toc {
     NEXT_TOC.fetch_add(1, Ordering::Relaxed)
 }
 
+/// How long a call waits for the region's mutex: only a process stopped inside a section (a
+/// debugger, SIGSTOP) holds it that long; the call then fails instead of hanging.
+const MUTEX_WAIT: Duration = Duration::from_secs(30);
+
+/// How long an opening process waits for another one that is rebuilding the store.
+const OPEN_WAIT: Duration = Duration::from_secs(60);
+
+/// The store's files: the lock file and the region beside the segments.
+const LOCK_FILE: &str = "mmxa.lock";
+const REGION_FILE: &str = "mmxa.shm";
+
 /// An open store, its log on the medium `M` (memory-mapped files unless a test says otherwise).
 pub struct Rm<M: Media = Mapped> {
     cfg: Config,
     log: Log<M>,
-    locks: LockTable,
-    index: RwLock<Index>,
-    /// Held shared by every operation from its append until its effect is in memory (and by
-    /// readers), exclusively by the compactor, which so sees log and memory agree.
-    quiesce: RwLock<()>,
-    /// A compaction step is running.
-    compacting: AtomicBool,
-    /// Do not try to compact again before the log reaches this LSN (after a step found the
-    /// oldest segment still needed).
-    compact_after: AtomicU64,
-    state: Mutex<State>,
-    next_tag: AtomicU64,
+    region: Arc<Region>,
+    /// The store's lock file (none for a process-private store on a simulated disk).
+    lockfile: Option<Arc<LockFile>>,
+    /// This process's slot + 1.
+    slot: u32,
+    /// This process's slot generation (a slot reused later has another one).
+    generation: u64,
+    /// This process's threads of control.
+    tocs: Mutex<FxHashMap<Toc, TocState>>,
     panicked: AtomicBool,
     /// Lock waits end at once (the store is being shut down under them).
     interrupted: AtomicBool,
-    /// The store's lock, released when the last user of the store is gone. Declared last: it
-    /// is dropped after everything that writes the store.
-    lock: Option<StoreLock>,
+    /// When this process last looked for dead peers.
+    last_reap: Mutex<Instant>,
+    /// A reclaiming step of this process is running.
+    compacting: AtomicBool,
+    /// Dropped as if the process had died (tests): no cleanup.
+    crashed: bool,
+    /// Completions of this process whose record is durable but whose finishing section could
+    /// not be entered in time (branch record, tag): finished by this process's next section.
+    deferred: Mutex<Vec<(Off, u64)>>,
+    has_deferred: AtomicBool,
+    /// How long a section waits for the mutex ([`MUTEX_WAIT`]; shorter in tests).
+    mutex_wait: Duration,
+    /// Runs just before a completion's finishing section (tests).
+    #[cfg(test)]
+    before_finish: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// One step of a section: what to do with it when it does not succeed.
+pub(crate) enum Step {
+    /// Roll it back, return the error.
+    Fail(Error),
+    /// Roll it back, let the log move past the full segment it names, and run it again.
+    Roll(u64),
+}
+
+impl From<Error> for Step {
+    fn from(e: Error) -> Step {
+        Step::Fail(e)
+    }
+}
+
+impl From<shm::Error> for Step {
+    fn from(e: shm::Error) -> Step {
+        Step::Fail(shm_error(e))
+    }
+}
+
+impl From<LogError> for Step {
+    fn from(e: LogError) -> Step {
+        match e {
+            LogError::NeedRoll(id) => Step::Roll(id),
+            e => Step::Fail(e.into()),
+        }
+    }
+}
+
+/// What a section's body returns.
+pub(crate) type Sect<T> = std::result::Result<T, Step>;
+
+/// The core error for a failure of the shared region.
+pub(crate) fn shm_error(e: shm::Error) -> Error {
+    match e {
+        shm::Error::Timeout => Error::Io(
+            "the store's shared state stayed locked by another process for 30 s (a stopped \
+             process?)"
+                .into(),
+        ),
+        shm::Error::RegionFull { .. } => Error::NoSpace(format!("the store's shared state: {e}")),
+        shm::Error::JournalFull => Error::Internal(format!("the store's shared state: {e}")),
+        shm::Error::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            Error::NoSpace(format!("the store's shared state: {e}"))
+        }
+        shm::Error::Io(_) => Error::Io(format!("the store's shared state: {e}")),
+        e => Error::Failed(format!(
+            "the store's shared state: {e}; reopen (if it persists, every process must close \
+             the store so that the next opener rebuilds it from the log)"
+        )),
+    }
 }
 
 fn proto(msg: impl Into<String>) -> Error {
     Error::Protocol(msg.into())
 }
 
-fn nota(xid: &Xid) -> Error {
+fn nota(xid: &crate::xid::Xid) -> Error {
     Error::UnknownXid(format!("XID {xid} is not known"))
 }
 
+fn open_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 impl Rm {
-    /// Opens the store described by `cfg`, replaying its log: committed data, prepared branches
-    /// (with their locks) and heuristically completed branches are rebuilt; every other branch
-    /// is rolled back and its rollback logged.
+    /// Opens the store described by `cfg`. If no other process has it open, its shared state is
+    /// rebuilt from the log: committed data, prepared branches (with their locks) and
+    /// heuristically completed branches; every other branch is rolled back and its rollback
+    /// logged. Otherwise this process attaches to the shared state the others use (no replay).
     pub fn open(cfg: Config) -> std::result::Result<Rm, String> {
-        let media = Mapped::new(&cfg.dir);
-        recovery::open(cfg, media)
+        Rm::open_as(cfg, false)
     }
 
-    /// [`Rm::open`] for the holder of the store's lock, which the store keeps until dropped.
-    pub fn open_locked(cfg: Config, lock: StoreLock) -> std::result::Result<Rm, String> {
-        let mut rm = Rm::open(cfg)?;
-        rm.lock = Some(lock);
+    /// [`Rm::open`] for an operator's tool: the store's own settings are used, whatever `cfg`
+    /// says about them.
+    pub fn open_admin(cfg: Config) -> std::result::Result<Rm, String> {
+        Rm::open_as(cfg, true)
+    }
+
+    fn open_as(mut cfg: Config, admin: bool) -> std::result::Result<Rm, String> {
+        crate::config::check_access(&cfg)?;
+        let mode = cfg.file_mode();
+        let lockfile = Arc::new(LockFile::open(&cfg.dir.join(LOCK_FILE), mode).map_err(open_err)?);
+        let region_path = cfg.dir.join(REGION_FILE);
+        let opened = lockfile
+            .open_or_recover(&region_path, mode, Options::default(), OPEN_WAIT)
+            .map_err(|e| match e {
+                shm::Error::Timeout => format!(
+                    "the store {} is being opened by another process that does not finish (for \
+                     {} s)",
+                    cfg.dir.display(),
+                    OPEN_WAIT.as_secs()
+                ),
+                e => format!("cannot open the store's shared state: {e}"),
+            })?;
+        match opened {
+            Opened::Fresh(region) => {
+                let region = Arc::new(region);
+                let slot = lockfile
+                    .claim_slot(&region, MUTEX_WAIT, |_, _| Ok(()))
+                    .map_err(open_err)?;
+                let media = Mapped::with_mode(&cfg.dir, cfg.file_mode());
+                let rm = recovery::build(
+                    cfg,
+                    media,
+                    region,
+                    Some(lockfile.clone()),
+                    slot.index + 1,
+                    slot.generation,
+                )?;
+                lockfile
+                    .finish_recovery(&rm.region, MUTEX_WAIT)
+                    .map_err(open_err)?;
+                Ok(rm)
+            }
+            Opened::Attached(region) => {
+                let region = Arc::new(region);
+                let stored = recovery::stored_settings(&region).map_err(|e| e.to_string())?;
+                if admin {
+                    recovery::adopt_settings(&mut cfg, stored);
+                } else if stored != recovery::fingerprint(&cfg) {
+                    return Err(format!(
+                        "the store {} is open in another process with other settings (sync, \
+                         lock_timeout_ms, segment_mb, orphan_rollback_s, isolation must match)",
+                        cfg.dir.display()
+                    ));
+                }
+                Rm::attach(cfg, region, lockfile)
+            }
+        }
+    }
+    /// Joins a store whose shared state another process built.
+    fn attach(
+        cfg: Config,
+        region: Arc<Region>,
+        lockfile: Arc<LockFile>,
+    ) -> std::result::Result<Rm, String> {
+        // Attached first as slot 0 (to find dead peers and sync for them), then again as the
+        // slot this process takes.
+        let peer = Rm::<Mapped>::peer(Some(&lockfile), 0);
+        let media = Mapped::with_mode(&cfg.dir, cfg.file_mode());
+        let log = Log::attach(media, cfg.segment_size, cfg.sync, region.clone(), peer)
+            .map_err(|e| e.to_string())?;
+        let mut rm = Rm {
+            cfg,
+            log,
+            region,
+            lockfile: Some(lockfile.clone()),
+            slot: 0,
+            generation: 0,
+            tocs: Mutex::new(FxHashMap::default()),
+            panicked: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
+            last_reap: Mutex::new(Instant::now()),
+            compacting: AtomicBool::new(false),
+            crashed: false,
+            deferred: Mutex::new(Vec::new()),
+            has_deferred: AtomicBool::new(false),
+            mutex_wait: MUTEX_WAIT,
+            #[cfg(test)]
+            before_finish: Mutex::new(None),
+        };
+        // Dead peers' leftovers first (with the syncs their in-flight completions need), so the
+        // slot this process takes is clean.
+        rm.reap_dead().map_err(|e| e.to_string())?;
+        let slot = lockfile
+            .claim_slot(&rm.region, MUTEX_WAIT, |t, dead| {
+                reap::reap_slot(t, dead.index + 1, dead.generation, rm.log.durable())
+            })
+            .map_err(open_err)?;
+        rm.slot = slot.index + 1;
+        rm.generation = slot.generation;
+        let peer = Rm::<Mapped>::peer(Some(&lockfile), rm.slot);
+        let media = Mapped::with_mode(&rm.cfg.dir, rm.cfg.file_mode());
+        rm.log = Log::attach(
+            media,
+            rm.cfg.segment_size,
+            rm.cfg.sync,
+            rm.region.clone(),
+            peer,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(rm)
     }
 }
 
 impl<M: Media> Rm<M> {
-    /// [`Rm::open`] with the log on `media` (`cfg.dir` is then only a name).
+    /// [`Rm::open`] with the log on `media` and the shared state in this process's memory: a
+    /// store no other process can reach (tests, the simulated disk). `cfg.dir` is only a name.
     pub fn open_on(cfg: Config, media: M) -> std::result::Result<Rm<M>, String> {
-        recovery::open(cfg, media)
+        let region = Region::anonymous(shm::DEFAULT_INITIAL_SIZE)
+            .map_err(|e| format!("cannot create the shared state: {e}"))?;
+        recovery::build(cfg, media, Arc::new(region), None, 1, 1)
     }
 
-    /// The store's lock, if this instance holds it.
-    pub fn store_lock(&self) -> Option<StoreLock> {
-        self.lock.clone()
+    /// The log's view of this process: its slot, and how to tell a dead peer.
+    fn peer(lockfile: Option<&Arc<LockFile>>, slot: u32) -> Peer {
+        match lockfile {
+            Some(lf) => {
+                let lf = lf.clone();
+                Peer::new(
+                    slot,
+                    Arc::new(move |s: u32| s > 0 && lf.is_dead(s - 1).unwrap_or(false)),
+                )
+            }
+            None => Peer::new(slot, Arc::new(|_| false)),
+        }
     }
 
     /// Ends every lock wait now and refuses new ones: the store is being shut down while other
     /// threads may still be in it.
     pub fn interrupt_waits(&self) {
         self.interrupted.store(true, Ordering::Release);
-        self.locks.wake_all();
+        for k in 0..shm::WAIT_WORDS as u64 {
+            let _ = self.region.futex_wake(Region::wait_word_off(k), u32::MAX);
+        }
     }
 
     /// The configuration the store was opened with.
@@ -123,12 +333,13 @@ impl<M: Media> Rm<M> {
         &self.cfg
     }
 
-    /// Why the store is unusable, if it is (a failed sync, or a panic inside mmxa). A panic
-    /// that left the state lock poisoned counts, as [`Rm::state`] refuses it too: the registry
-    /// then reaches the store anew instead of reattaching to this instance.
+    /// Why the store is unusable, if it is (a failed sync, or a panic inside mmxa).
     pub fn failed(&self) -> Option<String> {
-        if self.panicked.load(Ordering::Acquire) || self.state.is_poisoned() {
+        if self.panicked.load(Ordering::Acquire) {
             return Some("an internal error (panic) occurred; reopen the store".into());
+        }
+        if self.tocs.is_poisoned() {
+            return Some("internal state lock poisoned; reopen".into());
         }
         self.log.failed()
     }
@@ -138,38 +349,221 @@ impl<M: Media> Rm<M> {
         self.panicked.store(true, Ordering::Release);
     }
 
-    /// The branch table, unless the store failed.
-    fn state(&self) -> Result<MutexGuard<'_, State>> {
+    /// This process's threads of control.
+    fn tocs(&self) -> Result<MutexGuard<'_, FxHashMap<Toc, TocState>>> {
         if let Some(why) = self.failed() {
             return Err(Error::Failed(why));
         }
-        self.state
+        self.tocs
             .lock()
             .map_err(|_| Error::Failed("internal state lock poisoned; reopen".into()))
     }
 
-    /// Panics holding the state lock, as a bug in the state machine would (tests only).
-    #[cfg(test)]
+    /// A section on the shared state, unless the store failed.
+    fn section(&self) -> Result<Txn<'_>> {
+        if let Some(why) = self.failed() {
+            return Err(Error::Failed(why));
+        }
+        if self.has_deferred.load(Ordering::Acquire) {
+            self.finish_deferred()?;
+        }
+        self.region.lock(self.mutex_wait).map_err(shm_error)
+    }
+
+    /// Finishes the busy completion of branch `b` (tag `tag`), whose record is durable, with
+    /// `f` in a section. When the mutex cannot be had in time (a peer stopped inside a section)
+    /// the outcome is decided and durable all the same: the finish is left to this process's
+    /// next section (or to whoever reaps it) and the caller may acknowledge the outcome.
+    fn finish_logged(
+        &self,
+        b: Off,
+        tag: u64,
+        f: impl FnOnce(&mut Txn<'_>) -> Sect<()>,
+    ) -> Result<()> {
+        if let Some(why) = self.failed() {
+            return Err(Error::Failed(why));
+        }
+        if self.has_deferred.load(Ordering::Acquire) {
+            let _ = self.finish_deferred();
+        }
+        #[cfg(test)]
+        if let Some(f) = self.before_finish.lock().unwrap().take() {
+            f();
+        }
+        let mut t = match self.region.lock(self.mutex_wait) {
+            Ok(t) => t,
+            Err(shm::Error::Timeout) => {
+                self.deferred
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((b, tag));
+                self.has_deferred.store(true, Ordering::Release);
+                return Ok(());
+            }
+            Err(e) => return Err(shm_error(e)),
+        };
+        match f(&mut t) {
+            Ok(()) => t.commit().map_err(shm_error),
+            Err(Step::Roll(_)) => Err(Error::Internal("a finishing section rolled".into())),
+            Err(Step::Fail(e)) => Err(e),
+        }
+    }
+
+    /// Finishes the completions [`Rm::finish_logged`] deferred.
+    fn finish_deferred(&self) -> Result<()> {
+        let mut list = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        if !list.is_empty() {
+            let mut t = self.region.lock(self.mutex_wait).map_err(shm_error)?;
+            let owner = self.busy_owner();
+            for &(b, tag) in list.iter() {
+                // Still ours and busy: nobody else finishes a live process's completion.
+                if branch::tag(&t, b).is_ok_and(|x| x == tag)
+                    && branch::busy(&t, b).is_ok_and(|k| k != Busy::None)
+                    && t.get_u64(b + B_BUSY_SLOT).is_ok_and(|o| o == owner)
+                {
+                    reap::complete(&mut t, b).map_err(shm_error)?;
+                }
+            }
+            t.commit().map_err(shm_error)?;
+            list.clear();
+        }
+        self.has_deferred.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs `f` in a section and commits it; when the log needs a new segment, the section is
+    /// rolled back, the log rolls, and `f` runs again (so `f` must only change shared state).
+    fn appending<T>(&self, mut f: impl FnMut(&mut Txn<'_>) -> Sect<T>) -> Result<T> {
+        loop {
+            let mut t = self.section()?;
+            match f(&mut t) {
+                Ok(v) => {
+                    t.commit().map_err(shm_error)?;
+                    return Ok(v);
+                }
+                Err(Step::Roll(full)) => {
+                    drop(t);
+                    self.log.roll(full)?;
+                }
+                Err(Step::Fail(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `f` in a section that does not append, and commits it.
+    fn shared<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Sect<T>) -> Result<T> {
+        let mut t = self.section()?;
+        match f(&mut t) {
+            Ok(v) => {
+                t.commit().map_err(shm_error)?;
+                Ok(v)
+            }
+            Err(Step::Roll(_)) => Err(Error::Internal(
+                "a section that appends nothing rolled".into(),
+            )),
+            Err(Step::Fail(e)) => Err(e),
+        }
+    }
+
+    /// This process's id for thread of control `toc`.
+    fn gtoc(&self, toc: Toc) -> u64 {
+        branch::global_toc(self.slot, toc)
+    }
+
+    /// This process as the owner of a busy completion: slot + 1 and generation.
+    fn busy_owner(&self) -> u64 {
+        self.slot as u64 | (self.generation << 32)
+    }
+
+    /// Whether the settings make reads lock.
+    fn serializable(&self) -> bool {
+        self.cfg.isolation == Isolation::Serializable
+    }
+
+    /// Looks for dead peers now and then (every time a wait has lasted a while, at open): their
+    /// leftovers are ended as the log says (`reap.rs`).
+    fn reap_if_due(&self) {
+        let due = {
+            let mut last = self.last_reap.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= shm::RECHECK {
+                *last = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            let _ = self.reap_dead();
+        }
+    }
+
+    /// The sync mode.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.cfg.sync
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+}
+
+impl<M: Media> Rm<M> {
+    /// Abandons this instance as if its process had died at this instant: its files and
+    /// mapping are closed (the kernel releases its locks) and nothing is cleaned up; its
+    /// threads' associations and its slot are left for a peer, or a rebuild, to find. For
+    /// crash tests in one process.
+    #[doc(hidden)]
+    pub fn simulate_crash(mut self) {
+        self.crashed = true;
+    }
+}
+
+impl<M: Media> Drop for Rm<M> {
+    fn drop(&mut self) {
+        if self.crashed {
+            return;
+        }
+        if let Some(lf) = &self.lockfile {
+            // Our threads' associations end as if this process died (a thread still associated
+            // at close is a monitor that never called xa_end); idle, prepared and completed
+            // branches stay, for any process to finish.
+            if self.slot > 0 {
+                let durable = self.log.durable();
+                let (slot, generation) = (self.slot, self.generation);
+                if let Ok(mut t) = self.region.lock(MUTEX_WAIT) {
+                    if reap::reap_slot(&mut t, slot, generation, durable).is_ok() {
+                        let _ = t.commit();
+                    }
+                }
+            }
+            let _ = lf.release_slot(&self.region, MUTEX_WAIT);
+            let _ = lf.close_store();
+        }
+    }
+}
+
+#[cfg(test)]
+impl Rm {
+    /// The XA branch holding `key` exclusively, if any.
+    pub(crate) fn exclusive_holder(&self, key: &[u8]) -> Option<crate::xid::Xid> {
+        self.shared(|t| {
+            let Some(k) = keys::find(t, key)? else {
+                return Ok(None);
+            };
+            let b = t.get_u64(k + layout::K_XOWNER)?;
+            if b == 0 || t.get_u8(b + layout::B_KIND)? != layout::KIND_XA {
+                return Ok(None);
+            }
+            Ok(Some(layout::read_xid(t, b)?))
+        })
+        .unwrap()
+    }
+
+    /// Panics while holding this process's state lock (poisoning it), as a bug would.
     pub(crate) fn panic_holding_state(&self) {
-        let _st = self.state.lock();
-        panic!("a test's panic holding the state lock");
-    }
-
-    /// Re-takes the state lock after a sync, even if the store failed meanwhile.
-    fn relock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Held from an append until its effect is in memory (see `quiesce`).
-    fn shared(&self) -> RwLockReadGuard<'_, ()> {
-        self.quiesce.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends `rec` and waits until it is durable, with the state lock released.
-    fn log_durably(&self, rec: &Record<'_>) -> std::result::Result<Appended, LogError> {
-        let a = self.log.append(rec)?;
-        self.log.sync_to(a.end)?;
-        Ok(a)
+        let _tocs = self.tocs.lock().unwrap();
+        panic!("a test's panic while holding the state lock");
     }
 }
 
@@ -179,6 +573,7 @@ impl From<LogError> for Error {
             LogError::Failed(_) => Error::Failed(e.to_string()),
             LogError::NoSpace(_) => Error::NoSpace(e.to_string()),
             LogError::TooBig(_) => Error::TooBig(e.to_string()),
+            LogError::NeedRoll(_) => Error::Internal(e.to_string()),
             LogError::Io(..)
             | LogError::Corrupt { .. }
             | LogError::NotOldest(_)

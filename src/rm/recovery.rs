@@ -11,17 +11,43 @@
 //! (they ended a segment that was reclaimed once the branch moved on or completed): only a
 //! branch still prepared at the end of the log must have writes.
 
-use super::branch::{Branch, Phase, State, Writes};
-use super::index::{Index, ValueLoc};
-use super::Rm;
-use crate::config::Config;
+use super::branch;
+use super::keys::{self, Pending, ValueLoc};
+use super::layout::*;
+use super::locks;
+use super::{Rm, MUTEX_WAIT};
+use crate::config::{Config, Isolation, SyncMode};
 use crate::error::Outcome;
-use crate::lock::{LockTable, Mode};
+use crate::fxhash::FxHashMap;
 use crate::log::{Log, Lsn, Media, Record};
+use crate::shm::{self, LockFile, Region, Table, Txn};
 use crate::xid::Xid;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A branch's latest write per key, as the replay saw it: the record's LSN and the value.
+type Writes = BTreeMap<Vec<u8>, (Lsn, Option<ValueLoc>)>;
+
+/// Committed data as the replay builds it.
+#[derive(Default)]
+struct Index {
+    map: HashMap<Vec<u8>, ValueLoc>,
+}
+
+impl Index {
+    fn set(&mut self, key: &[u8], loc: Option<ValueLoc>) {
+        match loc {
+            Some(l) => {
+                self.map.insert(key.to_vec(), l);
+            }
+            None => {
+                self.map.remove(key);
+            }
+        }
+    }
+}
 
 /// The highest branch tag a valid log holds.
 const MAX_TAG: u64 = 1 << 62;
@@ -130,56 +156,170 @@ impl Replay {
     }
 }
 
-pub(super) fn open<M: Media>(cfg: Config, media: M) -> Result<Rm<M>, String> {
-    let mut replay = Replay::default();
-    let log = Log::open_on(media, cfg.segment_size, cfg.sync, &mut |lsn, rec| {
-        replay.visit(lsn, rec)
-    })
-    .map_err(|e| e.to_string())?;
+/// The settings every process of a store must share, as the region keeps them: sync mode and
+/// isolation, lock timeout (ms), segment size, orphan age (s, 0 for off).
+pub(super) type Fingerprint = (u64, u64, u64, u64);
 
-    let locks = LockTable::new();
-    let mut state = State::default();
-    for (tag, (xid, lsn)) in std::mem::take(&mut replay.prepared) {
-        let writes = replay.pending.remove(&tag).unwrap_or_default();
-        if writes.is_empty() {
-            return Err(format!(
-                "prepared branch {xid} has no writes in the log (a segment was lost)"
-            ));
+pub(super) fn fingerprint(cfg: &Config) -> Fingerprint {
+    let sync = match cfg.sync {
+        SyncMode::Msync => 0,
+        SyncMode::Fdatasync => 1,
+        SyncMode::None => 2,
+    };
+    let isolation = match cfg.isolation {
+        Isolation::Serializable => 0,
+        Isolation::ReadCommitted => 0x10,
+    };
+    (
+        sync | isolation,
+        cfg.lock_timeout.as_millis() as u64,
+        cfg.segment_size,
+        cfg.orphan_rollback.map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// The settings in the region.
+pub(super) fn stored_settings(region: &Region) -> Result<Fingerprint, shm::Error> {
+    let t = region.lock(MUTEX_WAIT)?;
+    let fp = (
+        t.get_u64(R_FP_SYNC)?,
+        t.get_u64(R_FP_TIMEOUT)?,
+        t.get_u64(R_FP_SEGMENT)?,
+        t.get_u64(R_FP_ORPHAN)?,
+    );
+    t.commit()?;
+    Ok(fp)
+}
+
+/// Takes the store's settings over (an operator's tool joining a store in use).
+pub(super) fn adopt_settings(cfg: &mut Config, fp: Fingerprint) {
+    cfg.sync = match fp.0 & 0xf {
+        1 => SyncMode::Fdatasync,
+        2 => SyncMode::None,
+        _ => SyncMode::Msync,
+    };
+    cfg.isolation = if fp.0 & 0x10 != 0 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::Serializable
+    };
+    cfg.lock_timeout = Duration::from_millis(fp.1);
+    cfg.segment_size = fp.2;
+    cfg.orphan_rollback = (fp.3 > 0).then(|| Duration::from_secs(fp.3));
+}
+
+/// Rebuilds a store's shared state from its log, in a region nobody else has (a fresh one:
+/// no process had the store open), and returns the store open in this process.
+pub(super) fn build<M: Media>(
+    cfg: Config,
+    media: M,
+    region: Arc<Region>,
+    lockfile: Option<Arc<LockFile>>,
+    slot: u32,
+    generation: u64,
+) -> Result<Rm<M>, String> {
+    let mut replay = Replay::default();
+    let peer = Rm::<M>::peer(lockfile.as_ref(), slot);
+    let log = Log::open_on(
+        media,
+        cfg.segment_size,
+        cfg.sync,
+        region.clone(),
+        peer,
+        &mut |lsn, rec| replay.visit(lsn, rec),
+    )
+    .map_err(|e| e.to_string())?;
+    let built = now_ns();
+    let shm_err = |e: shm::Error| format!("building the shared state: {e}");
+    let mut t = region.lock_builder(MUTEX_WAIT).map_err(shm_err)?;
+    let fp = fingerprint(&cfg);
+    let mut max_tag = replay.max_tag;
+    let result = (|| -> Result<(), String> {
+        let t = &mut t;
+        for (root, v) in [
+            (R_FP_SYNC, fp.0),
+            (R_FP_TIMEOUT, fp.1),
+            (R_FP_SEGMENT, fp.2),
+            (R_FP_ORPHAN, fp.3),
+            (R_BUILT_NS, built),
+        ] {
+            t.set_u64(root, v).map_err(shm_err)?;
         }
-        for key in writes.keys() {
-            if !locks.acquire_now(tag, key, Mode::Exclusive) {
-                return Err(format!("two prepared branches hold the same key ({xid})"));
+        let n = replay.index.map.len() as u64;
+        Table::create(t, R_KEYS, n + n / 2 + 64).map_err(shm_err)?;
+        Table::create(t, R_BRANCHES, 64).map_err(shm_err)?;
+        for (key, loc) in &replay.index.map {
+            let k = keys::find_or_insert(t, key).map_err(shm_err)?;
+            keys::set_committed(t, k, Some(*loc)).map_err(shm_err)?;
+        }
+        let mut prepared: Vec<(u64, (Xid, Lsn))> =
+            std::mem::take(&mut replay.prepared).into_iter().collect();
+        prepared.sort_unstable_by_key(|(tag, _)| *tag);
+        for (tag, (xid, lsn)) in prepared {
+            let writes = replay.pending.remove(&tag).unwrap_or_default();
+            if writes.is_empty() {
+                return Err(format!(
+                    "prepared branch {xid} has no writes in the log (a segment was lost)"
+                ));
+            }
+            if branch::find(t, &xid).map_err(shm_err)?.is_some() {
+                return Err(format!("XID {xid} is prepared twice in the log"));
+            }
+            let b = branch::create(t, &xid).map_err(shm_err)?;
+            t.set_u64(b + B_TAG, tag).map_err(shm_err)?;
+            t.set_u8(b + B_PHASE, PHASE_PREPARED).map_err(shm_err)?;
+            t.set_u64(b + B_RECORD_LSN, lsn).map_err(shm_err)?;
+            t.set_u64(b + B_SINCE, built).map_err(shm_err)?;
+            for (key, (rec, loc)) in writes {
+                let k = keys::find_or_insert(t, &key).map_err(shm_err)?;
+                if !locks::lock_now(t, k, b).map_err(shm_err)? {
+                    return Err(format!("two prepared branches hold the same key ({xid})"));
+                }
+                keys::set_pending(
+                    t,
+                    k,
+                    Some(Pending {
+                        owner: b,
+                        value: loc,
+                        record: rec,
+                    }),
+                )
+                .map_err(shm_err)?;
+                let w = t.get_u64(b + B_WRITES).map_err(shm_err)?;
+                t.set_u64(b + B_WRITES, w + 1).map_err(shm_err)?;
             }
         }
-        let mut b = Branch::new(tag, Phase::Prepared);
-        b.writes = writes;
-        b.record_lsn = lsn;
-        if state.branches.insert(xid, b).is_some() {
-            return Err(format!("XID {xid} is prepared twice in the log"));
+        for (tag, ((xid, lsn), outcome, reason)) in std::mem::take(&mut replay.heuristic) {
+            if branch::find(t, &xid).map_err(shm_err)?.is_some() {
+                return Err(format!("XID {xid} is in doubt twice in the log"));
+            }
+            let b = branch::create(t, &xid).map_err(shm_err)?;
+            t.set_u64(b + B_TAG, tag).map_err(shm_err)?;
+            t.set_u8(b + B_PHASE, PHASE_HEURISTIC).map_err(shm_err)?;
+            t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))
+                .map_err(shm_err)?;
+            t.set_u64(b + B_RECORD_LSN, lsn).map_err(shm_err)?;
+            t.set_u64(b + B_SINCE, built).map_err(shm_err)?;
+            set_text(t, b, &reason).map_err(shm_err)?;
+            max_tag = max_tag.max(tag);
         }
+        // Tags handed out from here on follow every tag in the log (branch::create took some).
+        let next = t.get_u64(R_NEXT_TAG).map_err(shm_err)?;
+        t.set_u64(R_NEXT_TAG, next.max(max_tag + 1))
+            .map_err(shm_err)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => t.commit().map_err(shm_err)?,
+        Err(e) => return Err(e),
     }
-    for (tag, ((xid, lsn), outcome, reason)) in std::mem::take(&mut replay.heuristic) {
-        let mut b = Branch::new(tag, Phase::Heuristic(outcome));
-        b.record_lsn = lsn;
-        b.reason = reason;
-        if state.branches.insert(xid, b).is_some() {
-            return Err(format!("XID {xid} is in doubt twice in the log"));
-        }
-    }
-    let max_tag = state
-        .branches
-        .values()
-        .map(|b| b.tag)
-        .chain([replay.max_tag])
-        .max()
-        .unwrap_or(0);
     // Branches that never prepared are rolled back, durably, before new work can reuse XIDs.
     let mut last = None;
     let mut abandoned: Vec<u64> = replay.pending.keys().copied().collect();
     abandoned.sort_unstable();
     for tag in abandoned {
         let a = log
-            .append(&Record::Rollback { tag })
+            .append_alone(&Record::Rollback { tag })
             .map_err(|e| format!("logging the rollback of an unprepared branch: {e}"))?;
         last = Some(a.end);
     }
@@ -189,15 +329,23 @@ pub(super) fn open<M: Media>(cfg: Config, media: M) -> Result<Rm<M>, String> {
     Ok(Rm {
         cfg,
         log,
-        locks,
-        index: RwLock::new(replay.index),
-        quiesce: RwLock::new(()),
-        compacting: AtomicBool::new(false),
-        compact_after: AtomicU64::new(0),
-        state: Mutex::new(state),
-        next_tag: AtomicU64::new(max_tag + 1),
+        region,
+        lockfile,
+        slot,
+        generation,
+        tocs: Mutex::new(FxHashMap::default()),
         panicked: AtomicBool::new(false),
         interrupted: AtomicBool::new(false),
-        lock: None,
+        last_reap: Mutex::new(Instant::now()),
+        compacting: AtomicBool::new(false),
+        crashed: false,
+        deferred: Mutex::new(Vec::new()),
+        has_deferred: AtomicBool::new(false),
+        mutex_wait: MUTEX_WAIT,
+        #[cfg(test)]
+        before_finish: Mutex::new(None),
     })
 }
+
+#[allow(dead_code)]
+fn _unused(_: &Txn<'_>) {}

@@ -1,8 +1,9 @@
 //! What operators see of a store (`mmxa status`).
 //!
-//! Owns: [`Report`] and [`BranchReport`], a snapshot taken under the state lock.
+//! Owns: [`Report`] and [`BranchReport`], a snapshot of the shared state taken in one section.
 
-use super::branch::Phase;
+use super::branch;
+use super::layout::*;
 use super::Rm;
 use crate::log::Media;
 use crate::xid::Xid;
@@ -10,8 +11,10 @@ use crate::xid::Xid;
 /// A snapshot of a store, for operators (`mmxa status`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// The process hosting the store.
+    /// The process that took the snapshot.
     pub host_pid: u32,
+    /// Processes with the store open (their slots), the snapshot's aside.
+    pub peers: Vec<u32>,
     /// Committed keys, and the log bytes their records take.
     pub live_keys: u64,
     pub live_bytes: u64,
@@ -32,7 +35,7 @@ pub struct BranchReport {
     /// `heuristic-rollback`, or `busy` (a completion call is in progress).
     pub state: String,
     /// Milliseconds since the branch began, was prepared or completed heuristically (or since
-    /// the store was opened, for a branch recovered from the log).
+    /// the shared state was rebuilt, for a branch recovered from the log).
     pub age_ms: u64,
     /// Keys the branch wrote (none left for a completed branch).
     pub keys: u64,
@@ -43,45 +46,66 @@ pub struct BranchReport {
 impl<M: Media> Rm<M> {
     /// A snapshot for operators.
     pub fn status(&self) -> Report {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut branches: Vec<BranchReport> = st
-            .branches
-            .iter()
-            .map(|(xid, b)| {
-                let state = match b.phase {
-                    _ if b.busy => "busy",
-                    Phase::Prepared => "prepared",
-                    Phase::Heuristic(outcome) => outcome.name(),
-                    Phase::Working if b.doomed().is_some() => "rollback-only",
-                    Phase::Working if !b.active.is_empty() => "active",
-                    Phase::Working if b.associated() => "suspended",
-                    Phase::Working => "idle",
-                };
-                BranchReport {
-                    xid: *xid,
-                    state: state.into(),
-                    age_ms: b.since.elapsed().as_millis() as u64,
-                    keys: b.writes.len() as u64,
-                    reason: b.reason.clone(),
+        let now = now_ns();
+        let snap = self.shared(|t| {
+            let mut branches = Vec::new();
+            for b in BRANCHES.all(t)? {
+                if t.get_u8(b + B_KIND)? != KIND_XA {
+                    continue;
                 }
-            })
-            .collect();
-        drop(st);
+                let busy = branch::busy(t, b)? != Busy::None;
+                let state = match branch::phase(t, b)? {
+                    _ if busy => "busy".to_string(),
+                    PHASE_PREPARED => "prepared".to_string(),
+                    PHASE_HEURISTIC => outcome_from_u8(t.get_u8(b + B_OUTCOME)?)?
+                        .name()
+                        .to_string(),
+                    _ if branch::doomed(t, b)?.is_some() => "rollback-only".to_string(),
+                    _ if branch::active_count(t, b)? > 0 => "active".to_string(),
+                    _ if branch::associated(t, b)? => "suspended".to_string(),
+                    _ => "idle".to_string(),
+                };
+                let phase = branch::phase(t, b)?;
+                branches.push(BranchReport {
+                    xid: read_xid(t, b)?,
+                    state,
+                    age_ms: now.saturating_sub(t.get_u64(b + B_SINCE)?) / 1_000_000,
+                    keys: t.get_u64(b + B_WRITES)?,
+                    reason: if phase == PHASE_HEURISTIC {
+                        text(t, b)?
+                    } else {
+                        String::new()
+                    },
+                });
+            }
+            let mut peers = Vec::new();
+            for i in 0..crate::shm::SLOTS as u32 {
+                let (pid, live, _) = crate::shm::slot_state(t, i)?;
+                if live && i + 1 != self.slot {
+                    peers.push(pid);
+                }
+            }
+            Ok((
+                branches,
+                t.get_u64(R_LIVE_KEYS)?,
+                t.get_u64(R_LIVE_BYTES)?,
+                t.get_u64(R_WAITS)?,
+                peers,
+            ))
+        });
+        let (mut branches, live_keys, live_bytes, lock_waits, peers) = snap.unwrap_or_default();
         branches.sort_by(|a, b| {
             (a.xid.format_id(), a.xid.data()).cmp(&(b.xid.format_id(), b.xid.data()))
         });
-        let (live_keys, live_bytes) = {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            (index.map.len() as u64, index.bytes)
-        };
         let (segments, log_bytes) = self.log.disk_usage();
         Report {
             host_pid: std::process::id(),
+            peers,
             live_keys,
             live_bytes,
             segments: segments as u64,
             log_bytes,
-            lock_waits: self.locks.waiting() as u64,
+            lock_waits,
             branches,
         }
     }

@@ -3,8 +3,10 @@
 use super::flags::{EndMode, Scan, StartMode};
 use super::*;
 use crate::config::{Config, SyncMode};
+use crate::log::Record;
 use crate::status::*;
 use crate::xa::*;
+use crate::xid::Xid;
 
 fn xid(n: u8) -> Xid {
     Xid::from_parts(1, &[b'g', n], b"b").unwrap()
@@ -19,7 +21,10 @@ fn open(dir: &std::path::Path) -> Rm {
 
 #[test]
 fn two_phase_commit_and_recovery() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let (a, b) = (xid(1), xid(2));
     assert_eq!(rm.start(1, &a, StartMode::New), Ok(()));
@@ -49,8 +54,9 @@ fn two_phase_commit_and_recovery() {
     assert_eq!(rm.get(1, b"k2").unwrap().as_deref(), Some(&b"v2"[..]));
     assert_eq!(rm.get(1, b"k1").unwrap(), None);
     assert_eq!(
-        rm.locks.holder(b"k1"),
-        Some(rm.state.lock().unwrap().branches[&a].tag)
+        rm.exclusive_holder(b"k1"),
+        Some(a),
+        "the prepared branch holds its lock"
     );
     assert_eq!(rm.commit(1, &a, false), Ok(()));
     assert_eq!(rm.get(1, b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
@@ -62,7 +68,10 @@ fn two_phase_commit_and_recovery() {
 
 #[test]
 fn unprepared_work_is_rolled_back_at_open_and_xid_reusable() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let a = xid(1);
     rm.start(1, &a, StartMode::New).unwrap();
@@ -90,7 +99,10 @@ fn read(rm: &Rm, toc: Toc, key: &[u8]) -> Option<String> {
 
 #[test]
 fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     rm.put(9, b"c", Some(b"committed")).unwrap();
     let a = xid(1);
@@ -166,7 +178,10 @@ fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
 
 #[test]
 fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     rm.put(9, b"c", Some(b"committed")).unwrap();
     let a = xid(1);
@@ -199,7 +214,10 @@ fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
 
 #[test]
 fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     let (a, b) = (xid(1), xid(2));
     for x in [&a, &b] {
@@ -237,7 +255,10 @@ fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
 /// nothing reattaches to the broken instance.
 #[test]
 fn a_poisoned_state_lock_fails_the_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let rm = open(dir.path());
     assert_eq!(rm.failed(), None);
     let panicked = std::thread::scope(|s| s.spawn(|| rm.panic_holding_state()).join());
@@ -274,7 +295,10 @@ fn fill_to(rm: &Rm, key: &[u8], seg: u64, at: u64) {
 fn a_move_whose_copies_were_reclaimed_still_opens() {
     for complete in [false, true] {
         const SEG: u64 = 4096;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let mut cfg = Config::new(dir.path());
         cfg.sync = SyncMode::Msync;
         cfg.segment_size = SEG;
@@ -325,9 +349,12 @@ fn a_prepared_branch_without_writes_is_corruption() {
         },
     ];
     for rec in stated {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let log = Log::open(dir.path(), 1 << 20, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
-        let a = log.append(&rec).unwrap();
+        let a = log.append_alone(&rec).unwrap();
         log.sync_to(a.end).unwrap();
         drop(log);
         let mut cfg = Config::new(dir.path());
@@ -335,4 +362,144 @@ fn a_prepared_branch_without_writes_is_corruption() {
         let err = Rm::open(cfg).err().expect("opened");
         assert!(err.contains("has no writes in the log"), "{rec:?}: {err}");
     }
+}
+
+/// A lock waiter gets the lock of a peer that died holding it long before its own lock timeout
+/// (60 s): the waiter looks for dead peers while it waits, not only once the wait is over. The
+/// peer is another `Rm` of the same store in this process (its own lock-file description, so
+/// the kernel drops its slot lock when it is abandoned as if its process had died).
+#[test]
+fn a_lock_waiter_reaps_a_dead_holder_while_it_waits() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.segment_size = 4 << 20;
+    cfg.lock_timeout = Duration::from_secs(60);
+    let holder = Rm::open(cfg.clone()).unwrap();
+    let waiter = Arc::new(Rm::open(cfg).unwrap());
+    holder.start(1, &xid(1), StartMode::New).unwrap();
+    holder.put(1, b"k", Some(b"holder")).unwrap();
+    waiter.start(2, &xid(2), StartMode::New).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let w = waiter.clone();
+    let thread = std::thread::spawn(move || tx.send(w.put(2, b"k", Some(b"waiter"))).unwrap());
+    // The request is queued before the holder dies (liveness bound only).
+    let queued = std::time::Instant::now();
+    while waiter.shared(|t| Ok(t.get_u64(layout::R_WAITS)?)).unwrap() == 0 {
+        assert!(
+            queued.elapsed() < Duration::from_secs(30),
+            "the put never waited"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    holder.simulate_crash();
+    // A liveness bound far below the lock timeout: the dead holder is reaped within ~200 ms.
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the waiter still waits for the dead holder's lock");
+    assert_eq!(got, Ok(false), "the waiter gets the lock");
+    thread.join().unwrap();
+    waiter.end(2, &xid(2), EndMode::Success).unwrap();
+    waiter.commit(2, &xid(2), true).unwrap();
+    assert_eq!(read(&waiter, 3, b"k").as_deref(), Some("waiter"));
+}
+
+/// With `shared_group=1` every file the store creates — the lock file, the region, the log's
+/// segments (the first at open, later ones at a roll) and the audit trail — has mode 0660
+/// exactly, whatever the umask (0600 without; `tests/multiprocess.rs` checks both under umask
+/// 000 in a child process).
+#[test]
+fn a_shared_group_store_creates_every_file_0660() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o770))
+        .tempdir()
+        .unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.segment_size = 64 << 10;
+    cfg.shared_group = true;
+    let rm = Rm::open(cfg).unwrap();
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    rm.put(1, b"k", Some(b"v")).unwrap();
+    rm.end(1, &a, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
+    rm.heuristic(&a, crate::error::Outcome::Commit, "test")
+        .unwrap();
+    // A roll creates the next segment.
+    let value = vec![7u8; 4000];
+    for i in 0..40u32 {
+        rm.put(2, &i.to_le_bytes(), Some(&value)).unwrap();
+    }
+    let mut segments = 0;
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
+        segments += name.ends_with(".seg") as usize;
+        assert_eq!(mode, 0o660, "{name} has mode {mode:03o}");
+    }
+    assert!(segments >= 2, "{segments} segment(s): no roll");
+    assert!(dir.path().join("mmxa.audit").exists());
+}
+
+/// A completion whose record is durable but whose finishing section cannot be entered (a peer
+/// stopped inside a section holds the mutex) is acknowledged, and finished by the process's
+/// next call: others see the commit as soon as it is.
+#[test]
+fn a_durable_commit_is_acknowledged_when_its_finish_must_wait() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let mut rm = open(dir.path());
+    rm.mutex_wait = std::time::Duration::from_millis(100);
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    rm.put(1, b"k", Some(b"v")).unwrap();
+    rm.end(1, &a, EndMode::Success).unwrap();
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
+
+    // A "stopped peer": another thread takes the mutex just before the finish (when the hook
+    // asks it to) and keeps it until told to let go.
+    let region = rm.region.clone();
+    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        take_rx.recv().unwrap();
+        let t = region.lock(std::time::Duration::from_secs(10)).unwrap();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(t);
+    });
+    *rm.before_finish.lock().unwrap() = Some(Box::new(move || {
+        take_tx.send(()).unwrap();
+        held_rx.recv().unwrap();
+    }));
+    assert_eq!(
+        rm.commit(1, &a, false),
+        Ok(()),
+        "the COMMIT record is durable"
+    );
+    assert!(rm.has_deferred.load(Ordering::Acquire), "the finish waits");
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    // The next section finishes it first: the value is committed and the branch gone.
+    assert_eq!(rm.get(2, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(!rm.has_deferred.load(Ordering::Acquire));
+    assert_eq!(rm.exclusive_holder(b"k"), None, "its lock is released");
+    let scan = Scan {
+        start: true,
+        end: true,
+    };
+    assert_eq!(rm.recover(1, scan, 10).unwrap(), vec![]);
+    drop(rm);
+    let rm = open(dir.path());
+    assert_eq!(rm.get(1, b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }

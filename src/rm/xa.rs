@@ -1,442 +1,530 @@
-//! The work of the XA entry points on one store: associations, completion, recovery scans and
-//! heuristic decisions.
+//! The work of the XA entry points on a shared store: associations, completion, recovery scans
+//! and heuristic decisions.
 //!
 //! Owns: the transitions of the XA reference's association (§5.2) and branch (§5.3) state
-//! tables, and the order of log records and lock releases each completion needs (a PREPARE or
-//! COMMIT record is durable before the call succeeds; locks are released only after the record
-//! that ends the branch is written).
+//! tables over the shared branch records, and the order of log records, syncs and lock
+//! releases each completion needs: a completion marks the branch busy and appends its record in
+//! one section, syncs outside any section, then applies its effect and releases locks in
+//! another — so a process that dies between the two leaves a busy branch whose record says how
+//! to finish it (`reap.rs`).
 
-use super::branch::{Branch, Phase, State, Writes};
+use super::branch::{self, TocState};
 use super::flags::{EndMode, Scan, StartMode};
-use super::{nota, proto, Rm, Toc};
+use super::layout::*;
+use super::{locks, nota, proto, Rm, Sect, Toc};
+use crate::crash::crash_point;
 use crate::error::{Error, Outcome, Rb, Result, Vote};
-use crate::log::{LogError, Media, Record};
+use crate::log::{Appended, Media, Record};
+use crate::shm::{Off, Txn};
 use crate::xid::Xid;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 impl<M: Media> Rm<M> {
     // ---- thread-of-control bookkeeping -------------------------------------------------
 
     /// Ends `toc`'s use of the store (`xa_close`): refused while it is associated with a branch.
     pub fn close_toc(&self, toc: Toc) -> Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = st.tocs.get(&toc) {
+        let mut tocs = self.tocs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tocs.get(&toc) {
             if t.active.is_some() || !t.suspended.is_empty() {
                 return Err(proto(
                     "xa_close: the thread is still associated with a branch",
                 ));
             }
         }
-        st.tocs.remove(&toc);
+        tocs.remove(&toc);
         Ok(())
-    }
-
-    /// A thread of control is gone without `xa_close` (its process died or hung up): its
-    /// associations end as with `TMFAIL`, and each branch left with no association is rolled
-    /// back and its locks released. Idle, prepared and completed branches are untouched.
-    pub fn abandon_toc(&self, toc: Toc) {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let st = &mut *guard;
-        let Some(t) = st.tocs.remove(&toc) else {
-            return;
-        };
-        for xid in t.active.iter().chain(&t.suspended) {
-            let Some(b) = st.branches.get_mut(xid) else {
-                continue;
-            };
-            b.active.retain(|&x| x != toc);
-            b.suspended.retain(|&x| x != toc);
-            if b.phase != Phase::Working || b.busy {
-                continue;
-            }
-            b.rb.get_or_insert((
-                Rb::Rollback,
-                "a thread of control associated with the branch ended without xa_end".into(),
-            ));
-            b.abort.store(true, Ordering::Release);
-            if !b.associated() {
-                if b.undone {
-                    st.branches.remove(xid);
-                } else {
-                    self.discard(st, xid);
-                }
-            }
-        }
     }
 
     /// The branch `toc` is actively associated with (T1), if any.
     pub fn active_branch(&self, toc: Toc) -> Option<Xid> {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.tocs.get(&toc).and_then(|t| t.active)
+        let tocs = self.tocs.lock().unwrap_or_else(|p| p.into_inner());
+        tocs.get(&toc).and_then(|t| t.active)
     }
 
     /// Whether `toc` is associated (actively or suspended) with any branch.
     pub fn toc_associated(&self, toc: Toc) -> bool {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.tocs
-            .get(&toc)
+        let tocs = self.tocs.lock().unwrap_or_else(|p| p.into_inner());
+        tocs.get(&toc)
             .is_some_and(|t| t.active.is_some() || !t.suspended.is_empty())
+    }
+
+    /// A thread of control is gone without `xa_close`: its associations end as with `TMFAIL`,
+    /// and each branch left with no association is rolled back and its locks released. Idle,
+    /// prepared and completed branches are untouched.
+    pub fn abandon_toc(&self, toc: Toc) {
+        let mut tocs = self.tocs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ts) = tocs.remove(&toc) else {
+            return;
+        };
+        let gtoc = self.gtoc(toc);
+        let xids: Vec<Xid> = ts.active.iter().chain(&ts.suspended).copied().collect();
+        let _ = self.appending(|t| {
+            for x in &xids {
+                if let Some(b) = branch::find(t, x)? {
+                    super::reap::abandon(t, b, gtoc)?;
+                }
+            }
+            Ok(())
+        });
     }
 
     // ---- xa_start / xa_end -------------------------------------------------------------
 
     /// `xa_start`.
     pub fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<()> {
-        let mut guard = self.state()?;
-        let st = &mut *guard;
-        let t = st.tocs.entry(toc).or_default();
-        let Some(b) = st.branches.get_mut(xid) else {
-            if mode != StartMode::New {
-                return Err(nota(xid));
+        let mut tocs = self.tocs()?;
+        let ts = tocs.entry(toc).or_default();
+        let gtoc = self.gtoc(toc);
+        let resumed = self.shared(|t| {
+            let Some(b) = branch::find(t, xid)? else {
+                if mode != StartMode::New {
+                    return Err(nota(xid).into());
+                }
+                if ts.active.is_some() {
+                    return Err(
+                        proto("xa_start: the thread is already associated with a branch").into(),
+                    );
+                }
+                let b = branch::create(t, xid)?;
+                branch::associate(t, b, gtoc, false)?;
+                return Ok(false);
+            };
+            if mode == StartMode::New {
+                return Err(Error::DuplicateXid(format!("XID {xid} already exists")).into());
             }
-            if t.active.is_some() {
-                return Err(proto(
-                    "xa_start: the thread is already associated with a branch",
-                ));
+            if ts.active.is_some() {
+                return Err(
+                    proto("xa_start: the thread is already associated with a branch").into(),
+                );
             }
-            let mut b = Branch::new(
-                self.next_tag.fetch_add(1, Ordering::Relaxed),
-                Phase::Working,
-            );
-            b.active.push(toc);
-            st.branches.insert(*xid, b);
-            t.active = Some(*xid);
-            return Ok(());
-        };
-        if mode == StartMode::New {
-            return Err(Error::DuplicateXid(format!("XID {xid} already exists")));
-        }
-        if t.active.is_some() {
-            return Err(proto(
-                "xa_start: the thread is already associated with a branch",
-            ));
-        }
-        if b.phase != Phase::Working || b.busy {
-            return Err(proto("xa_start: the branch is prepared or completed"));
-        }
-        let mine = b.suspended.contains(&toc);
-        match mode {
-            StartMode::Join if mine => {
-                return Err(proto(
-                    "xa_start(TMJOIN): this thread suspended the branch; resume it",
-                ))
+            if branch::phase(t, b)? != PHASE_WORKING || branch::busy(t, b)? != Busy::None {
+                return Err(proto("xa_start: the branch is prepared or completed").into());
             }
-            StartMode::Resume if !mine && b.migrated == 0 => {
-                return Err(proto(
-                    "xa_start(TMRESUME): no suspended association to resume",
-                ))
+            let mine = branch::association(t, b, gtoc)? == Some(true);
+            let migrated = t.get_u64(b + B_MIGRATED)?;
+            match mode {
+                StartMode::Join if mine => {
+                    return Err(proto(
+                        "xa_start(TMJOIN): this thread suspended the branch; resume it",
+                    )
+                    .into())
+                }
+                StartMode::Resume if !mine && migrated == 0 => {
+                    return Err(
+                        proto("xa_start(TMRESUME): no suspended association to resume").into(),
+                    )
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        if let Some((code, why)) = b.doomed() {
-            return Err(Error::RolledBack(code, why));
-        }
-        if mode == StartMode::Resume {
-            if mine {
-                b.suspended.retain(|&x| x != toc);
-                t.suspended.retain(|x| x != xid);
-            } else {
-                b.migrated -= 1;
+            if let Some((rb, why)) = branch::doomed(t, b)? {
+                return Err(Error::RolledBack(rb, why).into());
             }
+            if mode == StartMode::Resume {
+                if mine {
+                    branch::dissociate(t, b, gtoc)?;
+                } else {
+                    t.set_u64(b + B_MIGRATED, migrated - 1)?;
+                }
+            }
+            branch::associate(t, b, gtoc, false)?;
+            Ok(mine)
+        })?;
+        if resumed {
+            ts.suspended.retain(|x| x != xid);
         }
-        b.active.push(toc);
-        t.active = Some(*xid);
+        ts.active = Some(*xid);
         Ok(())
     }
 
     /// `xa_end`.
     pub fn end(&self, toc: Toc, xid: &Xid, mode: EndMode) -> Result<()> {
-        let mut guard = self.state()?;
-        let st = &mut *guard;
-        let Some(b) = st.branches.get_mut(xid) else {
-            return Err(nota(xid));
-        };
-        let t = st.tocs.entry(toc).or_default();
-        let is_active = b.active.contains(&toc);
-        let is_suspended = b.suspended.contains(&toc);
+        let mut tocs = self.tocs()?;
+        let ts = tocs.entry(toc).or_default();
+        let gtoc = self.gtoc(toc);
         let suspend = matches!(mode, EndMode::Suspend | EndMode::SuspendMigrate);
-        if !(is_active || is_suspended && !suspend) {
-            return Err(proto(
-                "xa_end: the thread is not associated with this branch",
-            ));
-        }
-        if mode == EndMode::Fail && b.rb.is_none() {
-            b.rb = Some((Rb::Rollback, "xa_end(TMFAIL)".into()));
-        }
-        let doomed = b.doomed();
-        // Leave the association: a rollback answer ends it even for TMSUSPEND.
-        b.active.retain(|&x| x != toc);
-        b.suspended.retain(|&x| x != toc);
-        if t.active.as_ref() == Some(xid) {
-            t.active = None;
-        }
-        t.suspended.retain(|x| x != xid);
-        if doomed.is_none() {
-            match mode {
-                EndMode::Suspend => {
-                    b.suspended.push(toc);
-                    t.suspended.push(*xid);
-                }
-                EndMode::SuspendMigrate => b.migrated += 1,
-                EndMode::Success | EndMode::Fail => {}
+        let doomed = self.appending(|t| {
+            let Some(b) = branch::find(t, xid)? else {
+                return Err(nota(xid).into());
+            };
+            let assoc = branch::association(t, b, gtoc)?;
+            let (is_active, is_suspended) = (assoc == Some(false), assoc == Some(true));
+            if !(is_active || is_suspended && !suspend) {
+                return Err(proto("xa_end: the thread is not associated with this branch").into());
             }
+            if mode == EndMode::Fail {
+                branch::mark_rollback_only(t, b, Rb::Rollback, "xa_end(TMFAIL)")?;
+            }
+            let doomed = branch::doomed(t, b)?;
+            // Leave the association: a rollback answer ends it even for TMSUSPEND.
+            branch::dissociate(t, b, gtoc)?;
+            if doomed.is_none() {
+                match mode {
+                    EndMode::Suspend => branch::associate(t, b, gtoc, true)?,
+                    EndMode::SuspendMigrate => {
+                        let m = t.get_u64(b + B_MIGRATED)?;
+                        t.set_u64(b + B_MIGRATED, m + 1)?;
+                    }
+                    EndMode::Success | EndMode::Fail => {}
+                }
+            } else if t.get_u8(b + B_UNDONE)? != 0 && !branch::associated(t, b)? {
+                branch::finish(t, b)?;
+            }
+            Ok(doomed)
+        })?;
+        if ts.active.as_ref() == Some(xid) {
+            ts.active = None;
         }
+        ts.suspended.retain(|x| x != xid);
         match doomed {
-            None => Ok(()),
-            Some((code, why)) => {
-                if b.undone && !b.associated() {
-                    st.branches.remove(xid);
+            None => {
+                if mode == EndMode::Suspend {
+                    ts.suspended.push(*xid);
                 }
-                Err(Error::RolledBack(code, why))
+                Ok(())
             }
+            Some((rb, why)) => Err(Error::RolledBack(rb, why)),
         }
     }
 
     // ---- completion ----------------------------------------------------------------------
 
-    /// Rolls back an unprepared branch that nobody is associated with, under the state lock.
-    /// The ROLLBACK record needs no sync: without a PREPARE or COMMIT the branch is rolled
-    /// back at restart anyway.
-    fn discard(&self, st: &mut State, xid: &Xid) {
-        if let Some(b) = st.branches.remove(xid) {
-            if !b.writes.is_empty() {
-                let _ = self.log.append(&Record::Rollback { tag: b.tag });
-            }
-            self.locks.release_all(b.tag);
+    /// Rolls back an unprepared branch that nobody is associated with, in `t`. The ROLLBACK
+    /// record needs no sync: without a PREPARE or COMMIT the branch is rolled back at restart
+    /// anyway.
+    pub(super) fn discard(&self, t: &mut Txn<'_>, b: Off) -> Sect<()> {
+        let had = branch::drop_pending(t, b)?;
+        if had > 0 {
+            // Best effort (a full disk must not keep the branch's locks): without it, open
+            // rolls the tag back like any unprepared branch.
+            let tag = branch::tag(t, b)?;
+            let _ = self.log.append(t, &Record::Rollback { tag });
         }
+        branch::finish(t, b)?;
+        Ok(())
     }
 
     /// Looks up a branch for a completion call: unknown → `XAER_NOTA`, busy → `XAER_PROTO`.
-    fn completing<'a>(st: &'a mut State, xid: &Xid, what: &str) -> Result<&'a mut Branch> {
-        let b = st.branches.get_mut(xid).ok_or_else(|| nota(xid))?;
-        if b.busy {
-            return Err(proto(format!(
-                "{what}: another completion call is in progress"
-            )));
+    fn completing(t: &Txn<'_>, xid: &Xid, what: &str) -> Sect<Off> {
+        let b = branch::find(t, xid)?.ok_or_else(|| nota(xid))?;
+        if branch::busy(t, b)? != Busy::None {
+            return Err(proto(format!("{what}: another completion call is in progress")).into());
         }
         Ok(b)
     }
 
+    /// Marks `b` busy with `kind` and appends `rec`, remembering where it ends.
+    fn begin_completion(
+        &self,
+        t: &mut Txn<'_>,
+        b: Off,
+        kind: Busy,
+        rec: &Record<'_>,
+    ) -> Sect<Appended> {
+        let a = self.log.append(t, rec)?;
+        t.set_u8(b + B_BUSY, kind as u8)?;
+        t.set_u64(b + B_BUSY_SLOT, self.busy_owner())?;
+        t.set_u64(b + B_BUSY_LSN, a.end)?;
+        crash_point("rm.completion_logged");
+        Ok(a)
+    }
+
+    /// Clears the busy mark after a completion.
+    fn end_busy(t: &mut Txn<'_>, b: Off) -> Sect<()> {
+        t.set_u8(b + B_BUSY, Busy::None as u8)?;
+        t.set_u64(b + B_BUSY_SLOT, 0)?;
+        t.set_u64(b + B_BUSY_LSN, 0)?;
+        Ok(())
+    }
+
+    /// The branch `xid` after a sync, still ours (`tag`) and busy.
+    fn after_sync(t: &Txn<'_>, xid: &Xid, tag: u64) -> Sect<Option<Off>> {
+        Ok(branch::find(t, xid)?.filter(|&b| branch::tag(t, b).is_ok_and(|x| x == tag)))
+    }
+
     /// `xa_prepare`.
     pub fn prepare(&self, _toc: Toc, xid: &Xid) -> Result<Vote> {
-        let mut st = self.state()?;
-        let b = Self::completing(&mut st, xid, "xa_prepare")?;
-        match b.phase {
-            Phase::Working => {}
-            _ => {
-                return Err(proto(
-                    "xa_prepare: the branch is already prepared or completed",
-                ))
+        enum First {
+            Done(Result<Vote>),
+            Logged(Appended, u64, Off),
+        }
+        let first = self.appending(|t| {
+            let b = Self::completing(t, xid, "xa_prepare")?;
+            if branch::phase(t, b)? != PHASE_WORKING {
+                return Err(
+                    proto("xa_prepare: the branch is already prepared or completed").into(),
+                );
             }
-        }
-        if b.associated() {
-            return Err(proto(
-                "xa_prepare: the branch still has associations (xa_end first)",
-            ));
-        }
-        if let Some((code, why)) = b.doomed() {
-            self.discard(&mut st, xid);
-            return Err(Error::RolledBack(code, why));
-        }
-        if b.writes.is_empty() {
-            self.discard(&mut st, xid);
-            return Ok(Vote::ReadOnly);
-        }
-        b.busy = true;
-        let tag = b.tag;
-        drop(st);
-        // The branch can do no more work: its reads need no lock any more (strict 2PL keeps
-        // only the write locks until the outcome).
-        self.locks.release_shared(tag);
-        let q = self.shared();
-        let result = self.log_durably(&Record::Prepare { tag, xid: *xid });
-        let mut st = self.relock();
-        match result {
-            Ok(a) => {
-                if let Some(b) = st.branches.get_mut(xid) {
-                    b.busy = false;
-                    b.phase = Phase::Prepared;
-                    b.since = Instant::now();
-                    b.record_lsn = a.lsn;
-                    // Savepoints end with the working phase; their saved values pin nothing.
-                    b.savepoints.clear();
-                    b.journal.clear();
+            if branch::associated(t, b)? {
+                return Err(
+                    proto("xa_prepare: the branch still has associations (xa_end first)").into(),
+                );
+            }
+            if let Some((rb, why)) = branch::doomed(t, b)? {
+                self.discard(t, b)?;
+                return Ok(First::Done(Err(Error::RolledBack(rb, why))));
+            }
+            if t.get_u64(b + B_WRITES)? == 0 {
+                self.discard(t, b)?;
+                return Ok(First::Done(Ok(Vote::ReadOnly)));
+            }
+            let tag = branch::tag(t, b)?;
+            // The branch can do no more work: its reads need no lock any more (strict 2PL keeps
+            // only the write locks until the outcome).
+            locks::release_shared(t, b)?;
+            let a =
+                self.begin_completion(t, b, Busy::Prepare, &Record::Prepare { tag, xid: *xid })?;
+            t.set_u64(b + B_RECORD_LSN, a.lsn)?;
+            Ok(First::Logged(a, tag, b))
+        });
+        let (a, tag, b) = match first {
+            Ok(First::Done(r)) => return r,
+            Ok(First::Logged(a, tag, b)) => (a, tag, b),
+            Err(e @ Error::Failed(_)) => return Err(e),
+            Err(e @ (Error::NoSpace(_) | Error::Io(_))) => {
+                if matches!(e, Error::NoSpace(_)) {
+                    self.after_no_space();
                 }
-                drop((st, q));
+                // Nothing was logged: roll back and give a definite answer.
+                let _ = self.appending(|t| {
+                    if let Some(b) = branch::find(t, xid)? {
+                        if branch::busy(t, b)? == Busy::None && !branch::associated(t, b)? {
+                            self.discard(t, b)?;
+                        }
+                    }
+                    Ok(())
+                });
+                return Err(Error::RolledBack(
+                    Rb::Other,
+                    format!("xa_prepare failed, rolled back: {e}"),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        match self.log.sync_to(a.end) {
+            Ok(()) => {
+                self.finish_logged(b, tag, |t| {
+                    if let Some(b) = Self::after_sync(t, xid, tag)? {
+                        Self::end_busy(t, b)?;
+                        t.set_u8(b + B_PHASE, PHASE_PREPARED)?;
+                        t.set_u64(b + B_SINCE, now_ns())?;
+                        t.set_u64(b + B_RECORD_LSN, a.lsn)?;
+                        journal(b).clear(t)?;
+                        savepoints(b).clear(t)?;
+                    }
+                    Ok(())
+                })?;
                 self.maybe_compact();
                 Ok(Vote::Prepared)
             }
             // The PREPARE record may be durable: only a reopen and xa_recover can tell.
-            Err(e @ LogError::Failed(_)) => Err(e.into()),
-            Err(e) => {
-                // Nothing durable says prepared: roll back and give a definite answer.
-                self.discard(&mut st, xid);
-                Err(Error::RolledBack(
-                    Rb::Other,
-                    format!("xa_prepare failed, rolled back: {e}"),
-                ))
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
     /// `xa_commit`.
     pub fn commit(&self, _toc: Toc, xid: &Xid, one_phase: bool) -> Result<()> {
-        let mut st = self.state()?;
-        let b = Self::completing(&mut st, xid, "xa_commit")?;
-        match (b.phase, one_phase) {
-            (Phase::Heuristic(code), false) => {
-                return Err(Error::Heuristic(
-                    code,
-                    "the branch was completed heuristically".into(),
-                ))
-            }
-            (Phase::Prepared, false) => {}
-            (Phase::Working, true) => {
-                if b.associated() {
-                    return Err(proto("xa_commit: the branch still has associations"));
-                }
-                if let Some((code, why)) = b.doomed() {
-                    self.discard(&mut st, xid);
-                    return Err(Error::RolledBack(code, why));
-                }
-                if b.writes.is_empty() {
-                    self.discard(&mut st, xid);
-                    return Ok(());
-                }
-            }
-            (Phase::Working, false) => {
-                return Err(proto("xa_commit: the branch is not prepared (TMONEPHASE?)"))
-            }
-            (_, true) => return Err(proto("xa_commit(TMONEPHASE): the branch is prepared")),
+        enum First {
+            Done(Result<()>),
+            Logged(Appended, u64, Off),
         }
-        b.busy = true;
-        let tag = b.tag;
-        drop(st);
-        let q = self.shared();
-        let result = self.log_durably(&Record::Commit { tag });
-        let mut st = self.relock();
-        match result {
-            Ok(_) => {
-                if let Some(b) = st.branches.remove(xid) {
-                    self.apply(&b.writes);
-                    self.locks.release_all(b.tag);
+        let first = self.appending(|t| {
+            let b = Self::completing(t, xid, "xa_commit")?;
+            match (branch::phase(t, b)?, one_phase) {
+                (PHASE_HEURISTIC, false) => {
+                    let o = outcome_from_u8(t.get_u8(b + B_OUTCOME)?)?;
+                    return Ok(First::Done(Err(Error::Heuristic(
+                        o,
+                        "the branch was completed heuristically".into(),
+                    ))));
                 }
-                drop((st, q));
-                self.maybe_compact();
-                Ok(())
-            }
-            Err(e @ LogError::Failed(_)) => Err(e.into()),
-            Err(e) if one_phase => {
-                self.discard(&mut st, xid);
-                Err(Error::RolledBack(
-                    Rb::Other,
-                    format!("commit failed, rolled back: {e}"),
-                ))
-            }
-            Err(e) => {
-                // Still prepared: the TM may try again.
-                if let Some(b) = st.branches.get_mut(xid) {
-                    b.busy = false;
+                (PHASE_PREPARED, false) => {}
+                (PHASE_WORKING, true) => {
+                    if branch::associated(t, b)? {
+                        return Err(proto("xa_commit: the branch still has associations").into());
+                    }
+                    if let Some((rb, why)) = branch::doomed(t, b)? {
+                        self.discard(t, b)?;
+                        return Ok(First::Done(Err(Error::RolledBack(rb, why))));
+                    }
+                    if t.get_u64(b + B_WRITES)? == 0 {
+                        self.discard(t, b)?;
+                        return Ok(First::Done(Ok(())));
+                    }
                 }
-                drop((st, q));
-                if matches!(e, LogError::NoSpace(_)) {
+                (PHASE_WORKING, false) => {
+                    return Err(proto("xa_commit: the branch is not prepared (TMONEPHASE?)").into())
+                }
+                _ => return Err(proto("xa_commit(TMONEPHASE): the branch is prepared").into()),
+            }
+            let tag = branch::tag(t, b)?;
+            let a = self.begin_completion(t, b, Busy::Commit, &Record::Commit { tag })?;
+            Ok(First::Logged(a, tag, b))
+        });
+        let (a, tag, b) = match first {
+            Ok(First::Done(r)) => return r,
+            Ok(First::Logged(a, tag, b)) => (a, tag, b),
+            Err(e @ Error::Failed(_)) => return Err(e),
+            Err(e @ (Error::NoSpace(_) | Error::Io(_))) => {
+                if matches!(e, Error::NoSpace(_)) {
                     self.after_no_space();
                 }
-                Err(Error::Retry(format!("commit could not be logged: {e}")))
+                if one_phase {
+                    let undone = self.appending(|t| {
+                        if let Some(b) = branch::find(t, xid)? {
+                            if branch::busy(t, b)? == Busy::None
+                                && branch::phase(t, b)? == PHASE_WORKING
+                                && !branch::associated(t, b)?
+                            {
+                                self.discard(t, b)?;
+                            }
+                        }
+                        Ok(())
+                    });
+                    if let Err(e2) = undone {
+                        // Neither committed nor rolled back: no XA_RB* may claim otherwise.
+                        return Err(Error::Failed(format!(
+                            "commit failed ({e}) and the branch could not be rolled back \
+                             ({e2}); reopen and roll it back"
+                        )));
+                    }
+                    return Err(Error::RolledBack(
+                        Rb::Other,
+                        format!("commit failed, rolled back: {e}"),
+                    ));
+                }
+                // Still prepared: the TM may try again.
+                return Err(Error::Retry(format!("commit could not be logged: {e}")));
             }
-        }
+            Err(e) => return Err(e),
+        };
+        crash_point("rm.completion_pending");
+        self.log.sync_to(a.end)?;
+        self.finish_logged(b, tag, |t| {
+            if let Some(b) = Self::after_sync(t, xid, tag)? {
+                branch::apply_pending(t, b)?;
+                crash_point("rm.apply_in_section");
+                branch::finish(t, b)?;
+            }
+            Ok(())
+        })?;
+        self.maybe_compact();
+        Ok(())
     }
 
     /// `xa_rollback`.
     pub fn rollback(&self, toc: Toc, xid: &Xid) -> Result<()> {
-        let mut st = self.state()?;
-        let b = Self::completing(&mut st, xid, "xa_rollback")?;
-        match b.phase {
-            Phase::Heuristic(code) => Err(Error::Heuristic(
-                code,
-                "the branch was completed heuristically".into(),
-            )),
-            Phase::Prepared => {
-                b.busy = true;
-                let tag = b.tag;
-                drop(st);
-                // Synced: a lost rollback would bring the branch back, locks and all.
-                let _q = self.shared();
-                let result = self.log_durably(&Record::Rollback { tag });
-                let mut st = self.relock();
-                match result {
-                    Ok(_) => {
-                        st.branches.remove(xid);
-                        self.locks.release_all(tag);
-                        Ok(())
-                    }
-                    Err(e @ LogError::Failed(_)) => Err(e.into()),
-                    Err(e) => {
-                        if let Some(b) = st.branches.get_mut(xid) {
-                            b.busy = false;
-                        }
-                        Err(Error::Io(format!("rollback could not be logged: {e}")))
-                    }
-                }
-            }
-            Phase::Working => {
-                if b.active.contains(&toc) || b.suspended.contains(&toc) {
-                    return Err(proto(
-                        "xa_rollback: the calling thread is associated with the branch (xa_end first)",
-                    ));
-                }
-                if b.active.is_empty() && b.suspended.is_empty() {
-                    self.discard(&mut st, xid);
-                    return Ok(());
-                }
-                // Associated elsewhere: undo now; the associated threads learn it at their next
-                // call, and the branch is forgotten when the last association ends.
-                b.undone = true;
-                b.migrated = 0;
-                b.abort.store(true, Ordering::Release);
-                let tag = b.tag;
-                if !b.take_writes().is_empty() {
-                    let _ = self.log.append(&Record::Rollback { tag });
-                }
-                self.locks.release_all(tag);
-                Ok(())
-            }
+        let gtoc = self.gtoc(toc);
+        enum First {
+            Done(Result<()>),
+            Logged(Appended, u64, Off),
         }
+        let first = self.appending(|t| {
+            let b = Self::completing(t, xid, "xa_rollback")?;
+            match branch::phase(t, b)? {
+                PHASE_HEURISTIC => {
+                    let o = outcome_from_u8(t.get_u8(b + B_OUTCOME)?)?;
+                    Ok(First::Done(Err(Error::Heuristic(
+                        o,
+                        "the branch was completed heuristically".into(),
+                    ))))
+                }
+                PHASE_PREPARED => {
+                    // Synced: a lost rollback would bring the branch back, locks and all.
+                    let tag = branch::tag(t, b)?;
+                    let a = self.begin_completion(t, b, Busy::Rollback, &Record::Rollback { tag })?;
+                    Ok(First::Logged(a, tag, b))
+                }
+                _ => {
+                    if branch::association(t, b, gtoc)?.is_some() {
+                        return Err(proto(
+                            "xa_rollback: the calling thread is associated with the branch (xa_end first)",
+                        )
+                        .into());
+                    }
+                    if assoc(b).is_empty(t)? {
+                        self.discard(t, b)?;
+                        return Ok(First::Done(Ok(())));
+                    }
+                    // Associated elsewhere: undo now; the associated threads learn it at their
+                    // next call, and the branch is forgotten when the last association ends.
+                    t.set_u8(b + B_UNDONE, 1)?;
+                    t.set_u64(b + B_MIGRATED, 0)?;
+                    let had = branch::drop_pending(t, b)?;
+                    if had > 0 {
+                        // Best effort, as in `discard`.
+                        let tag = branch::tag(t, b)?;
+                        let _ = self.log.append(t, &Record::Rollback { tag });
+                    }
+                    // Its threads' lock waits end (they find their requests gone).
+                    for w in waits(b).items(t)? {
+                        locks::unqueue(t, w)?;
+                    }
+                    locks::release_all(t, b)?;
+                    Ok(First::Done(Ok(())))
+                }
+            }
+        });
+        let (a, tag, b) = match first? {
+            First::Done(r) => return r,
+            First::Logged(a, tag, b) => (a, tag, b),
+        };
+        if let Err(e) = self.log.sync_to(a.end) {
+            if !matches!(e, crate::log::LogError::Failed(_)) {
+                let _ = self.shared(|t| {
+                    if let Some(b) = Self::after_sync(t, xid, tag)? {
+                        Self::end_busy(t, b)?;
+                    }
+                    Ok(())
+                });
+                return Err(Error::Io(format!("rollback could not be logged: {e}")));
+            }
+            return Err(e.into());
+        }
+        self.finish_logged(b, tag, |t| {
+            if let Some(b) = Self::after_sync(t, xid, tag)? {
+                branch::drop_pending(t, b)?;
+                branch::finish(t, b)?;
+            }
+            Ok(())
+        })
     }
 
     /// `xa_forget`.
     pub fn forget(&self, _toc: Toc, xid: &Xid) -> Result<()> {
-        let mut st = self.state()?;
-        let b = Self::completing(&mut st, xid, "xa_forget")?;
-        let Phase::Heuristic(_) = b.phase else {
-            return Err(Error::UnknownXid(format!(
-                "XID {xid} is not a heuristically completed branch"
-            )));
-        };
-        let tag = b.tag;
-        self.log.append(&Record::Forget { tag })?;
-        st.branches.remove(xid);
-        Ok(())
+        self.appending(|t| {
+            let b = Self::completing(t, xid, "xa_forget")?;
+            if branch::phase(t, b)? != PHASE_HEURISTIC {
+                return Err(Error::UnknownXid(format!(
+                    "XID {xid} is not a heuristically completed branch"
+                ))
+                .into());
+            }
+            let tag = branch::tag(t, b)?;
+            self.log.append(t, &Record::Forget { tag })?;
+            branch::finish(t, b)?;
+            Ok(())
+        })
     }
 
     /// `xa_recover`: up to `cap` in-doubt XIDs (prepared or heuristically completed) from this
     /// thread's scan, which `TMSTARTRSCAN` (re)starts from a snapshot.
     pub fn recover(&self, toc: Toc, scan: Scan, cap: usize) -> Result<Vec<Xid>> {
-        let mut guard = self.state()?;
-        let st = &mut *guard;
-        let t = st.tocs.entry(toc).or_default();
+        let mut tocs = self.tocs()?;
+        let ts: &mut TocState = tocs.entry(toc).or_default();
         if scan.start {
-            let mut list: Vec<Xid> = st
-                .branches
-                .iter()
-                .filter(|(_, b)| b.phase != Phase::Working)
-                .map(|(x, _)| *x)
-                .collect();
+            let mut list = self.shared(|t| {
+                let mut v = Vec::new();
+                for b in BRANCHES.all(t)? {
+                    if t.get_u8(b + B_KIND)? == KIND_XA && branch::phase(t, b)? != PHASE_WORKING {
+                        v.push(read_xid(t, b)?);
+                    }
+                }
+                Ok(v)
+            })?;
             list.sort_by(|a, b| (a.format_id(), a.data()).cmp(&(b.format_id(), b.data())));
-            t.scan = Some((list, 0));
+            ts.scan = Some((list, 0));
         }
-        let Some((list, pos)) = t.scan.as_mut() else {
+        let Some((list, pos)) = ts.scan.as_mut() else {
             if scan.end && cap == 0 {
                 return Ok(Vec::new());
             }
@@ -448,69 +536,108 @@ impl<M: Media> Rm<M> {
         let out = list[*pos..*pos + n].to_vec();
         *pos += n;
         if scan.end || n < cap {
-            t.scan = None;
+            ts.scan = None;
         }
         Ok(out)
     }
 
-    /// Completes a prepared branch heuristically (an operator's decision): `XA_HEURCOM` commits
-    /// it, `XA_HEURRB` rolls it back. The decision is durable before any lock is released; the
-    /// branch stays listed by `xa_recover` until `xa_forget`.
+    /// Completes a prepared branch heuristically (an operator's decision): `Outcome::Commit`
+    /// commits it, `Outcome::Rollback` rolls it back. The decision is durable before any lock is
+    /// released; the branch stays listed by `xa_recover` until `xa_forget`.
     pub fn heuristic(&self, xid: &Xid, outcome: Outcome, reason: &str) -> Result<()> {
         if !matches!(outcome, Outcome::Commit | Outcome::Rollback) {
             return Err(Error::Invalid(
                 "a heuristic decision commits or rolls back".into(),
             ));
         }
-        let mut st = self.state()?;
-        let b = Self::completing(&mut st, xid, "heuristic")?;
-        if b.phase != Phase::Prepared {
-            return Err(proto(
-                "only a prepared branch can be completed heuristically",
-            ));
+        let (a, tag, b) = self.appending(|t| {
+            let b = Self::completing(t, xid, "heuristic")?;
+            if branch::phase(t, b)? != PHASE_PREPARED {
+                return Err(proto("only a prepared branch can be completed heuristically").into());
+            }
+            let tag = branch::tag(t, b)?;
+            let rec = Record::Heuristic {
+                tag,
+                outcome: outcome.to_log(),
+                xid: *xid,
+                reason: reason.as_bytes(),
+            };
+            let a = self.begin_completion(t, b, Busy::Heuristic, &rec)?;
+            // What a peer needs to finish it if this process dies before it does.
+            t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))?;
+            set_text(t, b, reason)?;
+            t.set_u64(b + B_RECORD_LSN, a.lsn)?;
+            Ok((a, tag, b))
+        })?;
+        if let Err(e) = self.log.sync_to(a.end) {
+            let _ = self.shared(|t| {
+                if let Some(b) = Self::after_sync(t, xid, tag)? {
+                    Self::end_busy(t, b)?;
+                }
+                Ok(())
+            });
+            return Err(e.into());
         }
-        b.busy = true;
-        let tag = b.tag;
-        drop(st);
-        let rec = Record::Heuristic {
-            tag,
-            outcome: outcome.to_log(),
-            xid: *xid,
-            reason: reason.as_bytes(),
-        };
-        let _q = self.shared();
-        let result = self.log_durably(&rec);
-        let mut st = self.relock();
-        let b = st.branches.get_mut(xid).ok_or_else(|| nota(xid))?;
-        b.busy = false;
-        let a = result?;
-        b.phase = Phase::Heuristic(outcome);
-        b.since = Instant::now();
-        b.record_lsn = a.lsn;
-        b.reason = reason.to_string();
-        let writes = b.take_writes();
-        if outcome == Outcome::Commit {
-            self.apply(&writes);
-        }
-        self.locks.release_all(tag);
-        drop(st);
+        self.finish_logged(b, tag, |t| {
+            if let Some(b) = Self::after_sync(t, xid, tag)? {
+                Self::complete_heuristic(t, b, outcome, a.lsn, reason)?;
+            }
+            Ok(())
+        })?;
         // The log holds the decision; the audit line is its human-readable trail.
-        let _ = crate::audit::record(&self.cfg.dir, xid, outcome.name(), reason);
+        let _ = crate::audit::record(
+            &self.cfg.dir,
+            self.cfg.file_mode(),
+            xid,
+            outcome.name(),
+            reason,
+        );
+        Ok(())
+    }
+
+    /// The effect of a durable HEURISTIC record on a prepared branch.
+    pub(super) fn complete_heuristic(
+        t: &mut Txn<'_>,
+        b: Off,
+        outcome: Outcome,
+        lsn: u64,
+        reason: &str,
+    ) -> Sect<()> {
+        Self::end_busy(t, b)?;
+        t.set_u8(b + B_PHASE, PHASE_HEURISTIC)?;
+        t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))?;
+        t.set_u64(b + B_SINCE, now_ns())?;
+        t.set_u64(b + B_RECORD_LSN, lsn)?;
+        set_text(t, b, reason)?;
+        if outcome == Outcome::Commit {
+            branch::apply_pending(t, b)?;
+        } else {
+            branch::drop_pending(t, b)?;
+        }
+        locks::release_all(t, b)?;
         Ok(())
     }
 
     /// The orphan policy: rolls back heuristically every branch prepared longer than `age`
-    /// ago (by this instance's clock: a branch recovered at open counts from the open), with a
-    /// reason saying so. Returns the branches it rolled back.
+    /// ago (counted from the prepare, by the wall clock), with a reason saying so. Returns the
+    /// branches it rolled back.
     pub fn expire_orphans(&self, age: std::time::Duration) -> Vec<Xid> {
-        let old: Vec<Xid> = {
-            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.branches
-                .iter()
-                .filter(|(_, b)| b.phase == Phase::Prepared && !b.busy && b.since.elapsed() >= age)
-                .map(|(x, _)| *x)
-                .collect()
-        };
+        let limit = now_ns().saturating_sub(age.as_nanos() as u64);
+        let old: Vec<Xid> = self
+            .shared(|t| {
+                let mut v = Vec::new();
+                for b in BRANCHES.all(t)? {
+                    if t.get_u8(b + B_KIND)? == KIND_XA
+                        && branch::phase(t, b)? == PHASE_PREPARED
+                        && branch::busy(t, b)? == Busy::None
+                        && t.get_u64(b + B_SINCE)? <= limit
+                    {
+                        v.push(read_xid(t, b)?);
+                    }
+                }
+                Ok(v)
+            })
+            .unwrap_or_default();
         let reason = format!(
             "orphan policy: prepared for more than {} s without a decision (orphan_rollback_s)",
             age.as_secs()
@@ -518,12 +645,5 @@ impl<M: Media> Rm<M> {
         old.into_iter()
             .filter(|x| self.heuristic(x, Outcome::Rollback, &reason).is_ok())
             .collect()
-    }
-
-    fn apply(&self, writes: &Writes) {
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        for (k, (_, v)) in writes {
-            index.set(k, *v);
-        }
     }
 }

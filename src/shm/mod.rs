@@ -9,7 +9,9 @@
 //! - the allocator (`alloc.rs`): blocks in the region, metadata journaled;
 //! - [`LockFile`] (`slots.rs`): process slots, liveness by the kernel's OFD locks, and the
 //!   "open" lock that says when the region must be rebuilt from the log;
-//! - waiting (`wait.rs`): sleep on a word until a releaser changes it, with no lost wake-up.
+//! - waiting (`wait.rs`): sleep on a word until a releaser changes it, with no lost wake-up;
+//! - collections over sections: [`Table`] (`table.rs`, hashes to record offsets) and
+//!   [`Vec64`] (`vec.rs`, growable arrays of words owned by a record).
 //!
 //! The byte layout of the region is in `layout.rs`; the journal's, the allocator's and the slot
 //! table's formats beside their code. Everything in the region is addressed by offset ([`Off`],
@@ -36,7 +38,9 @@ pub mod layout;
 mod region;
 mod slots;
 mod sys;
+mod table;
 mod txn;
+mod vec;
 mod wait;
 
 #[cfg(test)]
@@ -51,7 +55,9 @@ pub use layout::{
 };
 pub use region::{wait_index, Options, Region, Wake};
 pub use slots::{slot_state, DeadOwner, LockFile, Opened, Slot};
+pub use table::{Cursor, Table};
 pub use txn::Txn;
+pub use vec::Vec64;
 pub use wait::RECHECK;
 
 use std::fmt;

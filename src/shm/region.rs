@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The least address space a process reserves for a region (where it cannot have the region's
+/// whole max size).
+const MIN_RESERVE: u64 = 256 << 20;
+
 /// Sizes of a new region.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -82,10 +86,16 @@ impl Region {
                 format!("{what} {}: {e}", tmp.display()),
             ))
         };
-        // A new file (a leftover is removed first: it may not even be ours to truncate).
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(ctx(e, "cannot remove")),
-            _ => {}
+        // A new file (a leftover is removed first: it may not even be ours to truncate). The
+        // old region goes first too: nobody maps it any more (the caller holds the store
+        // exclusively), and a small file system must not hold both at once.
+        for old in [&tmp, &path.to_path_buf()] {
+            match std::fs::remove_file(old) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(ctx(e, "cannot remove"))
+                }
+                _ => {}
+            }
         }
         let file = OpenOptions::new()
             .read(true)
@@ -121,7 +131,7 @@ impl Region {
             return Err(Error::RegionFull { wanted: size, max });
         }
         sys::allocate(&file, size)?;
-        let map = Mapping::reserve(max)?;
+        let map = Mapping::reserve(max, size.max(MIN_RESERVE))?;
         map.extend(&file, size)?;
         let r = Region {
             map,
@@ -213,7 +223,7 @@ impl Region {
         if state != STATE_READY {
             return Err(Error::NotReady(state));
         }
-        let map = Mapping::reserve(max)?;
+        let map = Mapping::reserve(max, size.max(MIN_RESERVE))?;
         map.extend(&file, size)?;
         if !map.mutex_kind_ok(MUTEX_OFF) {
             return Err(bad("the mutex is not one of ours".into()));

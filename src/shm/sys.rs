@@ -41,29 +41,41 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Reserves `len` bytes of address space (a multiple of [`PAGE`]), mapping nothing yet.
-    pub(super) fn reserve(len: u64) -> io::Result<Mapping> {
+    /// Reserves `len` bytes of address space (a multiple of [`PAGE`]), mapping nothing yet. Where
+    /// so much cannot be had (a limited address space: `ulimit -v`, valgrind), takes the most it
+    /// can, halving down to `least` bytes: this process can then follow the region's growth only
+    /// that far.
+    pub(super) fn reserve(len: u64, least: u64) -> io::Result<Mapping> {
         if len == 0 || len % PAGE != 0 || len > isize::MAX as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "bad reservation size",
             ));
         }
-        // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing: it
-        // overlaps nothing of ours and touches no memory.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
+        let mut len = len;
+        let p = loop {
+            // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing: it
+            // overlaps nothing of ours and touches no memory.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                break p;
+            }
+            let err = io::Error::last_os_error();
+            let half = (len / 2) / PAGE * PAGE;
+            if half < least.max(PAGE) {
+                return Err(err);
+            }
+            len = half;
         };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Mapping {
             base: NonNull::new(p.cast()).expect("mmap returned null"),
             reserved: len as usize,
@@ -328,16 +340,26 @@ impl Mapping {
             .ok_or_else(|| LockError::Os(bad("mutex offset")))?;
         // SAFETY: `m` points at a mutex initialised by `mutex_init` (checked at attach by
         // `mutex_kind_ok`) in shared memory mapped for our lifetime.
-        let rc = unsafe { libc::pthread_mutex_trylock(m) };
-        let rc = if rc == libc::EBUSY {
+        let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
+        if rc == libc::EBUSY {
             if timeout.is_zero() {
                 return Err(LockError::Timeout);
             }
-            // SAFETY: as above; the deadline is a live timespec.
-            unsafe { timed_lock(m, timeout) }
-        } else {
-            rc
-        };
+            // Sleep in slices, trying again after each: the wake-up an unlock sends can go to
+            // a waiter that is killed before it takes the mutex, and the kernel passes it on
+            // only if the mutex is still free when that waiter's exit is processed. Once a
+            // third thread has taken it meanwhile (without the waiters flag), the others
+            // would sleep out their whole timeout on a free mutex.
+            let deadline = super::deadline(timeout);
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                // SAFETY: as above.
+                rc = unsafe { timed_lock(m, left.min(LOCK_SLICE)) };
+                if rc != libc::ETIMEDOUT || left <= LOCK_SLICE {
+                    break;
+                }
+            }
+        }
         match rc {
             0 => Ok(Locked::Clean),
             libc::EOWNERDEAD => Ok(Locked::OwnerDied),
@@ -371,6 +393,10 @@ impl Drop for Mapping {
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.reserved) };
     }
 }
+
+/// The longest one sleep on the mutex lasts before the lock is tried again (see
+/// [`Mapping::mutex_lock`]): a bound on how long a lost wake-up delays a waiter.
+pub(super) const LOCK_SLICE: Duration = Duration::from_millis(20);
 
 /// How a futex wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,7 +93,10 @@ fn shm_layout_of_a_fresh_region() {
 
 #[test]
 fn shm_create_open_publish_and_mode() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("region");
     let r = Region::create(&path, 0o640).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -130,7 +133,10 @@ fn shm_create_open_publish_and_mode() {
 
 #[test]
 fn shm_garbage_files_are_refused_without_crashing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("region");
     let mut rng = 0x1234_5678_9abc_def1u64;
     let mut next = || {
@@ -402,6 +408,47 @@ fn shm_a_thread_that_dies_holding_the_mutex_is_repaired() {
     assert!(t.repaired());
     drop(t);
     assert_eq!(snap(&r), before);
+}
+
+/// A waiter whose wake-up is lost (the unlock woke a waiter that was killed before it could
+/// take the mutex, and a third thread took it meanwhile) gets the mutex within a slice of
+/// its sleep, not at its timeout. The lost wake-up is made by hand: the holder frees the word
+/// without waking anyone.
+#[test]
+fn shm_a_lost_mutex_wake_up_costs_a_slice_not_the_timeout() {
+    use std::sync::atomic::Ordering;
+    let r = &anon();
+    let word = move || r.map.u32_at(MUTEX_OFF).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let t = r.lock(T).unwrap();
+            held_tx.send(()).unwrap();
+            free_rx.recv().unwrap();
+            std::mem::forget(t);
+            word().store(0, Ordering::Release);
+        });
+        held_rx.recv().unwrap();
+        let waiter = s.spawn(|| r.lock(Duration::from_secs(120)).map(|t| t.commit()));
+        // The waiter sleeps on the word (it has set the waiters flag).
+        let asleep = Instant::now();
+        while word().load(Ordering::Acquire) & 0x8000_0000 == 0 {
+            assert!(asleep.elapsed() < T, "the waiter never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let freed = Instant::now();
+        free_tx.send(()).unwrap();
+        while !waiter.is_finished() {
+            // A liveness bound far below the waiter's 120 s timeout.
+            assert!(
+                freed.elapsed() < Duration::from_secs(60),
+                "the waiter sleeps on a free mutex"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(waiter.join().unwrap(), Ok(Ok(()))));
+    });
 }
 
 #[test]
@@ -758,7 +805,10 @@ fn run_child(path: &Path, crash: &str, role: &str) {
 
 #[test]
 fn shm_sigkill_at_each_point_inside_a_section() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     for crash in [
         "Journaled:1",
         "Written:1",
@@ -804,7 +854,10 @@ fn shm_sigkill_at_each_point_inside_a_section() {
 
 #[test]
 fn shm_sigkill_of_the_repairer_is_repaired_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("r");
     let r = prepare(&path);
     let before = snap(&r);
@@ -832,7 +885,10 @@ fn shm_handles_are_shared_between_threads_and_timeouts_saturate() {
 
 #[test]
 fn shm_lock_file_mode_is_exact_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("mmxa.lock");
     let a = LockFile::open(&path, 0o666).unwrap();
     let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -900,7 +956,7 @@ proptest! {
             };
             r.map.u64_at(off).unwrap().store(v, std::sync::atomic::Ordering::Relaxed);
         }
-        let lf_dir = tempfile::tempdir().unwrap();
+        let lf_dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700)).tempdir().unwrap();
         let lf = LockFile::open(&lf_dir.path().join("l"), 0o600).unwrap();
         for (call, x) in calls {
             let Ok(mut t) = r.lock(T) else { continue };

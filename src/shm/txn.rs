@@ -340,6 +340,8 @@ impl<'r> Txn<'r> {
 
     /// Debug builds: panics unless `[off, off+len)` lies in a block allocated by this section.
     fn check_fresh(&self, off: Off, len: u64) -> Result<(), Error> {
+        #[cfg(not(debug_assertions))]
+        let _ = (off, len);
         self.usable()?;
         #[cfg(debug_assertions)]
         {

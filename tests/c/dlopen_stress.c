@@ -22,8 +22,8 @@
  *
  * Second mode, --two-copies: two copies of libmmxa.so (two paths, so RTLD_LOCAL loads two
  * independent instances, as when an application links one copy and a monitor dlopens another)
- * in one process. The second copy finds the store hosted by the first and becomes its guest, as a
- * second process would; either way no acknowledged write may be lost: each instance writes a key
+ * in one process. The second copy attaches to the store as a peer of the first, as a second
+ * process would; either way no acknowledged write may be lost: each instance writes a key
  * outside any branch (MMXA_OK = durable), both close, a fresh open must read both keys.
  *
  * Usage: dlopen_stress /abs/path/libmmxa.so DATA_DIR

@@ -2,14 +2,20 @@
 //! through the C entry points, one command per line on stdin, and prints each return code (and
 //! data) after [`MARK`]. Tests drive several shells to script work across real processes.
 //!
-//! A test that uses shells calls [`shell_if_child`] first: in a shell child it serves commands
-//! and exits; in the test process it returns. Commands: `open RMID INFO`, `close RMID`,
+//! A test that uses shells calls [`shell_if_child`] (or [`shell_if_child_with`], which adds the
+//! test's own commands) first: in a shell child it serves commands and exits; in the test
+//! process it returns. Commands: `open RMID INFO`, `openk RMID SEGMENT_KIB INFO` (as `open`,
+//! through the registry, with log segments of that many KiB: below what an open string allows,
+//! so that small workloads roll and reclaim segments), `close RMID`,
 //! `start|end|commit RMID GTRID FLAGS`, `prepare|rollback|forget RMID GTRID`, `recover RMID`,
-//! `put RMID KEY VALUE`, `get RMID KEY`, `del RMID KEY`, `savepoint RMID` (answers the code
-//! and the id), `rollback_to RMID ID`, `pid`, `fork_sleep` (a child that lingers; answers its
-//! pid), and `loop RMID NAME` (numbered
-//! two-phase transactions until killed, see `work_loop`). XIDs are formatID 1, the given gtrid,
-//! bqual `b`.
+//! `put RMID KEY VALUE`, `get RMID KEY`, `getu RMID KEY` (`mmxa_get_for_update`),
+//! `del RMID KEY`, `savepoint RMID` (answers the code and the id), `rollback_to RMID ID`,
+//! `heur RMID GTRID commit|rollback` (an operator's heuristic decision on a prepared branch),
+//! `waits RMID` (how many lock requests wait now, in every process), `lasterr` (this thread's
+//! `mmxa_last_error`), `umask OCTAL` (answers the previous one),
+//! `sleep MS`, `pid`, `fork_sleep` (a child that lingers; answers its pid). XIDs are formatID 1,
+//! the given gtrid, bqual `b`. A shell never dumps core (it may be meant to die at a crash
+//! point, see `mmxa::crash`).
 #![allow(dead_code)] // each test binary uses a different subset
 
 use crate::ffi_common::{self, xid, Rm};
@@ -43,19 +49,41 @@ fn arg<T: std::str::FromStr>(a: Option<&str>) -> T {
     a.and_then(|s| s.parse().ok()).expect("shell: bad argument")
 }
 
-fn rm(rmid: i32, infos: &BTreeMap<i32, String>) -> Rm {
+/// The instance `rmid` as opened by this shell.
+pub fn rm(rmid: i32, infos: &BTreeMap<i32, String>) -> Rm {
     Rm {
         rmid,
         info: infos.get(&rmid).cloned().unwrap_or_default(),
     }
 }
 
+/// A test's own commands: given the words of a line and the open instances, the answer, or
+/// None if the command is not one of them.
+pub type Extra = fn(&[&str], &BTreeMap<i32, String>) -> Option<String>;
+
 /// Runs one command and returns its answer line.
-fn command(line: &str, infos: &mut BTreeMap<i32, String>) -> String {
+fn command(line: &str, infos: &mut BTreeMap<i32, String>, extra: Option<Extra>) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if let Some(answer) = extra.and_then(|f| f(&words, infos)) {
+        return answer;
+    }
     let mut w = line.split_whitespace();
     let cmd = w.next().unwrap_or("");
     if cmd == "pid" {
         return std::process::id().to_string();
+    }
+    if cmd == "lasterr" {
+        return ffi_common::last_error();
+    }
+    if cmd == "sleep" {
+        std::thread::sleep(Duration::from_millis(arg(w.next())));
+        return "0".into();
+    }
+    if cmd == "umask" {
+        let mode = u32::from_str_radix(w.next().unwrap_or(""), 8).expect("shell: octal umask");
+        // SAFETY: plain syscall.
+        let old = unsafe { libc::umask(mode as libc::mode_t) };
+        return format!("{old:o}");
     }
     if cmd == "fork_sleep" {
         // A child created by fork without exec that just lingers, as a monitor's helper might.
@@ -73,6 +101,17 @@ fn command(line: &str, infos: &mut BTreeMap<i32, String>) -> String {
     if cmd == "open" {
         infos.insert(rmid, w.collect::<Vec<_>>().join(" "));
         return rm(rmid, infos).open().to_string();
+    }
+    if cmd == "openk" {
+        let kib: u64 = arg(w.next());
+        let info = w.collect::<Vec<_>>().join(" ");
+        let mut cfg = mmxa::config::parse(info.as_bytes()).expect("shell: open string");
+        cfg.segment_size = kib << 10;
+        infos.insert(rmid, info);
+        return match mmxa::registry::open(rmid, cfg) {
+            Ok(()) => XA_OK.to_string(),
+            Err(e) => format!("{} {}", e.xa_code(), e.message()),
+        };
     }
     let r = rm(rmid, infos);
     match cmd {
@@ -122,71 +161,69 @@ fn command(line: &str, infos: &mut BTreeMap<i32, String>) -> String {
             let id: u64 = arg(w.next());
             mmxa::ffi::data::mmxa_rollback_to_savepoint(rmid, id).to_string()
         }
-        "get" => match r.get(w.next().unwrap_or("").as_bytes()) {
-            Ok(Some(v)) => format!("0 {}", String::from_utf8_lossy(&v)),
-            Ok(None) => MMXA_NOTFOUND.to_string(),
-            Err(rc) => rc.to_string(),
-        },
-        "loop" => {
-            let name: String = arg(w.next());
-            work_loop(&r, &name)
+        "get" | "getu" => {
+            let key = w.next().unwrap_or("").as_bytes();
+            let got = if cmd == "get" {
+                r.get(key)
+            } else {
+                r.get_for_update(key)
+            };
+            match got {
+                Ok(Some(v)) => format!("0 {}", String::from_utf8_lossy(&v)),
+                Ok(None) => MMXA_NOTFOUND.to_string(),
+                Err(rc) => rc.to_string(),
+            }
         }
+        "heur" => {
+            let gtrid = w.next().unwrap_or("");
+            let outcome = match w.next() {
+                Some("commit") => mmxa::error::Outcome::Commit,
+                Some("rollback") => mmxa::error::Outcome::Rollback,
+                other => panic!("shell: heur {gtrid} {other:?}"),
+            };
+            let x = mmxa::xid::Xid::from_parts(1, gtrid.as_bytes(), b"b").expect("shell: XID");
+            match mmxa::registry::call(rmid, |rm, _| {
+                rm.heuristic(&x, outcome, "an operator's decision (test)")
+            }) {
+                Ok(()) => XA_OK.to_string(),
+                Err(e) => format!("{} {}", e.xa_code(), e.message()),
+            }
+        }
+        "waits" => match mmxa::registry::call(rmid, |rm, _| Ok(rm.status().lock_waits)) {
+            Ok(n) => n.to_string(),
+            Err(e) => format!("{} {}", e.xa_code(), e.message()),
+        },
         _ => panic!("shell: unknown command {line:?}"),
     }
 }
 
-/// A worker: numbered two-phase transactions on its own keys, forever. Prints `prepared N`
-/// and `committed N` after each acknowledgement; after `XAER_RMFAIL` or `MMXA_EIO` (the host
-/// died) prints `lost N`, reopens (possibly becoming the host) and goes on.
-fn work_loop(r: &Rm, name: &str) -> ! {
-    let value = "v".repeat(4000);
-    for i in 0u64.. {
-        let x = shell_xid(&format!("{name}-{i}"));
-        let mut rc = r.start(&x, TMNOFLAGS);
-        for j in 0..4 {
-            if rc == XA_OK {
-                rc = r.put(format!("{name}-{i}-{j}").as_bytes(), value.as_bytes());
-            }
-        }
-        if rc == XA_OK {
-            rc = r.end(&x, TMSUCCESS);
-        }
-        if rc == XA_OK {
-            rc = r.prepare(&x);
-            if rc == XA_OK {
-                say(&format!("prepared {i}"));
-                rc = r.commit(&x, TMNOFLAGS);
-                if rc == XA_OK {
-                    say(&format!("committed {i}"));
-                }
-            }
-        }
-        if rc == XAER_RMFAIL || rc == MMXA_EIO {
-            say(&format!("lost {i}"));
-            // The data call failed first: xa_end answers XAER_RMFAIL and puts us in R0.
-            let _ = r.end(&x, TMFAIL);
-            r.close();
-            let open = r.open();
-            assert_eq!(open, XA_OK, "reopen after losing the host");
-        } else if rc != XA_OK {
-            panic!("worker {name}: transaction {i} failed with {rc}");
-        }
-    }
-    unreachable!()
-}
-
 /// In a shell child: serve commands until stdin ends, then exit. Otherwise return.
 pub fn shell_if_child() {
+    serve(None)
+}
+
+/// [`shell_if_child`] with the test's own commands, tried before the others.
+pub fn shell_if_child_with(extra: Extra) {
+    serve(Some(extra))
+}
+
+fn serve(extra: Option<Extra>) {
     if std::env::var_os(ENV_SHELL).is_none() {
         return;
     }
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscall with a live struct: no core file for a death at a crash point.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
     let mut infos = BTreeMap::new();
     for line in std::io::stdin().lock().lines() {
         let line = line.expect("read a command");
         if line.trim().is_empty() {
             continue;
         }
-        say(&command(&line, &mut infos));
+        say(&command(&line, &mut infos, extra));
     }
     std::process::exit(0);
 }
@@ -197,15 +234,26 @@ pub fn shell_if_child() {
 pub struct Shell {
     pub name: String,
     pub child: Child,
-    stdin: ChildStdin,
+    /// None once closed ([`Shell::finish`]).
+    stdin: Option<ChildStdin>,
     pub lines: Receiver<String>,
 }
 
 impl Shell {
     pub fn spawn(test: &str, name: &str) -> Shell {
-        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        Shell::spawn_env(test, name, &[])
+    }
+
+    /// [`Shell::spawn`] with environment variables set for the child (e.g. `MMXA_CRASH_AT`).
+    pub fn spawn_env(test: &str, name: &str, env: &[(&str, &str)]) -> Shell {
+        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+        cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env(ENV_SHELL, "1")
+            .env_remove(mmxa::crash::ENV);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -226,20 +274,75 @@ impl Shell {
         Shell {
             name: name.into(),
             child,
-            stdin,
+            stdin: Some(stdin),
             lines,
         }
     }
 
     pub fn send(&mut self, cmd: &str) {
-        writeln!(self.stdin, "{cmd}").expect("write a command");
-        self.stdin.flush().expect("flush");
+        let stdin = self.stdin.as_mut().expect("the shell's input is open");
+        writeln!(stdin, "{cmd}").expect("write a command");
+        stdin.flush().expect("flush");
     }
 
     pub fn recv(&mut self) -> String {
         self.lines
             .recv_timeout(PATIENCE)
             .unwrap_or_else(|e| panic!("shell {} answered nothing: {e}", self.name))
+    }
+
+    /// The next line within `bound` (a liveness bound), or a failure naming `what`.
+    #[track_caller]
+    pub fn recv_within(&mut self, bound: Duration, what: &str) -> String {
+        self.lines.recv_timeout(bound).unwrap_or_else(|e| {
+            panic!(
+                "shell {}: no answer to {what} within {} s: {e}",
+                self.name,
+                bound.as_secs()
+            )
+        })
+    }
+
+    /// The next line, or None once the shell has exited and every line it printed was read.
+    pub fn recv_or_exit(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(PATIENCE) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(e) => panic!("shell {} answered nothing: {e}", self.name),
+        }
+    }
+
+    /// Every line the shell prints until it exits.
+    pub fn rest(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.recv_or_exit()).collect()
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    /// Sends `sig` to the shell (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: plain syscall on our own unreaped child.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill({sig})");
+    }
+
+    /// Ends the shell's input, so that it exits as a process that simply returns from `main`
+    /// would (no `xa_close` unless it was sent), and waits for it.
+    pub fn finish(&mut self) -> std::process::ExitStatus {
+        self.stdin = None;
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait for a shell") {
+                return st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shell {} does not exit",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     pub fn run(&mut self, cmd: &str) -> String {
@@ -268,6 +371,28 @@ impl Shell {
             Some(("0", v)) => Some(v.to_string()),
             _ if got == MMXA_NOTFOUND.to_string() => None,
             _ => panic!("shell {}: get {key} -> {got}", self.name),
+        }
+    }
+
+    /// Waits (a liveness bound: [`PATIENCE`]) until at least `n` lock requests of the store
+    /// `rmid` wait, in any process.
+    #[track_caller]
+    pub fn await_waits(&mut self, rmid: i32, n: u64) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let got = self.run(&format!("waits {rmid}"));
+            let waiting: u64 = got
+                .parse()
+                .unwrap_or_else(|_| panic!("shell {}: waits -> {got}", self.name));
+            if waiting >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shell {}: {waiting} lock requests wait, not {n}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

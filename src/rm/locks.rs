@@ -1,0 +1,348 @@
+//! Shared and exclusive key locks in the shared region (strict two-phase locking), held by
+//! branch records of any process.
+//!
+//! Owns: who holds which key in which mode, the queue of requests waiting for a key, granting,
+//! releasing, and deadlock detection. Does not own when locks are taken or released (the
+//! caller: reads take shared, writes exclusive, `xa_prepare` releases shared ones, the end of a
+//! branch all of them), nor the waiting itself (`Rm::acquire` sleeps on the key's wait word).
+//!
+//! # Rules
+//! A lock is held by an owner: a branch record (threads joined to a branch share its locks, in
+//! whatever process they run). A key has any number of shared holders or one exclusive holder.
+//! Two requests *conflict* when they come from different owners and one of them is exclusive. A
+//! request is granted when it conflicts with no holder and with no request queued *ahead* of it:
+//! a new request is granted at once only if it conflicts with no holder and nothing queued, else
+//! it queues at the back (so readers never starve a waiting writer); an upgrade (exclusive asked
+//! by a shared holder) queues at the front, behind earlier upgrades only.
+//!
+//! # Deadlock detection is exact
+//! A waiting request of owner `w` waits for every owner that holds a conflicting lock on its
+//! key or has a conflicting request queued ahead of it: exactly the reasons in the grant rule,
+//! so these edges are the waits-for graph. Only a request starting to wait adds edges (its own,
+//! and for an upgrade at the front, edges from the conflicting requests behind it to its owner),
+//! and every such edge touches the new request's owner: a depth-first search from it, before it
+//! is queued, finds every new cycle; if there is one the request fails with a deadlock and
+//! nothing changes. Grants turn "queued ahead" edges into "holder" edges to the same owner;
+//! releases and requests leaving the queue remove edges. The graph is computed from the queues
+//! and holders when needed, never stored, so it cannot go stale — across processes too. (The
+//! same rules and proof as the in-process table these replaced.)
+
+use super::keys;
+use super::layout::*;
+use crate::shm::{Error, Off, Txn};
+
+/// How a key is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    /// Compatible with other shared locks.
+    Shared,
+    /// Compatible with nothing.
+    Exclusive,
+}
+
+impl Mode {
+    fn to_u8(self) -> u8 {
+        match self {
+            Mode::Shared => MODE_S,
+            Mode::Exclusive => MODE_X,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Mode, Error> {
+        match v {
+            MODE_S => Ok(Mode::Shared),
+            MODE_X => Ok(Mode::Exclusive),
+            _ => Err(Error::Corrupt(format!("lock mode {v}"))),
+        }
+    }
+}
+
+/// The shared holders of `k`.
+pub fn shared_holders(t: &Txn<'_>, k: Off) -> Result<Vec<Off>, Error> {
+    let n = s_count(t, k)?;
+    let mut v = Vec::with_capacity(n as usize);
+    if n >= 1 {
+        v.push(t.get_u64(k + K_S1)?);
+    }
+    if n >= 2 {
+        v.push(t.get_u64(k + K_S2)?);
+    }
+    if n > 2 {
+        v.extend(s_more(k).items(t)?);
+    }
+    if v.len() as u64 != n {
+        return Err(Error::Corrupt(format!("key entry {k}: {n} shared holders")));
+    }
+    Ok(v)
+}
+
+/// What `owner` holds on `k`, if anything.
+pub fn held(t: &Txn<'_>, k: Off, owner: Off) -> Result<Option<Mode>, Error> {
+    if t.get_u64(k + K_XOWNER)? == owner {
+        return Ok(Some(Mode::Exclusive));
+    }
+    Ok(shared_holders(t, k)?
+        .contains(&owner)
+        .then_some(Mode::Shared))
+}
+
+/// Owners other than `owner` whose locks on `k` conflict with `mode`.
+fn conflicting_holders(t: &Txn<'_>, k: Off, owner: Off, mode: Mode) -> Result<Vec<Off>, Error> {
+    let mut out = Vec::new();
+    let x = t.get_u64(k + K_XOWNER)?;
+    if x != 0 && x != owner {
+        out.push(x);
+    }
+    if mode == Mode::Exclusive {
+        out.extend(shared_holders(t, k)?.into_iter().filter(|&o| o != owner));
+    }
+    Ok(out)
+}
+
+/// A wait record's owner and mode.
+fn request(t: &Txn<'_>, w: Off) -> Result<(Off, Mode), Error> {
+    Ok((
+        t.get_u64(w + W_OWNER)?,
+        Mode::from_u8(t.get_u8(w + W_MODE)?)?,
+    ))
+}
+
+fn conflict(a: (Off, Mode), b: (Off, Mode)) -> bool {
+    a.0 != b.0 && (a.1 == Mode::Exclusive || b.1 == Mode::Exclusive)
+}
+
+/// The owners a request `(owner, mode)` at queue position `pos` of `k` waits for.
+fn blockers_at(t: &Txn<'_>, k: Off, req: (Off, Mode), pos: u64) -> Result<Vec<Off>, Error> {
+    let mut out = conflicting_holders(t, k, req.0, req.1)?;
+    let q = queue(k).items(t)?;
+    for &w in q.iter().take(pos as usize) {
+        let other = request(t, w)?;
+        if conflict(req, other) && !out.contains(&other.0) {
+            out.push(other.0);
+        }
+    }
+    Ok(out)
+}
+
+/// The owners the queued request `w` waits for now.
+fn blockers(t: &Txn<'_>, w: Off) -> Result<Vec<Off>, Error> {
+    let k = t.get_u64(w + W_KEY)?;
+    let pos = queue(k)
+        .position(t, |x| x == w)?
+        .ok_or_else(|| Error::Corrupt(format!("wait record {w} is not queued")))?;
+    blockers_at(t, k, request(t, w)?, pos)
+}
+
+/// Whether some owner in `from` (transitively) waits for `target`.
+fn reaches(t: &Txn<'_>, from: Vec<Off>, target: Off) -> Result<bool, Error> {
+    let mut stack = from;
+    let mut seen: Vec<Off> = Vec::new();
+    while let Some(o) = stack.pop() {
+        if o == target {
+            return Ok(true);
+        }
+        if seen.contains(&o) {
+            continue;
+        }
+        seen.push(o);
+        for w in waits(o).items(t)? {
+            stack.extend(blockers(t, w)?);
+        }
+    }
+    Ok(false)
+}
+
+/// The outcome of asking for a lock without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Try {
+    /// Granted (or already held in this mode or a stronger one).
+    Granted,
+    /// Waiting would close a cycle.
+    Deadlock,
+    /// It must wait: queued as this wait record.
+    Queued(Off),
+    /// It must wait, and may not (`queue` false): nothing changed.
+    Busy,
+}
+
+/// Asks for `mode` on `k` for `owner`: granted at once, or queued (when `queue`), or refused.
+/// `slot` is the asking process's (slot + 1), for its wait record.
+pub fn try_lock(
+    t: &mut Txn<'_>,
+    k: Off,
+    owner: Off,
+    mode: Mode,
+    queue_it: bool,
+    slot: u32,
+) -> Result<Try, Error> {
+    let have = held(t, k, owner)?;
+    if have.is_some_and(|h| h >= mode) {
+        return Ok(Try::Granted);
+    }
+    let upgrade = have == Some(Mode::Shared);
+    let q = queue(k).items(t)?;
+    // Where the request would queue: an upgrade behind earlier upgrades, anything else last.
+    let mut pos = q.len() as u64;
+    if upgrade {
+        pos = 0;
+        for &w in &q {
+            if t.get_u8(w + W_UPGRADE)? != 1 {
+                break;
+            }
+            pos += 1;
+        }
+    }
+    let blocked_by = blockers_at(t, k, (owner, mode), pos)?;
+    if blocked_by.is_empty() {
+        grant(t, k, owner, mode)?;
+        return Ok(Try::Granted);
+    }
+    // Queue it, then look for a cycle: the new edges (its own, and for an upgrade at the
+    // front, those of the conflicting requests behind it) all touch `owner`, so a new cycle
+    // passes through it. If there is one — or the caller may not wait — take it out again.
+    let seq = t.get_u64(R_NEXT_SEQ)?;
+    t.set_u64(R_NEXT_SEQ, seq + 1)?;
+    let w = t.alloc_zeroed(WAIT_SIZE)?;
+    t.init_u64(w + W_OWNER, owner)?;
+    t.init_u64(w + W_KEY, k)?;
+    t.init_u8(w + W_MODE, mode.to_u8())?;
+    t.init_u8(w + W_UPGRADE, upgrade as u8)?;
+    t.init_u32(w + W_SLOT, slot)?;
+    t.init_u64(w + W_SEQ, seq)?;
+    queue(k).insert(t, pos, w)?;
+    waits(owner).push(t, w)?;
+    let n = t.get_u64(R_WAITS)?;
+    t.set_u64(R_WAITS, n + 1)?;
+    if reaches(t, blocked_by, owner)? {
+        unqueue(t, w)?;
+        return Ok(Try::Deadlock);
+    }
+    if !queue_it {
+        unqueue(t, w)?;
+        return Ok(Try::Busy);
+    }
+    Ok(Try::Queued(w))
+}
+
+/// Grants the queued request `w` if nothing blocks it any more (and unqueues it).
+pub fn try_grant(t: &mut Txn<'_>, w: Off) -> Result<bool, Error> {
+    if !blockers(t, w)?.is_empty() {
+        return Ok(false);
+    }
+    let (owner, mode) = request(t, w)?;
+    let k = t.get_u64(w + W_KEY)?;
+    unqueue(t, w)?;
+    grant(t, k, owner, mode)?;
+    Ok(true)
+}
+
+/// Removes the wait record `w` from its key's queue and its owner's waits, and frees it. The
+/// requests behind it may now be grantable: the key's waiters are woken.
+pub fn unqueue(t: &mut Txn<'_>, w: Off) -> Result<(), Error> {
+    let owner = t.get_u64(w + W_OWNER)?;
+    let k = t.get_u64(w + W_KEY)?;
+    queue(k).remove_value(t, w)?;
+    waits(owner).remove_value(t, w)?;
+    let n = t.get_u64(R_WAITS)?;
+    t.set_u64(R_WAITS, n.saturating_sub(1))?;
+    t.wake(t.get_u64(k + K_HASH)?);
+    t.free(w)
+}
+
+/// Whether `w` is still a queued request (a reaper may have removed it).
+pub fn still_queued(t: &Txn<'_>, owner: Off, w: Off) -> Result<bool, Error> {
+    Ok(waits(owner).position(t, |x| x == w)?.is_some())
+}
+
+fn grant(t: &mut Txn<'_>, k: Off, owner: Off, mode: Mode) -> Result<(), Error> {
+    match mode {
+        Mode::Exclusive => {
+            if held(t, k, owner)? == Some(Mode::Shared) {
+                remove_shared(t, k, owner)?;
+                let l = locks(owner);
+                if let Some(i) = l.position(t, |x| x == k)? {
+                    l.set(t, i, k | EXCL)?;
+                }
+            } else {
+                locks(owner).push(t, k | EXCL)?;
+            }
+            t.set_u64(k + K_XOWNER, owner)
+        }
+        Mode::Shared => {
+            let n = s_count(t, k)?;
+            match n {
+                0 => t.set_u64(k + K_S1, owner)?,
+                1 => t.set_u64(k + K_S2, owner)?,
+                _ => s_more(k).push(t, owner)?,
+            }
+            set_s_count(t, k, n + 1)?;
+            locks(owner).push(t, k)
+        }
+    }
+}
+
+/// Takes `owner` out of `k`'s shared holders.
+fn remove_shared(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
+    let mut all = shared_holders(t, k)?;
+    let Some(i) = all.iter().position(|&o| o == owner) else {
+        return Ok(());
+    };
+    all.remove(i);
+    let more = s_more(k);
+    t.set_u64(k + K_S1, all.first().copied().unwrap_or(0))?;
+    t.set_u64(k + K_S2, all.get(1).copied().unwrap_or(0))?;
+    more.clear(t)?;
+    for &o in all.iter().skip(2) {
+        more.push(t, o)?;
+    }
+    set_s_count(t, k, all.len() as u64)
+}
+
+/// Releases one lock (`held` as in the owner's list: key entry, bit 0 exclusive) and wakes the
+/// key's waiters; removes the entry if nothing needs it any more.
+fn release_one(t: &mut Txn<'_>, owner: Off, held: u64) -> Result<(), Error> {
+    let k = held & !EXCL;
+    if held & EXCL != 0 {
+        if t.get_u64(k + K_XOWNER)? == owner {
+            t.set_u64(k + K_XOWNER, 0)?;
+        }
+    } else {
+        remove_shared(t, k, owner)?;
+    }
+    t.wake(t.get_u64(k + K_HASH)?);
+    keys::maybe_remove(t, k)
+}
+
+/// Releases every lock of `owner` (its pending writes must be applied or dropped first).
+pub fn release_all(t: &mut Txn<'_>, owner: Off) -> Result<(), Error> {
+    for h in locks(owner).items(t)? {
+        release_one(t, owner, h)?;
+    }
+    locks(owner).clear(t)
+}
+
+/// Releases the shared locks of `owner` and keeps its exclusive ones (`xa_prepare`).
+pub fn release_shared(t: &mut Txn<'_>, owner: Off) -> Result<(), Error> {
+    let all = locks(owner).items(t)?;
+    if all.iter().all(|h| h & EXCL != 0) {
+        return Ok(());
+    }
+    locks(owner).clear(t)?;
+    for h in all {
+        if h & EXCL != 0 {
+            locks(owner).push(t, h)?;
+        } else {
+            release_one(t, owner, h)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the exclusive lock of `k` for `owner` if nobody holds it (recovery of prepared
+/// branches: nothing waits yet).
+pub fn lock_now(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<bool, Error> {
+    match try_lock(t, k, owner, Mode::Exclusive, false, 0)? {
+        Try::Granted => Ok(true),
+        _ => Ok(false),
+    }
+}
