@@ -135,7 +135,7 @@
  * groups to run, default all: put, mp, rmw, probe, none; for profiling one kind of point).
  * A run measures 31 points of BENCH_SECONDS each (12 put, 2 multi-process, 12 RMW, 3 probe,
  * 2 sync=none) plus about 15 s of warm-up, pre-loading, verification and syncs.
- * Output: progress lines, then a Markdown table for the README. The machine's load average is
+ * Output: progress lines, then a Markdown table (as in docs/performance.md). The machine's load average is
  * printed at the start and the end: other work on the machine shows up in the numbers. No
  * timing is a pass/fail criterion; the exit status only reports errors.
  */

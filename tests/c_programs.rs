@@ -164,6 +164,37 @@ fn two_library_copies_in_one_process_lose_no_acknowledged_write() {
     );
 }
 
+/// The README's two-phase-commit snippet, exactly as printed (only its store directory is
+/// replaced by a fresh one): it compiles warning-free, runs, and commits both puts.
+#[test]
+fn readme_snippet_commits() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let start = readme.find("```c\n").expect("a C block in the README") + 5;
+    let len = readme[start..].find("```").expect("the block's end");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir");
+    let store = dir.path().join("store");
+    let code = readme[start..start + len].replace("/tmp/mmxa-demo", path_str(&store));
+    assert_ne!(
+        code,
+        readme[start..start + len],
+        "the snippet's store path changed"
+    );
+    let source = dir.path().join("snippet.c");
+    std::fs::write(&source, code).unwrap();
+    let bin = build_program(Lang::C, "readme_snippet", &[&source], &[]);
+    run_ok(&bin, &[]);
+    for (key, value) in [("alice", "90\n"), ("bob", "110\n")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mmxa"))
+            .args(["get", path_str(&store), key])
+            .output()
+            .unwrap();
+        assert_eq!(stdout_of(&out), value, "{key}: {}", describe(&out));
+    }
+}
+
 fn examples_dir() -> PathBuf {
     root().join("c-examples")
 }
