@@ -85,15 +85,17 @@ struct Entry {
     /// `xa_open`s of this rmid under way: the entry (and so its rmid and store) stays reserved
     /// while any runs, even with no thread in R1.
     opening: usize,
-    /// The process that opened it: a child created by `fork` must not use its parent's store.
-    pid: u32,
+    /// The process that opened it, as its fork generation: a child created by `fork` must not
+    /// use its parent's store (a counter the fork handler bumps, not `getpid`, which is a
+    /// system call on every call of the library).
+    fork_gen: u64,
     /// Set when the rmid was opened through the dynamic-registration switch.
     dynamic: Option<Arc<Dynamic>>,
 }
 
 impl Entry {
     fn ours(&self) -> bool {
-        self.pid == std::process::id()
+        self.fork_gen == crate::shm::fork_generation()
     }
 
     fn unused(&self) -> bool {
@@ -217,7 +219,7 @@ fn reserve(
             site: site.clone(),
             tocs: FxHashMap::default(),
             opening: 1,
-            pid: std::process::id(),
+            fork_gen: crate::shm::fork_generation(),
             dynamic: registrar.map(|registrar| Arc::new(Dynamic { registrar })),
         },
     );

@@ -24,7 +24,7 @@
 //! - A stopped process (`a_stopped_process_delays_only_the_keys_it_holds`).
 //! - Isolation across processes (`a_read_lock_*`, `readers_upgrading_*`).
 //! - Access: directory and file modes (`a_store_directory_*`, `store_files_have_*`).
-//! - Forks and settings (`a_forked_child_keeps_nothing_alive`,
+//! - Forks and settings (`a_forked_child_*`,
 //!   `processes_with_other_settings_are_refused`).
 //!
 //! Timing is never asserted; a few answers have a liveness bound far below the 60 s lock
@@ -2234,6 +2234,44 @@ fn a_forked_child_keeps_nothing_alive() {
     assert_eq!(next.get(1, "kg").as_deref(), Some("p1"));
     kill_pid(&c1);
     kill_pid(&c2);
+}
+
+/// A child created by `fork` without `exec` cannot use its parent's store: its calls answer
+/// `XAER_PROTO` (data calls: not open) until it opens the store itself, as a peer of its own;
+/// the parent goes on.
+#[test]
+fn a_forked_child_must_open_the_store_itself() {
+    const T: &str = "a_forked_child_must_open_the_store_itself";
+    serve();
+    let tmp = private_dir();
+    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
+    let mut p = open_all(T, &info, &["parent"]);
+    p[0].rc("put 1 k parent", MMXA_OK);
+    let got = p[0].run(&format!(
+        "fork_run start 1 c 0 | put 1 k child | open 1 {info} | start 1 c 0 | put 1 k child | \
+         end 1 c {TMSUCCESS} | commit 1 c {TMONEPHASE} | close 1"
+    ));
+    let answers: Vec<&str> = got.split('|').collect();
+    assert_eq!(answers.len(), 8, "{got}");
+    assert_eq!(
+        answers[0],
+        XAER_PROTO.to_string(),
+        "xa_start before xa_open: {got}"
+    );
+    assert_ne!(
+        answers[1],
+        MMXA_OK.to_string(),
+        "a put before xa_open: {got}"
+    );
+    assert!(
+        answers[2..]
+            .iter()
+            .all(|a| *a == XA_OK.to_string() || *a == MMXA_OK.to_string()),
+        "after its own xa_open: {got}"
+    );
+    assert_eq!(p[0].get(1, "k").as_deref(), Some("child"));
+    p[0].rc("put 1 k parent2", MMXA_OK);
+    p[0].rc("close 1", XA_OK);
 }
 
 /// While a process has the store open, another that asks for other settings — `sync`,

@@ -60,6 +60,12 @@ pub use txn::Txn;
 pub use vec::Vec64;
 pub use wait::RECHECK;
 
+/// How many `fork`s lie between this process and the one that first asked (a counter that a
+/// `pthread_atfork` child handler bumps): cheaper than comparing pids on every call.
+pub fn fork_generation() -> u64 {
+    sys::fork_generation()
+}
+
 use std::fmt;
 use std::io;
 

@@ -13,7 +13,8 @@
 //! `heur RMID GTRID commit|rollback` (an operator's heuristic decision on a prepared branch),
 //! `waits RMID` (how many lock requests wait now, in every process), `lasterr` (this thread's
 //! `mmxa_last_error`), `umask OCTAL` (answers the previous one),
-//! `sleep MS`, `pid`, `fork_sleep` (a child that lingers; answers its pid). XIDs are formatID 1,
+//! `sleep MS`, `pid`, `fork_sleep` (a child that lingers; answers its pid), `fork_run CMD | CMD...` (a forked child
+//! runs the commands; answers theirs, `|`-separated). XIDs are formatID 1,
 //! the given gtrid, bqual `b`. A shell never dumps core (it may be meant to die at a crash
 //! point, see `mmxa::crash`).
 #![allow(dead_code)] // each test binary uses a different subset
@@ -84,6 +85,46 @@ fn command(line: &str, infos: &mut BTreeMap<i32, String>, extra: Option<Extra>) 
         // SAFETY: plain syscall.
         let old = unsafe { libc::umask(mode as libc::mode_t) };
         return format!("{old:o}");
+    }
+    if let Some(rest) = line.trim().strip_prefix("fork_run ") {
+        // A child created by fork without exec runs the `|`-separated commands and exits;
+        // the answer is theirs, `|`-separated (read through a pipe).
+        let mut fds = [0; 2];
+        // SAFETY: a live two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        // SAFETY: the child runs library calls only (the test thread forks; the other threads
+        // of a shell are idle), then _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let answers: Vec<String> = rest
+                .split('|')
+                .map(|c| command(c.trim(), infos, extra))
+                .collect();
+            let out = answers.join("|");
+            // SAFETY: writes our buffer to the pipe, then exits without running destructors.
+            unsafe {
+                libc::write(fds[1], out.as_ptr().cast(), out.len());
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: closes our copy of the write end, reads the answer, reaps the child.
+        unsafe { libc::close(fds[1]) };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reads into a live buffer of that length.
+            let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        // SAFETY: plain syscalls on our descriptor and child.
+        unsafe {
+            libc::close(fds[0]);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return String::from_utf8_lossy(&out).into_owned();
     }
     if cmd == "fork_sleep" {
         // A child created by fork without exec that just lingers, as a monitor's helper might.
