@@ -3,7 +3,8 @@
 #   make                                   cargo build --release, the soname link, the adapters
 #                                          (in $(BUILD), beside a libmmxa.so.$(SOMAJOR) link to the
 #                                          library, so they load from there as once installed)
-#   make install PREFIX=/usr/local         install (DESTDIR=/staging for packaging)
+#   make install PREFIX=/usr/local         install (DESTDIR=/staging for packaging), stripped
+#   make install STRIP=                    install with the debug information kept
 #   make uninstall PREFIX=/usr/local       remove what install installed
 #   make clean                             remove the adapters' build directory ($(BUILD))
 #
@@ -15,11 +16,18 @@
 #   lib/libmmxa_lixa.so, lib/libmmxa_lixa_dynamic.so   LIXA switch files (adapters/)
 #   lib/libmmxa_ndrx.so, lib/libmmxa_ndrx_dynamic.so   Enduro/X drivers (adapters/)
 #   include/mmxa/xa.h, include/mmxa/mmxa.h
-#   bin/mmxa                              the operator's tool (status, recover, heuristic
-#                                         commit/rollback, get, serve)
+#   bin/mmxa                              the operator's tool (init, status, recover,
+#                                         heuristic commit/rollback, get, dump, verify)
 #   lib/pkgconfig/mmxa.pc                 Cflags: -I$(INCLUDEDIR)/mmxa   Libs: -lmmxa
+#   lib/pkgconfig/mmxa-rpath.pc           the same, plus -Wl,-rpath,$(LIBDIR)
 # so that `cc prog.c $(pkg-config --cflags --libs mmxa)` builds a program that says
-# #include "xa.h" / #include "mmxa.h" (or <xa.h>, <mmxa.h>).
+# #include "xa.h" / #include "mmxa.h" (or <xa.h>, <mmxa.h>); with `mmxa-rpath` instead of
+# `mmxa`, the program finds the library in LIBDIR without LD_LIBRARY_PATH or ldconfig (for a
+# PREFIX outside the loader's search path).
+#
+# The installed binaries and libraries are stripped of debug information with $(STRIP) (the
+# shared objects and the tool of their symbol tables too; libmmxa.a keeps its symbols).
+# `make install STRIP=` installs them as built, with their debug information.
 #
 # To install an existing build without running cargo: CARGO=true RUST_OUT=dir-with-libmmxa.so
 # (and BIN_OUT=dir-with-mmxa if the tool is elsewhere).
@@ -32,6 +40,8 @@ BINDIR     ?= $(PREFIX)/bin
 CARGO      ?= cargo
 CC         ?= cc
 INSTALL    ?= install
+# Empty: install unstripped (with debug information).
+STRIP      ?= strip
 # Where cargo leaves libmmxa.so and libmmxa.a, and the mmxa tool.
 RUST_OUT   ?= target/release
 BIN_OUT    ?= $(RUST_OUT)
@@ -97,12 +107,21 @@ install: all
 	    -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|' -e '/^#/d' mmxa.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc
 	chmod 0644 $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc
+	sed -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' -e '/^#/d' \
+	    mmxa-rpath.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa-rpath.pc
+	chmod 0644 $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa-rpath.pc
+ifneq ($(strip $(STRIP)),)
+	$(STRIP) --strip-unneeded $(DESTDIR)$(LIBDIR)/libmmxa.so.$(VERSION) \
+	    $(addprefix $(DESTDIR)$(LIBDIR)/,$(notdir $(ADAPTERS)))
+	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/libmmxa.a
+	$(STRIP) $(DESTDIR)$(BINDIR)/mmxa
+endif
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libmmxa.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmmxa.so.$(SOMAJOR) \
 	      $(DESTDIR)$(LIBDIR)/libmmxa.so $(DESTDIR)$(LIBDIR)/libmmxa.a \
 	      $(addprefix $(DESTDIR)$(LIBDIR)/,$(notdir $(ADAPTERS))) \
-	      $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa.pc $(DESTDIR)$(LIBDIR)/pkgconfig/mmxa-rpath.pc \
 	      $(DESTDIR)$(INCLUDEDIR)/mmxa/xa.h $(DESTDIR)$(INCLUDEDIR)/mmxa/mmxa.h \
 	      $(DESTDIR)$(BINDIR)/mmxa
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/mmxa

@@ -15,6 +15,11 @@
  *
  * mmxa itself does not export ndrx_get_xa_switch: two resource managers in one process would
  * clash on the name.
+ *
+ * Reconnect only on XAER_RMFAIL: NDRX_XA_FLAGS="RECON:-7:3:100". With RECON:* the monitor
+ * closes and reopens the RM after any failure code of xa_start, including the XA_RB* and
+ * XAER_PROTO answers that leave the thread associated (a suspended branch), and those xa_close
+ * calls then fail with XAER_PROTO. XAER_RMFAIL is the one code after which mmxa needs a reopen.
  */
 #include "mmxa.h"
 

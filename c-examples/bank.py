@@ -155,7 +155,15 @@ def main():
         return 2
     data = sys.argv[1]
     path = sys.argv[2] if len(sys.argv) == 3 else os.environ.get("MMXA_LIB", "libmmxa.so.0")
-    lib = load(path)
+    try:
+        lib = load(path)
+    except OSError as e:
+        print("bank.py: cannot load the mmxa library %s (%s).\n"
+              "Give its path as the second argument (after `cargo build --release`: "
+              "target/release/libmmxa.so), or set MMXA_LIB to it, or install mmxa "
+              "(`make install`, then `ldconfig`) so that the loader finds libmmxa.so.0."
+              % (path, e), file=sys.stderr)
+        return 2
     sw = lib.mmxa_get_xa_switch().contents
     print("switch %r from %s" % (sw.name.decode(), path))
     a = Bank(lib, sw, 1, os.path.join(data, "bank-a"), "alice")

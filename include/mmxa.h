@@ -202,6 +202,12 @@ int mmxa_rollback_to_savepoint(int rmid, uint64_t savepoint);
 const char *mmxa_strerror(int code);
 
 /**
+ * The library's version, as "mmxa MAJOR.MINOR.PATCH" (what `mmxa --version` prints): a static
+ * string, never NULL.
+ */
+const char *mmxa_version(void);
+
+/**
  * This thread's message for its last failed mmxa or XA call (empty after a success). The
  * pointer stays valid until this thread's next mmxa call.
  */

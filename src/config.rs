@@ -9,7 +9,7 @@
 //! | `dir` | the store's directory (required; created if missing) | — |
 //! | `sync` | `msync`, `fdatasync`, `none` | `msync` |
 //! | `lock_timeout_ms` | 0..=3600000 (0: fail at once on a conflict) | 10000 |
-//! | `segment_mb` | log segment size in MiB, 4..=4096 | 64 |
+//! | `segment_mb` | log segment size in MiB, 4..=4096 (a new store's first segments are smaller: 4, 8, 16, ... MiB) | 64 |
 //! | `trace` | a file to append a line to for every XA and data call (see `ffi::trace`) | none |
 //! | `orphan_rollback_s` | roll back heuristically a branch prepared longer than this, 1..=31536000 | off |
 //! | `isolation` | `serializable` (reads lock), `read_committed` (reads take no lock) | `serializable` |
@@ -187,22 +187,41 @@ pub fn parse(info: &[u8]) -> Result<Config, String> {
 }
 
 /// Creates the store's directory if it is missing (with its mode set exactly, whatever the
-/// umask), and returns its canonical path. A path naming something that is not a directory is
-/// an error that says so.
+/// umask), and returns its canonical path. A path naming something that is not a directory, or
+/// passing through one, is an error that says so. A relative path is taken relative to the
+/// current directory, once: the store keeps the absolute path.
 pub fn prepare_dir(cfg: &Config) -> Result<PathBuf, String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = &cfg.dir;
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => {
-            return Err(format!("{} is not a directory", dir.display()));
+            return Err(format!(
+                "dir={}: not a directory (a store is a directory; name a new or existing \
+                 directory)",
+                dir.display()
+            ));
         }
         Ok(_) => {}
         Err(_) => {
-            std::fs::DirBuilder::new()
+            let created = std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(cfg.dir_mode())
-                .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .create(dir);
+            if let Err(e) = created {
+                // A file where a directory of the path should be: say which.
+                if let Some(file) = dir
+                    .ancestors()
+                    .skip(1)
+                    .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()))
+                {
+                    return Err(format!(
+                        "cannot create dir={}: {} is not a directory",
+                        dir.display(),
+                        file.display()
+                    ));
+                }
+                return Err(format!("cannot create dir={}: {e}", dir.display()));
+            }
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(cfg.dir_mode()))
                 .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
         }
@@ -268,6 +287,23 @@ mod tests {
         assert_eq!(c.trace, Some(PathBuf::from("t.log")));
         // The trace setting is part of the settings a second xa_open must repeat.
         assert_ne!(c, parse(b"dir=/a").unwrap());
+    }
+
+    #[test]
+    fn a_file_is_not_a_store_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = prepare_dir(&Config::new(&file)).unwrap_err();
+        assert!(err.contains("f: not a directory"), "{err}");
+        let err = prepare_dir(&Config::new(file.join("sub/store"))).unwrap_err();
+        assert!(
+            err.contains(&format!("{} is not a directory", file.display())),
+            "{err}"
+        );
+        assert!(!err.contains("File exists"), "{err}");
+        let made = prepare_dir(&Config::new(tmp.path().join("a/b"))).unwrap();
+        assert!(made.is_absolute() && made.ends_with("a/b"));
     }
 
     #[test]

@@ -104,8 +104,8 @@ impl Entry {
 }
 
 /// Removes `rmid`'s entry if no thread has it open and no open of it is under way. The caller
-/// drops what it returns after releasing the registry's lock: dropping a site stops its server
-/// and joins its threads.
+/// drops what it returns after releasing the registry's lock: dropping a site joins its
+/// orphan-policy thread.
 #[must_use]
 fn remove_if_unused(reg: &mut FxHashMap<i32, Entry>, rmid: i32) -> Option<Entry> {
     reg.get(&rmid)

@@ -369,6 +369,22 @@ fn python_example_commits_on_both_stores() {
         &again,
         "transfer of 30 committed: alice@A = 40, bob@B = 110",
     );
+    // A library it cannot load: a message saying what to do, not a traceback.
+    let missing = Command::new("python3")
+        .arg(&script)
+        .arg(&data)
+        .env("MMXA_LIB", dir.path().join("no-such-libmmxa.so"))
+        .output()
+        .expect("run python3");
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{}", describe(&missing));
+    assert!(
+        err.contains("cannot load the mmxa library")
+            && err.contains("second argument")
+            && !err.contains("Traceback"),
+        "{}",
+        describe(&missing)
+    );
 }
 
 /// `make -C c-examples run` is how the examples are meant to be run; check that the Makefile
@@ -400,4 +416,21 @@ fn examples_makefile_parses() {
     ] {
         assert_contains(&out, needle);
     }
+}
+
+/// `mmxa_version()` from C: the static "mmxa X.Y.Z" string of Cargo's version, declared in
+/// mmxa.h.
+#[test]
+fn version_from_c() {
+    let bin = build_program(
+        Lang::C,
+        "version",
+        &[&c_dir().join("version.c")],
+        &[format!(
+            "-DEXPECTED_VERSION=\"mmxa {}\"",
+            env!("CARGO_PKG_VERSION")
+        )],
+    );
+    let out = run_ok(&bin, &[]);
+    assert_contains(&out, "all checks passed");
 }

@@ -41,6 +41,21 @@ fn fails(args: &[&str], code: i32) -> String {
     text(&o)
 }
 
+/// [`ok`], with the tool's process id.
+#[track_caller]
+fn ok_pid(args: &[&str]) -> (String, u32) {
+    let child = Command::new(env!("CARGO_BIN_EXE_mmxa"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mmxa");
+    let pid = child.id();
+    let o = child.wait_with_output().expect("wait for mmxa");
+    assert_eq!(o.status.code(), Some(0), "mmxa {args:?}: {}", text(&o));
+    (String::from_utf8(o.stdout).unwrap(), pid)
+}
+
 fn dir_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -93,7 +108,7 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
 
     // Heuristic decisions: the reason is required; the monitor learns the outcome.
     fails(&["rollback", dir, "1.7070.62"], 2);
-    let out = ok(&[
+    let (out, tool_pid) = ok_pid(&[
         "rollback",
         dir,
         "1.7070.62",
@@ -101,6 +116,15 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
         "TM lost, ticket 4711",
     ]);
     assert!(out.contains("heuristically rolled back"), "{out}");
+    // The audit line names the process that decided (the tool), not a peer that has the store
+    // open.
+    let audit = std::fs::read_to_string(tmp.path().join("mmxa.audit")).unwrap();
+    assert!(
+        audit.contains(&format!(
+            " pid={tool_pid} xid=1.7070.62 decision=heuristic-rollback"
+        )),
+        "tool pid {tool_pid}, peer pid {tm_pid}:\n{audit}"
+    );
     ok(&[
         "commit",
         dir,
@@ -126,7 +150,8 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
 
     // Usage and store errors.
     fails(&["status"], 2);
-    fails(&["frobnicate", dir], 2);
+    let out = fails(&["frobnicate", dir], 2);
+    assert!(out.contains("unknown command frobnicate"), "{out}");
     fails(&["status", dir, "--bogus"], 2);
     let empty = tempfile::Builder::new()
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -181,6 +206,92 @@ fn orphan_policy_is_enforced_and_shown_by_status() {
     assert_eq!(tm.get(1, "k"), None);
 }
 
+/// `init` creates a store as xa_open would (relative to the current directory), and says so
+/// when one exists; the other commands say when there is no store, and an unknown command is
+/// named before any path is looked at.
+#[test]
+fn init_and_the_messages_for_missing_stores_and_bad_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::Builder::new()
+        .permissions(PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let store = tmp.path().join("s");
+    let s = dir_str(&store);
+    let out = fails(&["status", s], 3);
+    assert!(
+        out.contains(&format!(
+            "no mmxa store in {s} (create one with mmxa init or xa_open)"
+        )),
+        "{out}"
+    );
+    let out = fails(&["bogus", s], 2);
+    assert!(out.contains("unknown command bogus"), "{out}");
+    let out = fails(&["bogus", "x"], 2);
+    assert!(
+        out.contains("unknown command bogus") && !out.contains("No such file"),
+        "{out}"
+    );
+    fails(&["bogus"], 2);
+    assert_eq!(
+        ok(&["--version"]),
+        format!("mmxa {}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let info = format!("dir={s};shared_group=1");
+    let out = ok(&["init", &info]);
+    assert!(
+        out.contains(&format!("created the mmxa store {s}")),
+        "{out}"
+    );
+    assert!(out.contains("log-0000000000000001.seg"), "{out}");
+    let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o770);
+    let before = segment_bytes(&store);
+    assert_eq!(before.len(), 1);
+    // A new store starts with a small segment (4 MiB), not the configured 64 MiB.
+    assert_eq!(before[0].1.len(), 4 << 20);
+    let out = ok(&["init", &info]);
+    assert!(
+        out.contains("exists here already; nothing changed"),
+        "{out}"
+    );
+    assert!(segment_bytes(&store) == before);
+    let v = ok(&["verify", &info]);
+    assert!(v.contains("ok: 0 records"), "{v}");
+    assert!(ok(&["status", &info]).contains("branches   0"));
+
+    // A relative directory is taken relative to the current directory.
+    let o = Command::new(env!("CARGO_BIN_EXE_mmxa"))
+        .args(["init", "dir=rel/store"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let created = std::fs::canonicalize(tmp.path()).unwrap().join("rel/store");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("store {}", created.display())),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(segment_bytes(&created).len(), 1);
+
+    // A file where the directory should be.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"not a store").unwrap();
+    let f = dir_str(&file);
+    let out = fails(&["init", &format!("dir={f}")], 3);
+    assert!(
+        out.contains("not a directory") && !out.contains("File exists"),
+        "{out}"
+    );
+    let out = fails(&["init", &format!("dir={f}/sub")], 3);
+    assert!(out.contains(&format!("{f} is not a directory")), "{out}");
+    let out = fails(&["status", f], 3);
+    assert!(out.contains("not a directory"), "{out}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store");
+}
+
 fn segment_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -231,6 +342,10 @@ fn dump_and_verify_read_the_log_without_changing_it() {
     assert!(lines.contains("\"kind\":\"PREPARE\",\"tag\":"), "{lines}");
     let v = ok(&["verify", dir]);
     assert!(v.contains("ok: 7 records"), "{v}");
+    assert!(
+        v.contains("\nzero fill: ") && !v.contains("torn tail"),
+        "{v}"
+    );
     tm.rc("close 1", XA_OK);
     drop(tm);
 
@@ -242,7 +357,20 @@ fn dump_and_verify_read_the_log_without_changing_it() {
     let end = end.div_ceil(8) * 8;
     bytes[end + 5] = 0x5a;
     std::fs::write(&path, &bytes).unwrap();
-    assert!(ok(&["verify", dir]).contains("ok: 7 records"));
+    let v = ok(&["verify", dir]);
+    assert!(v.contains("ok: 7 records"), "{v}");
+    assert!(
+        v.contains(&format!(
+            "torn tail: 6 bytes ignored after the last valid record ({} from offset {end})",
+            path.file_name().unwrap().to_str().unwrap()
+        )),
+        "{v}"
+    );
+    let js = ok(&["--json", "verify", dir]);
+    assert!(
+        js.contains(&format!("\"offset\":{end},\"torn_bytes\":6,")),
+        "{js}"
+    );
     ok(&["dump", dir]);
     assert_eq!(
         segment_bytes(tmp.path()),

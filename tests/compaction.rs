@@ -358,3 +358,110 @@ fn savepoints_survive_reclaiming_the_segments_they_restore() {
         );
     }
 }
+
+/// The segment files of `dir`: (id, size), oldest first.
+fn seg_sizes(dir: &Path) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix("log-")?.strip_suffix(".seg")?;
+            Some((
+                u64::from_str_radix(id, 16).ok()?,
+                e.metadata().unwrap().len(),
+            ))
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// A store configured for segments larger than 4 MiB starts with a 4 MiB segment, and each
+/// roll doubles the next one up to the configured size. Such a log replays across reopens,
+/// and reclaiming retires its small first segments like any other, with disk use bounded.
+#[test]
+fn segments_start_small_grow_and_are_reclaimed() {
+    const BIG: u64 = 8 << 20;
+    const FIRST: u64 = 4 << 20;
+    // tmpfs when there is one: each roll syncs a whole segment, whose durability this does not
+    // test.
+    let mut b = tempfile::Builder::new();
+    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    let dir = if Path::new("/dev/shm").is_dir() {
+        b.tempdir_in("/dev/shm").or_else(|_| b.tempdir())
+    } else {
+        b.tempdir()
+    }
+    .unwrap();
+    let dir = dir.path();
+    let open = || {
+        let mut cfg = Config::new(dir);
+        cfg.segment_size = BIG;
+        cfg.sync = SyncMode::None;
+        cfg.lock_timeout = Duration::ZERO;
+        Rm::open(cfg).unwrap()
+    };
+    let keys = 40u32;
+    let val = |k: u32, round: u32| {
+        let mut v = value(k, round);
+        v.resize(30 << 10, b'.');
+        v
+    };
+    let write_round = |rm: &Rm, round: u32| {
+        for k in 0..keys {
+            rm.put(7, format!("key-{k}").as_bytes(), Some(&val(k, round)))
+                .unwrap();
+        }
+    };
+    let check = |rm: &Rm, round: u32| {
+        for k in 0..keys {
+            let got = rm.get(7, format!("key-{k}").as_bytes()).unwrap();
+            assert!(got == Some(val(k, round)), "key-{k} after round {round}");
+        }
+    };
+
+    let mut rm = open();
+    assert_eq!(seg_sizes(dir), vec![(1, FIRST)], "a new store");
+    let mut round = 0;
+    while seg_sizes(dir).last().unwrap().0 < 3 {
+        write_round(&rm, round);
+        round += 1;
+    }
+    assert_eq!(seg_sizes(dir), vec![(1, FIRST), (2, BIG), (3, BIG)]);
+    check(&rm, round - 1);
+    drop(rm);
+    rm = open();
+    check(&rm, round - 1);
+
+    // Until segment 1 is reclaimed.
+    let live = u64::from(keys) * (30 << 10);
+    let mut max_disk = 0;
+    while seg_sizes(dir)[0].0 == 1 {
+        assert!(
+            round < 2000,
+            "segment 1 never reclaimed: {:?}",
+            seg_sizes(dir)
+        );
+        write_round(&rm, round);
+        round += 1;
+        max_disk = max_disk.max(disk_bytes(dir));
+    }
+    check(&rm, round - 1);
+    drop(rm);
+    rm = open();
+    check(&rm, round - 1);
+    let sizes = seg_sizes(dir);
+    assert!(
+        sizes
+            .iter()
+            .all(|&(id, size)| size == if id == 1 { FIRST } else { BIG }),
+        "{sizes:?}"
+    );
+    assert!(
+        max_disk <= 2 * live + 5 * BIG,
+        "disk use {max_disk} exceeds 2 x live ({live}) + 5 segments"
+    );
+    write_round(&rm, round);
+    check(&rm, round);
+}

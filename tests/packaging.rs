@@ -185,6 +185,7 @@ fn make_install_and_pkg_config() {
         "lib/libmmxa_ndrx.so",
         "lib/libmmxa_ndrx_dynamic.so",
         "lib/pkgconfig/mmxa.pc",
+        "lib/pkgconfig/mmxa-rpath.pc",
         "include/mmxa/xa.h",
         "include/mmxa/mmxa.h",
         "bin/mmxa",
@@ -196,6 +197,14 @@ fn make_install_and_pkg_config() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("usage: mmxa"));
+    let v = Command::new(prefix.join("bin/mmxa"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout),
+        format!("mmxa {}\n", env!("CARGO_PKG_VERSION"))
+    );
 
     let pkgconfig = lib.join("pkgconfig");
     let modversion = ok(
@@ -235,6 +244,43 @@ fn make_install_and_pkg_config() {
         )),
         "prog does not use the installed library:\n{ldd}"
     );
+
+    // mmxa-rpath: the program finds the library in libdir on its own (no LD_LIBRARY_PATH).
+    let rpath_libs = ok(
+        sh("pkg-config --libs mmxa-rpath", tmp.path(), &pkgconfig, None),
+        "pkg-config --libs mmxa-rpath",
+    );
+    assert!(
+        rpath_libs.contains(&format!("-Wl,-rpath,{}", lib.display()))
+            && rpath_libs.contains("-lmmxa"),
+        "{rpath_libs}"
+    );
+    ok(
+        sh(
+            "cc -Wall -Wextra -Werror prog.c $(pkg-config --cflags --libs mmxa-rpath) -o prog-rpath",
+            tmp.path(),
+            &pkgconfig,
+            None,
+        ),
+        "cc prog.c $(pkg-config --cflags --libs mmxa-rpath)",
+    );
+    let out = ok(
+        sh("./prog-rpath data-rpath", tmp.path(), &pkgconfig, None),
+        "prog-rpath without LD_LIBRARY_PATH",
+    );
+    assert_eq!(out.trim(), "value=installed switch=mmxa");
+    if let Ok(out) = Command::new("readelf")
+        .arg("-d")
+        .arg(tmp.path().join("prog-rpath"))
+        .output()
+    {
+        let text = ok(out, "readelf -d prog-rpath");
+        assert!(
+            text.contains(&format!("path: [{}]", lib.display())),
+            "no run-time path to {} in prog-rpath:\n{text}",
+            lib.display()
+        );
+    }
 
     // Static: libmmxa.a plus the system libraries pkg-config --static lists.
     ok(
@@ -369,4 +415,101 @@ fn make_install_honours_destdir() {
         std::fs::read_link(stage.join("opt/mmxa/lib/libmmxa.so")).unwrap(),
         PathBuf::from("libmmxa.so.0")
     );
+}
+
+/// The debug-information sections of `file` (of every member, for an archive), by `readelf -S`.
+/// `.debug_gdb_scripts` is not debug information (it names pretty-printer scripts) and stays.
+fn debug_sections(file: &Path) -> Vec<String> {
+    let out = Command::new("readelf")
+        .args(["-S", "-W"])
+        .arg(file)
+        .output()
+        .expect("run readelf");
+    let text = ok(out, &format!("readelf -S {}", file.display()));
+    let mut names: Vec<String> = text
+        .split_whitespace()
+        .filter(|w| w.starts_with(".debug_") && *w != ".debug_gdb_scripts")
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `make install` strips what it installs (the shared library, the static library, the
+/// adapters and the tool) of their debug information; `STRIP=` keeps it. The installed files
+/// still work: the tool runs, the library keeps its exported symbols.
+#[test]
+fn make_install_strips_unless_asked_not_to() {
+    if !tool_available("make", "--version")
+        || !tool_available("strip", "--version")
+        || !tool_available("readelf", "--version")
+    {
+        eprintln!("note: make, strip or readelf is missing; skipping make_install_strips_unless_asked_not_to");
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let files = [
+        format!("usr/lib/libmmxa.so.{version}"),
+        "usr/lib/libmmxa.a".to_owned(),
+        "usr/lib/libmmxa_ndrx.so".to_owned(),
+        "usr/bin/mmxa".to_owned(),
+    ];
+    let mut sizes = Vec::new();
+    for (stage, strip) in [("stripped", None), ("unstripped", Some(""))] {
+        let dest = tmp.path().join(stage);
+        let mut vars: Vec<(&str, &Path)> = vec![("DESTDIR", &dest), ("PREFIX", Path::new("/usr"))];
+        if let Some(s) = strip {
+            vars.push(("STRIP", Path::new(s)));
+        }
+        ok(
+            make("install", tmp.path(), &vars),
+            &format!("make install ({stage})"),
+        );
+        for f in &files {
+            let path = dest.join(f);
+            let size = std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .len();
+            let debug = debug_sections(&path);
+            if strip.is_none() {
+                assert!(debug.is_empty(), "{f} installed with {debug:?}");
+            } else {
+                assert!(
+                    debug.contains(&".debug_info".to_owned()),
+                    "{f} ({stage}): {debug:?}"
+                );
+            }
+            sizes.push((stage, f.clone(), size));
+        }
+        let v = Command::new(dest.join("usr/bin/mmxa"))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "{stage} mmxa --version: {}",
+            describe(&v)
+        );
+        let syms = Command::new("readelf")
+            .args(["--dyn-syms", "-W"])
+            .arg(dest.join(&files[0]))
+            .output()
+            .unwrap();
+        let syms = ok(syms, "readelf --dyn-syms");
+        for sym in ["mmxa_switch", "mmxa_put", "mmxa_version"] {
+            assert!(syms.contains(sym), "{stage}: {sym} not exported");
+        }
+    }
+    for (stage, f, size) in &sizes {
+        eprintln!("{stage:>10} {f:<32} {size:>10} bytes");
+    }
+    for f in &files {
+        let size = |stage: &str| sizes.iter().find(|s| s.0 == stage && &s.1 == f).unwrap().2;
+        assert!(size("stripped") < size("unstripped"), "{f}: {sizes:?}");
+    }
 }

@@ -12,6 +12,7 @@ use mmxa::rm::{Report, Rm};
 use mmxa::xid::Xid;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ const HELP: &str = "\
 mmxa — inspect and resolve an mmxa store
 
 usage: mmxa [--json] COMMAND STORE [ARGS]
+       mmxa --version
 
 STORE is the store's directory, or the open string the monitor passes to xa_open
 (\"dir=/var/lib/app/a;sync=msync\"). Every command works while other processes have the
@@ -27,6 +29,9 @@ store open, the tool opens it (rebuilding its shared state from the log, as any 
 does) and closes it again when done.
 
 commands:
+  init STORE                   create the store (as the first xa_open with this open string
+                               would: directory mode 0700, or 0770 with shared_group=1); on an
+                               existing store, say so and change nothing
   status STORE                 in-doubt and active branches with their age, log size, live
                                keys, lock waits now, and the latest heuristic decisions
   recover STORE [--mysql]      list in-doubt XIDs, one per line, as formatID.gtrid-hex.bqual-hex
@@ -40,23 +45,38 @@ commands:
                                heuristically roll back a prepared branch (answers: XA_HEURRB)
   get STORE KEY                print the committed value of KEY
   dump STORE                   print every record of the log, oldest first
-  verify STORE                 check every record's checksum up to the end of the log;
-                               exit status 4 on corruption (file and offset are named)
+  verify STORE                 check every record's checksum up to the end of the log and
+                               say what follows it (zero fill, or the bytes of a write a crash
+                               interrupted, which the next open erases); exit status 4 on
+                               corruption (file and offset are named)
 
 options:
   --json      machine-readable output (status, recover, get, verify; dump prints one
               JSON object per record)
   -h, --help  this text
+  --version   the version of the tool (the library's: mmxa_version())
 
-exit status: 0 success; 1 KEY or XID not found; 2 usage error; 3 the store answered an error;
-4 verify (or dump) found corruption.
+exit status: 0 success; 1 KEY or XID not found; 2 usage error; 3 the store answered an error
+(or there is no store); 4 verify (or dump) found corruption.
+
+A relative directory (STORE or dir=) is taken relative to the current directory, as xa_open
+takes it relative to the calling process's.
 
 examples:
+  mmxa init 'dir=/var/lib/app/a;shared_group=1'
   mmxa status /var/lib/app/a
   mmxa --json recover 'dir=/var/lib/app/a;sync=fdatasync'
   mmxa rollback /var/lib/app/a 4d4d5841.7478312d31.62 --reason 'TM lost, ticket 4711'
   mmxa recover --mysql /var/lib/app/a
 ";
+
+/// What `--version` prints: the library's `mmxa_version()`.
+const VERSION: &str = concat!("mmxa ", env!("CARGO_PKG_VERSION"));
+
+/// The commands, checked before any store is touched.
+const COMMANDS: &[&str] = &[
+    "init", "status", "recover", "commit", "rollback", "get", "dump", "verify",
+];
 
 /// A failure, with the exit status it means.
 struct Fail(u8, String);
@@ -91,6 +111,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Fail> {
             "--mysql" => a.mysql = true,
             "--reason" => a.reason = Some(it.next().ok_or_else(|| usage("--reason needs a text"))?),
             "-h" | "--help" => return Err(Fail(0, HELP.into())),
+            "--version" => return Err(Fail(0, format!("{VERSION}\n"))),
             s if s.starts_with("--") => return Err(usage(format!("unknown option {s}"))),
             _ => a.rest.push(arg),
         }
@@ -98,31 +119,90 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Fail> {
     Ok(a)
 }
 
-/// The store's settings from a directory or an open string.
-fn store_config(arg: &str) -> Result<Config, Fail> {
+/// The store's settings from a directory or an open string (its directory as given).
+fn parse_store(arg: &str) -> Result<Config, Fail> {
     let mut cfg = if arg.contains("dir=") {
         config::parse(arg.as_bytes()).map_err(usage)?
     } else {
         Config::new(arg)
     };
     cfg.trace = None;
-    cfg.dir = std::fs::canonicalize(&cfg.dir)
-        .map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?;
-    let has_log = std::fs::read_dir(&cfg.dir)
-        .map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?
+    Ok(cfg)
+}
+
+/// Whether `dir` holds a log segment: what makes a directory a store.
+fn has_log(dir: &Path) -> Result<bool, Fail> {
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| store_err(format!("{}: {e}", dir.display())))?
         .filter_map(Result::ok)
         .any(|e| {
             let n = e.file_name();
             let n = n.to_string_lossy();
             n.starts_with("log-") && n.ends_with(".seg")
-        });
-    if !has_log {
-        return Err(store_err(format!(
-            "{}: no mmxa store here (no log-*.seg files)",
-            cfg.dir.display()
-        )));
+        }))
+}
+
+/// The settings of an existing store, with its directory resolved.
+fn store_config(arg: &str) -> Result<Config, Fail> {
+    let mut cfg = parse_store(arg)?;
+    let no_store = |dir: &Path| {
+        store_err(format!(
+            "no mmxa store in {} (create one with mmxa init or xa_open)",
+            dir.display()
+        ))
+    };
+    match std::fs::metadata(&cfg.dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(store_err(format!(
+                "{} is not a directory (a store is a directory)",
+                cfg.dir.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(no_store(&cfg.dir)),
+        Err(e) => return Err(store_err(format!("{}: {e}", cfg.dir.display()))),
+    }
+    cfg.dir = std::fs::canonicalize(&cfg.dir)
+        .map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?;
+    if !has_log(&cfg.dir)? {
+        return Err(no_store(&cfg.dir));
     }
     Ok(cfg)
+}
+
+/// `init`: creates the store as the first `xa_open` with this open string would, or says
+/// that it exists (and changes nothing).
+fn init(arg: &str) -> Result<String, Fail> {
+    let mut cfg = parse_store(arg)?;
+    cfg.dir = config::prepare_dir(&cfg).map_err(store_err)?;
+    if has_log(&cfg.dir)? {
+        return Ok(format!(
+            "{}: an mmxa store exists here already; nothing changed\n",
+            cfg.dir.display()
+        ));
+    }
+    let rm = Rm::open(cfg.clone()).map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?;
+    drop(rm);
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&cfg.dir)
+        .map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let len = e.metadata().ok()?.len();
+            Some((e.file_name().to_string_lossy().into_owned(), len))
+        })
+        .collect();
+    files.sort();
+    let mut out = format!(
+        "created the mmxa store {} (directory mode {:03o}, files {:03o}; segments grow to {} MiB)\n",
+        cfg.dir.display(),
+        cfg.dir_mode(),
+        cfg.file_mode(),
+        cfg.segment_size >> 20
+    );
+    for (name, len) in files {
+        let _ = writeln!(out, "  {name:<26} {len:>10} bytes");
+    }
+    Ok(out)
 }
 
 /// Reaches the store as an administrator.
@@ -335,8 +415,14 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
     let (cmd, store) = match a.rest.as_slice() {
         [cmd, store, ..] => (cmd.as_str(), store.as_str()),
         [] => return Err(Fail(2, HELP.into())),
+        [cmd] if !COMMANDS.contains(&cmd.as_str()) => {
+            return Err(usage(format!("unknown command {cmd} (see --help)")))
+        }
         [cmd] => return Err(usage(format!("{cmd}: STORE is missing (see --help)"))),
     };
+    if !COMMANDS.contains(&cmd) {
+        return Err(usage(format!("unknown command {cmd} (see --help)")));
+    }
     let operands = &a.rest[2..];
     let want = |n: usize, what: &str| -> Result<(), Fail> {
         if operands.len() == n {
@@ -345,6 +431,10 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
             Err(usage(format!("{cmd}: expected {what} (see --help)")))
         }
     };
+    if cmd == "init" {
+        want(0, "no further operands")?;
+        return init(store);
+    }
     let cfg = store_config(store)?;
     match cmd {
         "status" => {
@@ -551,16 +641,56 @@ fn inspect(cfg: &Config, verify: bool, json: bool) -> Result<String, Fail> {
         Ok(log) => {
             let end = log.written();
             let (segments, bytes) = log.disk_usage();
+            let (tail_file, tail_off) = log.tail_position();
+            let tail = after_end(&tail_file, tail_off)?;
             Ok(if json && verify {
                 format!(
-                    "{{\"ok\":true,\"records\":{records},\"end_lsn\":{end},\"segments\":{segments},\"bytes\":{bytes}}}\n"
+                    "{{\"ok\":true,\"records\":{records},\"end_lsn\":{end},\"segments\":{segments},\"bytes\":{bytes},\
+                     \"tail\":{{\"file\":{},\"offset\":{tail_off},\"torn_bytes\":{},\"zero_bytes\":{}}},\
+                     \"extra_segments\":[{}]}}\n",
+                    js(&tail_file.display().to_string()),
+                    tail.torn,
+                    tail.zero,
+                    tail.extra
+                        .iter()
+                        .map(|p| js(&p.display().to_string()))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 )
             } else if verify {
-                format!(
+                let mut out = format!(
                     "{}: ok: {records} records with valid checksums in {segments} segment(s), \
                      the log ends at LSN {end}\n",
                     cfg.dir.display()
-                )
+                );
+                let name = tail_file.file_name().map_or_else(
+                    || tail_file.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                if tail.torn > 0 {
+                    let _ = writeln!(
+                        out,
+                        "torn tail: {} bytes ignored after the last valid record ({name} from \
+                         offset {tail_off}): a write that a crash interrupted before it was \
+                         acknowledged, which the next open that rebuilds the store erases (on a \
+                         store in use: also records appended since the check)",
+                        tail.torn
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "zero fill: {} bytes of reserved, unused space to the end of {name}",
+                    tail.zero
+                );
+                for p in &tail.extra {
+                    let _ = writeln!(
+                        out,
+                        "ignored: {} holds no record (a new segment whose roll did not \
+                         finish); the next open that rebuilds the store deletes it",
+                        p.display()
+                    );
+                }
+                out
             } else {
                 String::new()
             })
@@ -585,6 +715,55 @@ fn inspect(cfg: &Config, verify: bool, json: bool) -> Result<String, Fail> {
         }
         Err(e) => Err(store_err(e.to_string())),
     }
+}
+
+/// What follows the end of the valid log.
+struct AfterEnd {
+    /// Bytes from the end up to the last non-zero byte of the tail segment: a torn write.
+    torn: u64,
+    /// Zero bytes after those, to the end of the tail segment.
+    zero: u64,
+    /// Segment files after the tail segment (empty: anything else is corruption).
+    extra: Vec<std::path::PathBuf>,
+}
+
+/// Reads the tail segment from `off` on, and looks for segment files after it. Reads the files
+/// themselves: the view `inspect` replayed has already set the torn tail aside in memory.
+fn after_end(tail: &Path, off: u64) -> Result<AfterEnd, Fail> {
+    use std::io::Read as _;
+    let err = |e: std::io::Error| store_err(format!("{}: {e}", tail.display()));
+    let mut f = std::fs::File::open(tail).map_err(err)?;
+    let size = f.metadata().map_err(err)?.len();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off)).map_err(err)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut pos, mut last) = (off, off);
+    loop {
+        let n = f.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            last = pos + i as u64 + 1;
+        }
+        pos += n as u64;
+    }
+    let tail_name = tail.file_name().map(|n| n.to_string_lossy().into_owned());
+    let dir = tail.parent().unwrap_or(Path::new("."));
+    let mut extra: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| store_err(format!("{}: {e}", dir.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("log-") && n.ends_with(".seg") && Some(n.as_str()) > tail_name.as_deref()
+        })
+        .map(|n| dir.join(n))
+        .collect();
+    extra.sort();
+    Ok(AfterEnd {
+        torn: last - off,
+        zero: size.max(last) - last,
+        extra,
+    })
 }
 
 fn main() -> ExitCode {

@@ -273,9 +273,33 @@ pub extern "C" fn mmxa_strerror(code: c_int) -> *const c_char {
     describe(code).as_ptr()
 }
 
+/// The library's version, as "mmxa MAJOR.MINOR.PATCH" (what `mmxa --version` prints): a static
+/// string, never NULL.
+#[no_mangle]
+pub extern "C" fn mmxa_version() -> *const c_char {
+    VERSION.as_ptr().cast()
+}
+
+/// [`mmxa_version`]'s string, NUL-terminated.
+const VERSION: &str = concat!("mmxa ", env!("CARGO_PKG_VERSION"), "\0");
+
 /// This thread's message for its last failed mmxa or XA call (empty after a success). The
 /// pointer stays valid until this thread's next mmxa call.
 #[no_mangle]
 pub extern "C" fn mmxa_last_error() -> *const c_char {
     last_error_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_cargos() {
+        let p = mmxa_version();
+        // SAFETY: mmxa_version returns a pointer to a static NUL-terminated string.
+        let v = unsafe { std::ffi::CStr::from_ptr(p) };
+        assert_eq!(v.to_str(), Ok(concat!("mmxa ", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(mmxa_version(), p);
+    }
 }

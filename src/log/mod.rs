@@ -30,7 +30,9 @@
 //! `log-<id as 16 hex digits>.seg`, numbered consecutively from 1. A segment is created as
 //! `*.tmp`, reserved with `posix_fallocate`, given its header, synced and renamed into place,
 //! so a segment under its final name always has a valid header. Stray `*.tmp` files are deleted
-//! at open.
+//! at open. Segments need not have one size (each header states its own): a new segment `n` is
+//! 4 MiB times 2^(n-1), at most the configured size, so a new store reserves 4 MiB of disk and
+//! its first rolls grow it (4, 8, 16, 32, then 64 MiB by default).
 //!
 //! # Segment header (64 bytes, little-endian)
 //! | offset | size | field |
@@ -279,7 +281,9 @@ pub use media::{Media, SegmentFile};
 pub use record::{put_value_offset, Record};
 pub use segment::{sync_dir, Mapped};
 pub use shared::{reap_claims, Peer, LOG_ROOTS};
-use shared::{R_DURABLE, R_FIRST_BASE, R_FIRST_ID, R_TAIL_BASE, R_TAIL_ID, R_TAIL_SIZE, R_WRITTEN};
+use shared::{
+    R_DURABLE, R_FIRST_BASE, R_FIRST_ID, R_TAIL_BASE, R_TAIL_ID, R_TAIL_OFF, R_TAIL_SIZE, R_WRITTEN,
+};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -483,6 +487,15 @@ impl<M: Media> Log<M> {
         (
             (tail + 1).saturating_sub(first) as usize,
             tail_end.saturating_sub(first_base),
+        )
+    }
+
+    /// The tail segment's file and the offset in it where the next record goes (read
+    /// lock-free, as [`Log::disk_usage`]).
+    pub fn tail_position(&self) -> (PathBuf, u64) {
+        (
+            seg_path(self.media.dir(), self.load(R_TAIL_ID)),
+            self.load(R_TAIL_OFF),
         )
     }
 

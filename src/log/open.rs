@@ -171,7 +171,8 @@ impl<M: Media> Log<M> {
             segs.push(Arc::new(seg));
         }
         if segs.is_empty() {
-            segs.push(Arc::new(Self::create_segment(&media, 1, 0, segment_size)?));
+            let size = super::writer::size_of_new(1, segment_size);
+            segs.push(Arc::new(Self::create_segment(&media, 1, 0, size)?));
         }
         let log = Log::new(media, segment_size, sync, region, peer);
         // Decide first: everything that makes the log corrupt is found before any file is

@@ -93,7 +93,24 @@ impl<M: Media> Drop for Holding<'_, M> {
     }
 }
 
+/// The size of segment 1 of a new log, when the configured size is larger.
+pub(super) const FIRST_SEGMENT: u64 = 4 << 20;
+
+/// The size of a new segment `id` of a log whose segments are `max` bytes: segment 1 is
+/// [`FIRST_SEGMENT`], each later one twice the one before, up to `max` (from segment 5 on, for
+/// 64 MiB). A new store then reserves 4 MiB, not `max`; the rolls that grow it are ordinary
+/// rolls, so appends and syncs are as for any segment.
+pub(super) fn size_of_new(id: u64, max: u64) -> u64 {
+    let shift = id.saturating_sub(1).min(32) as u32;
+    FIRST_SEGMENT.min(max).saturating_mul(1 << shift).min(max)
+}
+
 impl<M: Media> Log<M> {
+    /// The size for a new segment `id` (see [`size_of_new`]).
+    pub(super) fn new_size(&self, id: u64) -> u64 {
+        size_of_new(id, self.segment_size)
+    }
+
     /// Creates segment `id` durably (see [`Media::create`]): a new salt, a valid header.
     pub(super) fn create_segment(
         media: &M,
@@ -354,7 +371,7 @@ impl<M: Media> Log<M> {
     fn next_segment(&self, id: u64, base: Lsn) -> Result<Seg<M::File>, LogError> {
         let seg = match Self::open_segment(&self.media, id) {
             Err(LogError::Io(_, e)) if e.kind() == io::ErrorKind::NotFound => {
-                return Self::create_segment(&self.media, id, base, self.segment_size);
+                return Self::create_segment(&self.media, id, base, self.new_size(id));
             }
             r => r?,
         };
