@@ -643,3 +643,55 @@ fn the_orphan_policy_counts_from_the_prepare_across_a_restart() {
         Err(XA_HEURRB)
     );
 }
+
+/// A prepare whose process died after its PREPARE was durable but before it finished is
+/// finished by a peer, dated as its record is: the peer shows the same time as a rebuild from
+/// the log does, not the time it found the dead process.
+#[test]
+fn a_prepare_finished_by_a_peer_is_dated_by_its_record() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let keeper = open(dir.path());
+    let mut rm = open(dir.path());
+    rm.mutex_wait = std::time::Duration::from_millis(100);
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    rm.put(1, b"k", Some(b"v")).unwrap();
+    rm.end(1, &a, EndMode::Success).unwrap();
+    // A "stopped peer" holds the mutex when the prepare would finish: it is deferred.
+    let region = rm.region.clone();
+    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        take_rx.recv().unwrap();
+        let t = region.lock(std::time::Duration::from_secs(10)).unwrap();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(t);
+    });
+    *rm.before_finish.lock().unwrap() = Some(Box::new(move || {
+        take_tx.send(()).unwrap();
+        held_rx.recv().unwrap();
+    }));
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
+    assert!(rm.has_deferred.load(Ordering::Acquire), "the finish waits");
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+    // The process dies before it finishes the prepare; the next peer to open finishes it.
+    rm.simulate_crash();
+    let peer = open(dir.path());
+    let b = branch_report(&peer, &a);
+    assert_eq!((b.state.as_str(), b.age_from), ("prepared", "prepare"));
+    let finished = b.since_ns.expect("a time");
+    drop(peer);
+    drop(keeper);
+    let rm = open(dir.path());
+    assert_eq!(
+        branch_report(&rm, &a).since_ns,
+        Some(finished),
+        "the time the PREPARE record states"
+    );
+}
