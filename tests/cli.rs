@@ -1,6 +1,7 @@
 //! The `mmxa` tool end to end, on stores that other processes are using (XA shells, see
 //! `tests/shell`): status, recover in both XID formats, heuristic decisions and what the
-//! monitor's later calls answer, get, and usage errors.
+//! monitor's later calls answer, get, and usage errors; the times of prepares and decisions in
+//! `status`, `recover --json` and `dump`, also for a store written by the version-1 log format.
 
 mod ffi_common;
 mod shell;
