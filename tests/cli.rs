@@ -1,6 +1,7 @@
 //! The `mmxa` tool end to end, on stores that other processes are using (XA shells, see
 //! `tests/shell`): status, recover in both XID formats, heuristic decisions and what the
-//! monitor's later calls answer, get, and usage errors.
+//! monitor's later calls answer, get, and usage errors; the times of prepares and decisions in
+//! `status`, `recover --json` and `dump`, also for a store written by the version-1 log format.
 
 mod ffi_common;
 mod shell;
@@ -60,6 +61,17 @@ fn dir_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Whether `s` holds a time as ISO 8601 UTC to the second (`2026-11-21T09:20:11Z`).
+fn has_utc(s: &str) -> bool {
+    let pat = b"dddd-dd-ddTdd:dd:ddZ";
+    s.as_bytes().windows(pat.len()).any(|w| {
+        w.iter().zip(pat).all(|(c, p)| match p {
+            b'd' => c.is_ascii_digit(),
+            p => c == p,
+        })
+    })
+}
+
 #[test]
 fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     const T: &str = "status_recover_and_heuristic_decisions_on_a_store_in_use";
@@ -86,6 +98,10 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     let st = ok(&["status", dir]);
     assert!(st.contains(&format!("(pid {tm_pid})")), "{st}");
     assert!(st.contains("branches   3 (2 in doubt)"), "{st}");
+    // Each branch with the time of its start or prepare, and its age.
+    assert!(st.contains("since (UTC)"), "{st}");
+    let prepared = st.lines().find(|l| l.contains("1.7070.62")).unwrap();
+    assert!(has_utc(prepared) && prepared.contains("prepared"), "{st}");
     assert!(st.contains("1.7070.62") && st.contains("prepared"), "{st}");
     assert!(st.contains("active"), "{st}");
     let js = ok(&["--json", "status", &format!("dir={dir}")]);
@@ -94,6 +110,14 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
         "{js}"
     );
     assert!(js.contains(&format!("\"peers\":[{tm_pid}]")), "{js}");
+    assert!(
+        js.contains("\"age_from\":\"prepare\"") && js.contains("\"age_from\":\"start\""),
+        "{js}"
+    );
+    assert!(
+        js.contains("\"since\":\"20") && js.contains("\"since_unix_ns\":1"),
+        "{js}"
+    );
 
     assert_eq!(ok(&["recover", dir]), "1.7070.62\n1.7071.62\n");
     assert_eq!(
@@ -102,6 +126,15 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     );
     let js = ok(&["recover", dir, "--json"]);
     assert!(js.contains("\"gtrid\":\"7070\"") && js.contains("\"mysql\":\"X'7071',X'62',1\""));
+    // With the state, the prepare's time and the age.
+    assert!(
+        js.contains("\"state\":\"prepared\",\"since\":\"20") && js.contains("\"age_ms\":"),
+        "{js}"
+    );
+    assert!(
+        !js.contains("\"age_from\":\"start\""),
+        "only in-doubt branches: {js}"
+    );
     assert_eq!(ok(&["get", dir, "c"]), "committed\n");
     assert!(ok(&["--json", "get", dir, "c"]).contains("\"value\":\"committed\""));
     fails(&["get", dir, "kp"], 1); // prepared, not committed
@@ -337,9 +370,20 @@ fn dump_and_verify_read_the_log_without_changing_it() {
         dump.contains("PREPARE") && dump.contains("xid=1.7070.62"),
         "{dump}"
     );
+    // The prepare's time and its age.
+    let line = dump.lines().find(|l| l.contains("PREPARE")).unwrap();
+    assert!(line.contains(" at=20") && line.contains(" age="), "{line}");
+    assert!(has_utc(line), "{line}");
     let lines = ok(&["--json", "dump", dir]);
     assert!(lines.lines().all(|l| l.starts_with("{\"lsn\":")), "{lines}");
     assert!(lines.contains("\"kind\":\"PREPARE\",\"tag\":"), "{lines}");
+    let line = lines.lines().find(|l| l.contains("PREPARE")).unwrap();
+    assert!(
+        line.contains("\"at\":\"20")
+            && line.contains("\"at_unix_ns\":1")
+            && line.contains("\"age_ms\":"),
+        "{line}"
+    );
     let v = ok(&["verify", dir]);
     assert!(v.contains("ok: 7 records"), "{v}");
     assert!(
@@ -479,4 +523,79 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
             assert!(segment_bytes(tmp.path()) == before, "{ctx}: files changed");
         }
     }
+}
+
+/// A store written by the version-1 log format (`tests/data/v1-store`, made by mmxa 0.1 before
+/// records carried times: a committed key, a prepared branch 1.6702.62 and a heuristically
+/// rolled back one 1.6703.62). It opens; its in-doubt branches show an unknown time, with the
+/// age counted from the open, and say so; `dump` shows the records without times. The first
+/// record appended (a heuristic decision here) goes to a new segment of the current version
+/// and has its time; the other branch stays unknown.
+#[test]
+fn a_store_of_the_version_1_format_opens_with_unknown_times() {
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store");
+    for e in std::fs::read_dir(&golden).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
+    }
+    let dir = dir_str(tmp.path());
+    let seg1 = tmp.path().join("log-0000000000000001.seg");
+    let version =
+        |p: &Path| u32::from_le_bytes(std::fs::read(p).unwrap()[8..12].try_into().unwrap());
+    assert_eq!(version(&seg1), 1);
+
+    let st = ok(&["status", dir]);
+    assert!(st.contains("branches   2 (2 in doubt)"), "{st}");
+    for x in ["1.6702.62", "1.6703.62"] {
+        let line = st.lines().find(|l| l.contains(x)).unwrap();
+        assert!(line.contains("unknown") && line.contains(" >"), "{st}");
+    }
+    assert!(
+        st.contains("unknown: the log (written by an older mmxa) holds no time"),
+        "{st}"
+    );
+    let js = ok(&["--json", "status", dir]);
+    assert!(
+        js.contains("\"since\":null,\"since_unix_ns\":null,\"age_from\":\"rebuild\""),
+        "{js}"
+    );
+    assert!(js.contains("\"rebuilt\":\"20"), "{js}");
+    let js = ok(&["--json", "recover", dir]);
+    assert_eq!(js.matches("\"age_from\":\"rebuild\"").count(), 2, "{js}");
+    let dump = ok(&["dump", dir]);
+    let line = dump.lines().find(|l| l.contains("PREPARE")).unwrap();
+    assert!(line.ends_with(" at=unknown"), "{dump}");
+    let js = ok(&["--json", "dump", dir]);
+    assert!(
+        js.contains("\"at\":null,\"at_unix_ns\":null,\"age_ms\":null"),
+        "{js}"
+    );
+    assert_eq!(ok(&["get", dir, "committed"]), "yes\n");
+    // Reading changed nothing: one segment, of version 1.
+    assert!(!tmp.path().join("log-0000000000000002.seg").exists());
+
+    ok(&[
+        "rollback",
+        dir,
+        "1.6702.62",
+        "--reason",
+        "after the upgrade",
+    ]);
+    let seg2 = tmp.path().join("log-0000000000000002.seg");
+    assert_eq!((version(&seg1), version(&seg2)), (1, 2));
+    let st = ok(&["status", dir]);
+    let decided = st.lines().find(|l| l.contains("1.6702.62")).unwrap();
+    assert!(has_utc(decided) && !decided.contains("unknown"), "{st}");
+    let old = st.lines().find(|l| l.contains("1.6703.62")).unwrap();
+    assert!(old.contains("unknown"), "{st}");
+    let dump = ok(&["dump", dir]);
+    let line = dump
+        .lines()
+        .find(|l| l.contains("after the upgrade"))
+        .unwrap();
+    assert!(line.contains("HEURISTIC") && has_utc(line), "{dump}");
 }

@@ -8,7 +8,7 @@
 use mmxa::config::{self, Config, SyncMode};
 use mmxa::error::{Error, Outcome};
 use mmxa::log::{Log, LogError, Mapped, Record};
-use mmxa::rm::{Report, Rm};
+use mmxa::rm::{BranchReport, Report, Rm};
 use mmxa::xid::Xid;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -32,8 +32,9 @@ commands:
   init STORE                   create the store (as the first xa_open with this open string
                                would: directory mode 0700, or 0770 with shared_group=1); on an
                                existing store, say so and change nothing
-  status STORE                 in-doubt and active branches with their age, log size, live
-                               keys, lock waits now, and the latest heuristic decisions
+  status STORE                 in-doubt and active branches with the time (UTC) of their
+                               start, prepare or heuristic decision and their age, log size,
+                               live keys, lock waits now, and the latest heuristic decisions
   recover STORE [--mysql]      list in-doubt XIDs, one per line, as formatID.gtrid-hex.bqual-hex
                                (or, with --mysql, as X'gtrid-hex',X'bqual-hex',formatID)
   commit STORE XID --reason TEXT
@@ -44,7 +45,8 @@ commands:
   rollback STORE XID --reason TEXT
                                heuristically roll back a prepared branch (answers: XA_HEURRB)
   get STORE KEY                print the committed value of KEY
-  dump STORE                   print every record of the log, oldest first
+  dump STORE                   print every record of the log, oldest first (PREPARE,
+                               HEURISTIC and MOVE with the time of the prepare or decision)
   verify STORE                 check every record's checksum up to the end of the log and
                                say what follows it (zero fill, or the bytes of a write a crash
                                interrupted, which the next open erases); exit status 4 on
@@ -52,7 +54,7 @@ commands:
 
 options:
   --json      machine-readable output (status, recover, get, verify; dump prints one
-              JSON object per record)
+              JSON object per record); status and recover give each branch's times
   -h, --help  this text
   --version   the version of the tool (the library's: mmxa_version())
 
@@ -307,6 +309,31 @@ fn age(ms: u64) -> String {
     }
 }
 
+/// A wall-clock time (ns since the Unix epoch) as ISO 8601 UTC, to the second.
+fn iso(ns: u64) -> String {
+    mmxa::audit::utc(ns / 1_000_000_000)
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A branch's times as JSON fields: `since` (ISO 8601 UTC, or null when the log recorded no
+/// time), `since_unix_ns`, `age_from` and `age_ms`.
+fn times_json(b: &BranchReport) -> String {
+    let (since, ns) = match b.since_ns {
+        Some(ns) => (js(&iso(ns)), ns.to_string()),
+        None => ("null".into(), "null".into()),
+    };
+    format!(
+        "\"since\":{since},\"since_unix_ns\":{ns},\"age_from\":{},\"age_ms\":{}",
+        js(b.age_from),
+        b.age_ms
+    )
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
@@ -319,11 +346,11 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
             .iter()
             .map(|b| {
                 format!(
-                    "{{\"xid\":{},\"state\":{},\"in_doubt\":{},\"age_ms\":{},\"keys\":{},\"reason\":{}}}",
+                    "{{\"xid\":{},\"state\":{},\"in_doubt\":{},{},\"keys\":{},\"reason\":{}}}",
                     xid_json(&b.xid),
                     js(&b.state),
                     in_doubt(&b.state),
-                    b.age_ms,
+                    times_json(b),
                     b.keys,
                     js(&b.reason)
                 )
@@ -333,7 +360,7 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
         let _ = writeln!(
             out,
             "{{\"dir\":{},\"peers\":[{}],\"live_keys\":{},\"live_bytes\":{},\"segments\":{},\
-             \"log_bytes\":{},\"lock_waits\":{},\"branches\":[{}],\"audit\":[{}]}}",
+             \"log_bytes\":{},\"lock_waits\":{},\"rebuilt\":{},\"branches\":[{}],\"audit\":[{}]}}",
             js(&cfg.dir.display().to_string()),
             rep.peers
                 .iter()
@@ -345,6 +372,7 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
             rep.segments,
             rep.log_bytes,
             rep.lock_waits,
+            js(&iso(rep.built_ns)),
             branches.join(","),
             audit.join(",")
         );
@@ -386,18 +414,32 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
     if !rep.branches.is_empty() {
         let _ = writeln!(
             out,
-            "  {:<40} {:<19} {:>8} {:>6}  reason",
-            "XID", "state", "age", "keys"
+            "  {:<40} {:<19} {:<20} {:>8} {:>6}  reason",
+            "XID", "state", "since (UTC)", "age", "keys"
         );
         for b in &rep.branches {
+            let (since, age) = match b.since_ns {
+                Some(ns) => (iso(ns), age(b.age_ms)),
+                None => ("unknown".to_string(), format!(">{}", age(b.age_ms))),
+            };
             let _ = writeln!(
                 out,
-                "  {:<40} {:<19} {:>8} {:>6}  {}",
+                "  {:<40} {:<19} {:<20} {:>8} {:>6}  {}",
                 b.xid.to_string(),
                 b.state,
-                age(b.age_ms),
+                since,
+                age,
                 b.keys,
                 b.reason
+            );
+        }
+        if rep.branches.iter().any(|b| b.since_ns.is_none()) {
+            let _ = writeln!(
+                out,
+                "  unknown: the log (written by an older mmxa) holds no time for this prepare or \
+                 decision; the age counts from {}, when the store's shared state was last \
+                 rebuilt from the log (its first open after every process had closed it)",
+                iso(rep.built_ns)
             );
         }
     }
@@ -448,17 +490,26 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
             want(0, "no further operands")?;
             let (_site, s) = reach(&cfg)?;
             let rep = s.status();
-            let list: Vec<&Xid> = rep
-                .branches
-                .iter()
-                .filter(|b| in_doubt(&b.state))
-                .map(|b| &b.xid)
-                .collect();
+            let list: Vec<&BranchReport> =
+                rep.branches.iter().filter(|b| in_doubt(&b.state)).collect();
             if a.json {
-                let items: Vec<String> = list.iter().map(|x| xid_json(x)).collect();
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|b| {
+                        // The XID's object, with the branch's state and times added.
+                        let x = xid_json(&b.xid);
+                        format!(
+                            "{},\"state\":{},{}}}",
+                            &x[..x.len() - 1],
+                            js(&b.state),
+                            times_json(b)
+                        )
+                    })
+                    .collect();
                 return Ok(format!("[{}]\n", items.join(",")));
             }
-            Ok(list.iter().fold(String::new(), |mut s, x| {
+            Ok(list.iter().fold(String::new(), |mut s, b| {
+                let x = &b.xid;
                 let _ = writeln!(s, "{}", if a.mysql { mysql_xid(x) } else { x.to_string() });
                 s
             }))
@@ -539,10 +590,12 @@ enum Field<'a> {
     Num(u64),
     Text(String),
     Bytes(&'a [u8]),
+    /// A wall-clock time the record states (ns since the Unix epoch), or unknown.
+    Time(Option<u64>),
 }
 
-/// One record as a line of text, or as a JSON object.
-fn describe(lsn: u64, rec: &Record<'_>, json: bool) -> String {
+/// One record as a line of text, or as a JSON object; ages as of `now` (ns since the epoch).
+fn describe(lsn: u64, rec: &Record<'_>, json: bool, now: u64) -> String {
     use Field::*;
     let (kind, fields): (&str, Vec<(&str, Field<'_>)>) = match rec {
         Record::Put { tag, key, value } => (
@@ -554,9 +607,13 @@ fn describe(lsn: u64, rec: &Record<'_>, json: bool) -> String {
             ],
         ),
         Record::Delete { tag, key } => ("DELETE", vec![("tag", Num(*tag)), ("key", Bytes(key))]),
-        Record::Prepare { tag, xid } => (
+        Record::Prepare { tag, xid, at } => (
             "PREPARE",
-            vec![("tag", Num(*tag)), ("xid", Text(xid.to_string()))],
+            vec![
+                ("tag", Num(*tag)),
+                ("xid", Text(xid.to_string())),
+                ("at", Time(*at)),
+            ],
         ),
         Record::Commit { tag } => ("COMMIT", vec![("tag", Num(*tag))]),
         Record::Rollback { tag } => ("ROLLBACK", vec![("tag", Num(*tag))]),
@@ -565,6 +622,7 @@ fn describe(lsn: u64, rec: &Record<'_>, json: bool) -> String {
             outcome,
             xid,
             reason,
+            at,
         } => (
             "HEURISTIC",
             vec![
@@ -575,15 +633,17 @@ fn describe(lsn: u64, rec: &Record<'_>, json: bool) -> String {
                 ),
                 ("xid", Text(xid.to_string())),
                 ("reason", Text(String::from_utf8_lossy(reason).into_owned())),
+                ("at", Time(*at)),
             ],
         ),
         Record::Forget { tag } => ("FORGET", vec![("tag", Num(*tag))]),
-        Record::Move { old, new, xid } => (
+        Record::Move { old, new, xid, at } => (
             "MOVE",
             vec![
                 ("old", Num(*old)),
                 ("new", Num(*new)),
                 ("xid", Text(xid.to_string())),
+                ("at", Time(*at)),
             ],
         ),
     };
@@ -597,6 +657,20 @@ fn describe(lsn: u64, rec: &Record<'_>, json: bool) -> String {
                     Ok(t) => write!(line, ",{}:{}", js(k), js(t)),
                     Err(_) => write!(line, ",{}:{}", js(&format!("{k}_hex")), js(&hex(b))),
                 },
+                Time(Some(ns)) => write!(
+                    line,
+                    ",{}:{},{}:{ns},\"age_ms\":{}",
+                    js(k),
+                    js(&iso(*ns)),
+                    js(&format!("{k}_unix_ns")),
+                    now.saturating_sub(*ns) / 1_000_000
+                ),
+                Time(None) => write!(
+                    line,
+                    ",{}:null,{}:null,\"age_ms\":null",
+                    js(k),
+                    js(&format!("{k}_unix_ns"))
+                ),
             };
         }
         line.push('}');
@@ -609,6 +683,12 @@ fn describe(lsn: u64, rec: &Record<'_>, json: bool) -> String {
                 Text(t) if *k == "reason" => format!("{k}={t:?}"),
                 Text(t) => format!("{k}={t}"),
                 Bytes(b) => format!("{k}={}", show(b)),
+                Time(Some(ns)) => format!(
+                    "{k}={} age={}",
+                    iso(*ns),
+                    age(now.saturating_sub(*ns) / 1_000_000)
+                ),
+                Time(None) => format!("{k}=unknown"),
             })
             .collect();
         format!("{lsn:>12} {kind:<9} {}", body.join(" "))
@@ -622,10 +702,11 @@ fn inspect(cfg: &Config, verify: bool, json: bool) -> Result<String, Fail> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut broken_pipe = false;
+    let now = now_ns();
     let mut visit = |lsn: u64, rec: Record<'_>| -> Result<(), String> {
         records += 1;
         if !verify && !broken_pipe {
-            broken_pipe = writeln!(out, "{}", describe(lsn, &rec, json)).is_err();
+            broken_pipe = writeln!(out, "{}", describe(lsn, &rec, json, now)).is_err();
         }
         Ok(())
     };

@@ -38,7 +38,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MMXASEG1` |
-//! | 8 | 4 | format version, 1 |
+//! | 8 | 4 | format version, 2 (see "Versions") |
 //! | 12 | 4 | header length, 64 |
 //! | 16 | 8 | segment id (matches the file name) |
 //! | 24 | 8 | base LSN: the log position of byte 0 of this segment |
@@ -61,25 +61,27 @@
 //! | 24 | len | payload, then zero padding to a multiple of 8 |
 //!
 //! Payloads (`tag` is a branch's log-local number; tag 0 marks an operation that commits by
-//! itself; an XID is `formatID` i64, gtrid length u8, bqual length u8, then the bytes):
+//! itself; an XID is `formatID` i64, gtrid length u8, bqual length u8, then the bytes; `time`
+//! is wall-clock time in nanoseconds since the Unix epoch, UTC, 0 = unknown):
 //! | kind | name | payload |
 //! |---|---|---|
 //! | 1 | PUT | tag u64, key length u32, value length u32, key, value |
 //! | 2 | DELETE | tag u64, key length u32, key |
-//! | 3 | PREPARE | tag u64, XID |
+//! | 3 | PREPARE | tag u64, time u64 (of the prepare), XID |
 //! | 4 | COMMIT | tag u64 (of a prepared branch, or a one-phase commit) |
 //! | 5 | ROLLBACK | tag u64 |
-//! | 6 | HEURISTIC | tag u64, outcome i32 (`XA_HEURCOM`/`XA_HEURRB`/…), XID, reason length u32, reason |
+//! | 6 | HEURISTIC | tag u64, time u64 (of the decision), outcome i32 (`XA_HEURCOM`/`XA_HEURRB`/…), XID, reason length u32, reason |
 //! | 7 | FORGET | tag u64 |
 //! | 8 | SEGMENT_END | empty: the log continues at the start of the next segment |
-//! | 9 | MOVE | old tag u64, new tag u64, XID: the prepared branch `old` now lives on as `new`, whose writes were re-logged just before |
+//! | 9 | MOVE | old tag u64, time u64 (of the branch's prepare, carried over), new tag u64, XID: the prepared branch `old` now lives on as `new`, whose writes were re-logged just before |
 //! | 10 | CHECKPOINT | first segment id u64: segments before it are no longer needed |
 //!
 //! # Reclaiming space
 //! Segments are reclaimed oldest first. What is still live in the oldest segment is appended
 //! again at the tail (committed values as tag-0 PUTs; a working branch's writes under its tag and
 //! its savepoints' values under a new tag then ROLLBACK; a prepared branch's writes under a new tag
-//! followed by MOVE; a heuristic outcome as a new HEURISTIC record), then a CHECKPOINT naming the
+//! followed by MOVE; a heuristic outcome as a new HEURISTIC record; MOVE and HEURISTIC keep the
+//! time of the prepare or decision they restate), then a CHECKPOINT naming the
 //! next segment is appended and synced, and only then is the old file deleted. Replaying a
 //! segment that a crash left behind after its CHECKPOINT is harmless (everything live in it is
 //! restated later in the log) and open deletes it. The scan keeps the highest CHECKPOINT claim: a
@@ -264,8 +266,23 @@
 //! come back at a reopen; if that fails too, the log fails like after a failed sync.
 //!
 //! # Versions
-//! 1: this layout. The seal changed what a writer leaves behind, not the format: readers
-//! accept every version-1 log (see the last limitation above).
+//! The version is per segment, in its header; a segment holds records of its own version only.
+//! - 1: PREPARE, HEURISTIC and MOVE carry no time (the payloads above without `time`). The seal
+//!   changed what a writer leaves behind, not the format: readers accept every version-1 log
+//!   (see the last limitation above).
+//! - 2 (written now): PREPARE, HEURISTIC and MOVE carry `time` after their first tag; nothing
+//!   else changed.
+//!
+//! This library reads versions 1 and 2 and writes 2. A log written by version 1 opens as it is
+//! (its PREPARE, HEURISTIC and MOVE records have an unknown time) and stays readable by older
+//! libraries until something is appended: the first append finds the tail segment of an older
+//! version, ends it with SEGMENT_END and seals it (a roll, as for a full segment), and goes to a
+//! new segment of version 2. From then on a library that reads only version 1 refuses the log at
+//! open, before it changes any file: the new segment's header fails its version check, and the
+//! open answers [`LogError::Corrupt`] naming that file ("unsupported format version or header
+//! length"). This library refuses a segment of a version newer than 2 the same way, saying that a
+//! newer mmxa wrote it. A change of format bumps `VERSION` (`record.rs`) and keeps reading
+//! the older versions the same way.
 
 mod media;
 mod open;
@@ -319,8 +336,9 @@ pub enum LogError {
     NotOldest(u64),
     /// A read of a position that is not in the log (any more: its segment was retired).
     Gone(Lsn),
-    /// [`Log::append`]: the record does not fit in the tail segment, this segment id. Nothing
-    /// was changed: end the section, call [`Log::roll`] with the id, and append again.
+    /// [`Log::append`]: the record does not fit in the tail segment, this segment id (or the
+    /// segment is of an older format version, which takes no new records). Nothing was
+    /// changed: end the section, call [`Log::roll`] with the id, and append again.
     NeedRoll(u64),
 }
 
@@ -345,7 +363,10 @@ impl fmt::Display for LogError {
             }
             LogError::Gone(lsn) => write!(f, "LSN {lsn} is not in the log (any more)"),
             LogError::NeedRoll(id) => {
-                write!(f, "segment {id} is full: roll the log and append again")
+                write!(
+                    f,
+                    "segment {id} is full (or of an older format): roll the log and append again"
+                )
             }
         }
     }
@@ -377,6 +398,8 @@ struct Seg<F> {
     /// LSN of the file's byte 0.
     base: Lsn,
     salt: u64,
+    /// Format version of its header and records.
+    version: u32,
     file: F,
     path: PathBuf,
 }

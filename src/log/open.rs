@@ -338,7 +338,7 @@ impl<M: Media> Log<M> {
         let mut h = Vec::new();
         file.read_into(0, SEG_HEADER as usize, &mut h)
             .map_err(|_| corrupt("file shorter than a segment header"))?;
-        let h = parse_segment_header(&h).map_err(corrupt)?;
+        let h = parse_segment_header(&h).map_err(|what| corrupt(&what))?;
         if h.id != id || h.size != file.size() {
             return Err(corrupt("segment id or size does not match the file"));
         }
@@ -354,6 +354,7 @@ impl<M: Media> Log<M> {
             id,
             base: h.base,
             salt: h.salt,
+            version: h.version,
             file,
             path,
         })
@@ -388,9 +389,10 @@ impl<M: Media> Log<M> {
                         offset: off,
                         what,
                     };
-                    let entry = decode(h.kind, &bytes[at..at + h.len]).ok_or_else(|| {
-                        corrupt("record with a valid checksum does not decode".into())
-                    })?;
+                    let entry =
+                        decode(h.kind, seg.version, &bytes[at..at + h.len]).ok_or_else(|| {
+                            corrupt("record with a valid checksum does not decode".into())
+                        })?;
                     match entry {
                         Entry::Record(rec) => visit(seg.base + off, rec).map_err(corrupt)?,
                         Entry::Checkpoint(claim) => first_needed = first_needed.max(claim),

@@ -11,8 +11,10 @@ use crate::xid::Xid;
 
 /// Segment file magic.
 pub(super) const MAGIC: &[u8; 8] = b"MMXASEG1";
-/// Format version written in segment headers.
-pub(super) const VERSION: u32 = 1;
+/// Format version written in new segment headers.
+pub(super) const VERSION: u32 = 2;
+/// The oldest format version read (its segments are read, never appended to).
+pub(super) const OLDEST_VERSION: u32 = 1;
 
 // Segment header fields (see "Segment header" in the module doc of `log`).
 const SH_MAGIC: usize = 0;
@@ -50,6 +52,10 @@ const P_PUT_VALUE_LEN: usize = P_PUT_KEY_LEN + 4;
 const P_PUT_KEY: usize = P_PUT_VALUE_LEN + 4;
 const P_DELETE_KEY_LEN: usize = P_TAG + 8;
 const P_DELETE_KEY: usize = P_DELETE_KEY_LEN + 4;
+// Since version 2, PREPARE, HEURISTIC and MOVE carry a time after their tags ([`P_TIME`]);
+// the fields after it move by its length. Version-1 offsets are these with `at = 0`.
+const P_TIME: usize = P_TAG + 8;
+const TIME_LEN: usize = 8;
 const P_PREPARE_XID: usize = P_TAG + 8;
 const P_MOVE_NEW: usize = P_TAG + 8;
 const P_MOVE_XID: usize = P_MOVE_NEW + 8;
@@ -66,8 +72,9 @@ const X_BQUAL_LEN: usize = X_GTRID_LEN + 1;
 const X_DATA: usize = X_BQUAL_LEN + 1;
 
 /// Room for the fixed-size parts of any payload (HEURISTIC's are the largest).
-const FIXED: usize = 32;
-const _: () = assert!(P_MOVE_XID + X_DATA <= FIXED && P_HEUR_XID + X_DATA + 4 <= FIXED);
+const FIXED: usize = 40;
+const _: () =
+    assert!(P_MOVE_XID + TIME_LEN + X_DATA <= FIXED && P_HEUR_XID + TIME_LEN + X_DATA + 4 <= FIXED);
 
 /// A record kind: the byte at [`RH_KIND`]. Zero is no kind, so zeroed space never parses.
 /// Converted from the byte once, in [`probe`]; every other place matches on this enum, so a
@@ -142,6 +149,9 @@ pub enum Record<'a> {
         tag: u64,
         /// The branch's XID.
         xid: Xid,
+        /// When it was prepared (wall clock, ns since the Unix epoch); `None`: unknown (a
+        /// version-1 log records no time).
+        at: Option<u64>,
     },
     /// The branch is committed.
     Commit {
@@ -163,6 +173,8 @@ pub enum Record<'a> {
         xid: Xid,
         /// Why (operator text).
         reason: &'a [u8],
+        /// When it was decided (wall clock, ns since the Unix epoch); `None`: unknown.
+        at: Option<u64>,
     },
     /// A heuristically completed branch is forgotten.
     Forget {
@@ -177,6 +189,9 @@ pub enum Record<'a> {
         new: u64,
         /// The branch's XID.
         xid: Xid,
+        /// When the branch was prepared (the time of its PREPARE, carried over); `None`:
+        /// unknown.
+        at: Option<u64>,
     },
 }
 
@@ -190,14 +205,17 @@ pub(super) fn le_u64(b: &[u8], at: usize) -> u64 {
 
 /// The fields of a segment header that passed its checks.
 pub(super) struct SegmentHeader {
+    pub version: u32,
     pub id: u64,
     pub base: Lsn,
     pub size: u64,
     pub salt: u64,
 }
 
-/// The header of a new segment file.
+/// The header of a new segment file, in format `version` ([`VERSION`] but in tests that build
+/// older logs).
 pub(super) fn segment_header(
+    version: u32,
     id: u64,
     base: Lsn,
     size: u64,
@@ -205,7 +223,7 @@ pub(super) fn segment_header(
 ) -> [u8; SEG_HEADER as usize] {
     let mut h = [0u8; SEG_HEADER as usize];
     h[SH_MAGIC..SH_VERSION].copy_from_slice(MAGIC);
-    h[SH_VERSION..SH_HEADER_LEN].copy_from_slice(&VERSION.to_le_bytes());
+    h[SH_VERSION..SH_HEADER_LEN].copy_from_slice(&version.to_le_bytes());
     h[SH_HEADER_LEN..SH_ID].copy_from_slice(&(SEG_HEADER as u32).to_le_bytes());
     h[SH_ID..SH_BASE].copy_from_slice(&id.to_le_bytes());
     h[SH_BASE..SH_SIZE].copy_from_slice(&base.to_le_bytes());
@@ -218,20 +236,31 @@ pub(super) fn segment_header(
 
 /// Checks the magic, checksum, version and header length of the first bytes of a segment
 /// file; `Err` says what is wrong.
-pub(super) fn parse_segment_header(h: &[u8]) -> Result<SegmentHeader, &'static str> {
+pub(super) fn parse_segment_header(h: &[u8]) -> Result<SegmentHeader, String> {
     let Some(h) = h.get(..SEG_HEADER as usize) else {
-        return Err("file shorter than a segment header");
+        return Err("file shorter than a segment header".into());
     };
     if &h[SH_MAGIC..SH_VERSION] != MAGIC {
-        return Err("bad magic");
+        return Err("bad magic".into());
     }
     if crc32fast::hash(&h[..SH_CRC]) != le_u32(h, SH_CRC) {
-        return Err("segment header checksum mismatch");
+        return Err("segment header checksum mismatch".into());
     }
-    if le_u32(h, SH_VERSION) != VERSION || le_u32(h, SH_HEADER_LEN) != SEG_HEADER as u32 {
-        return Err("unsupported format version or header length");
+    let version = le_u32(h, SH_VERSION);
+    if version > VERSION {
+        return Err(format!(
+            "log format version {version} is newer than this mmxa reads (versions \
+             {OLDEST_VERSION} to {VERSION}): written by a newer mmxa, open it with that one"
+        ));
+    }
+    if version < OLDEST_VERSION || le_u32(h, SH_HEADER_LEN) != SEG_HEADER as u32 {
+        return Err(format!(
+            "unsupported format version {version} or header length {}",
+            le_u32(h, SH_HEADER_LEN)
+        ));
     }
     Ok(SegmentHeader {
+        version,
         id: le_u64(h, SH_ID),
         base: le_u64(h, SH_BASE),
         size: le_u64(h, SH_SIZE),
@@ -250,9 +279,13 @@ fn put_xid<'x>(out: &mut [u8], xid: &'x Xid) -> &'x [u8] {
 /// Scratch space for the fixed-size parts of an encoded payload.
 pub(super) type Fixed = [u8; FIXED];
 
-/// Lays out `rec`'s payload as up to four parts, written back to back; its fixed-size fields
-/// go into `buf`.
+/// Lays out `rec`'s payload, in the current format ([`VERSION`]), as up to four parts,
+/// written back to back; its fixed-size fields go into `buf`. An unknown time is written as 0.
 pub(super) fn encode<'a>(rec: &'a Record<'_>, buf: &'a mut Fixed) -> (Kind, [&'a [u8]; 4]) {
+    fn time(buf: &mut Fixed, at: &Option<u64>) {
+        buf[P_TIME..P_TIME + TIME_LEN].copy_from_slice(&at.unwrap_or(0).to_le_bytes());
+    }
+    const T: usize = TIME_LEN;
     match rec {
         Record::Put { tag, key, value } => {
             buf[P_TAG..P_PUT_KEY_LEN].copy_from_slice(&tag.to_le_bytes());
@@ -277,33 +310,37 @@ pub(super) fn encode<'a>(rec: &'a Record<'_>, buf: &'a mut Fixed) -> (Kind, [&'a
             let b: &'a Fixed = buf;
             (kind, [&b[..P_TAG_ONLY], &[], &[], &[]])
         }
-        Record::Prepare { tag, xid } => {
-            buf[P_TAG..P_PREPARE_XID].copy_from_slice(&tag.to_le_bytes());
-            let data = put_xid(&mut buf[P_PREPARE_XID..], xid);
+        Record::Prepare { tag, xid, at } => {
+            buf[P_TAG..P_TIME].copy_from_slice(&tag.to_le_bytes());
+            time(&mut *buf, at);
+            let data = put_xid(&mut buf[T + P_PREPARE_XID..], xid);
             let b: &'a Fixed = buf;
             (
                 Kind::Prepare,
-                [&b[..P_PREPARE_XID + X_DATA], data, &[], &[]],
+                [&b[..T + P_PREPARE_XID + X_DATA], data, &[], &[]],
             )
         }
-        Record::Move { old, new, xid } => {
-            buf[P_TAG..P_MOVE_NEW].copy_from_slice(&old.to_le_bytes());
-            buf[P_MOVE_NEW..P_MOVE_XID].copy_from_slice(&new.to_le_bytes());
-            let data = put_xid(&mut buf[P_MOVE_XID..], xid);
+        Record::Move { old, new, xid, at } => {
+            buf[P_TAG..P_TIME].copy_from_slice(&old.to_le_bytes());
+            time(&mut *buf, at);
+            buf[T + P_MOVE_NEW..T + P_MOVE_XID].copy_from_slice(&new.to_le_bytes());
+            let data = put_xid(&mut buf[T + P_MOVE_XID..], xid);
             let b: &'a Fixed = buf;
-            (Kind::Move, [&b[..P_MOVE_XID + X_DATA], data, &[], &[]])
+            (Kind::Move, [&b[..T + P_MOVE_XID + X_DATA], data, &[], &[]])
         }
         Record::Heuristic {
             tag,
             outcome,
             xid,
             reason,
+            at,
         } => {
             // Two fixed runs: up to the XID's bytes, and the reason length after them.
-            const REASON_LEN: usize = P_HEUR_XID + X_DATA;
-            buf[P_TAG..P_HEUR_OUTCOME].copy_from_slice(&tag.to_le_bytes());
-            buf[P_HEUR_OUTCOME..P_HEUR_XID].copy_from_slice(&outcome.to_le_bytes());
-            let data = put_xid(&mut buf[P_HEUR_XID..], xid);
+            const REASON_LEN: usize = T + P_HEUR_XID + X_DATA;
+            buf[P_TAG..P_TIME].copy_from_slice(&tag.to_le_bytes());
+            time(&mut *buf, at);
+            buf[T + P_HEUR_OUTCOME..T + P_HEUR_XID].copy_from_slice(&outcome.to_le_bytes());
+            let data = put_xid(&mut buf[T + P_HEUR_XID..], xid);
             buf[REASON_LEN..REASON_LEN + 4].copy_from_slice(&(reason.len() as u32).to_le_bytes());
             let b: &'a Fixed = buf;
             (
@@ -352,9 +389,18 @@ pub(super) enum Entry<'a> {
     Checkpoint(u64),
 }
 
-/// Decodes the payload of a record of `kind`; `None` when it is malformed.
-pub(super) fn decode(kind: Kind, p: &[u8]) -> Option<Entry<'_>> {
+/// Decodes the payload of a record of `kind` from a segment of format `version`; `None` when
+/// it is malformed.
+pub(super) fn decode(kind: Kind, version: u32, p: &[u8]) -> Option<Entry<'_>> {
     let tag = || p.get(P_TAG..P_TAG + 8).map(|b| le_u64(b, 0));
+    // The time field and the shift of what follows it (none before version 2).
+    let timed = matches!(kind, Kind::Prepare | Kind::Move | Kind::Heuristic);
+    let (t, at) = if timed && version >= 2 {
+        let at = le_u64(p.get(P_TIME..P_TIME + TIME_LEN)?, 0);
+        (TIME_LEN, (at != 0).then_some(at))
+    } else {
+        (0, None)
+    };
     let xid_at = |at: usize| -> Option<(Xid, usize)> {
         let head = p.get(at..at + X_DATA)?;
         let (g, b) = (head[X_GTRID_LEN] as usize, head[X_BQUAL_LEN] as usize);
@@ -387,11 +433,15 @@ pub(super) fn decode(kind: Kind, p: &[u8]) -> Option<Entry<'_>> {
             }
         }
         Kind::Prepare => {
-            let (xid, end) = xid_at(P_PREPARE_XID)?;
+            let (xid, end) = xid_at(t + P_PREPARE_XID)?;
             if end != p.len() {
                 return None;
             }
-            Record::Prepare { tag: tag()?, xid }
+            Record::Prepare {
+                tag: tag()?,
+                xid,
+                at,
+            }
         }
         Kind::Commit | Kind::Rollback | Kind::Forget => {
             if p.len() != P_TAG_ONLY {
@@ -405,28 +455,30 @@ pub(super) fn decode(kind: Kind, p: &[u8]) -> Option<Entry<'_>> {
             }
         }
         Kind::Move => {
-            let (xid, end) = xid_at(P_MOVE_XID)?;
+            let (xid, end) = xid_at(t + P_MOVE_XID)?;
             if end != p.len() {
                 return None;
             }
             Record::Move {
                 old: tag()?,
-                new: le_u64(p.get(P_MOVE_NEW..P_MOVE_XID)?, 0),
+                new: le_u64(p.get(t + P_MOVE_NEW..t + P_MOVE_XID)?, 0),
                 xid,
+                at,
             }
         }
         Kind::Heuristic => {
-            let outcome = le_u32(p.get(P_HEUR_OUTCOME..P_HEUR_XID)?, 0) as i32;
-            let (xid, at) = xid_at(P_HEUR_XID)?;
-            let rl = le_u32(p.get(at..at + 4)?, 0) as usize;
-            if p.len() != at + 4 + rl {
+            let outcome = le_u32(p.get(t + P_HEUR_OUTCOME..t + P_HEUR_XID)?, 0) as i32;
+            let (xid, end) = xid_at(t + P_HEUR_XID)?;
+            let rl = le_u32(p.get(end..end + 4)?, 0) as usize;
+            if p.len() != end + 4 + rl {
                 return None;
             }
             Record::Heuristic {
                 tag: tag()?,
                 outcome,
                 xid,
-                reason: &p[at + 4..],
+                reason: &p[end + 4..],
+                at,
             }
         }
         Kind::SegmentEnd => return p.is_empty().then_some(Entry::SegmentEnd),

@@ -18,6 +18,8 @@ use tempfile::TempDir;
 
 /// Segment size of most tests: small, so that a few records roll the log.
 const SEG: u64 = 64 << 10;
+/// A wall-clock time records state (2023-11-14T22:13:20Z, in ns since the Unix epoch).
+const AT: u64 = 1_700_000_000_000_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -38,6 +40,7 @@ enum Rec {
     Prepare {
         tag: u64,
         xid: Xid,
+        at: Option<u64>,
     },
     Commit {
         tag: u64,
@@ -50,6 +53,7 @@ enum Rec {
         outcome: i32,
         xid: Xid,
         reason: Vec<u8>,
+        at: Option<u64>,
     },
     Forget {
         tag: u64,
@@ -58,6 +62,7 @@ enum Rec {
         old: u64,
         new: u64,
         xid: Xid,
+        at: Option<u64>,
     },
 }
 
@@ -70,9 +75,10 @@ impl Rec {
                 value,
             },
             Rec::Delete { tag, key } => Record::Delete { tag: *tag, key },
-            Rec::Prepare { tag, xid } => Record::Prepare {
+            Rec::Prepare { tag, xid, at } => Record::Prepare {
                 tag: *tag,
                 xid: *xid,
+                at: *at,
             },
             Rec::Commit { tag } => Record::Commit { tag: *tag },
             Rec::Rollback { tag } => Record::Rollback { tag: *tag },
@@ -81,17 +87,20 @@ impl Rec {
                 outcome,
                 xid,
                 reason,
+                at,
             } => Record::Heuristic {
                 tag: *tag,
                 outcome: *outcome,
                 xid: *xid,
                 reason,
+                at: *at,
             },
             Rec::Forget { tag } => Record::Forget { tag: *tag },
-            Rec::Move { old, new, xid } => Record::Move {
+            Rec::Move { old, new, xid, at } => Record::Move {
                 old: *old,
                 new: *new,
                 xid: *xid,
+                at: *at,
             },
         }
     }
@@ -107,7 +116,7 @@ impl Rec {
                 tag,
                 key: key.to_vec(),
             },
-            Record::Prepare { tag, xid } => Rec::Prepare { tag, xid },
+            Record::Prepare { tag, xid, at } => Rec::Prepare { tag, xid, at },
             Record::Commit { tag } => Rec::Commit { tag },
             Record::Rollback { tag } => Rec::Rollback { tag },
             Record::Heuristic {
@@ -115,14 +124,16 @@ impl Rec {
                 outcome,
                 xid,
                 reason,
+                at,
             } => Rec::Heuristic {
                 tag,
                 outcome,
                 xid,
                 reason: reason.to_vec(),
+                at,
             },
             Record::Forget { tag } => Rec::Forget { tag },
-            Record::Move { old, new, xid } => Rec::Move { old, new, xid },
+            Record::Move { old, new, xid, at } => Rec::Move { old, new, xid, at },
         }
     }
 
@@ -132,10 +143,10 @@ impl Rec {
         match self {
             Rec::Put { key, value, .. } => 16 + key.len() + value.len(),
             Rec::Delete { key, .. } => 12 + key.len(),
-            Rec::Prepare { xid, .. } => 8 + xid_len(xid),
+            Rec::Prepare { xid, .. } => 16 + xid_len(xid),
             Rec::Commit { .. } | Rec::Rollback { .. } | Rec::Forget { .. } => 8,
-            Rec::Heuristic { xid, reason, .. } => 12 + xid_len(xid) + 4 + reason.len(),
-            Rec::Move { xid, .. } => 16 + xid_len(xid),
+            Rec::Heuristic { xid, reason, .. } => 20 + xid_len(xid) + 4 + reason.len(),
+            Rec::Move { xid, .. } => 24 + xid_len(xid),
         }
     }
 
@@ -333,12 +344,14 @@ fn script_rec(c: char, i: usize) -> Rec {
         'x' => Rec::Prepare {
             tag,
             xid: xid(i as i64, &pattern(i, 3), &pattern(i + 1, 3)),
+            at: Some(AT + i as u64),
         },
         'h' => Rec::Heuristic {
             tag,
             outcome: XA_HEURCOM,
             xid: xid(-(i as i64) - 2, &pattern(i, 2), &pattern(i + 1, 2)),
             reason: pattern(i + 2, 2),
+            at: Some(AT + i as u64),
         },
         'b' => Rec::Put {
             tag,
@@ -349,6 +362,11 @@ fn script_rec(c: char, i: usize) -> Rec {
             old: tag,
             new: tag + 1000,
             xid: xid(i as i64, &pattern(i, 3), &pattern(i + 1, 3)),
+            at: if i % 2 == 0 {
+                Some(AT + i as u64)
+            } else {
+                None
+            },
         },
         _ => panic!("unknown script letter {c:?}"),
     }
@@ -460,7 +478,7 @@ fn assert_segment_header(dir: &Path, id: u64, base: Lsn, size: u64) {
     let path = seg_path(dir, id);
     let h = file_bytes(&path, 0, SEG_HEADER as usize);
     assert_eq!(&h[0..8], MAGIC, "{}", path.display());
-    assert_eq!(le_u32(&h, 8), 1, "version");
+    assert_eq!(le_u32(&h, 8), VERSION, "version");
     assert_eq!(le_u32(&h, 12), 64, "header length");
     assert_eq!(le_u64(&h, 16), id, "id");
     assert_eq!(le_u64(&h, 24), base, "base");
@@ -527,22 +545,27 @@ fn every_kind() -> Vec<Rec> {
         Rec::Prepare {
             tag: 4,
             xid: xid(0, b"g", b"b"),
+            at: None,
         },
         Rec::Prepare {
             tag: 5,
             xid: xid(-2, &max_g, &max_b),
+            at: Some(AT),
         },
         Rec::Prepare {
             tag: 6,
             xid: xid(i64::MIN, &max_g, b"q"),
+            at: None,
         },
         Rec::Prepare {
             tag: 7,
             xid: xid(i64::MAX, b"gtrid", &max_b),
+            at: Some(AT),
         },
         Rec::Prepare {
             tag: 8,
             xid: xid(0x1234_5678_9abc_def0, &[0; 13], &[0xff; 27]),
+            at: None,
         },
         Rec::Commit { tag: 4 },
         Rec::Commit { tag: 0 },
@@ -552,24 +575,28 @@ fn every_kind() -> Vec<Rec> {
             outcome: XA_HEURCOM,
             xid: xid(-2, &max_g, &max_b),
             reason: b"operator forced commit".to_vec(),
+            at: Some(AT),
         },
         Rec::Heuristic {
             tag: 7,
             outcome: XA_HEURRB,
             xid: xid(i64::MAX, b"gtrid", &max_b),
             reason: Vec::new(),
+            at: None,
         },
         Rec::Heuristic {
             tag: 8,
             outcome: XA_HEURMIX,
             xid: xid(1, b"a", b"b"),
             reason: pattern(1, 1000),
+            at: Some(AT),
         },
         Rec::Heuristic {
             tag: 9,
             outcome: XA_HEURHAZ,
             xid: xid(-7, b"hazard", b"x"),
             reason: b"?".to_vec(),
+            at: None,
         },
         Rec::Forget { tag: 5 },
         Rec::Forget { tag: u64::MAX },
@@ -850,8 +877,9 @@ fn too_big_record_is_refused_and_nothing_is_written() {
                 outcome: XA_HEURHAZ,
                 xid: xid(1, b"g", b"b"),
                 reason: &whole,
+                at: None,
             },
-            8 + 4 + 12 + 4 + whole.len(),
+            8 + 8 + 4 + 12 + 4 + whole.len(),
         ),
     ];
     for (name, rec, len) in &cases {
@@ -1528,6 +1556,8 @@ struct CraftCase {
 fn craft_cases() -> Vec<CraftCase> {
     let tag = 77u64.to_le_bytes();
     let good_xid = xid_payload(5, 2, 3, b"ggbbb");
+    // PREPARE, HEURISTIC and MOVE carry a time after their tag (version 2).
+    let time = AT.to_le_bytes();
     let c = |name, kind, payload: Vec<u8>, outcome| CraftCase {
         name,
         kind,
@@ -1556,6 +1586,7 @@ fn craft_cases() -> Vec<CraftCase> {
             Kind::Heuristic as u8,
             cat(&[
                 &tag,
+                &time,
                 &XA_HEURRB.to_le_bytes(),
                 &good_xid,
                 &2u32.to_le_bytes(),
@@ -1627,41 +1658,47 @@ fn craft_cases() -> Vec<CraftCase> {
         c(
             "PREPARE with gtrid length 0",
             Kind::Prepare as u8,
-            cat(&[&tag, &xid_payload(1, 0, 3, b"bbb")]),
+            cat(&[&tag, &time, &xid_payload(1, 0, 3, b"bbb")]),
             Corrupt,
         ),
         c(
             "PREPARE with bqual length 0",
             Kind::Prepare as u8,
-            cat(&[&tag, &xid_payload(1, 3, 0, b"ggg")]),
+            cat(&[&tag, &time, &xid_payload(1, 3, 0, b"ggg")]),
             Corrupt,
         ),
         c(
             "PREPARE with gtrid length 65",
             Kind::Prepare as u8,
-            cat(&[&tag, &xid_payload(1, 65, 1, &[1; 66])]),
+            cat(&[&tag, &time, &xid_payload(1, 65, 1, &[1; 66])]),
             Corrupt,
         ),
         c(
             "PREPARE of the null XID (formatID -1)",
             Kind::Prepare as u8,
-            cat(&[&tag, &xid_payload(-1, 2, 3, b"ggbbb")]),
+            cat(&[&tag, &time, &xid_payload(-1, 2, 3, b"ggbbb")]),
             Corrupt,
         ),
         c(
             "PREPARE with XID data cut short",
             Kind::Prepare as u8,
-            cat(&[&tag, &xid_payload(1, 2, 3, b"ggbb")]),
+            cat(&[&tag, &time, &xid_payload(1, 2, 3, b"ggbb")]),
             Corrupt,
         ),
         c(
             "PREPARE with a trailing byte",
             Kind::Prepare as u8,
-            cat(&[&tag, &good_xid, b"!"]),
+            cat(&[&tag, &time, &good_xid, b"!"]),
             Corrupt,
         ),
         c(
             "PREPARE without an XID",
+            Kind::Prepare as u8,
+            cat(&[&tag, &time]),
+            Corrupt,
+        ),
+        c(
+            "PREPARE without its time",
             Kind::Prepare as u8,
             tag.to_vec(),
             Corrupt,
@@ -1671,6 +1708,7 @@ fn craft_cases() -> Vec<CraftCase> {
             Kind::Heuristic as u8,
             cat(&[
                 &tag,
+                &time,
                 &XA_HEURCOM.to_le_bytes(),
                 &good_xid,
                 &3u32.to_le_bytes(),
@@ -1681,7 +1719,7 @@ fn craft_cases() -> Vec<CraftCase> {
         c(
             "HEURISTIC without a reason length",
             Kind::Heuristic as u8,
-            cat(&[&tag, &XA_HEURCOM.to_le_bytes(), &good_xid]),
+            cat(&[&tag, &time, &XA_HEURCOM.to_le_bytes(), &good_xid]),
             Corrupt,
         ),
         c(
@@ -1689,6 +1727,7 @@ fn craft_cases() -> Vec<CraftCase> {
             Kind::Heuristic as u8,
             cat(&[
                 &tag,
+                &time,
                 &XA_HEURCOM.to_le_bytes(),
                 &xid_payload(-1, 2, 3, b"ggbbb"),
                 &0u32.to_le_bytes(),
@@ -1767,7 +1806,7 @@ fn crafted_record_table() {
                     let rec = seen[built.len()].1.as_record();
                     let kind = Kind::try_from(case.kind).expect("a kind");
                     assert_eq!(
-                        decode(kind, &case.payload),
+                        decode(kind, VERSION, &case.payload),
                         Some(Entry::Record(rec)),
                         "{ctx}"
                     );
@@ -1785,21 +1824,28 @@ fn crafted_record_table() {
 fn every_kind_byte_is_known_to_probe_and_decode_alike() {
     let salt = 0x5eed;
     let tag = 3u64.to_le_bytes();
+    let time = AT.to_le_bytes();
     // A well-formed payload of each kind; no wildcard, so a new kind must be added here.
     let example = |k: Kind| -> Vec<u8> {
         match k {
             Kind::Put => cat(&[&tag, &1u32.to_le_bytes(), &1u32.to_le_bytes(), b"kv"]),
             Kind::Delete => cat(&[&tag, &1u32.to_le_bytes(), b"k"]),
-            Kind::Prepare => cat(&[&tag, &xid_payload(5, 1, 1, b"gb")]),
+            Kind::Prepare => cat(&[&tag, &time, &xid_payload(5, 1, 1, b"gb")]),
             Kind::Commit | Kind::Rollback | Kind::Forget => tag.to_vec(),
             Kind::Heuristic => cat(&[
                 &tag,
+                &time,
                 &XA_HEURCOM.to_le_bytes(),
                 &xid_payload(5, 1, 1, b"gb"),
                 &0u32.to_le_bytes(),
             ]),
             Kind::SegmentEnd => Vec::new(),
-            Kind::Move => cat(&[&tag, &4u64.to_le_bytes(), &xid_payload(5, 1, 1, b"gb")]),
+            Kind::Move => cat(&[
+                &tag,
+                &time,
+                &4u64.to_le_bytes(),
+                &xid_payload(5, 1, 1, b"gb"),
+            ]),
             Kind::Checkpoint => 2u64.to_le_bytes().to_vec(),
         }
     };
@@ -1813,7 +1859,7 @@ fn every_kind_byte_is_known_to_probe_and_decode_alike() {
         if let Ok(k) = known {
             assert_eq!(k as u8, b, "{k:?} converts back to its byte");
             assert!(
-                decode(k, &payload).is_some(),
+                decode(k, VERSION, &payload).is_some(),
                 "{k:?}: a well-formed payload decodes"
             );
             kinds.push(k);
@@ -2078,10 +2124,10 @@ fn segment_file_table() {
             Some((2, 0)),
         ),
         (
-            "unsupported version",
+            "a newer format version",
             Rewrite {
                 seg: 2,
-                field: Version(2),
+                field: Version(VERSION + 1),
             },
             Some((2, 0)),
         ),
@@ -2806,15 +2852,17 @@ fn rec_strategy() -> impl Strategy<Value = Rec> {
         4 => (tag.clone(), bytes(64), bytes(4096))
             .prop_map(|(tag, key, value)| Rec::Put { tag, key, value }),
         2 => (tag.clone(), bytes(64)).prop_map(|(tag, key)| Rec::Delete { tag, key }),
-        1 => (tag.clone(), xid_strategy()).prop_map(|(tag, xid)| Rec::Prepare { tag, xid }),
+        1 => (tag.clone(), xid_strategy(), proptest::option::of(1u64..))
+            .prop_map(|(tag, xid, at)| Rec::Prepare { tag, xid, at }),
         1 => tag.clone().prop_map(|tag| Rec::Commit { tag }),
         1 => tag.clone().prop_map(|tag| Rec::Rollback { tag }),
-        1 => (tag.clone(), any::<i32>(), xid_strategy(), bytes(300)).prop_map(
-            |(tag, outcome, xid, reason)| Rec::Heuristic {
+        1 => (tag.clone(), any::<i32>(), xid_strategy(), bytes(300), proptest::option::of(1u64..)).prop_map(
+            |(tag, outcome, xid, reason, at)| Rec::Heuristic {
                 tag,
                 outcome,
                 xid,
-                reason
+                reason,
+                at
             }
         ),
         1 => tag.prop_map(|tag| Rec::Forget { tag }),
@@ -3278,20 +3326,23 @@ fn power_cuts_never_splice_rolled_back_records_in() {
                     value: pattern(i + 5000, value.len()),
                 },
                 Rec::Commit { tag } => Rec::Commit { tag: tag + 5000 },
-                Rec::Prepare { tag, xid } => Rec::Prepare {
+                Rec::Prepare { tag, xid, at } => Rec::Prepare {
                     tag: tag + 5000,
                     xid: *xid,
+                    at: *at,
                 },
                 Rec::Heuristic {
                     tag,
                     outcome,
                     xid,
                     reason,
+                    at,
                 } => Rec::Heuristic {
                     tag: tag + 5000,
                     outcome: *outcome,
                     xid: *xid,
                     reason: reason.clone(),
+                    at: *at,
                 },
                 r => panic!("no other record like {r:?}"),
             };
@@ -3695,4 +3746,132 @@ fn attach_and_open_on_refuse_the_wrong_region_or_configuration() {
     .err()
     .expect("no log");
     assert!(e.to_string().contains("holds no log"), "{e}");
+}
+
+/// A log of format version 1 (no times in PREPARE, HEURISTIC and MOVE) is built here byte by
+/// byte, as the version-1 writer laid it out. It opens as it is, its timed records with an
+/// unknown time; the first append ends its tail segment and goes to a new segment of the
+/// current version, with its time; both replay after a reopen. A segment of a newer version is
+/// refused, naming the file and saying why, and nothing is changed.
+#[test]
+fn a_version_1_log_opens_and_moves_on_to_the_current_version() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let salt = 0x0123_4567_89ab_cdef;
+    let path = seg_path(dir.path(), 1);
+    let mut seg = vec![0u8; SEG as usize];
+    seg[..SEG_HEADER as usize].copy_from_slice(&segment_header(1, 1, 0, SEG, salt));
+    let tag = |t: u64| t.to_le_bytes();
+    let x = xid(7, b"g1", b"b1");
+    let xp = xid_payload(7, 2, 2, b"g1b1");
+    // Version-1 payloads: no time after the tag.
+    let v1: Vec<(Kind, Vec<u8>, Rec)> = vec![
+        (
+            Kind::Put,
+            cat(&[&tag(3), &1u32.to_le_bytes(), &1u32.to_le_bytes(), b"kv"]),
+            Rec::Put {
+                tag: 3,
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+        ),
+        (
+            Kind::Prepare,
+            cat(&[&tag(3), &xp]),
+            Rec::Prepare {
+                tag: 3,
+                xid: x,
+                at: None,
+            },
+        ),
+        (
+            Kind::Move,
+            cat(&[&tag(3), &tag(4), &xp]),
+            Rec::Move {
+                old: 3,
+                new: 4,
+                xid: x,
+                at: None,
+            },
+        ),
+        (
+            Kind::Heuristic,
+            cat(&[
+                &tag(4),
+                &XA_HEURRB.to_le_bytes(),
+                &xp,
+                &2u32.to_le_bytes(),
+                b"ok",
+            ]),
+            Rec::Heuristic {
+                tag: 4,
+                outcome: XA_HEURRB,
+                xid: x,
+                reason: b"ok".to_vec(),
+                at: None,
+            },
+        ),
+    ];
+    let mut off = SEG_HEADER as usize;
+    let mut want = Vec::new();
+    for (kind, payload, rec) in &v1 {
+        let bytes = craft_record(salt, *kind as u8, payload, 0, 0);
+        seg[off..off + bytes.len()].copy_from_slice(&bytes);
+        want.push((off as Lsn, rec.clone()));
+        off += bytes.len();
+    }
+    std::fs::write(&path, &seg).unwrap();
+    let end = off as Lsn;
+
+    let (log, seen) = reopen(dir.path());
+    assert_replay(&seen, &want, "version-1 log");
+    assert_eq!(
+        seg_ids(dir.path()),
+        vec![1],
+        "opening alone changes nothing"
+    );
+    assert_eq!(log.written(), end);
+    // The first append rolls away from the version-1 segment.
+    let new = Rec::Prepare {
+        tag: 9,
+        xid: xid(8, b"g", b"b"),
+        at: Some(AT),
+    };
+    let a = log.append_alone(&new.as_record()).unwrap();
+    log.sync_to(a.end).unwrap();
+    assert_eq!(seg_ids(dir.path()), vec![1, 2]);
+    assert_segment_header(dir.path(), 2, SEG, SEG);
+    assert_eq!(
+        a.lsn,
+        SEG + SEG_HEADER,
+        "the record is the new segment's first"
+    );
+    assert_eq!(
+        le_u32(&file_bytes(&path, 8, 4), 0),
+        1,
+        "the old segment keeps its version"
+    );
+    drop(log);
+    let (log, seen) = reopen(dir.path());
+    want.push((a.lsn, new));
+    assert_replay(&seen, &want, "after the roll");
+    drop(log);
+
+    // A segment of a newer version than this library writes: refused, nothing changed.
+    let seg2 = seg_path(dir.path(), 2);
+    let mut h = file_bytes(&seg2, 0, SEG_HEADER as usize);
+    h[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+    let crc = crc32fast::hash(&h[..48]);
+    h[48..52].copy_from_slice(&crc.to_le_bytes());
+    put_bytes(&seg2, 0, &h);
+    let before = segment_files(dir.path());
+    let (file, offset, what) = expect_corrupt(open_log(dir.path(), SEG, SyncMode::Msync));
+    assert_eq!((file, offset), (seg2, 0));
+    assert!(
+        what.contains(&format!("log format version {}", VERSION + 1)) && what.contains("newer"),
+        "{what}"
+    );
+    assert_eq!(segment_files(dir.path()), before);
 }

@@ -13,7 +13,7 @@
 use super::open::whole;
 use super::record::{
     checkpoint_payload, encode, is_zero, padded, record_header, segment_header, Fixed, Kind,
-    REC_HEADER, SEG_HEADER,
+    REC_HEADER, SEG_HEADER, VERSION,
 };
 use super::shared::{
     region_err, Claimed, Role, R_DURABLE, R_ENDED, R_FIRST_BASE, R_FIRST_ID, R_HIGH, R_ROLLER,
@@ -121,12 +121,17 @@ impl<M: Media> Log<M> {
         let salt = new_salt(id);
         let path = seg_path(media.dir(), id);
         let file = media
-            .create(&seg_name(id), size, &segment_header(id, base, size, salt))
+            .create(
+                &seg_name(id),
+                size,
+                &segment_header(VERSION, id, base, size, salt),
+            )
             .map_err(io_err(format!("create {}", path.display())))?;
         Ok(Seg {
             id,
             base,
             salt,
+            version: VERSION,
             file,
             path,
         })
@@ -181,7 +186,12 @@ impl<M: Media> Log<M> {
         let id = get(t, R_TAIL_ID)?;
         let at = get(t, R_TAIL_OFF)?;
         let seg = self.seg(id)?;
-        if get(t, R_ENDED)? == id || at + total + REC_HEADER as u64 > seg.file.size() {
+        // A segment of an older format (the tail of a log written by an older version) takes
+        // no new record: the roll ends it and the record goes to a segment of this version.
+        if get(t, R_ENDED)? == id
+            || at + total + REC_HEADER as u64 > seg.file.size()
+            || seg.version != VERSION
+        {
             return Err(LogError::NeedRoll(id));
         }
         self.erase_stale(t, &seg, at)?;

@@ -11,7 +11,8 @@
 //! (later records win at replay, and its next writes come after the copies); values saved for
 //! savepoints are re-logged under a tag that is rolled back at once; a prepared branch moves to
 //! a new tag (copies, then MOVE, in one section; it keeps its locks: they are held by its
-//! record, not its tag); the segment is deleted only after a synced CHECKPOINT, and only once a
+//! record, not its tag); a restated PREPARE (as MOVE) or HEURISTIC keeps the time the branch's
+//! record stated (unknown stays unknown); the segment is deleted only after a synced CHECKPOINT, and only once a
 //! last look finds nothing left in it. Every step passes the crash points of [`crate::crash`].
 
 use super::branch;
@@ -243,6 +244,8 @@ impl<M: Media> Rm<M> {
                                 outcome: outcome.to_log(),
                                 xid,
                                 reason: reason.as_bytes(),
+                                // The decision's time, restated.
+                                at: since(t, b)?,
                             },
                         )?;
                         crash_point("compact.restated_heuristic");
@@ -389,7 +392,9 @@ impl<M: Media> Rm<M> {
             crash_point("compact.copied_prepared");
         }
         crash_point("compact.before_move");
-        let a = self.log.append(t, &Record::Move { old, new, xid })?;
+        // The prepare's own time, not now's: the branch's age goes on from it.
+        let at = since(t, b)?;
+        let a = self.log.append(t, &Record::Move { old, new, xid, at })?;
         crash_point("compact.moved");
         t.set_u64(b + B_TAG, new)?;
         t.set_u64(b + B_RECORD_LSN, a.lsn)?;

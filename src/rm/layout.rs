@@ -6,6 +6,8 @@
 //! the store's directory, mapped `MAP_SHARED` by every process with the store open); every
 //! change is made in a journaled section, so a process that dies half way through one leaves
 //! nothing half done. The log's shared tail is in roots 0–15 (see `src/log`).
+//! Any change to the layout below bumps the region's format version (`shm::layout::VERSION`),
+//! so that processes of different layouts never share a region.
 //!
 //! # Roots
 //! | root | what |
@@ -59,11 +61,12 @@
 //! | 19 | 1 | rollback-only reason (`Rb` as 1–4; 0 = none) |
 //! | 20 | 1 | undone: rolled back by another thread while associated |
 //! | 21 | 1 | busy: the completion in progress (see [`Busy`]) |
-//! | 22 | 2 | zero |
+//! | 22 | 1 | since unknown: 1 if `since` (48) is when the region was built, the log having recorded no time for the prepare or decision (a version-1 log) |
+//! | 23 | 1 | zero |
 //! | 24 | 8 | the busy completion's process: slot + 1, and its generation in bits 32–63 |
 //! | 32 | 8 | the record the busy completion appended (LSN; 0 = not yet) |
 //! | 40 | 8 | LSN of the record stating a prepared or heuristic branch (PREPARE, MOVE, HEURISTIC) |
-//! | 48 | 8 | since: when it began, was prepared or completed (ns since the Unix epoch) |
+//! | 48 | 8 | since: when it began, was prepared or completed heuristically (ns since the Unix epoch; for a branch rebuilt from the log, the time its PREPARE, MOVE or HEURISTIC record states) |
 //! | 56 | 8 | associations ([`Vec64`] of thread-of-control ids; bit 63 = suspended) |
 //! | 64 | 8 | locks held ([`Vec64`] of key entries; bit 0 = exclusive) |
 //! | 72 | 8 | requests waiting now ([`Vec64`] of wait records) |
@@ -80,6 +83,7 @@
 //! | 146 | 6 | zero |
 //! | 152 | 128 | XID data |
 //! | 280 | 8 | suspended-for-migration associations |
+//! | 288 | 8 | the time the busy completion's record states (ns since the Unix epoch): `since` once it is done |
 //!
 //! A thread-of-control id is the process's slot + 1 in bits 40–62 and the thread's number in
 //! that process in bits 0–39, so a dead process's associations can be found.
@@ -146,6 +150,7 @@ pub const B_OUTCOME: u64 = 18;
 pub const B_RB: u64 = 19;
 pub const B_UNDONE: u64 = 20;
 pub const B_BUSY: u64 = 21;
+pub const B_SINCE_UNKNOWN: u64 = 22;
 pub const B_BUSY_SLOT: u64 = 24;
 pub const B_BUSY_LSN: u64 = 32;
 pub const B_RECORD_LSN: u64 = 40;
@@ -165,7 +170,8 @@ pub const B_GLEN: u64 = 144;
 pub const B_BLEN: u64 = 145;
 pub const B_DATA: u64 = 152;
 pub const B_MIGRATED: u64 = 280;
-pub const BRANCH_SIZE: u64 = 288;
+pub const B_BUSY_AT: u64 = 288;
+pub const BRANCH_SIZE: u64 = 296;
 
 pub const KIND_XA: u8 = 1;
 pub const KIND_LOCAL: u8 = 2;
@@ -374,6 +380,18 @@ pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Sets when the branch's current phase began (`at`, ns since the Unix epoch), known.
+pub fn set_since(t: &mut Txn<'_>, b: Off, at: u64) -> Result<(), Error> {
+    t.set_u64(b + B_SINCE, at)?;
+    t.set_u8(b + B_SINCE_UNKNOWN, 0)
+}
+
+/// When the branch's current phase began, or `None` if the log recorded no time for it (its
+/// `since` is then when the region was built).
+pub fn since(t: &Txn<'_>, b: Off) -> Result<Option<u64>, Error> {
+    Ok((t.get_u8(b + B_SINCE_UNKNOWN)? == 0).then_some(t.get_u64(b + B_SINCE)?))
 }
 
 /// Replaces a record's text block (heuristic reason, or why rollback-only).

@@ -46,6 +46,14 @@ pub(super) fn abandon(t: &mut Txn<'_>, b: Off, gtoc: u64) -> Result<(), shm::Err
     Ok(())
 }
 
+/// The time the busy completion's record of `b` states (now, if it stated none).
+fn logged_at(t: &Txn<'_>, b: Off) -> Result<u64, shm::Error> {
+    match t.get_u64(b + B_BUSY_AT)? {
+        0 => Ok(now_ns()),
+        at => Ok(at),
+    }
+}
+
 /// Finishes the busy completion of `b` (its record is durable).
 pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<(), shm::Error> {
     match branch::busy(t, b)? {
@@ -55,7 +63,8 @@ pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<(), shm::Error> {
             t.set_u64(b + B_BUSY_SLOT, 0)?;
             t.set_u64(b + B_BUSY_LSN, 0)?;
             t.set_u8(b + B_PHASE, PHASE_PREPARED)?;
-            t.set_u64(b + B_SINCE, now_ns())?;
+            set_since(t, b, logged_at(t, b)?)?;
+            t.set_u64(b + B_BUSY_AT, 0)?;
             journal(b).clear(t)?;
             savepoints(b).clear(t)
         }
@@ -73,7 +82,8 @@ pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<(), shm::Error> {
             t.set_u64(b + B_BUSY_SLOT, 0)?;
             t.set_u64(b + B_BUSY_LSN, 0)?;
             t.set_u8(b + B_PHASE, PHASE_HEURISTIC)?;
-            t.set_u64(b + B_SINCE, now_ns())?;
+            set_since(t, b, logged_at(t, b)?)?;
+            t.set_u64(b + B_BUSY_AT, 0)?;
             if outcome == crate::error::Outcome::Commit {
                 branch::apply_pending(t, b)?;
             } else {

@@ -10,6 +10,11 @@
 //! outcome whose first record was reclaimed. A PREPARE or MOVE may outlive the writes before it
 //! (they ended a segment that was reclaimed once the branch moved on or completed): only a
 //! branch still prepared at the end of the log must have writes.
+//!
+//! A rebuilt in-doubt branch is dated by its record: the time of the prepare (PREPARE, or the
+//! MOVE that carried it over) or of the heuristic decision, so its age, and the orphan policy,
+//! go on across restarts. A record of a version-1 log states no time: the branch is then dated
+//! by the rebuild and marked unknown.
 
 use super::branch;
 use super::keys::{self, Pending, ValueLoc};
@@ -20,7 +25,7 @@ use crate::config::{Config, Isolation, SyncMode};
 use crate::error::Outcome;
 use crate::fxhash::FxHashMap;
 use crate::log::{Log, Lsn, Media, Record};
-use crate::shm::{self, LockFile, Region, Table, Txn};
+use crate::shm::{self, LockFile, Off, Region, Table, Txn};
 use crate::xid::Xid;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -52,8 +57,9 @@ impl Index {
 /// The highest branch tag a valid log holds.
 const MAX_TAG: u64 = 1 << 62;
 
-/// An in-doubt branch as the log states it: XID and the LSN of the stating record.
-type Stated = (Xid, Lsn);
+/// An in-doubt branch as the log states it: XID, the LSN of the stating record, and the time
+/// of its prepare or decision (`None`: the log recorded none).
+type Stated = (Xid, Lsn, Option<u64>);
 
 #[derive(Default)]
 struct Replay {
@@ -85,12 +91,12 @@ impl Replay {
         let (tag, key, value) = match rec {
             Record::Put { tag, key, value } => (tag, key, Some(value)),
             Record::Delete { tag, key } => (tag, key, None),
-            Record::Prepare { tag, xid } => {
+            Record::Prepare { tag, xid, at } => {
                 // Its writes may be in a reclaimed segment if the branch completed later; a
                 // branch still prepared at the end must have writes (checked in `open`).
                 self.pending.entry(tag).or_default();
                 self.note_tag(tag)?;
-                self.prepared.insert(tag, (xid, lsn));
+                self.prepared.insert(tag, (xid, lsn, at));
                 return Ok(());
             }
             Record::Commit { tag } => {
@@ -109,6 +115,7 @@ impl Replay {
                 outcome,
                 xid,
                 reason,
+                at,
             } => {
                 self.note_tag(tag)?;
                 let outcome = Outcome::from_log(outcome)
@@ -119,14 +126,15 @@ impl Replay {
                     self.apply(writes);
                 }
                 let reason = String::from_utf8_lossy(reason).into_owned();
-                self.heuristic.insert(tag, ((xid, lsn), outcome, reason));
+                self.heuristic
+                    .insert(tag, ((xid, lsn, at), outcome, reason));
                 return Ok(());
             }
             Record::Forget { tag } => {
                 self.heuristic.remove(&tag);
                 return Ok(());
             }
-            Record::Move { old, new, xid } => {
+            Record::Move { old, new, xid, at } => {
                 // The prepared branch's writes were re-logged under `new` just before, but
                 // maybe in an earlier segment, reclaimed since (the branch moved on or
                 // completed): as for PREPARE, a branch still prepared at the end must have
@@ -135,7 +143,7 @@ impl Replay {
                 self.pending.remove(&old);
                 self.note_tag(new)?;
                 self.pending.entry(new).or_default();
-                self.prepared.insert(new, (xid, lsn));
+                self.prepared.insert(new, (xid, lsn, at));
                 return Ok(());
             }
         };
@@ -153,6 +161,18 @@ impl Replay {
                 .insert(key.to_vec(), (lsn, loc));
         }
         Ok(())
+    }
+}
+
+/// Dates a rebuilt branch as its record does (`at`), or, if the record states no time (a
+/// version-1 log), by the rebuild (`built`), marked unknown.
+fn since_logged(t: &mut Txn<'_>, b: Off, at: Option<u64>, built: u64) -> Result<(), shm::Error> {
+    match at {
+        Some(at) => set_since(t, b, at),
+        None => {
+            t.set_u64(b + B_SINCE, built)?;
+            t.set_u8(b + B_SINCE_UNKNOWN, 1)
+        }
     }
 }
 
@@ -252,10 +272,10 @@ pub(super) fn build<M: Media>(
             let k = keys::find_or_insert(t, key).map_err(shm_err)?;
             keys::set_committed(t, k, Some(*loc)).map_err(shm_err)?;
         }
-        let mut prepared: Vec<(u64, (Xid, Lsn))> =
+        let mut prepared: Vec<(u64, Stated)> =
             std::mem::take(&mut replay.prepared).into_iter().collect();
         prepared.sort_unstable_by_key(|(tag, _)| *tag);
-        for (tag, (xid, lsn)) in prepared {
+        for (tag, (xid, lsn, at)) in prepared {
             let writes = replay.pending.remove(&tag).unwrap_or_default();
             if writes.is_empty() {
                 return Err(format!(
@@ -269,7 +289,7 @@ pub(super) fn build<M: Media>(
             t.set_u64(b + B_TAG, tag).map_err(shm_err)?;
             t.set_u8(b + B_PHASE, PHASE_PREPARED).map_err(shm_err)?;
             t.set_u64(b + B_RECORD_LSN, lsn).map_err(shm_err)?;
-            t.set_u64(b + B_SINCE, built).map_err(shm_err)?;
+            since_logged(t, b, at, built).map_err(shm_err)?;
             for (key, (rec, loc)) in writes {
                 let k = keys::find_or_insert(t, &key).map_err(shm_err)?;
                 if !locks::lock_now(t, k, b).map_err(shm_err)? {
@@ -289,7 +309,7 @@ pub(super) fn build<M: Media>(
                 t.set_u64(b + B_WRITES, w + 1).map_err(shm_err)?;
             }
         }
-        for (tag, ((xid, lsn), outcome, reason)) in std::mem::take(&mut replay.heuristic) {
+        for (tag, ((xid, lsn, at), outcome, reason)) in std::mem::take(&mut replay.heuristic) {
             if branch::find(t, &xid).map_err(shm_err)?.is_some() {
                 return Err(format!("XID {xid} is in doubt twice in the log"));
             }
@@ -299,7 +319,7 @@ pub(super) fn build<M: Media>(
             t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))
                 .map_err(shm_err)?;
             t.set_u64(b + B_RECORD_LSN, lsn).map_err(shm_err)?;
-            t.set_u64(b + B_SINCE, built).map_err(shm_err)?;
+            since_logged(t, b, at, built).map_err(shm_err)?;
             set_text(t, b, &reason).map_err(shm_err)?;
             max_tag = max_tag.max(tag);
         }

@@ -23,6 +23,9 @@ pub struct Report {
     pub log_bytes: u64,
     /// Lock requests waiting now.
     pub lock_waits: u64,
+    /// When the shared state was last rebuilt from the log (ns since the Unix epoch): what the
+    /// age of a branch whose time the log did not record counts from.
+    pub built_ns: u64,
     /// Every branch the store knows.
     pub branches: Vec<BranchReport>,
 }
@@ -34,8 +37,14 @@ pub struct BranchReport {
     /// `active`, `idle`, `suspended`, `rollback-only`, `prepared`, `heuristic-commit`,
     /// `heuristic-rollback`, or `busy` (a completion call is in progress).
     pub state: String,
-    /// Milliseconds since the branch began, was prepared or completed heuristically (or since
-    /// the shared state was rebuilt, for a branch recovered from the log).
+    /// When the branch began, was prepared or was completed heuristically (wall clock, ns since
+    /// the Unix epoch), as `age_from` says; `None` if the log recorded no time for it (a
+    /// version-1 log): its age then counts from the rebuild.
+    pub since_ns: Option<u64>,
+    /// What the age counts from: `start`, `prepare`, `decision` (heuristic), or `rebuild` (the
+    /// log recorded no time).
+    pub age_from: &'static str,
+    /// Milliseconds since then.
     pub age_ms: u64,
     /// Keys the branch wrote (none left for a completed branch).
     pub keys: u64,
@@ -66,9 +75,18 @@ impl<M: Media> Rm<M> {
                     _ => "idle".to_string(),
                 };
                 let phase = branch::phase(t, b)?;
+                let since_ns = since(t, b)?;
+                let age_from = match phase {
+                    _ if since_ns.is_none() => "rebuild",
+                    PHASE_PREPARED => "prepare",
+                    PHASE_HEURISTIC => "decision",
+                    _ => "start",
+                };
                 branches.push(BranchReport {
                     xid: read_xid(t, b)?,
                     state,
+                    since_ns,
+                    age_from,
                     age_ms: now.saturating_sub(t.get_u64(b + B_SINCE)?) / 1_000_000,
                     keys: t.get_u64(b + B_WRITES)?,
                     reason: if phase == PHASE_HEURISTIC {
@@ -91,9 +109,11 @@ impl<M: Media> Rm<M> {
                 t.get_u64(R_LIVE_BYTES)?,
                 t.get_u64(R_WAITS)?,
                 peers,
+                t.get_u64(R_BUILT_NS)?,
             ))
         });
-        let (mut branches, live_keys, live_bytes, lock_waits, peers) = snap.unwrap_or_default();
+        let (mut branches, live_keys, live_bytes, lock_waits, peers, built_ns) =
+            snap.unwrap_or_default();
         branches.sort_by(|a, b| {
             (a.xid.format_id(), a.xid.data()).cmp(&(b.xid.format_id(), b.xid.data()))
         });
@@ -106,6 +126,7 @@ impl<M: Media> Rm<M> {
             segments: segments as u64,
             log_bytes,
             lock_waits,
+            built_ns,
             branches,
         }
     }

@@ -1,8 +1,10 @@
 //! Smoke tests of the core; the state tables are covered in `tests/state_tables.rs`.
 
 use super::flags::{EndMode, Scan, StartMode};
+use super::layout::now_ns;
 use super::*;
 use crate::config::{Config, SyncMode};
+use crate::error::Outcome;
 use crate::log::Record;
 use crate::status::*;
 use crate::xa::*;
@@ -309,7 +311,7 @@ fn a_move_whose_copies_were_reclaimed_still_opens() {
         rm.end(1, &p, EndMode::Success).unwrap();
         assert_eq!(rm.prepare(1, &p), Ok(Vote::Prepared));
         // Segment 1 holds the branch and dead filler; segment 2's tail leaves room for the
-        // copy (144 bytes, plus 24 for SEGMENT_END) but not for the MOVE (56) after it.
+        // copy (144 bytes, plus 24 for SEGMENT_END) but not for the MOVE (64) after it.
         while rm.log.disk_usage().0 < 2 {
             rm.put(9, b"f", Some(&[b'f'; 512])).unwrap();
         }
@@ -341,11 +343,13 @@ fn a_prepared_branch_without_writes_is_corruption() {
         Record::Prepare {
             tag: 3,
             xid: xid(1),
+            at: None,
         },
         Record::Move {
             old: 3,
             new: 4,
             xid: xid(1),
+            at: None,
         },
     ];
     for rec in stated {
@@ -428,8 +432,7 @@ fn a_shared_group_store_creates_every_file_0660() {
     rm.put(1, b"k", Some(b"v")).unwrap();
     rm.end(1, &a, EndMode::Success).unwrap();
     assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
-    rm.heuristic(&a, crate::error::Outcome::Commit, "test")
-        .unwrap();
+    rm.heuristic(&a, Outcome::Commit, "test").unwrap();
     // A roll creates the next segment.
     let value = vec![7u8; 4000];
     for i in 0..40u32 {
@@ -502,4 +505,193 @@ fn a_durable_commit_is_acknowledged_when_its_finish_must_wait() {
     drop(rm);
     let rm = open(dir.path());
     assert_eq!(rm.get(1, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// The branch `x` in a status report.
+fn branch_report(rm: &Rm, x: &Xid) -> BranchReport {
+    rm.status()
+        .branches
+        .into_iter()
+        .find(|b| b.xid == *x)
+        .unwrap_or_else(|| panic!("{x} is not in the status"))
+}
+
+/// A prepared branch is dated by its prepare and a heuristically completed one by its
+/// decision, and the log keeps both times: after a reopen, and after reclaiming has re-logged
+/// the branches (MOVE, HEURISTIC) and deleted the segment their first records were in, the
+/// store shows the same absolute times.
+#[test]
+fn prepare_and_decision_times_survive_reopen_and_reclaiming() {
+    const SEG: u64 = 4096;
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.sync = SyncMode::Msync;
+    cfg.segment_size = SEG;
+    let rm = Rm::open(cfg.clone()).unwrap();
+    let (p, h) = (xid(1), xid(2));
+    let before = now_ns();
+    for (x, k) in [(&p, b"p"), (&h, b"h")] {
+        rm.start(1, x, StartMode::New).unwrap();
+        rm.put(1, k, Some(b"v")).unwrap();
+        rm.end(1, x, EndMode::Success).unwrap();
+        assert_eq!(rm.prepare(1, x), Ok(Vote::Prepared));
+    }
+    rm.heuristic(&h, Outcome::Rollback, "ticket 1").unwrap();
+    let after = now_ns();
+    let (pr, hr) = (branch_report(&rm, &p), branch_report(&rm, &h));
+    let prepared = pr.since_ns.expect("the prepare's time");
+    let decided = hr.since_ns.expect("the decision's time");
+    assert!(before <= prepared && prepared <= decided && decided <= after);
+    assert_eq!((pr.age_from, hr.age_from), ("prepare", "decision"));
+    let times = |rm: &Rm| {
+        (
+            branch_report(rm, &p).since_ns,
+            branch_report(rm, &h).since_ns,
+        )
+    };
+    drop(rm);
+    let rm = Rm::open(cfg.clone()).unwrap();
+    assert_eq!(
+        times(&rm),
+        (Some(prepared), Some(decided)),
+        "after a reopen"
+    );
+    // Move the log on, then reclaim every segment but the tail: segment 1, with the PREPARE
+    // and HEURISTIC records, is gone, the branches restated.
+    while rm.log.disk_usage().0 < 3 {
+        rm.put(9, b"f", Some(&[b'f'; 512])).unwrap();
+    }
+    let mut steps = 0;
+    while rm.compact_step().unwrap() {
+        steps += 1;
+        assert!(steps < 100, "reclaiming does not end");
+    }
+    assert!(!seg_path_exists(dir.path(), 1), "segment 1 was reclaimed");
+    assert_eq!(
+        times(&rm),
+        (Some(prepared), Some(decided)),
+        "after reclaiming"
+    );
+    drop(rm);
+    let rm = Rm::open(cfg).unwrap();
+    assert_eq!(
+        times(&rm),
+        (Some(prepared), Some(decided)),
+        "after reclaiming and a reopen"
+    );
+    assert_eq!(rm.commit(1, &p, false), Ok(()));
+}
+
+fn seg_path_exists(dir: &std::path::Path, id: u64) -> bool {
+    dir.join(format!("log-{id:016x}.seg")).exists()
+}
+
+/// A log whose PREPARE states a time two hours ago (written here through the log itself, as a
+/// process that prepared then and stopped would have left it).
+fn store_prepared_long_ago(dir: &std::path::Path, x: &Xid) -> u64 {
+    let at = now_ns() - 2 * 3600 * 1_000_000_000;
+    let log = Log::open(dir, 4 << 20, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
+    log.append_alone(&Record::Put {
+        tag: 3,
+        key: b"k",
+        value: b"v",
+    })
+    .unwrap();
+    let a = log
+        .append_alone(&Record::Prepare {
+            tag: 3,
+            xid: *x,
+            at: Some(at),
+        })
+        .unwrap();
+    log.sync_to(a.end).unwrap();
+    at
+}
+
+/// After a restart, a branch prepared two hours ago is two hours old (not as old as the
+/// restart), and the orphan policy decides from that time: with a one-hour limit it rolls the
+/// branch back at once; with injected clocks, not a second before the limit and at once after.
+#[test]
+fn the_orphan_policy_counts_from_the_prepare_across_a_restart() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let x = xid(1);
+    let at = store_prepared_long_ago(dir.path(), &x);
+    let rm = open(dir.path());
+    let b = branch_report(&rm, &x);
+    assert_eq!((b.since_ns, b.age_from), (Some(at), "prepare"));
+    assert!(b.age_ms >= 2 * 3600 * 1000, "age {} ms", b.age_ms);
+    let hour = std::time::Duration::from_secs(3600);
+    let s = 1_000_000_000;
+    // Injected clocks: the decision is the prepare's time plus the age.
+    assert_eq!(rm.expire_orphans_at(hour, at + 3600 * s - s), vec![]);
+    assert_eq!(rm.expire_orphans_at(3 * hour, now_ns()), vec![]);
+    // The real clock: two hours after the prepare, over a one-hour limit.
+    assert_eq!(rm.expire_orphans(hour), vec![x]);
+    let b = branch_report(&rm, &x);
+    assert_eq!(
+        (b.state.as_str(), b.age_from),
+        ("heuristic-rollback", "decision")
+    );
+    assert_eq!(
+        rm.commit(1, &x, false).map_err(|e| e.xa_code()),
+        Err(XA_HEURRB)
+    );
+}
+
+/// A prepare whose process died after its PREPARE was durable but before it finished is
+/// finished by a peer, dated as its record is: the peer shows the same time as a rebuild from
+/// the log does, not the time it found the dead process.
+#[test]
+fn a_prepare_finished_by_a_peer_is_dated_by_its_record() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let keeper = open(dir.path());
+    let mut rm = open(dir.path());
+    rm.mutex_wait = std::time::Duration::from_millis(100);
+    let a = xid(1);
+    rm.start(1, &a, StartMode::New).unwrap();
+    rm.put(1, b"k", Some(b"v")).unwrap();
+    rm.end(1, &a, EndMode::Success).unwrap();
+    // A "stopped peer" holds the mutex when the prepare would finish: it is deferred.
+    let region = rm.region.clone();
+    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        take_rx.recv().unwrap();
+        let t = region.lock(std::time::Duration::from_secs(10)).unwrap();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(t);
+    });
+    *rm.before_finish.lock().unwrap() = Some(Box::new(move || {
+        take_tx.send(()).unwrap();
+        held_rx.recv().unwrap();
+    }));
+    assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
+    assert!(rm.has_deferred.load(Ordering::Acquire), "the finish waits");
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+    // The process dies before it finishes the prepare; the next peer to open finishes it.
+    rm.simulate_crash();
+    let peer = open(dir.path());
+    let b = branch_report(&peer, &a);
+    assert_eq!((b.state.as_str(), b.age_from), ("prepared", "prepare"));
+    let finished = b.since_ns.expect("a time");
+    drop(peer);
+    drop(keeper);
+    let rm = open(dir.path());
+    assert_eq!(
+        branch_report(&rm, &a).since_ns,
+        Some(finished),
+        "the time the PREPARE record states"
+    );
 }

@@ -221,9 +221,15 @@ impl<M: Media> Rm<M> {
         rec: &Record<'_>,
     ) -> Sect<Appended> {
         let a = self.log.append(t, rec)?;
+        let at = match rec {
+            Record::Prepare { at, .. } | Record::Heuristic { at, .. } => at.unwrap_or(0),
+            _ => 0,
+        };
         t.set_u8(b + B_BUSY, kind as u8)?;
         t.set_u64(b + B_BUSY_SLOT, self.busy_owner())?;
         t.set_u64(b + B_BUSY_LSN, a.end)?;
+        // A peer that finishes the completion for a dead process dates it as the record does.
+        t.set_u64(b + B_BUSY_AT, at)?;
         crash_point("rm.completion_logged");
         Ok(a)
     }
@@ -233,6 +239,7 @@ impl<M: Media> Rm<M> {
         t.set_u8(b + B_BUSY, Busy::None as u8)?;
         t.set_u64(b + B_BUSY_SLOT, 0)?;
         t.set_u64(b + B_BUSY_LSN, 0)?;
+        t.set_u64(b + B_BUSY_AT, 0)?;
         Ok(())
     }
 
@@ -247,6 +254,8 @@ impl<M: Media> Rm<M> {
             Done(Result<Vote>),
             Logged(Appended, u64, Off),
         }
+        // The time the PREPARE record states, and the branch's age counts from.
+        let at = now_ns();
         let first = self.appending(|t| {
             let b = Self::completing(t, xid, "xa_prepare")?;
             if branch::phase(t, b)? != PHASE_WORKING {
@@ -271,8 +280,12 @@ impl<M: Media> Rm<M> {
             // The branch can do no more work: its reads need no lock any more (strict 2PL keeps
             // only the write locks until the outcome).
             locks::release_shared(t, b)?;
-            let a =
-                self.begin_completion(t, b, Busy::Prepare, &Record::Prepare { tag, xid: *xid })?;
+            let rec = Record::Prepare {
+                tag,
+                xid: *xid,
+                at: Some(at),
+            };
+            let a = self.begin_completion(t, b, Busy::Prepare, &rec)?;
             t.set_u64(b + B_RECORD_LSN, a.lsn)?;
             Ok(First::Logged(a, tag, b))
         });
@@ -306,7 +319,7 @@ impl<M: Media> Rm<M> {
                     if let Some(b) = Self::after_sync(t, xid, tag)? {
                         Self::end_busy(t, b)?;
                         t.set_u8(b + B_PHASE, PHASE_PREPARED)?;
-                        t.set_u64(b + B_SINCE, now_ns())?;
+                        set_since(t, b, at)?;
                         t.set_u64(b + B_RECORD_LSN, a.lsn)?;
                         journal(b).clear(t)?;
                         savepoints(b).clear(t)?;
@@ -550,6 +563,7 @@ impl<M: Media> Rm<M> {
                 "a heuristic decision commits or rolls back".into(),
             ));
         }
+        let at = now_ns();
         let (a, tag, b) = self.appending(|t| {
             let b = Self::completing(t, xid, "heuristic")?;
             if branch::phase(t, b)? != PHASE_PREPARED {
@@ -561,6 +575,7 @@ impl<M: Media> Rm<M> {
                 outcome: outcome.to_log(),
                 xid: *xid,
                 reason: reason.as_bytes(),
+                at: Some(at),
             };
             let a = self.begin_completion(t, b, Busy::Heuristic, &rec)?;
             // What a peer needs to finish it if this process dies before it does.
@@ -580,7 +595,7 @@ impl<M: Media> Rm<M> {
         }
         self.finish_logged(b, tag, |t| {
             if let Some(b) = Self::after_sync(t, xid, tag)? {
-                Self::complete_heuristic(t, b, outcome, a.lsn, reason)?;
+                Self::complete_heuristic(t, b, outcome, a.lsn, reason, at)?;
             }
             Ok(())
         })?;
@@ -595,18 +610,19 @@ impl<M: Media> Rm<M> {
         Ok(())
     }
 
-    /// The effect of a durable HEURISTIC record on a prepared branch.
+    /// The effect of a durable HEURISTIC record, stating time `at`, on a prepared branch.
     pub(super) fn complete_heuristic(
         t: &mut Txn<'_>,
         b: Off,
         outcome: Outcome,
         lsn: u64,
         reason: &str,
+        at: u64,
     ) -> Sect<()> {
         Self::end_busy(t, b)?;
         t.set_u8(b + B_PHASE, PHASE_HEURISTIC)?;
         t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))?;
-        t.set_u64(b + B_SINCE, now_ns())?;
+        set_since(t, b, at)?;
         t.set_u64(b + B_RECORD_LSN, lsn)?;
         set_text(t, b, reason)?;
         if outcome == Outcome::Commit {
@@ -619,10 +635,16 @@ impl<M: Media> Rm<M> {
     }
 
     /// The orphan policy: rolls back heuristically every branch prepared longer than `age`
-    /// ago (counted from the prepare, by the wall clock), with a reason saying so. Returns the
-    /// branches it rolled back.
+    /// ago (counted from the prepare by the wall clock: from the time its PREPARE record states,
+    /// so across restarts too; from the last rebuild if the log recorded no time), with a
+    /// reason saying so. Returns the branches it rolled back.
     pub fn expire_orphans(&self, age: std::time::Duration) -> Vec<Xid> {
-        let limit = now_ns().saturating_sub(age.as_nanos() as u64);
+        self.expire_orphans_at(age, now_ns())
+    }
+
+    /// [`Rm::expire_orphans`] as if the wall clock read `now` (ns since the Unix epoch).
+    pub(crate) fn expire_orphans_at(&self, age: std::time::Duration, now: u64) -> Vec<Xid> {
+        let limit = now.saturating_sub(age.as_nanos() as u64);
         let old: Vec<Xid> = self
             .shared(|t| {
                 let mut v = Vec::new();
