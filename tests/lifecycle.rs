@@ -1874,7 +1874,10 @@ fn crash_at_every_compaction_point() {
     let mut round = 0;
     let started = Instant::now();
     let mut unreached = Vec::new();
-    for &point in mmxa::crash::POINTS.iter().filter(|p| !ELSEWHERE.contains(p)) {
+    for &point in mmxa::crash::POINTS
+        .iter()
+        .filter(|p| !ELSEWHERE.contains(p))
+    {
         for &n in DET_COUNTS {
             if unreached
                 .iter()
@@ -1905,7 +1908,10 @@ fn crash_at_every_compaction_point() {
         "crash points: {round} kills in {:.1} s; not reached: {unreached:?}",
         started.elapsed().as_secs_f64()
     );
-    for &point in mmxa::crash::POINTS.iter().filter(|p| !ELSEWHERE.contains(p)) {
+    for &point in mmxa::crash::POINTS
+        .iter()
+        .filter(|p| !ELSEWHERE.contains(p))
+    {
         assert!(
             !unreached.contains(&format!("{point}:1")),
             "crash point {point} was never passed"
