@@ -8,7 +8,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MMXAREG1` |
-//! | 8 | 4 | format version, 1 |
+//! | 8 | 4 | format version, 2 |
 //! | 12 | 4 | state: 1 building, 2 ready, 3 broken (a builder gave up) |
 //! | 16 | 8 | size: the region's length in bytes, a multiple of 4096; only grows; read lock-free |
 //! | 24 | 8 | max size: the address space every process reserves, fixed at creation |
@@ -36,8 +36,9 @@
 
 /// `MMXAREG1`.
 pub const MAGIC: [u8; 8] = *b"MMXAREG1";
-/// Format version.
-pub const VERSION: u32 = 1;
+/// Format version: 2 since the RM's roots 30–32 (backup pin, the store's path; see
+/// `rm::layout`), which a version-1 process would ignore.
+pub const VERSION: u32 = 2;
 
 /// Header state: being built by the one process that created it (unjournaled writes allowed).
 pub const STATE_BUILDING: u32 = 1;
