@@ -617,3 +617,42 @@ fn the_backup_pin_stops_reclaiming_until_it_is_released() {
     churn(400);
     assert!(!seg_file(tmp.path(), point.first).exists());
 }
+
+#[test]
+fn backup_into_a_full_disk_fails_clearly_and_leaves_no_half_copy() {
+    const T: &str = "backup_into_a_full_disk_fails_clearly_and_leaves_no_half_copy";
+    shell_if_child_with(load_command);
+    let tmp = tempdir();
+    let src = tmp.path().join("store");
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    // 4 MiB segments do not fit in 1 MiB.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&small)])
+        .output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "NOTE: skipping the full-disk backup: mounting a tmpfs failed ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("NOTE: skipping the full-disk backup: cannot run mount: {e}");
+            return;
+        }
+    }
+    let _guard = Mounted(small.clone());
+    make_idle_store(T, &src, 4 << 10);
+    let dest = small.join("copy");
+    let err = fails(&["backup", s(&src), s(&dest)], 3);
+    assert!(err.contains("No space left on device"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "no half copy: {left:?}");
+    assert!(ok(&["verify", s(&src)]).contains(": ok:"));
+}
