@@ -292,7 +292,7 @@ fn backup_of_an_idle_store_holds_its_keys_in_doubt_branches_and_heuristic_outcom
     let dest = tmp.path().join("copy");
 
     let out = ok(&["backup", s(&src), s(&dest)]);
-    assert!(out.contains("40 keys, 4 in-doubt branch(es)"), "{out}");
+    assert!(out.contains("40 key(s), 4 in-doubt branch(es)"), "{out}");
     assert_eq!(
         std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
         0o700
@@ -419,7 +419,7 @@ fn backup_verify_says_ok_on_a_good_copy_and_reports_a_damaged_one() {
     let out = ok(&["backup", "--verify", s(&src), s(&good)]);
     assert!(out.contains("verify: ok:"), "{out}");
     assert!(
-        out.contains("200 keys and 1 in-doubt branch(es):\n  1.7076.62\n"),
+        out.contains("200 key(s) and 1 in-doubt branch(es):\n  1.7076.62\n"),
         "{out}"
     );
 

@@ -562,7 +562,8 @@ fn backup(cfg: &Config, operands: &[String], verify: bool, json: bool) -> Result
         ));
     }
     let mut out = format!(
-        "{} -> {}: copied at LSN {}, {} segment(s), {} bytes, {} keys, {} in-doubt branch(es){how}\n",
+        "{} -> {}: copied at LSN {}, {} segment(s), {} bytes on disk, {} key(s), {} in-doubt \
+         branch(es){how}\n",
         cfg.dir.display(),
         dest.display(),
         sum.lsn,
@@ -575,7 +576,7 @@ fn backup(cfg: &Config, operands: &[String], verify: bool, json: bool) -> Result
         let _ = writeln!(
             out,
             "verify: ok: {records} records with valid checksums; the copy opens as a store with \
-             {} keys and {} in-doubt branch(es){}",
+             {} key(s) and {} in-doubt branch(es){}",
             sum.keys,
             sum.in_doubt.len(),
             if sum.in_doubt.is_empty() { "" } else { ":" }
