@@ -338,6 +338,12 @@ fn backup_of_an_idle_store_holds_its_keys_in_doubt_branches_and_heuristic_outcom
     assert!(ok(&["verify", s(&src)]).contains(": ok:"));
     assert_eq!(contents(&src, &keys), orig);
 
+    // An empty directory is a destination too.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    ok(&["backup", s(&src), s(&empty)]);
+    assert_eq!(contents(&empty, &keys), orig);
+
     // Refusals: a destination that is not empty, a missing store, a bad setting.
     let err = fails(&["backup", s(&src), s(&dest)], 2);
     assert!(err.contains("not empty") && err.contains(s(&dest)), "{err}");
@@ -598,6 +604,11 @@ fn the_backup_pin_stops_reclaiming_until_it_is_released() {
     );
     let point = copier.pin_for_backup().unwrap();
     assert!(seg_file(tmp.path(), point.first).exists());
+    let err = writer.pin_for_backup().unwrap_err().to_string();
+    assert!(
+        err.contains("another backup"),
+        "one backup at a time: {err}"
+    );
     churn(800);
     for id in point.first..=point.tail {
         assert!(
