@@ -667,3 +667,61 @@ fn backup_into_a_full_disk_fails_clearly_and_leaves_no_half_copy() {
     assert!(left.is_empty(), "no half copy: {left:?}");
     assert!(ok(&["verify", s(&src)]).contains(": ok:"));
 }
+
+/// A backup killed half way: nothing appears under DEST, and its pin dies with it (reclaiming
+/// resumes while the TM keeps committing).
+#[test]
+fn a_killed_backup_leaves_no_copy_and_no_pin() {
+    const T: &str = "a_killed_backup_leaves_no_copy_and_no_pin";
+    shell_if_child_with(load_command);
+    let tmp = tempdir();
+    let src = tmp.path().join("store");
+    let (ackf, stop) = (tmp.path().join("acks"), tmp.path().join("stop"));
+    let mut tm = start_tm(T, &src, 32);
+    tm.send(&format!("load 1 {} {}", s(&ackf), s(&stop)));
+    wait_for_acks(&ackf, 50);
+    let dest = tmp.path().join("copy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mmxa"))
+        .args(["backup", s(&src), s(&dest)])
+        .env("MMXA_BACKUP_PAUSE_MS", "60000")
+        .spawn()
+        .unwrap();
+    let partial = tmp.path().join(format!(".copy.partial-{}", child.id()));
+    // Pinned and copying: the first segment copied names the pinned one.
+    let deadline = Instant::now() + PATIENCE;
+    let first = loop {
+        let names: Vec<String> = std::fs::read_dir(&partial)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(n) = names.iter().find(|n| n.ends_with(".seg")) {
+            break u64::from_str_radix(&n[4..20], 16).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup does not start copying"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let acked = acks(&ackf).0.len();
+    wait_for_acks(&ackf, acked + 200);
+    assert!(
+        seg_file(&src, first).exists(),
+        "segment {first} reclaimed under the pin"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while seg_file(&src, first).exists() {
+        assert!(Instant::now() < deadline, "reclaiming does not resume");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!dest.exists());
+    std::fs::write(&stop, "").unwrap();
+    tm.recv();
+    assert!(tm.finish().success());
+    let (committed, prepared) = acks(&ackf);
+    check_against_acks(&src, &committed, &prepared);
+}
