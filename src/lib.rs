@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod crash;
 pub mod error;

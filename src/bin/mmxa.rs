@@ -51,6 +51,13 @@ commands:
                                say what follows it (zero fill, or the bytes of a write a crash
                                interrupted, which the next open erases); exit status 4 on
                                corruption (file and offset are named)
+  backup STORE DEST [--verify] [segment_mb=N ...]
+                               copy the store, while processes use it, into DEST (a new or
+                               empty directory): a crash image of the store at one point of
+                               its log, with every branch acknowledged before the backup
+                               started; settings given after DEST (segment_mb) rewrite the
+                               copy with them; --verify checks every record of the copy and
+                               lists its in-doubt branches; exit status 4 if it is damaged
 
 options:
   --json      machine-readable output (status, recover, get, verify; dump prints one
@@ -70,6 +77,7 @@ examples:
   mmxa --json recover 'dir=/var/lib/app/a;sync=fdatasync'
   mmxa rollback /var/lib/app/a 4d4d5841.7478312d31.62 --reason 'TM lost, ticket 4711'
   mmxa recover --mysql /var/lib/app/a
+  mmxa backup --verify /var/lib/app/a /backup/a-2026-12-06
 ";
 
 /// What `--version` prints: the library's `mmxa_version()`.
@@ -77,7 +85,7 @@ const VERSION: &str = concat!("mmxa ", env!("CARGO_PKG_VERSION"));
 
 /// The commands, checked before any store is touched.
 const COMMANDS: &[&str] = &[
-    "init", "status", "recover", "commit", "rollback", "get", "dump", "verify",
+    "init", "status", "recover", "commit", "rollback", "get", "dump", "verify", "backup",
 ];
 
 /// A failure, with the exit status it means.
@@ -95,6 +103,7 @@ fn store_err(msg: impl Into<String>) -> Fail {
 struct Args {
     json: bool,
     mysql: bool,
+    verify: bool,
     reason: Option<String>,
     rest: Vec<String>,
 }
@@ -103,6 +112,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Fail> {
     let mut a = Args {
         json: false,
         mysql: false,
+        verify: false,
         reason: None,
         rest: Vec::new(),
     };
@@ -111,6 +121,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Fail> {
         match arg.as_str() {
             "--json" => a.json = true,
             "--mysql" => a.mysql = true,
+            "--verify" => a.verify = true,
             "--reason" => a.reason = Some(it.next().ok_or_else(|| usage("--reason needs a text"))?),
             "-h" | "--help" => return Err(Fail(0, HELP.into())),
             "--version" => return Err(Fail(0, format!("{VERSION}\n"))),
@@ -567,8 +578,155 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
             want(0, "no further operands")?;
             inspect(&cfg, cmd == "verify", a.json)
         }
+        "backup" => backup(&cfg, operands, a.verify, a.json),
         _ => Err(usage(format!("unknown command {cmd} (see --help)"))),
     }
+}
+
+/// `backup STORE DEST [--verify] [settings]`.
+fn backup(cfg: &Config, operands: &[String], verify: bool, json: bool) -> Result<String, Fail> {
+    let Some((dest, items)) = operands.split_first() else {
+        return Err(usage("backup: DEST is missing (see --help)"));
+    };
+    let dest = std::path::PathBuf::from(dest);
+    for it in items {
+        let key = it.split('=').next().unwrap_or("").trim();
+        if !it.contains('=') || key == "dir" || key == "trace" {
+            return Err(usage(format!(
+                "backup: {it}: expected a setting of the copy as key=value (e.g. segment_mb=16)"
+            )));
+        }
+    }
+    // The settings of the copy, checked as an open string would be.
+    let new = if items.is_empty() {
+        None
+    } else {
+        let info = format!("dir=/;{}", items.join(";"));
+        Some(config::parse(info.as_bytes()).map_err(|e| usage(format!("backup: {e}")))?)
+    };
+    let (_site, s) = reach(cfg)?;
+    let source_size = s.config().segment_size;
+    // Rewritten only if some segment has another size (the files say, whatever the settings
+    // of the processes using the store).
+    let sizes: Vec<u64> = std::fs::read_dir(&cfg.dir)
+        .map_err(|e| store_err(format!("{}: {e}", cfg.dir.display())))?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("log-") && n.ends_with(".seg")
+        })
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .collect();
+    let resize = new
+        .as_ref()
+        .filter(|_| {
+            items
+                .iter()
+                .any(|i| i.trim_start().starts_with("segment_mb"))
+        })
+        .map(|c| c.segment_size)
+        .filter(|&n| sizes.iter().any(|&s| s != n));
+    let mut modes = cfg.clone();
+    modes.shared_group = new.as_ref().map_or(cfg.shared_group, |c| c.shared_group);
+    let opts = mmxa::backup::Options {
+        dir_mode: modes.dir_mode(),
+        file_mode: modes.file_mode(),
+        segment_size: resize,
+    };
+    let mut damaged = false;
+    let mut records = 0u64;
+    let mut check = |dir: &std::path::Path| -> Result<(), String> {
+        if !verify {
+            return Ok(());
+        }
+        let mut visit = |_: u64, _: Record<'_>| -> Result<(), String> {
+            records += 1;
+            Ok(())
+        };
+        match Log::open_single(
+            Mapped::private(dir),
+            resize.unwrap_or(source_size),
+            SyncMode::None,
+            &mut visit,
+        ) {
+            Ok(_) => Ok(()),
+            Err(LogError::Corrupt { file, offset, what }) => {
+                damaged = true;
+                let name = file.file_name().unwrap_or_default().to_string_lossy();
+                Err(format!(
+                    "the copy is damaged: corruption in its {name} at offset {offset}: {what} \
+                     ({records} valid records before it); {}",
+                    if resize.is_some() {
+                        "it was rewritten from a copy of the source".to_string()
+                    } else {
+                        format!(
+                            "the copy holds the bytes of {}: check the source with mmxa verify",
+                            cfg.dir.join(&*name).display()
+                        )
+                    }
+                ))
+            }
+            Err(e) => Err(format!("verifying the copy: {e}")),
+        }
+    };
+    let done = mmxa::backup::backup(&s, &dest, &opts, &mut check);
+    drop(s);
+    let sum = match done {
+        Ok(sum) => sum,
+        Err(e) if damaged => return Err(Fail(4, format!("backup of {}: {e}", cfg.dir.display()))),
+        Err(Error::Invalid(m)) => return Err(usage(format!("backup: {m}"))),
+        Err(e) => return Err(store_err(format!("backup of {}: {e}", cfg.dir.display()))),
+    };
+    let how = match resize {
+        Some(n) => format!(", rewritten with {} MiB segments", n >> 20),
+        None => String::new(),
+    };
+    if json {
+        let xids: Vec<String> = sum.in_doubt.iter().map(xid_json).collect();
+        return Ok(format!(
+            "{{\"store\":{},\"dest\":{},\"lsn\":{},\"segments\":{},\"bytes\":{},\"keys\":{},\
+             \"in_doubt\":[{}],\"rewritten\":{},\"verified\":{}}}\n",
+            js(&cfg.dir.display().to_string()),
+            js(&dest.display().to_string()),
+            sum.lsn,
+            sum.segments,
+            sum.bytes,
+            sum.keys,
+            xids.join(","),
+            resize.is_some(),
+            if verify {
+                format!("{{\"ok\":true,\"records\":{records}}}")
+            } else {
+                "null".into()
+            }
+        ));
+    }
+    let mut out = format!(
+        "{} -> {}: copied at LSN {}, {} segment(s), {} bytes on disk, {} key(s), {} in-doubt \
+         branch(es){how}\n",
+        cfg.dir.display(),
+        dest.display(),
+        sum.lsn,
+        sum.segments,
+        sum.bytes,
+        sum.keys,
+        sum.in_doubt.len()
+    );
+    if verify {
+        let _ = writeln!(
+            out,
+            "verify: ok: {records} records with valid checksums; the copy opens as a store with \
+             {} key(s) and {} in-doubt branch(es){}",
+            sum.keys,
+            sum.in_doubt.len(),
+            if sum.in_doubt.is_empty() { "" } else { ":" }
+        );
+        for x in &sum.in_doubt {
+            let _ = writeln!(out, "  {x}");
+        }
+    }
+    Ok(out)
 }
 
 /// Printable bytes as text, others as hex; long values shortened.

@@ -296,7 +296,7 @@ use crate::config::SyncMode;
 use crate::shm::Region;
 pub use media::{Media, SegmentFile};
 pub use record::{put_value_offset, Record};
-pub use segment::{sync_dir, Mapped};
+pub use segment::{reserve, sync_dir, Mapped};
 pub use shared::{reap_claims, Peer, LOG_ROOTS};
 use shared::{
     R_DURABLE, R_FIRST_BASE, R_FIRST_ID, R_TAIL_BASE, R_TAIL_ID, R_TAIL_OFF, R_TAIL_SIZE, R_WRITTEN,
@@ -450,6 +450,28 @@ fn seg_name(id: u64) -> String {
     format!("log-{id:016x}.seg")
 }
 
+/// The file name of segment `id` in a store directory.
+pub fn segment_file_name(id: u64) -> String {
+    seg_name(id)
+}
+
+/// Where the log stood at one instant, read in one section (see [`Log::point`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// The first segment still in the log.
+    pub first: u64,
+    /// The tail segment's id.
+    pub tail: u64,
+    /// The tail segment's base LSN.
+    pub tail_base: Lsn,
+    /// The end of the committed records: the tail (`tail_base` + the tail offset). Every byte
+    /// before it belongs to a record whose section committed; the bytes after it in the tail
+    /// segment are nobody's.
+    pub end: Lsn,
+    /// [`Log::written`] as of the same section (at most `end`; below it just after a roll).
+    pub written: Lsn,
+}
+
 fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(seg_name(id))
 }
@@ -520,6 +542,22 @@ impl<M: Media> Log<M> {
             seg_path(self.media.dir(), self.load(R_TAIL_ID)),
             self.load(R_TAIL_OFF),
         )
+    }
+
+    /// The log's first segment, tail and end of committed records, in one section (so no
+    /// append still open counts).
+    pub fn point(&self) -> Result<Point, LogError> {
+        let t = self.lock()?;
+        let get = |r: usize| t.get_u64(crate::shm::root(r)).map_err(shared::region_err);
+        let p = Point {
+            first: get(R_FIRST_ID)?,
+            tail: get(R_TAIL_ID)?,
+            tail_base: get(R_TAIL_BASE)?,
+            end: get(R_TAIL_BASE)? + get(shared::R_TAIL_OFF)?,
+            written: get(R_WRITTEN)?,
+        };
+        t.commit().map_err(shared::region_err)?;
+        Ok(p)
     }
 
     /// The configured size of new segments.

@@ -272,8 +272,8 @@ impl SegmentFile for Segment {
 }
 
 /// Reserves `size` bytes of disk for `file`, so later writes through the mapping cannot fail
-/// for lack of space.
-fn reserve(file: &File, size: u64) -> io::Result<()> {
+/// for lack of space (also for a copy of a segment, see `crate::backup`).
+pub fn reserve(file: &File, size: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("size too large"))?;
     // SAFETY: plain syscall on a valid descriptor.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };

@@ -4,7 +4,8 @@
 //! Owns: when to reclaim and what counts as live: committed values, and for each branch the log
 //! positions it refers to — its pending writes, the values its savepoints would restore, the
 //! record stating it (PREPARE, MOVE, HEURISTIC). Invariants: one process reclaims at a time
-//! (its slot in a root; a dead reclaimer's claim is void); each piece is copied in a section
+//! (its slot in a root; a dead reclaimer's claim is void), and none while a live backup pins
+//! the log (`backup.rs`: the claim is refused, and a reclaimer stops before its next step); each piece is copied in a section
 //! that also points the shared state at the copy, so the state describes the log exactly
 //! between pieces and others work meanwhile (new records always go to the tail, never into the
 //! oldest segment); a working (unprepared) branch's writes are re-logged under its own tag
@@ -49,17 +50,26 @@ impl<M: Media> Rm<M> {
             && self.log.written() >= after
     }
 
-    /// Claims the reclaimer's role for this process (none may hold it but a dead one).
+    /// Whether the process in `slot` + 1 (a root's value) is known to be dead.
+    pub(super) fn slot_dead(&self, slot: u64) -> bool {
+        self.lockfile
+            .as_ref()
+            .is_some_and(|lf| lf.is_dead(slot as u32 - 1).unwrap_or(false))
+    }
+
+    /// Whether a live backup in another process pins the log's segments (see `backup.rs`).
+    pub(super) fn pinned(&self, t: &Txn<'_>) -> Sect<bool> {
+        let pin = t.get_u64(R_BACKUP)?;
+        Ok(pin != 0 && pin != self.slot as u64 && !self.slot_dead(pin))
+    }
+
+    /// Claims the reclaimer's role for this process (none may hold it but a dead one), unless
+    /// a backup pins the log.
     fn claim_compactor(&self) -> bool {
         let me = self.slot as u64;
         self.shared(|t| {
             let cur = t.get_u64(R_COMPACTOR)?;
-            let free = cur == 0
-                || cur == me
-                || self
-                    .lockfile
-                    .as_ref()
-                    .is_some_and(|lf| lf.is_dead(cur as u32 - 1).unwrap_or(false));
+            let free = (cur == 0 || cur == me || self.slot_dead(cur)) && !self.pinned(t)?;
             if free {
                 t.set_u64(R_COMPACTOR, me)?;
             }
@@ -88,6 +98,10 @@ impl<M: Media> Rm<M> {
             // Several steps per turn: others skip while one reclaims, so one step per trigger
             // could fall behind many committers. Bounded, to bound this caller's delay.
             for _ in 0..MAX_STEPS {
+                // A backup that pinned the log meanwhile waits for this claim to end.
+                if self.shared(|t| self.pinned(t)).unwrap_or(true) {
+                    break;
+                }
                 match self.compact_step() {
                     Ok(true) if self.wants_compaction() => {}
                     Ok(true) => break,

@@ -26,6 +26,9 @@
 //! | 27 | do not reclaim again before the log reaches this LSN |
 //! | 28 | when the region was built (ns since the Unix epoch) |
 //! | 29 | the next wait-request sequence number |
+//! | 30 | the backup pin: slot + 1 of the process copying the log (0 = none); no segment is reclaimed while it lives |
+//! | 31 | the store's path as its builder opened it (canonical): heap block offset (0 = unknown) |
+//! | 32 | its length in bytes |
 //!
 //! # Key entry (one per key that is committed, written by a branch, locked or waited for)
 //! | offset | size | field |
@@ -117,6 +120,9 @@ pub const R_COMPACTOR: Off = root(26);
 pub const R_COMPACT_AFTER: Off = root(27);
 pub const R_BUILT_NS: Off = root(28);
 pub const R_NEXT_SEQ: Off = root(29);
+pub const R_BACKUP: Off = root(30);
+pub const R_PATH: Off = root(31);
+pub const R_PATH_LEN: Off = root(32);
 
 /// The key table.
 pub const KEYS: Table = Table::at(R_KEYS);

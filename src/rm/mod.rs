@@ -25,9 +25,11 @@
 //! layout), `keys.rs` and `locks.rs` (key entries and their locks), `branch.rs` (branch records
 //! and a ToC's view), `xa.rs` (the XA entry points' work), `data.rs` (reads, writes,
 //! savepoints), `reap.rs` (a dead process's leftovers), `report.rs` (what operators see),
-//! `compact.rs` (reclaiming log space), `recovery.rs` (rebuilding the shared state from the log
-//! when no process has the store open), `flags.rs` (the flag rules of the entry points).
+//! `compact.rs` (reclaiming log space), `backup.rs` (the backup pin and the store's one path),
+//! `recovery.rs` (rebuilding the shared state from the log when no process has the store open,
+//! and the logical copy of a log), `flags.rs` (the flag rules of the entry points).
 
+mod backup;
 mod branch;
 mod compact;
 mod data;
@@ -49,6 +51,7 @@ use crate::shm::{self, LockFile, Off, Opened, Options, Region, Txn};
 use branch::TocState;
 use layout::{Busy, B_BUSY_SLOT};
 pub use locks::Mode;
+pub use recovery::{rewrite_log, Rewritten};
 pub use report::{BranchReport, Report};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -191,6 +194,8 @@ impl Rm {
 
     fn open_as(mut cfg: Config, admin: bool) -> std::result::Result<Rm, String> {
         crate::config::check_access(&cfg)?;
+        // The same store must have one name for all its processes (see `backup.rs`).
+        let canonical = std::fs::canonicalize(&cfg.dir).unwrap_or_else(|_| cfg.dir.clone());
         let mode = cfg.file_mode();
         let lockfile = Arc::new(LockFile::open(&cfg.dir.join(LOCK_FILE), mode).map_err(open_err)?);
         let region_path = cfg.dir.join(REGION_FILE);
@@ -220,6 +225,8 @@ impl Rm {
                     slot.index + 1,
                     slot.generation,
                 )?;
+                rm.shared(|t| Ok(backup::record_path(t, &canonical)))
+                    .map_err(|e| e.to_string())??;
                 lockfile
                     .finish_recovery(&rm.region, MUTEX_WAIT)
                     .map_err(open_err)?;
@@ -227,6 +234,21 @@ impl Rm {
             }
             Opened::Attached(region) => {
                 let region = Arc::new(region);
+                let recorded = (|| {
+                    let t = region.lock(MUTEX_WAIT).map_err(|e| e.to_string())?;
+                    let p = backup::recorded_path(&t)?;
+                    t.commit().map_err(|e| e.to_string())?;
+                    Ok::<_, String>(p)
+                })()?;
+                if let Some(first) = recorded.filter(|p| Path::new(p) != canonical.as_path()) {
+                    return Err(format!(
+                        "the store {first} is open in another process under that path, and this \
+                         process opened it as {} (the same directory reached by another path: \
+                         a bind mount, or a second mount of its file system); every process \
+                         must open a store under one path: use {first}",
+                        canonical.display()
+                    ));
+                }
                 let stored = recovery::stored_settings(&region).map_err(|e| e.to_string())?;
                 if admin {
                     recovery::adopt_settings(&mut cfg, stored);

@@ -104,6 +104,10 @@ pub(super) fn reap_slot(
 ) -> Result<(), shm::Error> {
     let owner = slot as u64 | (generation << 32);
     crate::log::reap_claims(t, slot)?;
+    // A backup that died (or ended without unpinning) pins nothing any more.
+    if t.get_u64(R_BACKUP)? == slot as u64 {
+        t.set_u64(R_BACKUP, 0)?;
+    }
     for b in BRANCHES.all(t)? {
         // The record may be gone already (finished by an earlier branch's cleanup).
         if BRANCHES

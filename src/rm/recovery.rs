@@ -24,10 +24,11 @@ use super::{Rm, MUTEX_WAIT};
 use crate::config::{Config, Isolation, SyncMode};
 use crate::error::Outcome;
 use crate::fxhash::FxHashMap;
-use crate::log::{Log, Lsn, Media, Record};
+use crate::log::{Log, Lsn, Mapped, Media, Record};
 use crate::shm::{self, LockFile, Off, Region, Table, Txn};
 use crate::xid::Xid;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -367,5 +368,115 @@ pub(super) fn build<M: Media>(
     })
 }
 
-#[allow(dead_code)]
-fn _unused(_: &Txn<'_>) {}
+/// What [`rewrite_log`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Committed keys.
+    pub keys: u64,
+    /// Prepared branches.
+    pub prepared: u64,
+    /// Heuristically completed branches.
+    pub heuristic: u64,
+}
+
+/// The logical copy of a log: replays the log in `src` (through a view that changes no file,
+/// as recovery would) and writes into `dst`, a directory without a log, a new log whose
+/// segments are `segment_size` bytes (files of mode `file_mode`) and which holds the same
+/// state: every committed value (one-operation PUTs), every prepared branch (its writes, then
+/// PREPARE with the same XID), every heuristically completed branch (HEURISTIC with the same
+/// XID, outcome and reason). Branches that never prepared are left out, as recovery rolls them
+/// back. Durable before it returns.
+pub fn rewrite_log(
+    src: &Path,
+    dst: &Path,
+    segment_size: u64,
+    file_mode: u32,
+) -> Result<Rewritten, String> {
+    let mut replay = Replay::default();
+    let old = Log::open_single(
+        Mapped::private(src),
+        segment_size,
+        SyncMode::None,
+        &mut |lsn, rec| replay.visit(lsn, rec),
+    )
+    .map_err(|e| e.to_string())?;
+    let new = Log::open_single(
+        Mapped::with_mode(dst, file_mode),
+        segment_size,
+        SyncMode::Fdatasync,
+        &mut |_, _| Err(format!("{} holds a log already", dst.display())),
+    )
+    .map_err(|e| e.to_string())?;
+    let write = |rec: &Record<'_>| {
+        new.append_alone(rec)
+            .map(|_| ())
+            .map_err(|e| format!("writing {}: {e}", dst.display()))
+    };
+    let mut buf = Vec::new();
+    let mut read = |loc: &ValueLoc| {
+        buf.clear();
+        old.read_into(loc.lsn, loc.len as usize, &mut buf)
+            .map(|()| buf.clone())
+            .map_err(|e| format!("reading {}: {e}", src.display()))
+    };
+    let mut done = Rewritten::default();
+    // Sorted, so that a copy of a copy is the same bytes but for the segments' salts.
+    let mut committed: Vec<_> = replay.index.map.iter().collect();
+    committed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, loc) in committed {
+        let value = read(loc)?;
+        write(&Record::Put {
+            tag: 0,
+            key,
+            value: &value,
+        })?;
+        done.keys += 1;
+    }
+    let mut tag = 0u64;
+    let mut prepared: Vec<_> = replay.prepared.iter().collect();
+    prepared.sort_unstable_by_key(|(t, _)| **t);
+    for (old_tag, (xid, _, at)) in prepared {
+        let writes = replay.pending.get(old_tag).filter(|w| !w.is_empty());
+        let Some(writes) = writes else {
+            return Err(format!(
+                "prepared branch {xid} has no writes in the log (a segment was lost)"
+            ));
+        };
+        tag += 1;
+        for (key, (_, loc)) in writes {
+            match loc {
+                Some(loc) => {
+                    let value = read(loc)?;
+                    write(&Record::Put {
+                        tag,
+                        key,
+                        value: &value,
+                    })?;
+                }
+                None => write(&Record::Delete { tag, key })?,
+            }
+        }
+        write(&Record::Prepare {
+            tag,
+            xid: *xid,
+            at: *at,
+        })?;
+        done.prepared += 1;
+    }
+    let mut heuristic: Vec<_> = replay.heuristic.iter().collect();
+    heuristic.sort_unstable_by_key(|(t, _)| **t);
+    for (_, ((xid, _, at), outcome, reason)) in heuristic {
+        tag += 1;
+        write(&Record::Heuristic {
+            tag,
+            outcome: outcome.to_log(),
+            xid: *xid,
+            reason: reason.as_bytes(),
+            at: *at,
+        })?;
+        done.heuristic += 1;
+    }
+    new.sync_to(new.written())
+        .map_err(|e| format!("syncing {}: {e}", dst.display()))?;
+    Ok(done)
+}
