@@ -39,7 +39,7 @@ unsafe fn bytes<'a>(
 }
 
 /// A failed data call as C sees it: a core error, or a code only the boundary knows.
-struct Failure {
+pub(super) struct Failure {
     code: c_int,
     msg: String,
 }
@@ -53,7 +53,7 @@ impl From<Error> for Failure {
     }
 }
 
-fn data_call(f: impl FnOnce() -> Result<c_int, Failure>) -> c_int {
+pub(super) fn data_call(f: impl FnOnce() -> Result<c_int, Failure>) -> c_int {
     clear_last_error();
     guard(MMXA_EINTERNAL, || match f() {
         Ok(code) => code,

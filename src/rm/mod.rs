@@ -24,7 +24,7 @@
 //! state machine can be driven, and tested, without threads. The parts: `layout.rs` (the shared
 //! layout), `keys.rs` and `locks.rs` (key entries and their locks), `branch.rs` (branch records
 //! and a ToC's view), `xa.rs` (the XA entry points' work), `data.rs` (reads, writes,
-//! savepoints), `reap.rs` (a dead process's leftovers), `report.rs` (what operators see),
+//! savepoints), `local.rs` (local transactions, their promotion, nested transactions), `reap.rs` (a dead process's leftovers), `report.rs` (what operators see),
 //! `compact.rs` (reclaiming log space), `recovery.rs` (rebuilding the shared state from the log
 //! when no process has the store open), `flags.rs` (the flag rules of the entry points).
 
@@ -34,6 +34,7 @@ mod data;
 pub mod flags;
 mod keys;
 mod layout;
+mod local;
 mod locks;
 mod reap;
 mod recovery;

@@ -395,8 +395,9 @@ static void strings(void)
 {
     static const int known[] = {MMXA_OK, MMXA_NOTFOUND, MMXA_EINVAL, MMXA_ETOOBIG, MMXA_EBUFSIZE,
                                 MMXA_ELOCKTIMEOUT, MMXA_EDEADLOCK, MMXA_EROLLBACK, MMXA_EIO,
-                                MMXA_ENOTOPEN, MMXA_ENOSPC, MMXA_EINTERNAL, MMXA_EREGISTER};
-    static const int odd[] = {INT_MIN, INT_MIN + 1, -1000, -12, 2, 3, 100, 1000, INT_MAX};
+                                MMXA_ENOTOPEN, MMXA_ENOSPC, MMXA_EINTERNAL, MMXA_EREGISTER,
+                                MMXA_EPROTO};
+    static const int odd[] = {INT_MIN, INT_MIN + 1, -1000, -13, 2, 3, 100, 1000, INT_MAX};
     const char *unknown = mmxa_strerror(12345);
     size_t i, j;
     section("strings");
