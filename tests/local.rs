@@ -2,8 +2,8 @@
 //! `mmxa_txn_commit_and_chain`, `mmxa_txn_promote` and the nested-transaction calls.
 //!
 //! - atomicity of several operations (commit and rollback), own writes and savepoints inside;
-//! - isolation: two local transactions in two threads (lock waits, timeouts that leave the
-//!   transaction rollback-only, no lost update under concurrent increments);
+//! - isolation: two local transactions in two threads (lock waits, timeouts and deadlocks that
+//!   leave the transaction rollback-only, no lost update under concurrent increments);
 //! - crash safety: a child process SIGKILLed during a stream of local transactions leaves each
 //!   one whole or absent; a dead child's open local transaction is rolled back by a live peer,
 //!   which then gets its locks; a promoted and prepared branch survives SIGKILL and commits;
@@ -197,6 +197,57 @@ fn a_lock_wait_timeout_leaves_the_transaction_rollback_only() {
     });
     commit(&r);
     assert_eq!(r.get_str("k").as_deref(), Some("mine"));
+    assert_eq!(r.get_str("other"), None);
+    r.close_ok();
+}
+
+#[test]
+fn a_deadlock_between_local_transactions_rolls_one_back() {
+    let dir = tempdir();
+    // A long timeout: the first writer must still be waiting when the second asks.
+    let r = rm(dir.path(), "lock_timeout_ms=60000");
+    r.open_ok();
+    r.put_ok("k", "0");
+    let workers: Vec<Worker> = ["a", "b"].iter().map(|n| Worker::new(n)).collect();
+    // Both read the key (shared locks), then both write it: whichever asks second closes the
+    // cycle, gets MMXA_EDEADLOCK, and its commit rolls it back; the other one then goes on.
+    for w in &workers {
+        let r = r.clone();
+        w.run(move || {
+            r.open_ok();
+            begin(&r);
+            assert_eq!(r.get_str("k").as_deref(), Some("0"));
+        });
+    }
+    let pending: Vec<_> = workers
+        .iter()
+        .zip(["a", "b"])
+        .map(|(w, name)| {
+            let r = r.clone();
+            w.submit(move || {
+                let rc = r.put(b"k", name.as_bytes());
+                let outcome = match rc {
+                    MMXA_OK => {
+                        commit(&r);
+                        "committed"
+                    }
+                    MMXA_EDEADLOCK => {
+                        assert_eq!(r.put(b"other", b"x"), MMXA_EROLLBACK);
+                        check("commit", mmxa_txn_commit(r.rmid), MMXA_EROLLBACK);
+                        "rolled back"
+                    }
+                    rc => panic!("put: {rc}: {}", last_error()),
+                };
+                r.close_ok();
+                (name, outcome)
+            })
+        })
+        .collect();
+    let mut outcomes: Vec<_> = pending.into_iter().map(|p| p.wait()).collect();
+    outcomes.sort_by_key(|o| o.1);
+    assert_eq!(outcomes[0].1, "committed", "{outcomes:?}");
+    assert_eq!(outcomes[1].1, "rolled back", "{outcomes:?}");
+    assert_eq!(r.get_str("k").as_deref(), Some(outcomes[0].0));
     assert_eq!(r.get_str("other"), None);
     r.close_ok();
 }
@@ -695,7 +746,8 @@ fn local_transactions_are_atomic_across_sigkill() {
         }
         child.sigkill();
         // Lines already in the pipe count as acknowledged too.
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        // (The reader thread ends at the pipe's end, now that the child is dead.)
+        while let Ok(line) = rx.recv_timeout(LINE_TIMEOUT) {
             assert_eq!(line, format!("committed {}", first + acked));
             acked += 1;
         }
