@@ -125,8 +125,9 @@ struct xa_switch_t *mmxa_get_xa_switch(void);
 struct xa_switch_t *mmxa_get_xa_switch_dynamic(void);
 
 /**
- * Writes `value` under `key` in the calling thread's branch for `rmid`, or, outside a branch,
- * as a durable one-operation transaction. Keys are 1..=`MMXA_MAX_KEY` bytes, values
+ * Writes `value` under `key` in the calling thread's branch for `rmid` (or its local
+ * transaction, which every data call treats as a branch), or, outside both, as a durable
+ * one-operation transaction. Keys are 1..=`MMXA_MAX_KEY` bytes, values
  * 0..=`MMXA_MAX_VALUE` bytes. Returns `MMXA_OK` or a negative `MMXA_*` code.
  *
  * # Safety
@@ -185,8 +186,9 @@ int mmxa_delete(int rmid, const void *key, size_t key_len);
 
 /**
  * Sets a savepoint in the calling thread's branch for `rmid` and stores its id in
- * `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is not
- * associated with a branch; `MMXA_EROLLBACK` when the branch is rollback-only.
+ * `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is
+ * neither associated with a branch nor in a local transaction; `MMXA_EROLLBACK` when the
+ * branch is rollback-only.
  *
  * # Safety
  * `savepoint` is NULL or points to a writable `uint64_t`.
@@ -197,12 +199,13 @@ int mmxa_savepoint(int rmid, uint64_t *savepoint);
  * Undoes every write of the calling thread's branch since `savepoint`, without ending the
  * branch: reads see what they saw when the savepoint was set. The savepoint stays set; later
  * ones are released. Keys locked since the savepoint stay locked until the branch ends.
- * Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch, or
- * while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
+ * Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch (or
+ * local transaction), or while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
  * rollback-only; `MMXA_ENOSPC`/`MMXA_EIO` when the undo could not be logged (the branch is
  * then rollback-only).
  */
-int mmxa_rollback_to_savepoint(int rmid, uint64_t savepoint);
+int mmxa_rollback_to_savepoint(int rmid,
+                               uint64_t savepoint);
 
 /**
  * A static description of an `MMXA_*` code; never NULL.
