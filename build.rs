@@ -2,7 +2,7 @@
 //!
 //! `include/xa.h` gets the standard XA constants and layouts (`src/xa.rs`, `src/ffi/abi.rs`);
 //! `include/mmxa.h` gets the mmxa codes and exported symbols (`src/status.rs`,
-//! `src/ffi/switch.rs`, `src/ffi/data.rs`). Each header is built from an explicit file list, so
+//! `src/ffi/switch.rs`, `src/ffi/data.rs`, `src/ffi/txn.rs`). Each header is built from an explicit file list, so
 //! mmxa.h never defines `XID`, `struct xa_switch_t` or an XA constant and can sit next to any
 //! monitor's own `xa.h`.
 //!
@@ -81,10 +81,16 @@ fn mmxa_h() -> Header {
     c.export
         .rename
         .insert("XaSwitch".into(), "struct xa_switch_t".into());
-    c.after_includes = Some("\nstruct xa_switch_t;".into());
+    c.export.rename.insert("Xid".into(), "struct xid_t".into());
+    c.after_includes = Some("\nstruct xa_switch_t;\nstruct xid_t;".into());
     Header {
         name: "mmxa.h",
-        sources: &["src/status.rs", "src/ffi/switch.rs", "src/ffi/data.rs"],
+        sources: &[
+            "src/status.rs",
+            "src/ffi/switch.rs",
+            "src/ffi/data.rs",
+            "src/ffi/txn.rs",
+        ],
         config: c,
     }
 }

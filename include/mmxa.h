@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct xa_switch_t;
+struct xid_t;
 
 /**
  * Success.
@@ -77,6 +78,13 @@ struct xa_switch_t;
 #define MMXA_EREGISTER -11
 
 /**
+ * The call is not allowed in the thread's state: `mmxa_txn_begin` with a local transaction
+ * already open (or while associated with a branch), a commit or rollback with none open, a
+ * nested-transaction call outside any transaction or with no nested level open.
+ */
+#define MMXA_EPROTO -12
+
+/**
  * Largest key, in bytes.
  */
 #define MMXA_MAX_KEY 1024
@@ -117,8 +125,9 @@ struct xa_switch_t *mmxa_get_xa_switch(void);
 struct xa_switch_t *mmxa_get_xa_switch_dynamic(void);
 
 /**
- * Writes `value` under `key` in the calling thread's branch for `rmid`, or, outside a branch,
- * as a durable one-operation transaction. Keys are 1..=`MMXA_MAX_KEY` bytes, values
+ * Writes `value` under `key` in the calling thread's branch for `rmid` (or its local
+ * transaction, which every data call treats as a branch), or, outside both, as a durable
+ * one-operation transaction. Keys are 1..=`MMXA_MAX_KEY` bytes, values
  * 0..=`MMXA_MAX_VALUE` bytes. Returns `MMXA_OK` or a negative `MMXA_*` code.
  *
  * # Safety
@@ -177,8 +186,9 @@ int mmxa_delete(int rmid, const void *key, size_t key_len);
 
 /**
  * Sets a savepoint in the calling thread's branch for `rmid` and stores its id in
- * `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is not
- * associated with a branch; `MMXA_EROLLBACK` when the branch is rollback-only.
+ * `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is
+ * neither associated with a branch nor in a local transaction; `MMXA_EROLLBACK` when the
+ * branch is rollback-only.
  *
  * # Safety
  * `savepoint` is NULL or points to a writable `uint64_t`.
@@ -189,12 +199,13 @@ int mmxa_savepoint(int rmid, uint64_t *savepoint);
  * Undoes every write of the calling thread's branch since `savepoint`, without ending the
  * branch: reads see what they saw when the savepoint was set. The savepoint stays set; later
  * ones are released. Keys locked since the savepoint stay locked until the branch ends.
- * Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch, or
- * while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
+ * Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch (or
+ * local transaction), or while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
  * rollback-only; `MMXA_ENOSPC`/`MMXA_EIO` when the undo could not be logged (the branch is
  * then rollback-only).
  */
-int mmxa_rollback_to_savepoint(int rmid, uint64_t savepoint);
+int mmxa_rollback_to_savepoint(int rmid,
+                               uint64_t savepoint);
 
 /**
  * A static description of an `MMXA_*` code; never NULL.
@@ -212,6 +223,80 @@ const char *mmxa_version(void);
  * pointer stays valid until this thread's next mmxa call.
  */
 const char *mmxa_last_error(void);
+
+/**
+ * Begins a local transaction in the calling thread for `rmid`: the data calls that follow
+ * (`mmxa_put`, `mmxa_get`, `mmxa_get_for_update`, `mmxa_delete`, savepoints, nested
+ * transactions) work in it as in a branch — same locks, same isolation — until
+ * `mmxa_txn_commit` or `mmxa_txn_rollback`, without any transaction manager. Returns
+ * `MMXA_OK`; `MMXA_EPROTO` when the thread already has one open or is associated with a branch;
+ * `MMXA_ENOTOPEN` when `rmid` is not open in this thread.
+ */
+int mmxa_txn_begin(int rmid);
+
+/**
+ * Commits the calling thread's local transaction for `rmid` with one durable record (a
+ * one-phase commit), then releases its locks. Returns `MMXA_OK` once durable; `MMXA_EROLLBACK`
+ * when it was rollback-only (a lock timeout, a deadlock) or could not be logged: it is then
+ * rolled back; `MMXA_EPROTO` when none is open; `MMXA_EIO` when the sync failed (the store must
+ * be reopened; the outcome is known after recovery). The thread has no local transaction open
+ * afterwards.
+ */
+int mmxa_txn_commit(int rmid);
+
+/**
+ * `mmxa_txn_commit`, then `mmxa_txn_begin` at once when the commit succeeded: the thread is
+ * in a new local transaction. On an error no local transaction is open.
+ */
+int mmxa_txn_commit_and_chain(int rmid);
+
+/**
+ * Rolls back the calling thread's local transaction for `rmid` and releases its locks.
+ * Returns `MMXA_OK`; `MMXA_EPROTO` when none is open.
+ */
+int mmxa_txn_rollback(int rmid);
+
+/**
+ * Turns the calling thread's local transaction for `rmid` into the branch `xid` of a global
+ * transaction, keeping its writes, locks and savepoints; the thread is then associated with
+ * the branch as after `xa_start(xid, rmid, TMNOFLAGS)`, and the branch is an ordinary one
+ * (`xa_end`, `xa_prepare`, `xa_commit`, `xa_recover`, migration). Returns `XA_OK`;
+ * `XAER_DUPID` when `xid` names an existing branch (the local transaction stays open);
+ * `XAER_PROTO` when the thread has no local transaction open; an `XA_RB*` code when it was
+ * rollback-only (it is rolled back); `XAER_INVAL` for a NULL or invalid XID (the null XID
+ * included); `XAER_RMFAIL` when the store has failed.
+ *
+ * # Safety
+ * `xid` is NULL or points to a readable `XID`.
+ */
+int mmxa_txn_promote(int rmid, const struct xid_t *xid);
+
+/**
+ * Begins a nested transaction in the calling thread's local transaction or branch for `rmid`
+ * and stores its level in `*level_out` (1 for the outermost nested one). Returns `MMXA_OK`;
+ * `MMXA_EPROTO` when the thread has no local transaction open and is not associated with a
+ * branch; `MMXA_EINVAL` when `level_out` is NULL; `MMXA_EROLLBACK` when rollback-only.
+ *
+ * # Safety
+ * `level_out` is NULL or points to a writable `uint64_t`.
+ */
+int mmxa_txn_begin_nested(int rmid, uint64_t *level_out);
+
+/**
+ * Ends the innermost nested transaction: its writes become its parent's (they commit or roll
+ * back with it); savepoints set inside it are released. Returns `MMXA_OK`; `MMXA_EPROTO` when
+ * no nested transaction is open.
+ */
+int mmxa_txn_commit_nested(int rmid);
+
+/**
+ * Undoes every write of the innermost nested transaction and ends it; its parent goes on.
+ * Keys it locked stay locked until the outer transaction ends. Returns `MMXA_OK`; `MMXA_EPROTO`
+ * when no nested transaction is open; `MMXA_EINVAL` while another thread is joined to the
+ * branch; `MMXA_ENOSPC`/`MMXA_EIO` when the undo could not be logged (the transaction is then
+ * rollback-only).
+ */
+int mmxa_txn_rollback_nested(int rmid);
 
 #ifdef __cplusplus
 }  // extern "C"

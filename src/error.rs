@@ -202,9 +202,9 @@ impl Error {
     /// The code a data call (`mmxa_*`) returns for this error.
     pub fn mmxa_code(&self) -> i32 {
         match self {
+            Error::Protocol(_) => MMXA_EPROTO,
             Error::Async(_)
             | Error::Invalid(_)
-            | Error::Protocol(_)
             | Error::UnknownXid(_)
             | Error::DuplicateXid(_)
             | Error::Outside(_) => MMXA_EINVAL,

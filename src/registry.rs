@@ -397,7 +397,8 @@ fn registered_call<T>(
     d: &Dynamic,
     f: impl FnOnce(&Rm, Toc) -> Result<T>,
 ) -> Result<T> {
-    if rm.active_branch(toc).is_some() {
+    // A thread in a local transaction works in it, outside any global transaction.
+    if rm.active_branch(toc).is_some() || rm.in_local_txn(toc) {
         return f(rm, toc);
     }
     match d.registrar.register(rmid)? {

@@ -1,4 +1,5 @@
-//! The `MMXA_*` result codes of the data API (`mmxa_put`, `mmxa_get`, `mmxa_delete`).
+//! The `MMXA_*` result codes of the data API (`mmxa_put`, `mmxa_get`, `mmxa_delete`, the
+//! local-transaction calls `mmxa_txn_*`).
 //!
 //! Owns: their values and their one-line descriptions (`mmxa_strerror`). Invariants: `MMXA_OK`
 //! is 0, `MMXA_NOTFOUND` is the only positive code, every error is negative and distinct.
@@ -35,6 +36,10 @@ pub const MMXA_EINTERNAL: c_int = -10;
 /// `ax_unreg` answered an error, or the branch `ax_reg` named could not be started, joined or
 /// resumed (unknown, duplicate, or in the wrong state). The message tells which.
 pub const MMXA_EREGISTER: c_int = -11;
+/// The call is not allowed in the thread's state: `mmxa_txn_begin` with a local transaction
+/// already open (or while associated with a branch), a commit or rollback with none open, a
+/// nested-transaction call outside any transaction or with no nested level open.
+pub const MMXA_EPROTO: c_int = -12;
 
 /// Largest key, in bytes.
 pub const MMXA_MAX_KEY: usize = 1024;
@@ -57,6 +62,7 @@ pub fn code_name(code: c_int) -> Option<&'static str> {
         MMXA_ENOSPC => "MMXA_ENOSPC",
         MMXA_EINTERNAL => "MMXA_EINTERNAL",
         MMXA_EREGISTER => "MMXA_EREGISTER",
+        MMXA_EPROTO => "MMXA_EPROTO",
         _ => return None,
     })
 }
@@ -77,6 +83,7 @@ pub fn describe(code: c_int) -> &'static CStr {
         MMXA_ENOSPC => c"no space left for the log",
         MMXA_EINTERNAL => c"internal error",
         MMXA_EREGISTER => c"dynamic registration (ax_reg/ax_unreg) failed",
+        MMXA_EPROTO => c"call not allowed in the thread's transaction state",
         _ => c"unknown mmxa code",
     }
 }

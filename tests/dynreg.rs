@@ -6,7 +6,7 @@
 //!   and once with `MMXA_TRACE` set, whose file must show the `ax_reg`/`ax_unreg` calls.
 //! - The rest drive the registry with a scripted [`Registrar`] (the monitor's answers chosen per
 //!   call) and the real data and XA entry points, for the answers a well-behaved monitor never
-//!   gives; and check that without `ax_reg` in the process `xa_open` fails with `XAER_RMERR`.
+//!   gives, and a local transaction (`mmxa_txn_begin`), which never asks the monitor; and check that without `ax_reg` in the process `xa_open` fails with `XAER_RMERR`.
 
 mod common;
 mod ffi_common;
@@ -296,6 +296,27 @@ fn a_failed_ax_unreg_is_reported_after_the_work() {
     // The one-operation transaction was committed before ax_unreg was called.
     assert_eq!(rm.get_str("k").as_deref(), Some("v"));
     assert_eq!(m.calls(), (3, 3));
+    rm.close_ok();
+}
+
+#[test]
+fn a_local_transaction_never_asks_the_monitor() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let rm = store(47, dir.path());
+    let m = Monitor::default();
+    open_dynamic(&rm, &m);
+    check("begin", mmxa::ffi::txn::mmxa_txn_begin(rm.rmid), MMXA_OK);
+    rm.put_ok("a", "1");
+    assert_eq!(rm.get_str("a").as_deref(), Some("1"));
+    check("commit", mmxa::ffi::txn::mmxa_txn_commit(rm.rmid), MMXA_OK);
+    // Outside any global transaction by the application's choice: no ax_reg, no ax_unreg.
+    assert_eq!(m.calls(), (0, 0));
+    // Afterwards a data call asks again (the null XID: committed data).
+    assert_eq!(rm.get_str("a").as_deref(), Some("1"));
+    assert_eq!(m.calls(), (2, 2));
     rm.close_ok();
 }
 

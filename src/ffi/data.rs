@@ -1,8 +1,9 @@
 //! The data API: `mmxa_put`, `mmxa_get`, `mmxa_delete`, `mmxa_savepoint`,
 //! `mmxa_rollback_to_savepoint`, `mmxa_strerror`, `mmxa_last_error`.
 //!
-//! Each call acts on the branch the calling thread is associated with for `rmid`, or, outside
-//! any branch, on committed data (a put or delete then commits by itself, durably).
+//! Each call acts on the branch the calling thread is associated with for `rmid`, or on its
+//! local transaction (`mmxa_txn_begin`, which works as a branch), or, outside both, on committed
+//! data (a put or delete then commits by itself, durably).
 
 use super::guard::{clear_last_error, guard, last_error_ptr, set_last_error};
 use super::trace;
@@ -39,7 +40,7 @@ unsafe fn bytes<'a>(
 }
 
 /// A failed data call as C sees it: a core error, or a code only the boundary knows.
-struct Failure {
+pub(super) struct Failure {
     code: c_int,
     msg: String,
 }
@@ -53,7 +54,7 @@ impl From<Error> for Failure {
     }
 }
 
-fn data_call(f: impl FnOnce() -> Result<c_int, Failure>) -> c_int {
+pub(super) fn data_call(f: impl FnOnce() -> Result<c_int, Failure>) -> c_int {
     clear_last_error();
     guard(MMXA_EINTERNAL, || match f() {
         Ok(code) => code,
@@ -64,8 +65,9 @@ fn data_call(f: impl FnOnce() -> Result<c_int, Failure>) -> c_int {
     })
 }
 
-/// Writes `value` under `key` in the calling thread's branch for `rmid`, or, outside a branch,
-/// as a durable one-operation transaction. Keys are 1..=`MMXA_MAX_KEY` bytes, values
+/// Writes `value` under `key` in the calling thread's branch for `rmid` (or its local
+/// transaction, which every data call treats as a branch), or, outside both, as a durable
+/// one-operation transaction. Keys are 1..=`MMXA_MAX_KEY` bytes, values
 /// 0..=`MMXA_MAX_VALUE` bytes. Returns `MMXA_OK` or a negative `MMXA_*` code.
 ///
 /// # Safety
@@ -230,8 +232,9 @@ pub unsafe extern "C" fn mmxa_delete(rmid: c_int, key: *const c_void, key_len: u
 }
 
 /// Sets a savepoint in the calling thread's branch for `rmid` and stores its id in
-/// `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is not
-/// associated with a branch; `MMXA_EROLLBACK` when the branch is rollback-only.
+/// `*savepoint`. Returns `MMXA_OK`; `MMXA_EINVAL` when `savepoint` is NULL or the thread is
+/// neither associated with a branch nor in a local transaction; `MMXA_EROLLBACK` when the
+/// branch is rollback-only.
 ///
 /// # Safety
 /// `savepoint` is NULL or points to a writable `uint64_t`.
@@ -253,8 +256,8 @@ pub unsafe extern "C" fn mmxa_savepoint(rmid: c_int, savepoint: *mut u64) -> c_i
 /// Undoes every write of the calling thread's branch since `savepoint`, without ending the
 /// branch: reads see what they saw when the savepoint was set. The savepoint stays set; later
 /// ones are released. Keys locked since the savepoint stay locked until the branch ends.
-/// Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch, or
-/// while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
+/// Returns `MMXA_OK`; `MMXA_EINVAL` for an unknown or released savepoint, outside a branch (or
+/// local transaction), or while another thread is joined to the branch; `MMXA_EROLLBACK` when the branch is
 /// rollback-only; `MMXA_ENOSPC`/`MMXA_EIO` when the undo could not be logged (the branch is
 /// then rollback-only).
 #[no_mangle]

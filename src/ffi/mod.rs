@@ -14,6 +14,7 @@ mod fork;
 mod guard;
 pub mod switch;
 mod trace;
+pub mod txn;
 
 /// Runs when the library is unloaded (`dlclose` or process exit): see [`crate::registry::unload`].
 /// The trace file is closed last, when no store is open any more.

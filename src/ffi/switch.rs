@@ -88,7 +88,7 @@ pub extern "C" fn mmxa_get_xa_switch_dynamic() -> *mut XaSwitch {
 }
 
 /// Runs one entry point: clears the last error, catches panics, records the error message.
-fn run(on_panic: c_int, rmid: c_int, f: impl FnOnce() -> Result<c_int, Error>) -> c_int {
+pub(super) fn run(on_panic: c_int, rmid: c_int, f: impl FnOnce() -> Result<c_int, Error>) -> c_int {
     clear_last_error();
     let code = guard(on_panic, || match f() {
         Ok(code) => code,

@@ -1,7 +1,7 @@
 //! Branch records in the shared region, and each thread of control's view of them.
 //!
-//! Owns: creating, finding and removing branch records (XA branches, and the short-lived
-//! records of one-operation writes), their associations with threads of control of any
+//! Owns: creating, finding and removing branch records (XA branches, local transactions —
+//! branches with no XID until promoted — and the short-lived records of one-operation writes), their associations with threads of control of any
 //! process, their rollback-only mark, and [`TocState`], what a thread of this process is
 //! associated with (kept in the process: only its own thread reads it). Invariant: the XA state
 //! of a branch (S0–S5 of the XA reference §5.3) is a projection of its phase, associations,
@@ -21,6 +21,8 @@ use crate::xid::Xid;
 #[derive(Default, Debug)]
 pub(super) struct TocState {
     pub active: Option<Xid>,
+    /// The tag of the thread's open local transaction (never with `active`).
+    pub local: Option<u64>,
     pub suspended: Vec<Xid>,
     pub scan: Option<(Vec<Xid>, usize)>,
 }
@@ -50,6 +52,41 @@ pub fn create_local(t: &mut Txn<'_>, slot: u32) -> Result<Off, Error> {
     t.init_u64(b + B_LOCAL_SLOT, slot as u64)?;
     BRANCHES.insert(t, hash_tag(tag), b)?;
     Ok(b)
+}
+
+/// A new record for a local transaction (working, unassociated), found by its tag.
+pub fn create_txn(t: &mut Txn<'_>) -> Result<Off, Error> {
+    let b = new_record(t, KIND_TXN, 0)?;
+    let tag = t.get_u64(b + B_TAG)?;
+    t.init_u64(b + B_HASH, hash_tag(tag))?;
+    BRANCHES.insert(t, hash_tag(tag), b)?;
+    Ok(b)
+}
+
+/// The record of the local transaction tagged `tag`, if it still is one.
+pub fn find_txn(t: &Txn<'_>, tag: u64) -> Result<Option<Off>, Error> {
+    BRANCHES.find(t, hash_tag(tag), |b| {
+        Ok(t.get_u8(b + B_KIND)? == KIND_TXN && t.get_u64(b + B_TAG)? == tag)
+    })
+}
+
+/// Makes the local transaction `b` the XA branch `x`: same record, so same tag, writes, locks,
+/// savepoints and associations; only its kind, XID and place in the table change.
+pub fn promote(t: &mut Txn<'_>, b: Off, x: &Xid) -> Result<(), Error> {
+    let old = t.get_u64(b + B_HASH)?;
+    if !BRANCHES.remove(t, old, b)? {
+        return Err(Error::Corrupt(format!(
+            "branch record {b} is not in the table"
+        )));
+    }
+    t.set_u8(b + B_KIND, KIND_XA)?;
+    t.set_u64(b + B_FORMAT, x.format_id() as u64)?;
+    t.set_u8(b + B_GLEN, x.gtrid().len() as u8)?;
+    t.set_u8(b + B_BLEN, x.bqual().len() as u8)?;
+    let n = x.gtrid().len() + x.bqual().len();
+    t.set_bytes(b + B_DATA, &x.data()[..n])?;
+    t.set_u64(b + B_HASH, hash_xid(x))?;
+    BRANCHES.insert(t, hash_xid(x), b)
 }
 
 /// A zeroed record with a fresh tag (not yet in the table).

@@ -27,18 +27,53 @@ enum LockFail {
     Aborted,
 }
 
-/// The branch a thread works in: its XID and tag (a record found again by XID in each section
-/// must still have this tag, or the branch ended meanwhile).
+/// What a thread works in: an XA branch (by XID) or its local transaction (by tag).
 #[derive(Clone, Copy)]
-struct Working {
-    xid: Xid,
-    tag: u64,
+pub(super) enum Target {
+    Xa(Xid),
+    Txn,
+}
+
+/// The branch a thread works in: its target and tag (a record found again in each section must
+/// still have this tag, or the branch ended meanwhile).
+#[derive(Clone, Copy)]
+pub(super) struct Working {
+    pub target: Target,
+    pub tag: u64,
+}
+
+impl Working {
+    /// The record, if it still exists (whatever its state).
+    pub fn find(&self, t: &Txn<'_>) -> std::result::Result<Option<Off>, shm::Error> {
+        match &self.target {
+            Target::Xa(x) => {
+                Ok(branch::find(t, x)?
+                    .filter(|&b| branch::tag(t, b).is_ok_and(|tag| tag == self.tag)))
+            }
+            Target::Txn => branch::find_txn(t, self.tag),
+        }
+    }
 }
 
 impl<M: Media> Rm<M> {
-    /// The branch `toc` is actively associated with, if any (refused if rollback-only).
-    fn current(&self, toc: Toc) -> Result<Option<Working>> {
-        let Some(xid) = self.tocs()?.get(&toc).and_then(|t| t.active) else {
+    /// The branch or local transaction `toc` works in, if any (refused if rollback-only).
+    pub(super) fn current(&self, toc: Toc) -> Result<Option<Working>> {
+        let (xid, local) = match self.tocs()?.get(&toc) {
+            Some(t) => (t.active, t.local),
+            None => return Ok(None),
+        };
+        if let Some(tag) = local {
+            let w = Working {
+                target: Target::Txn,
+                tag,
+            };
+            return self.shared(|t| {
+                let b = Self::record_of(t, &w)?;
+                Self::usable(t, b)?;
+                Ok(Some(w))
+            });
+        }
+        let Some(xid) = xid else {
             return Ok(None);
         };
         self.shared(|t| {
@@ -46,14 +81,14 @@ impl<M: Media> Rm<M> {
                 .ok_or_else(|| Error::Internal("associated branch is missing".into()))?;
             Self::usable(t, b)?;
             Ok(Some(Working {
-                xid,
+                target: Target::Xa(xid),
                 tag: branch::tag(t, b)?,
             }))
         })
     }
 
     /// Data calls are refused once the branch is rollback-only.
-    fn usable(t: &Txn<'_>, b: Off) -> Sect<()> {
+    pub(super) fn usable(t: &Txn<'_>, b: Off) -> Sect<()> {
         match branch::doomed(t, b)? {
             Some((rb, why)) => {
                 Err(Error::RolledBack(rb, format!("the branch is rollback-only ({why})")).into())
@@ -63,9 +98,9 @@ impl<M: Media> Rm<M> {
     }
 
     /// The record of branch `w`, if it still exists and is not undone.
-    fn record_of(t: &Txn<'_>, w: &Working) -> Sect<Off> {
-        match branch::find(t, &w.xid)? {
-            Some(b) if branch::tag(t, b)? == w.tag && t.get_u8(b + B_UNDONE)? == 0 => Ok(b),
+    pub(super) fn record_of(t: &Txn<'_>, w: &Working) -> Sect<Off> {
+        match w.find(t)? {
+            Some(b) if t.get_u8(b + B_UNDONE)? == 0 => Ok(b),
             _ => Err(Error::RolledBack(Rb::Other, "the branch was rolled back".into()).into()),
         }
     }
@@ -216,9 +251,7 @@ impl<M: Media> Rm<M> {
             LockFail::Aborted => (Rb::Other, "branch rolled back meanwhile"),
         };
         self.shared(|t| {
-            if let Some(b) =
-                branch::find(t, &w.xid)?.filter(|&b| branch::tag(t, b).is_ok_and(|x| x == w.tag))
-            {
+            if let Some(b) = w.find(t)? {
                 branch::mark_rollback_only(t, b, rb, why)?;
             }
             Ok(())
@@ -328,7 +361,8 @@ impl<M: Media> Rm<M> {
     fn savepoint_branch(&self, toc: Toc, what: &str) -> Result<Working> {
         self.current(toc)?.ok_or_else(|| {
             Error::Invalid(format!(
-                "{what}: the thread is not associated with a branch"
+                "{what}: the thread is not associated with a branch and has no local \
+                 transaction open"
             ))
         })
     }
@@ -343,16 +377,31 @@ impl<M: Media> Rm<M> {
     /// holds the key's lock until it ends — and stops being one of its writes.
     pub fn rollback_to_savepoint(&self, toc: Toc, id: u64) -> Result<()> {
         let w = self.savepoint_branch(toc, "mmxa_rollback_to_savepoint")?;
+        self.undo_to(&w, false, &|sps| {
+            sps.chunks(2)
+                .position(|p| p[0] == id && id & NESTED == 0)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "no savepoint {id} in this branch (released, or never set)"
+                    ))
+                })
+        })
+    }
+
+    /// Undoes the writes of branch `w` since the savepoint `pick` finds (by its index among
+    /// the set ones); with `release` that savepoint goes too, else it stays set.
+    pub(super) fn undo_to(
+        &self,
+        w: &Working,
+        release: bool,
+        pick: &dyn Fn(&[u64]) -> Result<usize>,
+    ) -> Result<()> {
+        let w = *w;
         let r = self.appending(|t| {
             let b = Self::record_of(t, &w)?;
             Self::usable(t, b)?;
             let sps = savepoints(b).items(t)?;
-            let Some(pos) = sps.chunks(2).position(|p| p[0] == id) else {
-                return Err(Error::Invalid(format!(
-                    "no savepoint {id} in this branch (released, or never set)"
-                ))
-                .into());
-            };
+            let pos = pick(&sps)?;
             if branch::active_count(t, b)? > 1 {
                 return Err(Error::Invalid(
                     "other threads are associated with the branch (joined); end their \
@@ -362,7 +411,8 @@ impl<M: Media> Rm<M> {
                 .into());
             }
             let mark = sps[2 * pos + 1];
-            savepoints(b).truncate(t, 2 * pos as u64 + 2)?;
+            let keep = if release { 2 * pos } else { 2 * pos + 2 };
+            savepoints(b).truncate(t, keep as u64)?;
             let entries = journal(b).items(t)?;
             let mark = (mark as usize).min(entries.len());
             // The state each key had at the savepoint: its earliest journal entry after it.

@@ -53,12 +53,12 @@
 //! An entry is removed as soon as it is not committed, has no pending write, no holder and no
 //! queue. Lock owners are branch records, by offset: a record outlives its locks.
 //!
-//! # Branch record (an XA branch, or a one-operation write)
+//! # Branch record (an XA branch, a local transaction, or a one-operation write)
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 8 | hash (of the XID; of the tag for a one-operation write) |
+//! | 0 | 8 | hash (of the XID; of the tag for a local transaction or a one-operation write) |
 //! | 8 | 8 | tag: the branch's number in the log |
-//! | 16 | 1 | kind: 1 XA branch, 2 one-operation write |
+//! | 16 | 1 | kind: 1 XA branch, 2 one-operation write, 3 local transaction (no XID until promoted, when it becomes kind 1) |
 //! | 17 | 1 | phase: 0 working, 1 prepared, 2 completed heuristically |
 //! | 18 | 1 | heuristic outcome (`Outcome` as 1–4) |
 //! | 19 | 1 | rollback-only reason (`Rb` as 1–4; 0 = none) |
@@ -74,7 +74,7 @@
 //! | 64 | 8 | locks held ([`Vec64`] of key entries; bit 0 = exclusive) |
 //! | 72 | 8 | requests waiting now ([`Vec64`] of wait records) |
 //! | 80 | 8 | savepoint journal ([`Vec64`], 3 words an entry: key entry, value LSN, length and flags) |
-//! | 88 | 8 | savepoints ([`Vec64`], 2 words each: id, journal length when set) |
+//! | 88 | 8 | savepoints ([`Vec64`], 2 words each: id, journal length when set; id bit 63 = a nested transaction's level) |
 //! | 96 | 8 | next savepoint id |
 //! | 104 | 8 | keys with a pending write |
 //! | 112 | 8 | text block: the operator's reason (heuristic) or why rollback-only |
@@ -181,11 +181,14 @@ pub const BRANCH_SIZE: u64 = 296;
 
 pub const KIND_XA: u8 = 1;
 pub const KIND_LOCAL: u8 = 2;
+pub const KIND_TXN: u8 = 3;
 
 pub const PHASE_WORKING: u8 = 0;
 pub const PHASE_PREPARED: u8 = 1;
 pub const PHASE_HEURISTIC: u8 = 2;
 
+/// Bit 63 of a savepoint's id: the savepoint begins a nested transaction.
+pub const NESTED: u64 = 1 << 63;
 /// Bit 63 of an association: suspended (else active).
 pub const SUSPENDED: u64 = 1 << 63;
 /// Bit 0 of a held lock: exclusive (key entries are 16-aligned).

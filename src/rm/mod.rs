@@ -24,10 +24,11 @@
 //! state machine can be driven, and tested, without threads. The parts: `layout.rs` (the shared
 //! layout), `keys.rs` and `locks.rs` (key entries and their locks), `branch.rs` (branch records
 //! and a ToC's view), `xa.rs` (the XA entry points' work), `data.rs` (reads, writes,
-//! savepoints), `reap.rs` (a dead process's leftovers), `report.rs` (what operators see),
-//! `compact.rs` (reclaiming log space), `backup.rs` (the backup pin and the store's one path),
-//! `recovery.rs` (rebuilding the shared state from the log when no process has the store open,
-//! and the logical copy of a log), `flags.rs` (the flag rules of the entry points).
+//! savepoints), `local.rs` (local transactions, their promotion, nested transactions),
+//! `reap.rs` (a dead process's leftovers), `report.rs` (what operators see), `compact.rs`
+//! (reclaiming log space), `backup.rs` (the backup pin and the store's one path), `recovery.rs`
+//! (rebuilding the shared state from the log when no process has the store open, and the
+//! logical copy of a log), `flags.rs` (the flag rules of the entry points).
 
 mod backup;
 mod branch;
@@ -36,6 +37,7 @@ mod data;
 pub mod flags;
 mod keys;
 mod layout;
+mod local;
 mod locks;
 mod reap;
 mod recovery;

@@ -30,6 +30,12 @@ impl<M: Media> Rm<M> {
                     "xa_close: the thread is still associated with a branch",
                 ));
             }
+            if t.local.is_some() {
+                return Err(proto(
+                    "xa_close: the thread has a local transaction open (commit or roll it back \
+                     first)",
+                ));
+            }
         }
         tocs.remove(&toc);
         Ok(())
@@ -39,6 +45,12 @@ impl<M: Media> Rm<M> {
     pub fn active_branch(&self, toc: Toc) -> Option<Xid> {
         let tocs = self.tocs.lock().unwrap_or_else(|p| p.into_inner());
         tocs.get(&toc).and_then(|t| t.active)
+    }
+
+    /// Whether `toc` has a local transaction open.
+    pub fn in_local_txn(&self, toc: Toc) -> bool {
+        let tocs = self.tocs.lock().unwrap_or_else(|p| p.into_inner());
+        tocs.get(&toc).is_some_and(|t| t.local.is_some())
     }
 
     /// Whether `toc` is associated (actively or suspended) with any branch.
@@ -64,6 +76,14 @@ impl<M: Media> Rm<M> {
                     super::reap::abandon(t, b, gtoc)?;
                 }
             }
+            if let Some(b) = ts
+                .local
+                .map(|tag| branch::find_txn(t, tag))
+                .transpose()?
+                .flatten()
+            {
+                super::reap::abandon(t, b, gtoc)?;
+            }
             Ok(())
         });
     }
@@ -74,6 +94,13 @@ impl<M: Media> Rm<M> {
     pub fn start(&self, toc: Toc, xid: &Xid, mode: StartMode) -> Result<()> {
         let mut tocs = self.tocs()?;
         let ts = tocs.entry(toc).or_default();
+        if ts.local.is_some() {
+            return Err(Error::Outside(
+                "xa_start: the thread has a local transaction open (commit, roll back or \
+                 promote it first)"
+                    .into(),
+            ));
+        }
         let gtoc = self.gtoc(toc);
         let resumed = self.shared(|t| {
             let Some(b) = branch::find(t, xid)? else {
@@ -213,7 +240,7 @@ impl<M: Media> Rm<M> {
     }
 
     /// Marks `b` busy with `kind` and appends `rec`, remembering where it ends.
-    fn begin_completion(
+    pub(super) fn begin_completion(
         &self,
         t: &mut Txn<'_>,
         b: Off,

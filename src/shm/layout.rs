@@ -8,7 +8,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MMXAREG1` |
-//! | 8 | 4 | format version, 2 (1 before branch records had their time fields and the RM's roots 30–32 held the backup pin and the store's path, see `rm::layout`) |
+//! | 8 | 4 | format version, 3 (1 before branch records had their time fields and the RM's roots 30–32 held the backup pin and the store's path; 2 before local transactions' records; see `rm::layout`) |
 //! | 12 | 4 | state: 1 building, 2 ready, 3 broken (a builder gave up) |
 //! | 16 | 8 | size: the region's length in bytes, a multiple of 4096; only grows; read lock-free |
 //! | 24 | 8 | max size: the address space every process reserves, fixed at creation |
@@ -36,10 +36,10 @@
 
 /// `MMXAREG1`.
 pub const MAGIC: [u8; 8] = *b"MMXAREG1";
-/// Format version: of this layout and of the layers' layouts in the heap (`rm::layout`); 2
-/// since branch records have their time fields and the RM's roots 30–32 hold the backup pin
-/// and the store's path.
-pub const VERSION: u32 = 2;
+/// Format version: of this layout and of the layers' layouts in the heap (`rm::layout`); 3
+/// since branch records have their time fields, the RM's roots 30–32 hold the backup pin and
+/// the store's path, and local transactions have records of their own.
+pub const VERSION: u32 = 3;
 
 /// Header state: being built by the one process that created it (unjournaled writes allowed).
 pub const STATE_BUILDING: u32 = 1;

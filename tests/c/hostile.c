@@ -26,6 +26,10 @@
  *                     xa_complete with guarded and NULL pointers
  *   threads           per-thread R state, rollback from another thread, TMJOIN, TMMIGRATE
  *   data_calls        NULL pointers, zero/huge/SIZE_MAX lengths, limits, MMXA_EBUFSIZE contract
+ *   local_txns        mmxa_txn_* on unopened and odd rmids, twice, without a transaction, NULL
+ *                     level_out; mmxa_txn_promote with NULL, null and malformed XIDs (the local
+ *                     transaction stays open), a duplicate XID, the caller's XID never written;
+ *                     xa_start inside a local transaction -> XAER_OUTSIDE
  *
  * CHK(call, want) checks an XA call, CHKM a data call: on a mismatch they print file:line, the
  * call, got and expected, the context, and mmxa_last_error(). Both also check the last-error
@@ -105,6 +109,8 @@ static const char *mm_name(long rc)
     case MMXA_ENOTOPEN: return "MMXA_ENOTOPEN";
     case MMXA_ENOSPC: return "MMXA_ENOSPC";
     case MMXA_EINTERNAL: return "MMXA_EINTERNAL";
+    case MMXA_EREGISTER: return "MMXA_EREGISTER";
+    case MMXA_EPROTO: return "MMXA_EPROTO";
     default: return "?";
     }
 }
@@ -395,8 +401,9 @@ static void strings(void)
 {
     static const int known[] = {MMXA_OK, MMXA_NOTFOUND, MMXA_EINVAL, MMXA_ETOOBIG, MMXA_EBUFSIZE,
                                 MMXA_ELOCKTIMEOUT, MMXA_EDEADLOCK, MMXA_EROLLBACK, MMXA_EIO,
-                                MMXA_ENOTOPEN, MMXA_ENOSPC, MMXA_EINTERNAL, MMXA_EREGISTER};
-    static const int odd[] = {INT_MIN, INT_MIN + 1, -1000, -12, 2, 3, 100, 1000, INT_MAX};
+                                MMXA_ENOTOPEN, MMXA_ENOSPC, MMXA_EINTERNAL, MMXA_EREGISTER,
+                                MMXA_EPROTO};
+    static const int odd[] = {INT_MIN, INT_MIN + 1, -1000, -13, 2, 3, 100, 1000, INT_MAX};
     const char *unknown = mmxa_strerror(12345);
     size_t i, j;
     section("strings");
@@ -1420,6 +1427,102 @@ static void data_calls(void)
     free(back);
 }
 
+static void local_txns(void)
+{
+    static const int odd_rmids[] = {90, -1, INT_MIN, INT_MAX};
+    static const long bad_len[] = {-1, 0, 65, LONG_MAX, LONG_MIN};
+    int rmid = 90;
+    size_t i;
+    uint64_t level = 77;
+    XID x, copy, other;
+    section("local_txns");
+    for (i = 0; i < sizeof odd_rmids / sizeof odd_rmids[0]; i++) {
+        int r = odd_rmids[i];
+        x = mkxid(9, "local-unopened", "b", 0);
+        snprintf(ctx, sizeof ctx, "rmid %d not open", r);
+        CHKM(mmxa_txn_begin(r), MMXA_ENOTOPEN);
+        CHKM(mmxa_txn_commit(r), MMXA_ENOTOPEN);
+        CHKM(mmxa_txn_commit_and_chain(r), MMXA_ENOTOPEN);
+        CHKM(mmxa_txn_rollback(r), MMXA_ENOTOPEN);
+        CHK(mmxa_txn_promote(r, &x), XAER_PROTO);
+        CHK(mmxa_txn_promote(r, NULL), XAER_PROTO); /* rmid before XID */
+        CHKM(mmxa_txn_begin_nested(r, &level), MMXA_ENOTOPEN);
+        CHKM(mmxa_txn_begin_nested(r, NULL), MMXA_EINVAL); /* pointers first, as the data API */
+        CHKM(mmxa_txn_commit_nested(r), MMXA_ENOTOPEN);
+        CHKM(mmxa_txn_rollback_nested(r), MMXA_ENOTOPEN);
+        CHKV(level, 77); /* never written on failure */
+    }
+    ctx[0] = '\0';
+    CHK(open_rm(info_for("local", ""), rmid), XA_OK);
+    /* No transaction open. */
+    x = mkxid(9, "local-none", "b", 0);
+    CHKM(mmxa_txn_commit(rmid), MMXA_EPROTO);
+    CHKM(mmxa_txn_commit_and_chain(rmid), MMXA_EPROTO);
+    CHKM(mmxa_txn_rollback(rmid), MMXA_EPROTO);
+    CHK(mmxa_txn_promote(rmid, &x), XAER_PROTO);
+    CHK(mmxa_txn_promote(rmid, NULL), XAER_INVAL);
+    CHKM(mmxa_txn_begin_nested(rmid, &level), MMXA_EPROTO);
+    CHKM(mmxa_txn_commit_nested(rmid), MMXA_EPROTO);
+    CHKM(mmxa_txn_rollback_nested(rmid), MMXA_EPROTO);
+    CHKV(level, 77);
+    /* One open: twice, NULL level_out, no nested level, xa_start, xa_close. */
+    CHKM(mmxa_txn_begin(rmid), MMXA_OK);
+    CHKM(mmxa_txn_begin(rmid), MMXA_EPROTO);
+    CHKM(mmxa_txn_begin_nested(rmid, NULL), MMXA_EINVAL);
+    CHKM(mmxa_txn_commit_nested(rmid), MMXA_EPROTO);
+    CHKM(mmxa_txn_rollback_nested(rmid), MMXA_EPROTO);
+    CHK(sw->xa_start_entry(&x, rmid, TMNOFLAGS), XAER_OUTSIDE);
+    CHK(close_rm(rmid), XAER_PROTO);
+    CHKM(put_s(rmid, "lk", "1"), MMXA_OK);
+    CHKM(mmxa_txn_begin_nested(rmid, &level), MMXA_OK);
+    CHKV(level, 1);
+    CHKM(mmxa_txn_begin_nested(rmid, &level), MMXA_OK);
+    CHKV(level, 2);
+    CHKM(mmxa_txn_rollback_nested(rmid), MMXA_OK);
+    CHKM(mmxa_txn_commit_nested(rmid), MMXA_OK);
+    /* Bad XIDs: XAER_INVAL, and the transaction stays open. */
+    CHK(mmxa_txn_promote(rmid, NULL), XAER_INVAL);
+    x = mkxid(-1, "g", "b", 0);
+    CHK(mmxa_txn_promote(rmid, &x), XAER_INVAL);
+    for (i = 0; i < sizeof bad_len / sizeof bad_len[0]; i++) {
+        snprintf(ctx, sizeof ctx, "length %ld", bad_len[i]);
+        x = mkxid(9, "local-bad", "b", 0);
+        x.gtrid_length = bad_len[i];
+        CHK(mmxa_txn_promote(rmid, &x), XAER_INVAL);
+        x = mkxid(9, "local-bad", "b", 0);
+        x.bqual_length = bad_len[i];
+        CHK(mmxa_txn_promote(rmid, &x), XAER_INVAL);
+    }
+    ctx[0] = '\0';
+    CHKM(get_is(rmid, "lk", "1"), MMXA_OK); /* still in it */
+    /* A duplicate XID (another branch exists): XAER_DUPID, still open. */
+    other = mkxid(9, "local-taken", "b", 0);
+    CHKM(mmxa_txn_commit(rmid), MMXA_OK);
+    CHK(sw->xa_start_entry(&other, rmid, TMNOFLAGS), XA_OK);
+    CHK(sw->xa_end_entry(&other, rmid, TMSUCCESS), XA_OK);
+    CHKM(mmxa_txn_begin(rmid), MMXA_OK);
+    CHKM(put_s(rmid, "lk", "2"), MMXA_OK);
+    CHK(mmxa_txn_promote(rmid, &other), XAER_DUPID);
+    CHKM(get_is(rmid, "lk", "2"), MMXA_OK);
+    /* Promoted: the caller's XID is not written (trailing bytes included). */
+    x = mkxid(9, "local-promoted", "b", 0xA5);
+    copy = x;
+    CHK(mmxa_txn_promote(rmid, &x), XA_OK);
+    EXPECT(memcmp(&x, &copy, sizeof x) == 0);
+    CHK(mmxa_txn_promote(rmid, &x), XAER_PROTO); /* no local transaction any more */
+    CHKM(mmxa_txn_begin(rmid), MMXA_EPROTO);    /* associated with the branch */
+    CHK(sw->xa_end_entry(&x, rmid, TMSUCCESS), XA_OK);
+    CHK(sw->xa_commit_entry(&x, rmid, TMONEPHASE), XA_OK);
+    CHK(sw->xa_rollback_entry(&other, rmid, TMNOFLAGS), XA_OK);
+    CHKM(get_is(rmid, "lk", "2"), MMXA_OK);
+    /* Chained: the next one is open at once. */
+    CHKM(mmxa_txn_begin(rmid), MMXA_OK);
+    CHKM(mmxa_txn_commit_and_chain(rmid), MMXA_OK);
+    CHKM(mmxa_txn_begin(rmid), MMXA_EPROTO);
+    CHKM(mmxa_txn_rollback(rmid), MMXA_OK);
+    CHK(close_rm(rmid), XA_OK);
+}
+
 int main(int argc, char **argv)
 {
     const char *alarm_env = getenv("HOSTILE_ALARM");
@@ -1445,6 +1548,7 @@ int main(int argc, char **argv)
     state_table();
     threads();
     data_calls();
+    local_txns();
     section(NULL);
 
     printf("hostile: %d checks, %d failed, %d notes\n", checks, failures, notes);
