@@ -354,7 +354,8 @@ fn raii_example_rolls_back_in_the_destructor() {
 }
 
 /// The Python (ctypes) example: a two-store transaction with two-phase commit, then one rolled
-/// back on both stores. Skipped without python3.
+/// back on both stores, then a local transaction on one store promoted to a global one and
+/// committed on both. Skipped without python3.
 #[test]
 fn python_example_commits_on_both_stores() {
     if Command::new("python3").arg("--version").output().is_err() {
@@ -384,6 +385,19 @@ fn python_example_commits_on_both_stores() {
         &out,
         "transfer of 1000 rolled back: alice@A = 70, bob@B = 80",
     );
+    assert_contains(&out, "promoted on A: XA_OK");
+    assert_eq!(
+        stdout_of(&out)
+            .matches("prepare  A: XA_OK  B: XA_OK")
+            .count(),
+        2,
+        "{}",
+        describe(&out)
+    );
+    assert_contains(
+        &out,
+        "promoted transfer of 5 committed: alice@A = 65, bob@B = 85",
+    );
     // MMXA_LIB instead of the argument; the balances carry over.
     let again = Command::new("python3")
         .arg(&script)
@@ -394,7 +408,11 @@ fn python_example_commits_on_both_stores() {
     assert!(again.status.success(), "{}", describe(&again));
     assert_contains(
         &again,
-        "transfer of 30 committed: alice@A = 40, bob@B = 110",
+        "transfer of 30 committed: alice@A = 35, bob@B = 115",
+    );
+    assert_contains(
+        &again,
+        "promoted transfer of 5 committed: alice@A = 30, bob@B = 120",
     );
     // A library it cannot load: a message saying what to do, not a traceback.
     let missing = Command::new("python3")
