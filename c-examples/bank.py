@@ -5,6 +5,8 @@ Two stores (bank A under rmid 1, bank B under rmid 2) take part in one global tr
 same XID is started on both, both are prepared, and both are committed only if both voted
 XA_OK; otherwise both are rolled back. The script plays the transaction monitor itself, through
 the function pointers of `mmxa_switch`, and the application, through mmxa_put / mmxa_get.
+Last, a local transaction (mmxa_txn_begin) on bank A is promoted to a global transaction
+(mmxa_txn_promote) once it turns out to need bank B too, and is committed on both the same way.
 
 Usage: python3 bank.py DATA_DIR [LIBRARY]
 LIBRARY defaults to $MMXA_LIB, then to "libmmxa.so.0" (an installed library).
@@ -58,6 +60,8 @@ def load(path):
     lib.mmxa_get.argtypes = [c_int, c_void_p, c_size_t, c_void_p, c_size_t, POINTER(c_size_t)]
     lib.mmxa_get_for_update.argtypes = lib.mmxa_get.argtypes
     lib.mmxa_last_error.restype = c_char_p
+    lib.mmxa_txn_begin.argtypes = [c_int]
+    lib.mmxa_txn_promote.argtypes = [c_int, POINTER(XID)]
     return lib
 
 
@@ -149,6 +153,37 @@ def transfer(sw, a, b, amount, xid):
     return ok
 
 
+def promoted_transfer(lib, sw, a, b, amount, xid):
+    """Begins locally on a's store (no XID, no TM), then promotes the local transaction to
+    `xid` and finishes it as a two-store global transaction. Returns True if it committed."""
+    rc = lib.mmxa_txn_begin(a.rmid)
+    if rc != MMXA_OK:
+        raise RuntimeError("mmxa_txn_begin: %d: %s" % (rc, a.error()))
+    a.set_balance(a.balance() - amount)
+    # Bank B must take part: the local transaction becomes the branch `xid` on A (same writes,
+    # same locks; the thread is associated with it as after xa_start), and B joins with xa_start.
+    rc = lib.mmxa_txn_promote(a.rmid, byref(xid))
+    if rc != XA_OK:
+        lib.mmxa_txn_rollback(a.rmid)
+        raise RuntimeError("mmxa_txn_promote: %s: %s" % (xa_name(rc), a.error()))
+    print("  promoted on A: %s" % xa_name(rc))
+    rc = sw.xa_start_entry(byref(xid), b.rmid, TMNOFLAGS)
+    if rc != XA_OK:
+        raise RuntimeError("xa_start: %s: %s" % (xa_name(rc), b.error()))
+    b.set_balance(b.balance() + amount)
+    ends = [sw.xa_end_entry(byref(xid), bank.rmid, TMSUCCESS) for bank in (a, b)]
+    ok = all(rc == XA_OK for rc in ends)
+    votes = [sw.xa_prepare_entry(byref(xid), bank.rmid, TMNOFLAGS) if ok else -1
+             for bank in (a, b)]
+    print("  prepare  A: %s  B: %s" % tuple(xa_name(v) for v in votes))
+    ok = all(v == XA_OK for v in votes)
+    for bank in (a, b):
+        entry = sw.xa_commit_entry if ok else sw.xa_rollback_entry
+        rc = entry(byref(xid), bank.rmid, TMNOFLAGS)
+        print("  %s %s: %s" % ("commit  " if ok else "rollback", bank.owner, xa_name(rc)))
+    return ok
+
+
 def main():
     if len(sys.argv) not in (2, 3):
         print(__doc__.strip().splitlines()[-2], file=sys.stderr)
@@ -179,6 +214,9 @@ def main():
               % ("committed" if committed else "rolled back", a.balance(), b.balance()))
         committed = transfer(sw, a, b, 1000, make_xid(b"py-1000-%d" % run, b"1"))
         print("transfer of 1000 %s: alice@A = %d, bob@B = %d"
+              % ("committed" if committed else "rolled back", a.balance(), b.balance()))
+        committed = promoted_transfer(lib, sw, a, b, 5, make_xid(b"py-5-%d" % run, b"1"))
+        print("promoted transfer of 5 %s: alice@A = %d, bob@B = %d"
               % ("committed" if committed else "rolled back", a.balance(), b.balance()))
     finally:
         a.close()

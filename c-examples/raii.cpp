@@ -1,10 +1,14 @@
-// A C++ RAII wrapper over an mmxa branch, used for a small transfer.
+// C++ RAII wrappers over an mmxa branch and over a local transaction, used for small transfers.
 //
 // `Store` opens an rmid in the calling thread (xa_open) and closes it when it goes out of scope.
 // `Branch` starts a branch in its constructor (xa_start) and must be finished with commit() or
 // rollback(); if it is destroyed unfinished — an exception, an early return — its destructor
 // rolls the branch back. Destructors never throw. One store, one-phase commit; prepare() makes
 // commit() two-phase, as a TM coordinating several stores would do.
+// `LocalTxn` is a local transaction (mmxa_txn_begin): no TM, no XID, the same locks and
+// isolation as a branch; commit() or rollback() finish it, its destructor rolls back an
+// unfinished one. promote() hands it over to an XA branch (a `Branch` built from it), which is
+// then finished through the switch like any other.
 //
 // Usage: raii DATA_DIR      (prints the balances before and after each step)
 // Build: c++ -std=c++11 -I include c-examples/raii.cpp -L target/release -lmmxa
@@ -84,21 +88,91 @@ class Store {
     std::string info_;
 };
 
+XID make_xid(const std::string &gtrid, const std::string &bqual)
+{
+    XID xid;
+    std::memset(&xid, 0, sizeof xid);
+    xid.formatID = 0x52414949; // "RAII"
+    xid.gtrid_length = static_cast<long>(gtrid.size());
+    xid.bqual_length = static_cast<long>(bqual.size());
+    std::memcpy(xid.data, gtrid.data(), gtrid.size());
+    std::memcpy(xid.data + gtrid.size(), bqual.data(), bqual.size());
+    return xid;
+}
+
+// A local transaction on one store, in this thread.
+class LocalTxn {
+  public:
+    explicit LocalTxn(Store &store) : rmid_(store.rmid())
+    {
+        int rc = mmxa_txn_begin(rmid_);
+        if (rc != MMXA_OK)
+            throw Error("mmxa_txn_begin", rc);
+    }
+
+    // Rolls back a transaction that was neither committed, rolled back nor promoted.
+    ~LocalTxn()
+    {
+        if (!open_)
+            return;
+        mmxa_txn_rollback(rmid_);
+        std::printf("  (local transaction rolled back by ~LocalTxn)\n");
+    }
+    LocalTxn(const LocalTxn &) = delete;
+    LocalTxn &operator=(const LocalTxn &) = delete;
+
+    // One durable record; afterwards the thread has no local transaction open, whatever the
+    // answer (MMXA_EROLLBACK: it was rolled back).
+    void commit()
+    {
+        open_ = false;
+        int rc = mmxa_txn_commit(rmid_);
+        if (rc != MMXA_OK)
+            throw Error("mmxa_txn_commit", rc);
+    }
+
+    void rollback()
+    {
+        open_ = false;
+        int rc = mmxa_txn_rollback(rmid_);
+        if (rc != MMXA_OK)
+            throw Error("mmxa_txn_rollback", rc);
+    }
+
+    // Makes it the branch `xid`, associated with this thread as after xa_start; from then on the
+    // branch is finished through the switch and this object no longer rolls it back. On
+    // XAER_DUPID it stays a local transaction (and open); on XA_RB* it was rolled back.
+    void promote(const XID &xid)
+    {
+        int rc = mmxa_txn_promote(rmid_, &xid);
+        if (rc == XA_OK || (rc >= XA_RBBASE && rc <= XA_RBEND))
+            open_ = false;
+        if (rc != XA_OK)
+            throw Error("mmxa_txn_promote", rc);
+    }
+
+  private:
+    int rmid_;
+    bool open_ = true;
+};
+
 // A branch of a global transaction on one store, associated with this thread.
 class Branch {
   public:
     Branch(Store &store, const std::string &gtrid, const std::string &bqual)
-        : rmid_(store.rmid())
+        : rmid_(store.rmid()), xid_(make_xid(gtrid, bqual))
     {
-        std::memset(&xid_, 0, sizeof xid_);
-        xid_.formatID = 0x52414949; // "RAII"
-        xid_.gtrid_length = static_cast<long>(gtrid.size());
-        xid_.bqual_length = static_cast<long>(bqual.size());
-        std::memcpy(xid_.data, gtrid.data(), gtrid.size());
-        std::memcpy(xid_.data + gtrid.size(), bqual.data(), bqual.size());
         int rc = mmxa_switch.xa_start_entry(&xid_, rmid_, TMNOFLAGS);
         if (rc != XA_OK)
             throw Error("xa_start", rc);
+    }
+
+    // The branch a local transaction becomes when promoted: its writes and locks are the
+    // branch's, which this object now finishes (or rolls back when destroyed unfinished).
+    Branch(Store &store, LocalTxn &txn, const std::string &gtrid, const std::string &bqual)
+        : rmid_(store.rmid()), xid_(make_xid(gtrid, bqual))
+    {
+        txn.promote(xid_);
     }
 
     // Rolls back a branch that was neither committed nor rolled back.
@@ -179,17 +253,32 @@ void show(const char *when, const Store &s)
     std::printf("%s: alice = %ld, bob = %ld\n", when, s.balance("alice"), s.balance("bob"));
 }
 
-// Moves `amount` from alice to bob in one branch; throws (and so rolls back) on overdraft.
-void transfer(Store &store, const std::string &gtrid, long amount)
+// Moves `amount` from alice to bob in the thread's branch or local transaction; throws on
+// overdraft, after writing, so that the caller's destructor has writes to roll back.
+void move(Store &store, long amount)
 {
-    Branch branch(store, gtrid, "1");
     long alice = store.balance("alice");
     long bob = store.balance("bob");
     store.set_balance("alice", alice - amount);
     store.set_balance("bob", bob + amount);
     if (alice - amount < 0)
-        throw InsufficientFunds(); // ~Branch rolls both writes back
+        throw InsufficientFunds();
+}
+
+// A transfer in one branch; on overdraft ~Branch rolls both writes back.
+void transfer(Store &store, const std::string &gtrid, long amount)
+{
+    Branch branch(store, gtrid, "1");
+    move(store, amount);
     branch.commit();
+}
+
+// The same without a TM, in a local transaction; on overdraft ~LocalTxn rolls it back.
+void local_transfer(Store &store, long amount)
+{
+    LocalTxn txn(store);
+    move(store, amount);
+    txn.commit();
 }
 
 } // namespace
@@ -226,6 +315,27 @@ int main(int argc, char **argv)
             branch.commit();
         }
         show("after a two-phase bonus of 1 for bob", store);
+
+        local_transfer(store, 10);
+        show("after a local transfer of 10 (committed)", store);
+
+        try {
+            local_transfer(store, 5000);
+        } catch (const InsufficientFunds &e) {
+            std::printf("local transfer of 5000: %s\n", e.what());
+        }
+        show("after a local transfer of 5000 (rolled back)", store);
+
+        {
+            // Begun locally; the work turns out to need a global transaction (another store, a
+            // TM): promote it and finish it as a branch, two-phase.
+            LocalTxn txn(store);
+            store.set_balance("bob", store.balance("bob") + 2);
+            Branch branch(store, txn, "raii-promoted", "1");
+            branch.prepare();
+            branch.commit();
+        }
+        show("after a promoted bonus of 2 for bob", store);
     } catch (const std::exception &e) {
         std::printf("error: %s\n", e.what());
         return 1;

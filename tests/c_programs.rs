@@ -287,7 +287,9 @@ fn dlopen_switch_example_drives_a_branch() {
 }
 
 /// The C++ RAII example: a committed transfer, one rolled back by the branch's destructor when an
-/// exception leaves its scope, and a two-phase commit; run twice on the same store.
+/// exception leaves its scope, and a two-phase commit; then the same with a local transaction:
+/// committed, rolled back by its destructor, and promoted to a branch that is prepared and
+/// committed; run twice on the same store.
 #[test]
 fn raii_example_rolls_back_in_the_destructor() {
     let bin = build_program(
@@ -318,16 +320,42 @@ fn raii_example_rolls_back_in_the_destructor() {
         &first,
         "after a two-phase bonus of 1 for bob: alice = 70, bob = 81",
     );
+    assert_contains(
+        &first,
+        "after a local transfer of 10 (committed): alice = 60, bob = 91",
+    );
+    assert_contains(&first, "(local transaction rolled back by ~LocalTxn)");
+    assert_contains(&first, "local transfer of 5000: insufficient funds");
+    assert_contains(
+        &first,
+        "after a local transfer of 5000 (rolled back): alice = 60, bob = 91",
+    );
+    assert_contains(
+        &first,
+        "after a promoted bonus of 2 for bob: alice = 60, bob = 93",
+    );
+    // The promoted transaction was finished by its branch: no rollback by either destructor.
+    let out = stdout_of(&first);
+    assert_eq!(
+        out.matches("rolled back by ~").count(),
+        2,
+        "one rollback per failed transfer:\n{out}"
+    );
     let second = run_ok(&bin, &[path_str(&data)]);
-    assert_contains(&second, "before: alice = 70, bob = 81");
+    assert_contains(&second, "before: alice = 60, bob = 93");
     assert_contains(
         &second,
-        "after transfer of 30 (committed): alice = 40, bob = 111",
+        "after transfer of 30 (committed): alice = 30, bob = 123",
+    );
+    assert_contains(
+        &second,
+        "after a promoted bonus of 2 for bob: alice = 20, bob = 136",
     );
 }
 
 /// The Python (ctypes) example: a two-store transaction with two-phase commit, then one rolled
-/// back on both stores. Skipped without python3.
+/// back on both stores, then a local transaction on one store promoted to a global one and
+/// committed on both. Skipped without python3.
 #[test]
 fn python_example_commits_on_both_stores() {
     if Command::new("python3").arg("--version").output().is_err() {
@@ -357,6 +385,19 @@ fn python_example_commits_on_both_stores() {
         &out,
         "transfer of 1000 rolled back: alice@A = 70, bob@B = 80",
     );
+    assert_contains(&out, "promoted on A: XA_OK");
+    assert_eq!(
+        stdout_of(&out)
+            .matches("prepare  A: XA_OK  B: XA_OK")
+            .count(),
+        2,
+        "{}",
+        describe(&out)
+    );
+    assert_contains(
+        &out,
+        "promoted transfer of 5 committed: alice@A = 65, bob@B = 85",
+    );
     // MMXA_LIB instead of the argument; the balances carry over.
     let again = Command::new("python3")
         .arg(&script)
@@ -367,7 +408,11 @@ fn python_example_commits_on_both_stores() {
     assert!(again.status.success(), "{}", describe(&again));
     assert_contains(
         &again,
-        "transfer of 30 committed: alice@A = 40, bob@B = 110",
+        "transfer of 30 committed: alice@A = 35, bob@B = 115",
+    );
+    assert_contains(
+        &again,
+        "promoted transfer of 5 committed: alice@A = 30, bob@B = 120",
     );
     // A library it cannot load: a message saying what to do, not a traceback.
     let missing = Command::new("python3")

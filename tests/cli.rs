@@ -599,3 +599,64 @@ fn a_store_of_the_version_1_format_opens_with_unknown_times() {
         .unwrap();
     assert!(line.contains("HEURISTIC") && has_utc(line), "{dump}");
 }
+
+/// An open local transaction holds locks like a branch: `status` lists it, with the process
+/// that has it open, its tag, start and age and the keys it wrote (text and `--json`), and
+/// forgets it once it is committed.
+#[test]
+fn status_lists_open_local_transactions() {
+    const T: &str = "status_lists_open_local_transactions";
+    shell_if_child();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let dir = dir_str(tmp.path());
+    let info = open_string(tmp.path(), "");
+    let mut app = Shell::spawn(T, "app");
+    app.rc(&format!("open 1 {info}"), XA_OK);
+    let pid = app.run("pid");
+    app.rc("txn_begin 1", MMXA_OK);
+    app.rc("put 1 k1 v", MMXA_OK);
+    app.rc("put 1 k2 v", MMXA_OK);
+
+    let st = ok(&["status", dir]);
+    assert!(
+        st.contains("branches   0 (0 in doubt); 1 local transaction(s) open"),
+        "{st}"
+    );
+    let row = st
+        .lines()
+        .find(|l| l.contains(&format!("local (pid {pid}, tag ")))
+        .unwrap_or_else(|| panic!("no row for the local transaction:\n{st}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    // local (pid N, tag T)  local  SINCE  AGE  KEYS
+    assert_eq!(cols[5], "local", "{st}");
+    assert!(has_utc(cols[6]), "{st}");
+    assert_eq!(cols[8], "2", "{st}");
+
+    let js = ok(&["--json", "status", dir]);
+    assert!(
+        js.contains("\"local_transactions\":[{\"tag\":")
+            && js.contains(&format!("\"pid\":{pid},\"state\":\"local\",\"since\":\"20"))
+            && js.contains("\"age_from\":\"start\"")
+            && js.contains("\"keys\":2}]"),
+        "{js}"
+    );
+    assert!(js.contains("\"branches\":[]"), "{js}");
+    // Not in doubt: recover lists nothing.
+    assert_eq!(ok(&["recover", dir]), "");
+
+    app.rc("txn_commit 1", MMXA_OK);
+    let st = ok(&["status", dir]);
+    assert!(
+        !st.contains("local (") && !st.contains("local transaction"),
+        "{st}"
+    );
+    assert!(
+        ok(&["--json", "status", dir]).contains("\"local_transactions\":[]"),
+        "{st}"
+    );
+    assert_eq!(ok(&["get", dir, "k1"]), "v\n");
+    app.rc("close 1", XA_OK);
+}

@@ -33,8 +33,9 @@ commands:
                                would: directory mode 0700, or 0770 with shared_group=1); on an
                                existing store, say so and change nothing
   status STORE                 in-doubt and active branches with the time (UTC) of their
-                               start, prepare or heuristic decision and their age, log size,
-                               live keys, lock waits now, and the latest heuristic decisions
+                               start, prepare or heuristic decision and their age, open local
+                               transactions (process, tag, start, age), log size, live keys,
+                               lock waits now, and the latest heuristic decisions
   recover STORE [--mysql]      list in-doubt XIDs, one per line, as formatID.gtrid-hex.bqual-hex
                                (or, with --mysql, as X'gtrid-hex',X'bqual-hex',formatID)
   commit STORE XID --reason TEXT
@@ -367,11 +368,29 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
                 )
             })
             .collect();
+        let locals: Vec<String> = rep
+            .locals
+            .iter()
+            .map(|l| {
+                format!(
+                    "{{\"tag\":{},\"pid\":{},\"state\":{},\"since\":{},\"since_unix_ns\":{},\
+                     \"age_from\":\"start\",\"age_ms\":{},\"keys\":{}}}",
+                    l.tag,
+                    l.pid.map_or("null".into(), |p| p.to_string()),
+                    js(&l.state),
+                    js(&iso(l.since_ns)),
+                    l.since_ns,
+                    l.age_ms,
+                    l.keys
+                )
+            })
+            .collect();
         let audit: Vec<String> = audit.iter().map(|l| js(l)).collect();
         let _ = writeln!(
             out,
             "{{\"dir\":{},\"peers\":[{}],\"live_keys\":{},\"live_bytes\":{},\"segments\":{},\
-             \"log_bytes\":{},\"lock_waits\":{},\"rebuilt\":{},\"branches\":[{}],\"audit\":[{}]}}",
+             \"log_bytes\":{},\"lock_waits\":{},\"rebuilt\":{},\"branches\":[{}],\
+             \"local_transactions\":[{}],\"audit\":[{}]}}",
             js(&cfg.dir.display().to_string()),
             rep.peers
                 .iter()
@@ -385,6 +404,7 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
             rep.lock_waits,
             js(&iso(rep.built_ns)),
             branches.join(","),
+            locals.join(","),
             audit.join(",")
         );
         return out;
@@ -421,8 +441,16 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
         mib(rep.log_bytes)
     );
     let _ = writeln!(out, "lock waits {} now", rep.lock_waits);
-    let _ = writeln!(out, "branches   {} ({doubt} in doubt)", rep.branches.len());
-    if !rep.branches.is_empty() {
+    let _ = writeln!(
+        out,
+        "branches   {} ({doubt} in doubt){}",
+        rep.branches.len(),
+        match rep.locals.len() {
+            0 => String::new(),
+            n => format!("; {n} local transaction(s) open"),
+        }
+    );
+    if !rep.branches.is_empty() || !rep.locals.is_empty() {
         let _ = writeln!(
             out,
             "  {:<40} {:<19} {:<20} {:>8} {:>6}  reason",
@@ -442,6 +470,22 @@ fn status(cfg: &Config, rep: &Report, audit: &[String], json: bool) -> String {
                 age,
                 b.keys,
                 b.reason
+            );
+        }
+        // Local transactions have no XID: the process that has one open, and its tag.
+        for l in &rep.locals {
+            let who = match l.pid {
+                Some(pid) => format!("local (pid {pid}, tag {})", l.tag),
+                None => format!("local (tag {})", l.tag),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<19} {:<20} {:>8} {:>6}",
+                who,
+                l.state,
+                iso(l.since_ns),
+                age(l.age_ms),
+                l.keys
             );
         }
         if rep.branches.iter().any(|b| b.since_ns.is_none()) {

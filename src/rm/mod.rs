@@ -54,7 +54,7 @@ use branch::TocState;
 use layout::{Busy, B_BUSY_SLOT};
 pub use locks::Mode;
 pub use recovery::{rewrite_log, Rewritten};
-pub use report::{BranchReport, Report};
+pub use report::{BranchReport, LocalReport, Report};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,11 +1,13 @@
 //! What operators see of a store (`mmxa status`).
 //!
-//! Owns: [`Report`] and [`BranchReport`], a snapshot of the shared state taken in one section.
+//! Owns: [`Report`], [`BranchReport`] and [`LocalReport`], a snapshot of the shared state taken
+//! in one section.
 
 use super::branch;
 use super::layout::*;
 use super::Rm;
 use crate::log::Media;
+use crate::shm::{Error as ShmError, Off, Txn};
 use crate::xid::Xid;
 
 /// A snapshot of a store, for operators (`mmxa status`).
@@ -28,6 +30,25 @@ pub struct Report {
     pub built_ns: u64,
     /// Every branch the store knows.
     pub branches: Vec<BranchReport>,
+    /// Open local transactions (`mmxa_txn_begin`): no XID, but they hold locks.
+    pub locals: Vec<LocalReport>,
+}
+
+/// One open local transaction in a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReport {
+    /// Its tag (what its log records name).
+    pub tag: u64,
+    /// The process whose thread has it open, if that process still holds its slot.
+    pub pid: Option<u32>,
+    /// `local`, `rollback-only`, or `busy` (its commit is in progress).
+    pub state: String,
+    /// When it began (wall clock, ns since the Unix epoch).
+    pub since_ns: u64,
+    /// Milliseconds since then.
+    pub age_ms: u64,
+    /// Keys it wrote.
+    pub keys: u64,
 }
 
 /// One branch in a [`Report`].
@@ -58,8 +79,14 @@ impl<M: Media> Rm<M> {
         let now = now_ns();
         let snap = self.shared(|t| {
             let mut branches = Vec::new();
+            let mut locals = Vec::new();
             for b in BRANCHES.all(t)? {
-                if t.get_u8(b + B_KIND)? != KIND_XA {
+                let kind = t.get_u8(b + B_KIND)?;
+                if kind == KIND_TXN {
+                    locals.push(local_report(t, b, now)?);
+                    continue;
+                }
+                if kind != KIND_XA {
                     continue;
                 }
                 let busy = branch::busy(t, b)? != Busy::None;
@@ -104,7 +131,7 @@ impl<M: Media> Rm<M> {
                 }
             }
             Ok((
-                branches,
+                (branches, locals),
                 t.get_u64(R_LIVE_KEYS)?,
                 t.get_u64(R_LIVE_BYTES)?,
                 t.get_u64(R_WAITS)?,
@@ -112,11 +139,12 @@ impl<M: Media> Rm<M> {
                 t.get_u64(R_BUILT_NS)?,
             ))
         });
-        let (mut branches, live_keys, live_bytes, lock_waits, peers, built_ns) =
+        let ((mut branches, mut locals), live_keys, live_bytes, lock_waits, peers, built_ns) =
             snap.unwrap_or_default();
         branches.sort_by(|a, b| {
             (a.xid.format_id(), a.xid.data()).cmp(&(b.xid.format_id(), b.xid.data()))
         });
+        locals.sort_by_key(|l| l.tag);
         let (segments, log_bytes) = self.log.disk_usage();
         Report {
             host_pid: std::process::id(),
@@ -128,6 +156,36 @@ impl<M: Media> Rm<M> {
             lock_waits,
             built_ns,
             branches,
+            locals,
         }
     }
+}
+
+/// The report of the local transaction `b`. Its owner is the process of the thread associated
+/// with it (a local transaction has exactly one).
+fn local_report(t: &Txn<'_>, b: Off, now: u64) -> Result<LocalReport, ShmError> {
+    let mut pid = None;
+    if let Some(&a) = assoc(b).items(t)?.first() {
+        let slot = branch::toc_slot(a);
+        if slot > 0 {
+            let (p, live, _) = crate::shm::slot_state(t, slot - 1)?;
+            pid = live.then_some(p);
+        }
+    }
+    let state = if branch::busy(t, b)? != Busy::None {
+        "busy"
+    } else if branch::doomed(t, b)?.is_some() {
+        "rollback-only"
+    } else {
+        "local"
+    };
+    let since_ns = t.get_u64(b + B_SINCE)?;
+    Ok(LocalReport {
+        tag: branch::tag(t, b)?,
+        pid,
+        state: state.to_string(),
+        since_ns,
+        age_ms: now.saturating_sub(since_ns) / 1_000_000,
+        keys: t.get_u64(b + B_WRITES)?,
+    })
 }

@@ -695,3 +695,36 @@ fn a_prepare_finished_by_a_peer_is_dated_by_its_record() {
         "the time the PREPARE record states"
     );
 }
+
+#[test]
+fn status_lists_local_transactions_until_they_end_or_are_promoted() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let rm = open(dir.path());
+    rm.txn_begin(1).unwrap();
+    rm.put(1, b"k1", Some(b"v")).unwrap();
+    rm.txn_begin(2).unwrap();
+    let st = rm.status();
+    assert!(st.branches.is_empty(), "{st:?}");
+    assert_eq!(st.locals.len(), 2, "{st:?}");
+    let l = &st.locals[0];
+    assert_eq!(l.pid, Some(std::process::id()));
+    assert_eq!((l.state.as_str(), l.keys), ("local", 1));
+    assert!(l.since_ns > 0 && st.locals[1].keys == 0, "{st:?}");
+    assert!(st.locals[0].tag < st.locals[1].tag, "{st:?}");
+
+    rm.txn_rollback(2).unwrap();
+    rm.txn_promote(1, &xid(1)).unwrap();
+    let st = rm.status();
+    assert!(st.locals.is_empty(), "promoted: a branch now: {st:?}");
+    assert_eq!(st.branches.len(), 1, "{st:?}");
+    assert_eq!(
+        (st.branches[0].xid, st.branches[0].state.as_str()),
+        (xid(1), "active")
+    );
+    rm.end(1, &xid(1), EndMode::Success).unwrap();
+    rm.rollback(1, &xid(1)).unwrap();
+    assert!(rm.status().branches.is_empty() && rm.status().locals.is_empty());
+}

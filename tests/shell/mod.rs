@@ -10,6 +10,7 @@
 //! `start|end|commit RMID GTRID FLAGS`, `prepare|rollback|forget RMID GTRID`, `recover RMID`,
 //! `put RMID KEY VALUE`, `get RMID KEY`, `getu RMID KEY` (`mmxa_get_for_update`),
 //! `del RMID KEY`, `savepoint RMID` (answers the code and the id), `rollback_to RMID ID`,
+//! `txn_begin|txn_commit|txn_rollback RMID` (a local transaction),
 //! `heur RMID GTRID commit|rollback` (an operator's heuristic decision on a prepared branch),
 //! `waits RMID` (how many lock requests wait now, in every process), `lasterr` (this thread's
 //! `mmxa_last_error`), `umask OCTAL` (answers the previous one),
@@ -157,6 +158,9 @@ fn command(line: &str, infos: &mut BTreeMap<i32, String>, extra: Option<Extra>) 
     let r = rm(rmid, infos);
     match cmd {
         "close" => r.close().to_string(),
+        "txn_begin" => mmxa::ffi::txn::mmxa_txn_begin(rmid).to_string(),
+        "txn_commit" => mmxa::ffi::txn::mmxa_txn_commit(rmid).to_string(),
+        "txn_rollback" => mmxa::ffi::txn::mmxa_txn_rollback(rmid).to_string(),
         "start" | "end" | "commit" => {
             let x = shell_xid(w.next().unwrap_or(""));
             let flags: i64 = arg(w.next());
