@@ -76,10 +76,7 @@ fn has_utc(s: &str) -> bool {
 fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     const T: &str = "status_recover_and_heuristic_decisions_on_a_store_in_use";
     shell_if_child();
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let tmp = ffi_common::private_dir();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "lock_timeout_ms=60000");
     let mut tm = Shell::spawn(T, "tm");
@@ -186,10 +183,7 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
     let out = fails(&["frobnicate", dir], 2);
     assert!(out.contains("unknown command frobnicate"), "{out}");
     fails(&["status", dir, "--bogus"], 2);
-    let empty = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let empty = ffi_common::private_dir();
     fails(&["status", dir_str(empty.path())], 3);
     assert!(ok(&["--help"]).contains("usage: mmxa"));
     tm.rc(&format!("end 1 act {TMSUCCESS}"), XA_OK);
@@ -201,10 +195,7 @@ fn status_recover_and_heuristic_decisions_on_a_store_in_use() {
 fn orphan_policy_is_enforced_and_shown_by_status() {
     const T: &str = "orphan_policy_is_enforced_and_shown_by_status";
     shell_if_child();
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let tmp = ffi_common::private_dir();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "orphan_rollback_s=1");
     let mut tm = Shell::spawn(T, "tm");
@@ -344,10 +335,7 @@ fn segment_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 fn dump_and_verify_read_the_log_without_changing_it() {
     const T: &str = "dump_and_verify_read_the_log_without_changing_it";
     shell_if_child();
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let tmp = ffi_common::private_dir();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "");
     let mut tm = Shell::spawn(T, "tm");
@@ -450,10 +438,7 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
     use mmxa::rm::flags::{EndMode, StartMode};
     use mmxa::rm::Rm;
     use mmxa::xid::Xid;
-    let template = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let template = ffi_common::private_dir();
     let mut cfg = Config::new(template.path());
     cfg.sync = SyncMode::None;
     cfg.segment_size = 4 << 20;
@@ -478,10 +463,7 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
 
     for (seg, at) in [(2usize, 2_097_152usize), (1, 100)] {
         let ctx = format!("byte {at} of segment {seg} flipped");
-        let tmp = tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap();
+        let tmp = ffi_common::private_dir();
         for (path, bytes) in segment_bytes(template.path()) {
             std::fs::write(tmp.path().join(path.file_name().unwrap()), bytes).unwrap();
         }
@@ -533,10 +515,7 @@ fn damage_followed_by_whole_segments_is_corruption_with_sync_none() {
 /// and has its time; the other branch stays unknown.
 #[test]
 fn a_store_of_the_version_1_format_opens_with_unknown_times() {
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let tmp = ffi_common::private_dir();
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store");
     for e in std::fs::read_dir(&golden).unwrap() {
         let e = e.unwrap();
@@ -607,10 +586,7 @@ fn a_store_of_the_version_1_format_opens_with_unknown_times() {
 fn status_lists_open_local_transactions() {
     const T: &str = "status_lists_open_local_transactions";
     shell_if_child();
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let tmp = ffi_common::private_dir();
     let dir = dir_str(tmp.path());
     let info = open_string(tmp.path(), "");
     let mut app = Shell::spawn(T, "app");

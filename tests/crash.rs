@@ -409,10 +409,7 @@ fn in_doubt_keys(set: &BTreeSet<u64>) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
 /// rolled back (if there are two or more), the last is carried prepared into the next round's
 /// crash (except in the final round), and the rest are committed.
 fn two_phase_rounds(rmid: i32) {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     // lock_timeout_ms=0: a write to a key a prepared branch holds fails at once.
     let rm = Rm::new(rmid, dir.path(), "lock_timeout_ms=0");
     let mut rng = Rng::new(rng::seed(ENV_SEED, "crash test"));
@@ -487,10 +484,7 @@ fn two_phase_rounds(rmid: i32) {
 /// Kill rounds for one-phase commits: every acknowledged commit survives; the one commit that
 /// may have been in flight at the kill is either complete or absent; nothing is in doubt.
 fn one_phase_rounds(rmid: i32) {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(rmid, dir.path(), "lock_timeout_ms=0");
     let mut rng = Rng::new(rng::seed(ENV_SEED, "crash test"));
     let (mut committed, mut absent) = (BTreeSet::new(), BTreeSet::new());

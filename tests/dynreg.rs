@@ -44,10 +44,7 @@ fn build_monitor(name: &str) -> std::path::PathBuf {
 #[test]
 fn c_monitor_drives_the_dynamic_switch() {
     let bin = build_monitor("dynreg_tm");
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .expect("tempdir");
+    let dir = ffi_common::private_dir();
     let data = dir.path().join("data");
     let out = run_ok(&bin, &[data.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -65,10 +62,7 @@ fn c_monitor_drives_the_dynamic_switch() {
 #[test]
 fn c_monitor_under_mmxa_trace() {
     let bin = build_monitor("dynreg_tm_traced");
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .expect("tempdir");
+    let dir = ffi_common::private_dir();
     let trace = dir.path().join("trace.log");
     let out = std::process::Command::new(&bin)
         .arg(dir.path().join("data"))
@@ -186,10 +180,7 @@ fn store(rmid: i32, dir: &Path) -> FfiRm {
 
 #[test]
 fn registration_starts_a_branch_once_until_xa_end() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(40, dir.path());
     let m = Monitor::default();
     open_dynamic(&rm, &m);
@@ -209,10 +200,7 @@ fn registration_starts_a_branch_once_until_xa_end() {
 
 #[test]
 fn a_failed_xa_end_keeps_the_registration() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(41, dir.path());
     let m = Monitor::default();
     open_dynamic(&rm, &m);
@@ -237,10 +225,7 @@ fn a_failed_xa_end_keeps_the_registration() {
 
 #[test]
 fn unusable_answers_fail_the_data_call() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(42, dir.path());
     let m = Monitor::default();
     open_dynamic(&rm, &m);
@@ -276,10 +261,7 @@ fn unusable_answers_fail_the_data_call() {
 
 #[test]
 fn a_failed_ax_unreg_is_reported_after_the_work() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(43, dir.path());
     let m = Monitor::default();
     open_dynamic(&rm, &m);
@@ -301,10 +283,7 @@ fn a_failed_ax_unreg_is_reported_after_the_work() {
 
 #[test]
 fn a_local_transaction_never_asks_the_monitor() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(47, dir.path());
     let m = Monitor::default();
     open_dynamic(&rm, &m);
@@ -322,10 +301,7 @@ fn a_local_transaction_never_asks_the_monitor() {
 
 #[test]
 fn joining_a_rollback_only_branch_is_mmxa_erollback() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(44, dir.path());
     let m = Monitor::default();
     open_dynamic(&rm, &m);
@@ -356,10 +332,7 @@ fn joining_a_rollback_only_branch_is_mmxa_erollback() {
 
 #[test]
 fn one_rmid_is_opened_through_one_switch() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(45, dir.path());
     let m = Monitor::default();
     open_dynamic(&rm, &m);
@@ -388,10 +361,7 @@ fn one_rmid_is_opened_through_one_switch() {
 /// This test binary exports no `ax_reg`: the dynamic switch's `xa_open` must say so.
 #[test]
 fn xa_open_without_ax_reg_is_xaer_rmerr() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = store(46, dir.path());
     let info = CString::new(rm.info.clone()).unwrap();
     // SAFETY: the switch is never written; the string outlives the call.

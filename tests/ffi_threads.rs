@@ -48,10 +48,7 @@ fn close_all(rm: &Rm, workers: &[&Worker]) {
 /// prepares and commits the branch.
 #[test]
 fn join_from_three_threads_is_one_branch() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(101, dir.path(), "lock_timeout_ms=0");
     let xj = x("join");
     let workers: Vec<Worker> = (0..3).map(|i| Worker::new(&format!("join-{i}"))).collect();
@@ -168,10 +165,7 @@ fn join_from_three_threads_is_one_branch() {
 /// in it; A prepares once B has ended, and a third thread commits.
 #[test]
 fn suspend_migrate_resumes_in_another_thread() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(102, dir.path(), "lock_timeout_ms=0");
     let xm = x("migrate");
     let (a, b, c) = (Worker::new("A"), Worker::new("B"), Worker::new("C"));
@@ -246,10 +240,7 @@ fn suspend_migrate_resumes_in_another_thread() {
 /// is `XAER_PROTO` and changes nothing; A then resumes and finishes normally.
 #[test]
 fn plain_suspend_resumes_only_where_suspended() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(103, dir.path(), "lock_timeout_ms=0");
     let xs = x("suspend");
     let (a, b) = (Worker::new("A"), Worker::new("B"));
@@ -300,10 +291,7 @@ fn plain_suspend_resumes_only_where_suspended() {
 /// answers `XA_RBOTHER`, and then the XID is unknown and can be started afresh.
 #[test]
 fn rollback_of_active_branch_from_another_thread() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     // lock_timeout_ms=0: a write to a still-locked key would fail at once, not wait.
     let rm = Rm::new(104, dir.path(), "lock_timeout_ms=0");
     let xa = x("rb-active");
@@ -404,10 +392,7 @@ fn rollback_of_active_branch_from_another_thread() {
 /// Recovery scans are per thread and page through a snapshot.
 #[test]
 fn completion_from_a_thread_other_than_the_worker() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(105, dir.path(), "lock_timeout_ms=0");
     let xs: Vec<Xid> = (0..6).map(|i| x(&format!("done-{i}"))).collect();
     let (w, c) = (Worker::new("worker"), Worker::new("completer"));
@@ -527,10 +512,7 @@ fn completion_from_a_thread_other_than_the_worker() {
 /// the test is correct whether or not it is.)
 #[test]
 fn lock_conflict_waits_for_the_holder_to_commit() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(106, dir.path(), "lock_timeout_ms=60000");
     let (xa, xb) = (x("wait-a"), x("wait-b"));
     let (a, b) = (Worker::new("A"), Worker::new("B"));
@@ -584,10 +566,7 @@ fn lock_conflict_waits_for_the_holder_to_commit() {
 /// then `MMXA_EROLLBACK` for further work, `XA_RBTIMEOUT` from `xa_end` and `xa_prepare`.
 #[test]
 fn lock_timeout_makes_the_branch_rollback_only() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(107, dir.path(), "lock_timeout_ms=50");
     let (xa, xb) = (x("timeout-a"), x("timeout-b"));
     let (a, b) = (Worker::new("A"), Worker::new("B"));
@@ -644,10 +623,7 @@ fn lock_timeout_makes_the_branch_rollback_only() {
 /// through. Which thread is the victim depends on the order the requests reach the lock table.
 #[test]
 fn deadlock_between_two_threads() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(108, dir.path(), "lock_timeout_ms=60000");
     let xids = [x("dl-a"), x("dl-b")];
     let workers = [Worker::new("A"), Worker::new("B")];
@@ -732,18 +708,9 @@ fn deadlock_between_two_threads() {
 #[test]
 fn two_stores_under_two_rmids_with_the_same_xid() {
     let (d1, d2, d3) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
+        ffi_common::private_dir(),
+        ffi_common::private_dir(),
+        ffi_common::private_dir(),
     );
     let r1 = Rm::new(109, d1.path(), "lock_timeout_ms=0");
     let r2 = Rm::new(110, d2.path(), "lock_timeout_ms=0");
@@ -828,10 +795,7 @@ fn two_stores_under_two_rmids_with_the_same_xid() {
 /// `XAER_PROTO`, and closing one thread leaves the others' use of the store alone.
 #[test]
 fn open_and_close_rules_per_thread() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(112, dir.path(), "lock_timeout_ms=0");
     let xo = x("open-close");
     let (t, u) = (Worker::new("T"), Worker::new("U"));
@@ -898,10 +862,7 @@ fn open_and_close_rules_per_thread() {
 /// survive all 50 cycles.
 #[test]
 fn open_close_open_loop() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(113, dir.path(), "lock_timeout_ms=0");
     let xp = x("loop-prepared");
     let t = Worker::new("T");
@@ -946,10 +907,7 @@ fn open_close_open_loop() {
 /// `XA_RBOTHER`; the holder of the lock is not disturbed.
 #[test]
 fn rollback_from_another_thread_ends_a_lock_wait() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(114, dir.path(), "lock_timeout_ms=3600000");
     let (xh, xw) = (x("wait-holder"), x("wait-victim"));
     let (h, v, tm) = (
@@ -1009,10 +967,7 @@ fn rollback_from_another_thread_ends_a_lock_wait() {
 /// with `XA_RBTIMEOUT`, and prepare rolls the branch back.
 #[test]
 fn rollback_only_reaches_every_joined_thread() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let rm = Rm::new(115, dir.path(), "lock_timeout_ms=50");
     let (xj, xo) = (x("joined-rb"), x("joined-other"));
     let (t1, t2, t3, o) = (
@@ -1089,18 +1044,9 @@ fn rollback_only_reaches_every_joined_thread() {
 fn a_stuck_open_holds_up_no_other_store() {
     use std::sync::{Arc, Mutex};
     let (da, db, dc) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
+        ffi_common::private_dir(),
+        ffi_common::private_dir(),
+        ffi_common::private_dir(),
     );
     let ra = Rm::new(116, da.path(), "lock_timeout_ms=0");
     let rb = Rm::new(117, db.path(), "lock_timeout_ms=0");

@@ -88,10 +88,7 @@ fn seed_value(r: &Rm, key: &str, value: &str) {
 
 #[test]
 fn two_readers_never_wait() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -126,10 +123,7 @@ fn two_readers_never_wait() {
 
 #[test]
 fn readers_and_writers_exclude_each_other_in_both_orders() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -188,10 +182,7 @@ fn readers_and_writers_exclude_each_other_in_both_orders() {
 
 #[test]
 fn a_waiting_reader_gets_the_value_committed_by_the_writer() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=60000");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -221,10 +212,7 @@ fn a_waiting_reader_gets_the_value_committed_by_the_writer() {
 
 #[test]
 fn two_readers_upgrading_one_key_deadlock_and_one_goes_on() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=60000");
     let workers = [Worker::new("a"), Worker::new("b")];
     let xids = [fresh_xid("up-a"), fresh_xid("up-b")];
@@ -269,10 +257,7 @@ fn two_readers_upgrading_one_key_deadlock_and_one_goes_on() {
 
 #[test]
 fn a_shared_lock_wait_times_out() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=100");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (sa, sb) = (s.clone(), s.clone());
@@ -299,10 +284,7 @@ fn a_shared_lock_wait_times_out() {
 
 #[test]
 fn joined_and_migrated_threads_share_their_branch_locks() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b, c) = (Worker::new("a"), Worker::new("b"), Worker::new("c"));
     let x = fresh_xid("join");
@@ -349,10 +331,7 @@ fn joined_and_migrated_threads_share_their_branch_locks() {
 
 #[test]
 fn prepare_releases_read_locks_and_keeps_write_locks_across_a_crash() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let x = fresh_xid("prep");
@@ -413,10 +392,7 @@ fn prepare_releases_read_locks_and_keeps_write_locks_across_a_crash() {
 
 #[test]
 fn get_for_update_locks_exclusively_in_a_branch_only() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=0");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (xa, xb) = (fresh_xid("gfu-a"), fresh_xid("gfu-b"));
@@ -449,10 +425,7 @@ fn get_for_update_locks_exclusively_in_a_branch_only() {
 
 #[test]
 fn read_committed_reads_take_no_lock() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "lock_timeout_ms=0;isolation=read_committed");
     let (a, b) = (Worker::new("a"), Worker::new("b"));
     let (xa, xb) = (fresh_xid("rc-a"), fresh_xid("rc-b"));
@@ -624,10 +597,7 @@ fn counter_workload(
 
 #[test]
 fn no_lost_update_with_shared_reads_upgraded() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let (v, t) = counter_workload(dir.path(), 4, 150, false);
     eprintln!("lost update, plain reads: counter {v}, {t:?}");
     assert_eq!(v, 600);
@@ -636,10 +606,7 @@ fn no_lost_update_with_shared_reads_upgraded() {
 
 #[test]
 fn no_lost_update_with_locking_reads() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let (v, t) = counter_workload(dir.path(), 4, 150, true);
     eprintln!("lost update, locking reads: counter {v}, {t:?}");
     assert_eq!(v, 600);
@@ -661,10 +628,7 @@ fn no_lost_update_across_processes() {
         println!("committed {}", t.committed.load(Ordering::Relaxed));
         return;
     }
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     // This process keeps the store open throughout, so the children are peers of one store
     // that outlives each of them.
     let s = rm(dir.path(), "");
@@ -704,16 +668,7 @@ fn no_lost_update_across_processes() {
 #[test]
 fn audits_of_transfers_across_two_stores_always_see_the_total() {
     let seed = rng::seed("MMXA_ISO_SEED", "transfers");
-    let (da, db) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (da, db) = (ffi_common::private_dir(), ffi_common::private_dir());
     // A deadlock that spans both stores is seen by neither store's detector (each knows only
     // its own locks, as in every XA RM): the lock timeout resolves it, so keep it short.
     let (a, b) = (
@@ -834,10 +789,7 @@ fn audits_of_transfers_across_two_stores_always_see_the_total() {
 
 #[test]
 fn no_write_skew() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "");
     let rounds = 40;
     let barrier = Arc::new(Barrier::new(2));
@@ -1044,10 +996,7 @@ fn random_list_append_histories_are_serializable() {
     const KEYS: usize = 4;
     const THREADS: usize = 4;
     const TXNS: usize = 60;
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let s = rm(dir.path(), "");
     let history: Arc<std::sync::Mutex<Vec<Vec<Obs>>>> = Arc::default();
     let tally = Arc::new(Tally::default());

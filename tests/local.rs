@@ -33,10 +33,7 @@ fn rm(dir: &Path, extra: &str) -> Rm {
 }
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap()
+    ffi_common::private_dir()
 }
 
 static NEXT_XID: AtomicU64 = AtomicU64::new(1);

@@ -53,13 +53,7 @@ fn serve() {
     shell::shell_if_child_with(extra);
 }
 
-/// A private (0700) temporary directory.
-fn private_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()
-        .unwrap()
-}
+use ffi_common::private_dir;
 
 /// A private temporary directory on a tmpfs where there is one (the crash rounds and the
 /// torture sync often: cheap there), else as [`private_dir`].

@@ -1381,10 +1381,7 @@ fn reclaim_fault_keeps_acknowledged_state() {
 fn full_disk_through_the_c_entry_points() {
     use ffi_common::{check, xid as cxid, Rm as CRm};
     use std::io::Write;
-    let tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let tmp = ffi_common::private_dir();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")

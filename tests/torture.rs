@@ -894,10 +894,7 @@ fn transfers_survive_repeated_sigkill() {
     });
     eprintln!("torture: {ENV_SEED}={seed} {ENV_ITERS}={iters}");
     let mut rng = Rng::new(seed);
-    let work = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .expect("tempdir");
+    let work = ffi_common::private_dir();
     let rms = stores(work.path());
     for rm in &rms {
         rm.open_ok();

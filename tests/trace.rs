@@ -112,10 +112,7 @@ fn gettid() -> i64 {
 
 #[test]
 fn open_string_traces_every_call() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let extra = format!("trace={}", trace_path().display());
     let rm = Rm::new(50, dir.path(), &extra);
     let x = xid(0x41, b"gt", b"\x01\xff");
@@ -178,10 +175,7 @@ fn open_string_traces_every_call() {
 fn concurrent_threads_write_whole_lines() {
     const THREADS: usize = 8;
     const ROUNDS: usize = 100;
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let extra = format!("trace={}", trace_path().display());
     let rm = Rm::new(51, dir.path(), &extra);
     let workers: Vec<Worker> = (0..THREADS)
@@ -254,10 +248,7 @@ fn child_process_calls() {
 /// A `trace=` path that cannot be opened: `XAER_RMERR` (in a child, where tracing is off).
 #[test]
 fn unopenable_trace_file_fails_xa_open() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = ffi_common::private_dir();
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_process_calls", "--test-threads=1"])
         .env(CHILD_ENV, format!("bad:{}", dir.path().display()))
@@ -277,14 +268,7 @@ fn unopenable_trace_file_fails_xa_open() {
 #[test]
 fn processes_append_to_one_file() {
     let exe = std::env::current_exe().unwrap();
-    let dirs: Vec<_> = (0..2)
-        .map(|_| {
-            tempfile::Builder::new()
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .unwrap()
-        })
-        .collect();
+    let dirs: Vec<_> = (0..2).map(|_| ffi_common::private_dir()).collect();
     let children: Vec<_> = dirs
         .iter()
         .enumerate()

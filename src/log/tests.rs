@@ -16,6 +16,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
+/// A private (0700) temporary directory, as a store needs.
+fn private_dir() -> TempDir {
+    tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap()
+}
+
 /// Segment size of most tests: small, so that a few records roll the log.
 const SEG: u64 = 64 << 10;
 /// A wall-clock time records state (2023-11-14T22:13:20Z, in ns since the Unix epoch).
@@ -279,10 +287,7 @@ fn fast_tempdir() -> TempDir {
             return d;
         }
     }
-    tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .expect("tempdir")
+    private_dir()
 }
 
 /// Copies every file of `from` into a fresh temporary directory.
@@ -621,10 +626,7 @@ fn round_trip_every_kind() {
     const SIZE: u64 = 4 << 20;
     for sync in [SyncMode::Msync, SyncMode::Fdatasync, SyncMode::None] {
         let ctx = format!("sync={sync:?}");
-        let dir = tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap();
+        let dir = private_dir();
         let recs = every_kind();
         let mut want = Vec::new();
         {
@@ -680,10 +682,7 @@ fn round_trip_every_kind() {
 fn unsynced_appends_survive_a_clean_close() {
     // Without a crash, bytes written through the mapping are in the page cache: a reopen sees
     // them even though no sync covered them.
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, "svxhpdrf");
     let (_, seen) = reopen(dir.path());
     assert_replay(&seen, &replayed(&built), "unsynced");
@@ -691,10 +690,7 @@ fn unsynced_appends_survive_a_clean_close() {
 
 #[test]
 fn appends_continue_after_reopen() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let mut built = build(dir.path(), SyncMode::Msync, "svS");
     for round in 0..3 {
         let (log, seen) = reopen(dir.path());
@@ -714,10 +710,7 @@ fn appends_continue_after_reopen() {
 
 #[test]
 fn visitor_error_is_reported_at_the_record() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, "sssS");
     let bad = built[1].0.lsn;
     let mut calls = 0;
@@ -743,10 +736,7 @@ fn visitor_error_is_reported_at_the_record() {
 
 #[test]
 fn open_of_a_missing_directory_is_an_io_error() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     match open_log(&dir.path().join("nope"), SEG, SyncMode::Msync) {
         Err(LogError::Io(..)) => {}
         Err(e) => panic!("expected Io, got {e}"),
@@ -756,10 +746,7 @@ fn open_of_a_missing_directory_is_an_io_error() {
 
 #[test]
 fn sync_to_a_durable_lsn_returns_at_once() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let (log, _) = reopen(dir.path());
     log.sync_to(0).expect("nothing to do");
     log.sync_to(log.written())
@@ -776,10 +763,7 @@ fn sync_to_a_durable_lsn_returns_at_once() {
 
 #[test]
 fn segment_roll_spans_several_segments() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let script: String = (0..100)
         .map(|i| if i % 10 == 9 { "bS" } else { "b" })
         .collect();
@@ -832,10 +816,7 @@ fn segment_roll_spans_several_segments() {
 
 #[test]
 fn too_big_record_is_refused_and_nothing_is_written() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, "svS");
     let (log, _) = reopen(dir.path());
     let before = log.written();
@@ -940,10 +921,7 @@ fn too_big_record_is_refused_and_nothing_is_written() {
 
 #[test]
 fn segment_size_may_change_between_opens() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, &"b".repeat(25));
     assert_eq!(seg_ids(dir.path()), vec![1, 2]);
     let (log, seen) = reopen_with(dir.path(), 2 * SEG, SyncMode::Msync);
@@ -1412,10 +1390,7 @@ fn damage_table() {
         |c| c.name.to_string(),
         |case| {
             let ctx = case.name;
-            let dir = tempfile::Builder::new()
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .unwrap();
+            let dir = private_dir();
             let built = build(dir.path(), case.sync, &case.script);
             let target = match case.damage {
                 Damage::Flip { rec, at } => {
@@ -1767,10 +1742,7 @@ fn crafted_record_table() {
         |c| c.name.to_string(),
         |case| {
             let ctx = case.name;
-            let dir = tempfile::Builder::new()
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .unwrap();
+            let dir = private_dir();
             let built = build(dir.path(), SyncMode::Msync, "svsSs");
             let tail = built.last().unwrap().0.end;
             let (path, off) = where_is(dir.path(), tail);
@@ -1869,10 +1841,7 @@ fn every_kind_byte_is_known_to_probe_and_decode_alike() {
     assert!(Kind::try_from(0).is_err(), "zeroed space is no record");
     // Appended records of every kind but the log's own (SEGMENT_END, CHECKPOINT) replay as
     // they were written.
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, "pdxsrhfm");
     let (_, seen) = reopen(dir.path());
     assert_replay(&seen, &replayed(&built), "every kind");
@@ -1945,10 +1914,7 @@ fn vouch_scan_table() {
         cases.to_vec(),
         |c| c.0.to_string(),
         |(name, rel, place, corrupt)| {
-            let dir = tempfile::Builder::new()
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .unwrap();
+            let dir = private_dir();
             let built = build(dir.path(), SyncMode::Msync, "svsSs");
             let x = built.last().unwrap().0.end;
             let (path, off) = where_is(dir.path(), x);
@@ -1995,10 +1961,7 @@ fn vouch_scan_table() {
 /// torn tail.
 #[test]
 fn invalid_record_in_a_sealed_segment_table() {
-    let template = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let template = private_dir();
     let built = build(
         template.path(),
         SyncMode::Msync,
@@ -2224,10 +2187,7 @@ fn segment_file_table() {
         // acknowledged data.
         ("missing first segment", Delete { seg: 1 }, None),
     ];
-    let template = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let template = private_dir();
     let built = build(template.path(), SyncMode::Msync, &"bS".repeat(50));
     assert_eq!(seg_ids(template.path()), vec![1, 2, 3]);
     table(
@@ -2289,10 +2249,7 @@ fn segment_file_table() {
 /// "the log failed earlier and must be reopened" (which the RM answers with `XAER_RMFAIL`).
 #[test]
 fn request_errors_do_not_read_as_a_failed_log() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, &"bS".repeat(50));
     assert_eq!(seg_ids(dir.path()), vec![1, 2, 3]);
     let (log, _) = reopen(dir.path());
@@ -2330,10 +2287,7 @@ fn request_errors_do_not_read_as_a_failed_log() {
 
 #[test]
 fn empty_directory_gets_segment_one() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let (log, seen) = reopen(dir.path());
     assert!(seen.is_empty());
     assert_eq!(log.written(), SEG_HEADER);
@@ -2368,10 +2322,7 @@ fn empty_directory_gets_segment_one() {
 
 #[test]
 fn stray_tmp_files_are_deleted_at_open() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, "svS");
     let d = dir.path();
     // A segment creation that crashed before its rename, plus other junk of that shape.
@@ -2406,10 +2357,7 @@ fn stray_tmp_files_are_deleted_at_open() {
 #[test]
 fn stray_tmp_for_a_future_segment_does_not_break_rolls() {
     // A crash left log-2.tmp; the roll after reopen creates log-2.seg over the same name.
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let built = build(dir.path(), SyncMode::Msync, "s");
     std::fs::write(dir.path().join("log-0000000000000002.tmp"), b"junk").unwrap();
     let (log, _) = reopen(dir.path());
@@ -2430,10 +2378,7 @@ fn stray_tmp_for_a_future_segment_does_not_break_rolls() {
 /// creates it first): a last segment ending so, with no next file, has lost its successor.
 #[test]
 fn segment_end_with_next_segment_missing() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let d = dir.path();
     // The 22nd 'b' rolls into segment 2; it is lost with the file.
     let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
@@ -2567,10 +2512,7 @@ fn missing_oldest_segment_table() {
         cases,
         |c| c.name.to_string(),
         |c| {
-            let dir = tempfile::Builder::new()
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .unwrap();
+            let dir = private_dir();
             let d = dir.path();
             let (log, _) = reopen(d);
             for step in c.steps {
@@ -2622,10 +2564,7 @@ fn missing_oldest_segment_table() {
 fn segment_end_then_empty_next_segment() {
     // The roll completed (segment 2 exists, SEGMENT_END written) but the first record of
     // segment 2 never reached the disk.
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let d = dir.path();
     let built = build(d, SyncMode::Msync, &format!("s{}", "b".repeat(22)));
     let (p, o) = where_is(d, built[22].0.lsn);
@@ -2759,28 +2698,27 @@ fn seg_ids_of(disk: &sim::SimDisk) -> usize {
 // 7. Group commit
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn group_commit_from_many_threads() {
-    const THREADS: usize = 8;
-    const EACH: usize = 200;
-    // Small segments so that rolls happen while other threads sync.
-    const SIZE: u64 = 16 << 10;
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
-    let (log, _) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
-    let mut all: Vec<(Appended, Rec)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
+/// `threads` threads (thread `t` on `logs[t % logs.len()]`) each append `each` puts and sync
+/// every one, checking it durable; returns every append with its record. Thread `t` tags its
+/// puts `tag0 + t`, values of `i % len_mod` bytes.
+fn puts_from_threads(
+    logs: &[&Log],
+    threads: usize,
+    each: usize,
+    tag0: u64,
+    len_mod: usize,
+) -> Vec<(Appended, Rec)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let log = &log;
+                let log = logs[t % logs.len()];
                 s.spawn(move || {
-                    let mut mine = Vec::with_capacity(EACH);
-                    for i in 0..EACH {
+                    let mut mine = Vec::with_capacity(each);
+                    for i in 0..each {
                         let rec = Rec::Put {
-                            tag: t as u64 + 1,
+                            tag: tag0 + t as u64,
                             key: (i as u32).to_le_bytes().to_vec(),
-                            value: pattern(t * EACH + i, i % 64),
+                            value: pattern(t * each + i, i % len_mod),
                         };
                         let a = log.append_alone(&rec.as_record()).expect("append");
                         log.sync_to(a.end).expect("sync_to");
@@ -2795,7 +2733,18 @@ fn group_commit_from_many_threads() {
             .into_iter()
             .flat_map(|h| h.join().expect("thread"))
             .collect()
-    });
+    })
+}
+
+#[test]
+fn group_commit_from_many_threads() {
+    const THREADS: usize = 8;
+    const EACH: usize = 200;
+    // Small segments so that rolls happen while other threads sync.
+    const SIZE: u64 = 16 << 10;
+    let dir = private_dir();
+    let (log, _) = reopen_with(dir.path(), SIZE, SyncMode::Msync);
+    let mut all = puts_from_threads(&[&log], THREADS, EACH, 1, 64);
     assert!(log.failed().is_none());
     assert!(log.durable() >= log.written());
     assert_eq!(all.len(), THREADS * EACH);
@@ -2928,10 +2877,7 @@ proptest! {
 /// `sync_to` past the written end used to flush an empty range forever; it is an error now.
 #[test]
 fn sync_beyond_the_end_is_an_error_not_a_spin() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let log = Log::open(dir.path(), 64 << 10, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
     let a = log.append_alone(&Record::Commit { tag: 1 }).unwrap();
     assert!(matches!(log.sync_to(a.end + 8), Err(LogError::Io(..))));
@@ -3027,16 +2973,7 @@ fn root_in(t: &Txn<'_>, r: usize) -> u64 {
 
 #[test]
 fn peers_interleave_appends_and_a_reopen_replays_both_in_order() {
-    let (dir, regions) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (dir, regions) = (private_dir(), private_dir());
     let (a, b, seen) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     assert!(seen.is_empty());
     let mut all: Vec<(Appended, Rec)> = Vec::new();
@@ -3082,16 +3019,7 @@ fn group_commit_with_leaders_in_both_peers() {
     const THREADS: usize = 3;
     const EACH: usize = 150;
     const SIZE: u64 = 16 << 10;
-    let (dir, regions) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (dir, regions) = (private_dir(), private_dir());
     let (a, b, _) = two_peers(dir.path(), regions.path(), SIZE, SyncMode::Msync);
     // Each peer leads at least once, alone.
     for (i, log) in [&a, &b].into_iter().enumerate() {
@@ -3100,32 +3028,7 @@ fn group_commit_with_leaders_in_both_peers() {
         log.sync_to(x.end).unwrap();
         assert_eq!(log.leads(), before + 1, "peer {i} led its own sync");
     }
-    let mut all: Vec<(Appended, Rec)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2 * THREADS)
-            .map(|t| {
-                let log = if t % 2 == 0 { &a } else { &b };
-                s.spawn(move || {
-                    let mut mine = Vec::with_capacity(EACH);
-                    for i in 0..EACH {
-                        let rec = Rec::Put {
-                            tag: t as u64 + 10,
-                            key: (i as u32).to_le_bytes().to_vec(),
-                            value: pattern(t * EACH + i, i % 97),
-                        };
-                        let x = log.append_alone(&rec.as_record()).expect("append");
-                        log.sync_to(x.end).expect("sync_to");
-                        assert!(log.durable() >= x.end);
-                        mine.push((x, rec));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let mut all = puts_from_threads(&[&a, &b], 2 * THREADS, EACH, 10, 97);
     eprintln!("leads: a {}, b {}", a.leads(), b.leads());
     assert!(a.leads() > 1 && b.leads() > 1);
     assert!(a.failed().is_none() && b.failed().is_none());
@@ -3151,16 +3054,7 @@ fn group_commit_with_leaders_in_both_peers() {
 
 #[test]
 fn a_roll_by_one_peer_is_seen_by_the_other() {
-    let (dir, regions) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (dir, regions) = (private_dir(), private_dir());
     let (a, b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     // Fill segment 1 in sections of `a` until a record no longer fits.
     let big = script_rec('b', 0);
@@ -3222,16 +3116,7 @@ fn a_roll_by_one_peer_is_seen_by_the_other() {
 
 #[test]
 fn a_rolled_back_append_is_gone_and_its_place_taken() {
-    let (dir, regions) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (dir, regions) = (private_dir(), private_dir());
     let (a, b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     let mut all = run_script(&a, "vS", 0);
     let before = a.written();
@@ -3446,16 +3331,7 @@ fn power_cuts_never_splice_rolled_back_records_in() {
 
 #[test]
 fn a_dead_leader_is_taken_over() {
-    let (dir, regions) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (dir, regions) = (private_dir(), private_dir());
     let dead: Arc<Vec<AtomicBool>> = Arc::new((0..4).map(|_| AtomicBool::new(false)).collect());
     let (a, b, _) = two_peers_seeing(
         dir.path(),
@@ -3501,16 +3377,7 @@ fn a_dead_leader_is_taken_over() {
 
 #[test]
 fn a_roll_that_died_is_finished_by_another_peer() {
-    let (dir, regions) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (dir, regions) = (private_dir(), private_dir());
     let dead: Arc<Vec<AtomicBool>> = Arc::new((0..4).map(|_| AtomicBool::new(true)).collect());
     let (a, b, _) = two_peers_seeing(
         dir.path(),
@@ -3700,16 +3567,7 @@ fn a_failure_is_every_peers() {
 
 #[test]
 fn attach_and_open_on_refuse_the_wrong_region_or_configuration() {
-    let (dir, regions) = (
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-        tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap(),
-    );
+    let (dir, regions) = (private_dir(), private_dir());
     let (a, _b, _) = two_peers(dir.path(), regions.path(), SEG, SyncMode::Msync);
     for (size, sync) in [(2 * SEG, SyncMode::Msync), (SEG, SyncMode::None)] {
         let r = Arc::new(shm::Region::open(&regions.path().join("region")).unwrap());
@@ -3755,10 +3613,7 @@ fn attach_and_open_on_refuse_the_wrong_region_or_configuration() {
 /// refused, naming the file and saying why, and nothing is changed.
 #[test]
 fn a_version_1_log_opens_and_moves_on_to_the_current_version() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let salt = 0x0123_4567_89ab_cdef;
     let path = seg_path(dir.path(), 1);
     let mut seg = vec![0u8; SEG as usize];

@@ -10,6 +10,14 @@ use crate::status::*;
 use crate::xa::*;
 use crate::xid::Xid;
 
+/// A private (0700) temporary directory, as a store needs.
+fn private_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap()
+}
+
 fn xid(n: u8) -> Xid {
     Xid::from_parts(1, &[b'g', n], b"b").unwrap()
 }
@@ -23,10 +31,7 @@ fn open(dir: &std::path::Path) -> Rm {
 
 #[test]
 fn two_phase_commit_and_recovery() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let rm = open(dir.path());
     let (a, b) = (xid(1), xid(2));
     assert_eq!(rm.start(1, &a, StartMode::New), Ok(()));
@@ -70,10 +75,7 @@ fn two_phase_commit_and_recovery() {
 
 #[test]
 fn unprepared_work_is_rolled_back_at_open_and_xid_reusable() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let rm = open(dir.path());
     let a = xid(1);
     rm.start(1, &a, StartMode::New).unwrap();
@@ -101,10 +103,7 @@ fn read(rm: &Rm, toc: Toc, key: &[u8]) -> Option<String> {
 
 #[test]
 fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let rm = open(dir.path());
     rm.put(9, b"c", Some(b"committed")).unwrap();
     let a = xid(1);
@@ -180,10 +179,7 @@ fn savepoints_undo_part_of_a_branch_and_survive_recovery() {
 
 #[test]
 fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let rm = open(dir.path());
     rm.put(9, b"c", Some(b"committed")).unwrap();
     let a = xid(1);
@@ -216,10 +212,7 @@ fn savepoint_undo_survives_reclaiming_the_segments_it_wrote() {
 
 #[test]
 fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let rm = open(dir.path());
     let (a, b) = (xid(1), xid(2));
     for x in [&a, &b] {
@@ -257,10 +250,7 @@ fn orphan_policy_rolls_back_old_prepared_branches_with_an_audit_line() {
 /// nothing reattaches to the broken instance.
 #[test]
 fn a_poisoned_state_lock_fails_the_store() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let rm = open(dir.path());
     assert_eq!(rm.failed(), None);
     let panicked = std::thread::scope(|s| s.spawn(|| rm.panic_holding_state()).join());
@@ -297,10 +287,7 @@ fn fill_to(rm: &Rm, key: &[u8], seg: u64, at: u64) {
 fn a_move_whose_copies_were_reclaimed_still_opens() {
     for complete in [false, true] {
         const SEG: u64 = 4096;
-        let dir = tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap();
+        let dir = private_dir();
         let mut cfg = Config::new(dir.path());
         cfg.sync = SyncMode::Msync;
         cfg.segment_size = SEG;
@@ -353,10 +340,7 @@ fn a_prepared_branch_without_writes_is_corruption() {
         },
     ];
     for rec in stated {
-        let dir = tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .unwrap();
+        let dir = private_dir();
         let log = Log::open(dir.path(), 1 << 20, SyncMode::Msync, &mut |_, _| Ok(())).unwrap();
         let a = log.append_alone(&rec).unwrap();
         log.sync_to(a.end).unwrap();
@@ -376,10 +360,7 @@ fn a_prepared_branch_without_writes_is_corruption() {
 fn a_lock_waiter_reaps_a_dead_holder_while_it_waits() {
     use std::sync::mpsc;
     use std::time::Duration;
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let mut cfg = Config::new(dir.path());
     cfg.segment_size = 4 << 20;
     cfg.lock_timeout = Duration::from_secs(60);
@@ -455,10 +436,7 @@ fn a_shared_group_store_creates_every_file_0660() {
 /// next call: others see the commit as soon as it is.
 #[test]
 fn a_durable_commit_is_acknowledged_when_its_finish_must_wait() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let mut rm = open(dir.path());
     rm.mutex_wait = std::time::Duration::from_millis(100);
     let a = xid(1);
@@ -523,10 +501,7 @@ fn branch_report(rm: &Rm, x: &Xid) -> BranchReport {
 #[test]
 fn prepare_and_decision_times_survive_reopen_and_reclaiming() {
     const SEG: u64 = 4096;
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let mut cfg = Config::new(dir.path());
     cfg.sync = SyncMode::Msync;
     cfg.segment_size = SEG;
@@ -616,10 +591,7 @@ fn store_prepared_long_ago(dir: &std::path::Path, x: &Xid) -> u64 {
 /// branch back at once; with injected clocks, not a second before the limit and at once after.
 #[test]
 fn the_orphan_policy_counts_from_the_prepare_across_a_restart() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let x = xid(1);
     let at = store_prepared_long_ago(dir.path(), &x);
     let rm = open(dir.path());
@@ -649,10 +621,7 @@ fn the_orphan_policy_counts_from_the_prepare_across_a_restart() {
 /// the log does, not the time it found the dead process.
 #[test]
 fn a_prepare_finished_by_a_peer_is_dated_by_its_record() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let keeper = open(dir.path());
     let mut rm = open(dir.path());
     rm.mutex_wait = std::time::Duration::from_millis(100);
@@ -698,10 +667,7 @@ fn a_prepare_finished_by_a_peer_is_dated_by_its_record() {
 
 #[test]
 fn status_lists_local_transactions_until_they_end_or_are_promoted() {
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir()
-        .unwrap();
+    let dir = private_dir();
     let rm = open(dir.path());
     rm.txn_begin(1).unwrap();
     rm.put(1, b"k1", Some(b"v")).unwrap();

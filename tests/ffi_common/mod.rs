@@ -415,3 +415,11 @@ impl Drop for Worker {
         }
     }
 }
+
+/// A private (0700) temporary directory, as a store needs.
+pub fn private_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir")
+}
