@@ -518,6 +518,25 @@ fn ha_a_crash_image_of_a_live_store_opens_elsewhere_with_nothing_acknowledged_lo
     assert!(tm.finish().success());
 }
 
+/// Runs `mount ARGS`; false (with a note saying `what` is skipped) where this machine does not
+/// let the test mount.
+fn mount(args: &[&str], what: &str) -> bool {
+    match Command::new("mount").args(args).output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "NOTE: skipping {what}: mount failed ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("NOTE: skipping {what}: cannot run mount: {e}");
+            false
+        }
+    }
+}
+
 /// Unmounts a bind mount when dropped.
 struct Mounted(PathBuf);
 
@@ -537,22 +556,8 @@ fn ha_a_second_open_under_another_path_is_refused_naming_both() {
     std::fs::create_dir(&src).unwrap();
     std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::create_dir(&other).unwrap();
-    let mounted = Command::new("mount")
-        .args(["--bind", s(&src), s(&other)])
-        .output();
-    match mounted {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            eprintln!(
-                "NOTE: skipping the bind-mount refusal: mount --bind failed ({})",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("NOTE: skipping the bind-mount refusal: cannot run mount: {e}");
-            return;
-        }
+    if !mount(&["--bind", s(&src), s(&other)], "the bind-mount refusal") {
+        return;
     }
     let _guard = Mounted(other.clone());
     let mut a = Shell::spawn(T, "a");
@@ -638,22 +643,11 @@ fn backup_into_a_full_disk_fails_clearly_and_leaves_no_half_copy() {
     let small = tmp.path().join("small");
     std::fs::create_dir(&small).unwrap();
     // 4 MiB segments do not fit in 1 MiB.
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&small)])
-        .output();
-    match mounted {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            eprintln!(
-                "NOTE: skipping the full-disk backup: mounting a tmpfs failed ({})",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("NOTE: skipping the full-disk backup: cannot run mount: {e}");
-            return;
-        }
+    if !mount(
+        &["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&small)],
+        "the full-disk backup",
+    ) {
+        return;
     }
     let _guard = Mounted(small.clone());
     make_idle_store(T, &src, 4 << 10);
