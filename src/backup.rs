@@ -99,13 +99,7 @@ pub fn backup(
                 &parent.join(format!(".{name}.rewrite-{pid}")),
                 opts.dir_mode,
             )?;
-            crate::rm::rewrite_log(&copy, &re, size, opts.file_mode).map_err(|e| {
-                if e.contains("No space left") {
-                    Error::NoSpace(e)
-                } else {
-                    Error::Io(e)
-                }
-            })?;
+            crate::rm::rewrite_log(&copy, &re, size, opts.file_mode)?;
             copy_file(&copy.join(AUDIT_FILE), &re.join(AUDIT_FILE), opts.file_mode)?;
             (segments, bytes) = log_files(&re)?;
             re

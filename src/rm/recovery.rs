@@ -22,9 +22,9 @@ use super::layout::*;
 use super::locks;
 use super::{Rm, MUTEX_WAIT};
 use crate::config::{Config, Isolation, SyncMode};
-use crate::error::Outcome;
+use crate::error::{Error, Outcome};
 use crate::fxhash::FxHashMap;
-use crate::log::{Log, Lsn, Mapped, Media, Record};
+use crate::log::{Log, LogError, Lsn, Mapped, Media, Record};
 use crate::shm::{self, LockFile, Off, Region, Table, Txn};
 use crate::xid::Xid;
 use std::collections::{BTreeMap, HashMap};
@@ -368,6 +368,15 @@ pub(super) fn build<M: Media>(
     })
 }
 
+/// A log error of [`rewrite_log`], saying what it was doing; running out of space stays
+/// [`Error::NoSpace`].
+fn rewrite_err(what: String, e: LogError) -> Error {
+    match e {
+        LogError::NoSpace(_) => Error::NoSpace(format!("{what}: {e}")),
+        e => Error::Io(format!("{what}: {e}")),
+    }
+}
+
 /// What [`rewrite_log`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rewritten {
@@ -391,7 +400,7 @@ pub fn rewrite_log(
     dst: &Path,
     segment_size: u64,
     file_mode: u32,
-) -> Result<Rewritten, String> {
+) -> Result<Rewritten, Error> {
     let mut replay = Replay::default();
     let old = Log::open_single(
         Mapped::private(src),
@@ -399,25 +408,25 @@ pub fn rewrite_log(
         SyncMode::None,
         &mut |lsn, rec| replay.visit(lsn, rec),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| rewrite_err(format!("reading {}", src.display()), e))?;
     let new = Log::open_single(
         Mapped::with_mode(dst, file_mode),
         segment_size,
         SyncMode::Fdatasync,
         &mut |_, _| Err(format!("{} holds a log already", dst.display())),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| rewrite_err(format!("creating {}", dst.display()), e))?;
     let write = |rec: &Record<'_>| {
         new.append_alone(rec)
             .map(|_| ())
-            .map_err(|e| format!("writing {}: {e}", dst.display()))
+            .map_err(|e| rewrite_err(format!("writing {}", dst.display()), e))
     };
     let mut buf = Vec::new();
     let mut read = |loc: &ValueLoc| {
         buf.clear();
         old.read_into(loc.lsn, loc.len as usize, &mut buf)
             .map(|()| buf.clone())
-            .map_err(|e| format!("reading {}: {e}", src.display()))
+            .map_err(|e| rewrite_err(format!("reading {}", src.display()), e))
     };
     let mut done = Rewritten::default();
     // Sorted, so that a copy of a copy is the same bytes but for the segments' salts.
@@ -438,9 +447,9 @@ pub fn rewrite_log(
     for (old_tag, (xid, _, at)) in prepared {
         let writes = replay.pending.get(old_tag).filter(|w| !w.is_empty());
         let Some(writes) = writes else {
-            return Err(format!(
+            return Err(Error::Io(format!(
                 "prepared branch {xid} has no writes in the log (a segment was lost)"
-            ));
+            )));
         };
         tag += 1;
         for (key, (_, loc)) in writes {
@@ -477,6 +486,6 @@ pub fn rewrite_log(
         done.heuristic += 1;
     }
     new.sync_to(new.written())
-        .map_err(|e| format!("syncing {}: {e}", dst.display()))?;
+        .map_err(|e| rewrite_err(format!("syncing {}", dst.display()), e))?;
     Ok(done)
 }
