@@ -125,8 +125,19 @@ fn measure(dir: &Path, segment_mb: u64, keys: u64) {
         assert_eq!(v.len(), VALUE_LEN);
         assert_eq!(&v[..16], format!("{i:016x}").as_bytes(), "value of key {i}");
     }
+    // Point reads of committed keys outside any branch, in random order.
+    const GETS: u64 = 300_000;
+    let t = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..GETS {
+        let i = rng.next() % keys;
+        bytes += rm.get(1, &key(i)).expect("read").map_or(0, |v| v.len());
+    }
+    let get_ns = t.elapsed().as_nanos() as u64 / GETS;
+    assert_eq!(bytes, GETS as usize * VALUE_LEN);
     println!(
-        "measure open_us={} rss_kib={rss} anon_kib={anon} file_kib={file} hwm_kib={hwm}",
+        "measure open_us={} get_ns={get_ns} rss_kib={rss} anon_kib={anon} file_kib={file} \
+         hwm_kib={hwm}",
         open.as_micros()
     );
 }
@@ -254,6 +265,7 @@ fn main() {
     let live = keys * (put_value_offset(KEY_LEN) + VALUE_LEN as u64);
     let padded = keys * ((put_value_offset(KEY_LEN) + VALUE_LEN as u64 + 7) & !7);
     let mut best = Duration::MAX;
+    let mut best_get = u64::MAX;
     let mut mem = String::new();
     for run in 0..runs {
         let dropped = cold && drop_caches();
@@ -281,6 +293,7 @@ fn main() {
         };
         let t = Duration::from_micros(field("open_us="));
         best = best.min(t);
+        best_get = best_get.min(field("get_ns="));
         mem = format!(
             "RSS after open {:.0} MiB (anon {:.0} MiB, file-backed {:.0} MiB), peak during open \
              {:.0} MiB",
@@ -290,9 +303,10 @@ fn main() {
             field("hwm_kib=") as f64 / 1024.0
         );
         eprintln!(
-            "open #{}: {:.3} s{}; {mem}",
+            "open #{}: {:.3} s, get {} ns{}; {mem}",
             run + 1,
             t.as_secs_f64(),
+            field("get_ns="),
             if dropped { " (page cache dropped)" } else { "" }
         );
     }
@@ -317,5 +331,6 @@ fn main() {
         "Rm::open             {:.3} s (best of {runs})",
         best.as_secs_f64()
     );
+    println!("point get            {best_get} ns (best of {runs}; random committed keys)");
     println!("memory               {mem}");
 }
