@@ -90,6 +90,7 @@ fn mmxa_h() -> Header {
             "src/ffi/switch.rs",
             "src/ffi/data.rs",
             "src/ffi/txn.rs",
+            "src/ffi/cursor.rs",
         ],
         config: c,
     }

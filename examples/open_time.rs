@@ -244,6 +244,12 @@ fn main() {
                 .prefix("mmxa-open-time")
                 .tempdir_in(std::env::var_os("TMPDIR").unwrap_or_else(|| "/var/tmp".into()))
                 .expect("temporary directory");
+            // A store's directory must be private to its user.
+            std::fs::set_permissions(
+                tmp.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .expect("chmod 700");
             tmp.path().to_path_buf()
         }
     };

@@ -85,6 +85,27 @@ struct xid_t;
 #define MMXA_EPROTO -12
 
 /**
+ * `mmxa_cursor_open` flag: read from the high end of the range down.
+ */
+#define MMXA_SCAN_REVERSE 1
+
+/**
+ * `mmxa_cursor_open` flag: the low bound is exclusive (by default it is inclusive).
+ */
+#define MMXA_SCAN_LO_EXCL 2
+
+/**
+ * `mmxa_cursor_open` flag: the high bound is inclusive (by default it is exclusive).
+ */
+#define MMXA_SCAN_HI_INCL 4
+
+/**
+ * `mmxa_cursor_open` flag: `lo` is a prefix, the range every key that starts with it (`hi` must
+ * be NULL with length 0).
+ */
+#define MMXA_SCAN_PREFIX 8
+
+/**
  * Largest key, in bytes.
  */
 #define MMXA_MAX_KEY 1024
@@ -297,6 +318,61 @@ int mmxa_txn_commit_nested(int rmid);
  * rollback-only).
  */
 int mmxa_txn_rollback_nested(int rmid);
+
+/**
+ * Opens a cursor over the keys between `lo` and `hi` in byte order (`memcmp`, a shorter key
+ * before the longer ones it begins): `lo` inclusive and `hi` exclusive unless `flags` say
+ * otherwise (`MMXA_SCAN_LO_EXCL`, `MMXA_SCAN_HI_INCL`); a NULL bound with length 0 is open
+ * (from the first key, to the last). `MMXA_SCAN_PREFIX`: every key that starts with `lo` (then
+ * `hi` must be NULL with length 0). `MMXA_SCAN_REVERSE`: from the high end down.
+ * Inside a branch or local transaction of the calling thread the cursor sees its writes and,
+ * under `isolation=serializable`, locks every key it reads and the gaps between them (no
+ * phantoms) until the branch prepares or ends; only a thread working in that branch may use it
+ * then. Outside, it reads committed data without locking, from any thread.
+ * Stores the cursor's number in `*cursor` (never 0) and returns `MMXA_OK`; `MMXA_EINVAL` for a
+ * NULL `cursor`, a NULL bound with a length, unknown flags or a prefix with a `hi`;
+ * `MMXA_ETOOBIG` for a bound over `MMXA_MAX_KEY`; `MMXA_EROLLBACK` in a rollback-only branch.
+ * Close every cursor with `mmxa_cursor_close`.
+ *
+ * # Safety
+ * `lo` points to `lo_len` readable bytes, `hi` to `hi_len` (or NULL with length 0); `cursor`
+ * to a writable `uint64_t`.
+ */
+int mmxa_cursor_open(int rmid,
+                     const void *lo,
+                     size_t lo_len,
+                     const void *hi,
+                     size_t hi_len,
+                     long flags,
+                     uint64_t *cursor);
+
+/**
+ * Reads the cursor's next key and value. `MMXA_OK`: copied into `key` and `value`, lengths in
+ * `*key_len` and `*value_len`; `MMXA_NOTFOUND`: no more keys; `MMXA_EBUFSIZE`: `key_cap` or
+ * `value_cap` is too small — the lengths needed are stored and the entry stays next (`key` and
+ * `value` may be NULL with a capacity of 0 to ask the lengths); `MMXA_EINVAL`: an unknown
+ * cursor, a NULL `key_len` or `value_len`, or a NULL buffer with a capacity; `MMXA_EPROTO`: a
+ * cursor opened in a branch, used by a thread not working in it now; `MMXA_ELOCKTIMEOUT` /
+ * `MMXA_EDEADLOCK`: a lock wait failed (the branch is rollback-only); `MMXA_ENOTOPEN`: the
+ * cursor's rmid is not open in this thread.
+ *
+ * # Safety
+ * `key` points to `key_cap` writable bytes and `value` to `value_cap` (or NULL with capacity 0);
+ * `key_len` and `value_len` to writable `size_t`s.
+ */
+int mmxa_cursor_next(uint64_t cursor,
+                     void *key,
+                     size_t key_cap,
+                     size_t *key_len,
+                     void *value,
+                     size_t value_cap,
+                     size_t *value_len);
+
+/**
+ * Closes a cursor (its locks stay with the branch). `MMXA_OK`, or `MMXA_EINVAL` for an unknown
+ * cursor.
+ */
+int mmxa_cursor_close(uint64_t cursor);
 
 #ifdef __cplusplus
 }  // extern "C"

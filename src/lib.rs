@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backup;
 pub mod config;
 pub mod crash;
+pub mod cursors;
 pub mod error;
 pub mod ffi;
 mod fxhash;

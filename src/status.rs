@@ -6,7 +6,7 @@
 //! cbindgen copies the constants into `include/mmxa.h`.
 
 use std::ffi::CStr;
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_long};
 
 /// Success.
 pub const MMXA_OK: c_int = 0;
@@ -40,6 +40,16 @@ pub const MMXA_EREGISTER: c_int = -11;
 /// already open (or while associated with a branch), a commit or rollback with none open, a
 /// nested-transaction call outside any transaction or with no nested level open.
 pub const MMXA_EPROTO: c_int = -12;
+
+/// `mmxa_cursor_open` flag: read from the high end of the range down.
+pub const MMXA_SCAN_REVERSE: c_long = 0x1;
+/// `mmxa_cursor_open` flag: the low bound is exclusive (by default it is inclusive).
+pub const MMXA_SCAN_LO_EXCL: c_long = 0x2;
+/// `mmxa_cursor_open` flag: the high bound is inclusive (by default it is exclusive).
+pub const MMXA_SCAN_HI_INCL: c_long = 0x4;
+/// `mmxa_cursor_open` flag: `lo` is a prefix, the range every key that starts with it (`hi` must
+/// be NULL with length 0).
+pub const MMXA_SCAN_PREFIX: c_long = 0x8;
 
 /// Largest key, in bytes.
 pub const MMXA_MAX_KEY: usize = 1024;

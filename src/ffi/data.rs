@@ -18,7 +18,7 @@ use std::os::raw::{c_char, c_int};
 ///
 /// # Safety
 /// When non-NULL, `ptr` points to `len` readable bytes.
-unsafe fn bytes<'a>(
+pub(super) unsafe fn bytes<'a>(
     ptr: *const c_void,
     len: usize,
     max: usize,
@@ -43,6 +43,12 @@ unsafe fn bytes<'a>(
 pub(super) struct Failure {
     code: c_int,
     msg: String,
+}
+
+impl Failure {
+    pub(super) fn new(code: c_int, msg: String) -> Failure {
+        Failure { code, msg }
+    }
 }
 
 impl From<Error> for Failure {

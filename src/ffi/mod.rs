@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
+pub mod cursor;
 pub mod data;
 mod dynreg;
 mod fork;

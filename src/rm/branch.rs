@@ -196,7 +196,7 @@ pub fn active_count(t: &Txn<'_>, b: Off) -> Result<usize, Error> {
 pub fn drop_pending(t: &mut Txn<'_>, b: Off) -> Result<u64, Error> {
     let mut n = 0;
     for h in locks(b).items(t)? {
-        let k = h & !EXCL;
+        let k = held_entry(h);
         if h & EXCL != 0 && keys::pending(t, k)?.is_some_and(|p| p.owner == b) {
             keys::set_pending(t, k, None)?;
             n += 1;
@@ -211,7 +211,7 @@ pub fn drop_pending(t: &mut Txn<'_>, b: Off) -> Result<u64, Error> {
 /// Applies the branch's pending writes to committed data (a commit).
 pub fn apply_pending(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
     for h in locks(b).items(t)? {
-        let k = h & !EXCL;
+        let k = held_entry(h);
         if h & EXCL == 0 {
             continue;
         }
@@ -239,7 +239,7 @@ pub fn finish(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
 pub fn pending_writes(t: &Txn<'_>, b: Off) -> Result<Vec<(Off, keys::Pending)>, Error> {
     let mut out = Vec::new();
     for h in locks(b).items(t)? {
-        let k = h & !EXCL;
+        let k = held_entry(h);
         if h & EXCL != 0 {
             if let Some(p) = keys::pending(t, k)?.filter(|p| p.owner == b) {
                 out.push((k, p));

@@ -14,7 +14,7 @@ use super::locks::{self, Mode, Try};
 use super::{shm_error, Rm, Sect, Toc};
 use crate::crash::crash_point;
 use crate::error::{Error, Rb, Result};
-use crate::log::{LogError, Media, Record};
+use crate::log::{Media, Record};
 use crate::shm::{self, Off, Txn};
 use crate::status::{MMXA_MAX_KEY, MMXA_MAX_VALUE};
 use crate::xid::Xid;
@@ -234,7 +234,7 @@ impl<M: Media> Rm<M> {
     }
 
     /// Locks `key` for the branch `w`; a failed wait leaves the branch rollback-only.
-    fn lock_in_branch(&self, w: &Working, key: &[u8], mode: Mode) -> Result<()> {
+    pub(super) fn lock_in_branch(&self, w: &Working, key: &[u8], mode: Mode) -> Result<()> {
         let find = |t: &Txn<'_>| -> Sect<Off> {
             let b = Self::record_of(t, w)?;
             if t.get_u8(b + B_UNDONE)? != 0 {
@@ -580,32 +580,21 @@ impl<M: Media> Rm<M> {
             }
         }
         // The value's bytes are read outside the section: a reclaim may retire its segment
-        // meanwhile (the value then lives on, copied), so look again.
-        for _ in 0..16 {
-            let loc = self.shared(|t| {
-                let owner = match &branch {
-                    Some(w) => Some(Self::record_of(t, w)?),
-                    None => None,
-                };
-                match keys::find(t, key)? {
-                    Some(k) => Ok(keys::visible(t, k, owner)?),
-                    None => Ok(None),
-                }
-            })?;
-            let Some(loc) = loc else {
-                return Ok(None);
+        // meanwhile (the value then lives on, copied), and `value_at` looks again.
+        let loc = self.shared(|t| {
+            let owner = match &branch {
+                Some(w) => Some(Self::record_of(t, w)?),
+                None => None,
             };
-            let mut out = Vec::with_capacity(loc.len as usize);
-            match self.log.read_into(loc.lsn, loc.len as usize, &mut out) {
-                Ok(()) => return Ok(Some(out)),
-                Err(LogError::Gone(_)) => std::thread::sleep(Duration::from_micros(50)),
-                Err(e) => return Err(Error::Io(e.to_string())),
+            match keys::find(t, key)? {
+                Some(k) => Ok(keys::visible(t, k, owner)?),
+                None => Ok(None),
             }
+        })?;
+        match loc {
+            Some(l) => self.value_at(key, l, branch.as_ref()),
+            None => Ok(None),
         }
-        Err(Error::Io(format!(
-            "the value of a key kept moving while it was read ({} bytes)",
-            key.len()
-        )))
     }
 
     /// Number of committed keys.

@@ -2,10 +2,12 @@
 //!
 //! Owns: finding and creating a key's entry, its committed value (with the live-data figures
 //! reclaiming compares the log with), its pending write (one branch at a time: the one holding
-//! the key exclusively), and removing an entry nothing needs any more. Locks on the entry are
-//! `locks.rs`'s. Layout: `layout.rs`.
+//! the key exclusively), and removing an entry nothing needs any more — in the table and in key
+//! order (`order.rs`) alike. Locks on the entry are `locks.rs`'s. Layout: `layout.rs`.
 
 use super::layout::*;
+use super::locks;
+use super::order;
 use crate::log::put_value_offset;
 use crate::shm::{Error, Off, Txn};
 
@@ -37,22 +39,47 @@ pub fn find_or_insert(t: &mut Txn<'_>, key: &[u8]) -> Result<Off, Error> {
     if let Some(k) = find(t, key)? {
         return Ok(k);
     }
+    let k = new_entry(t, key)?;
+    order::insert(t, k, key)?;
+    // The new key splits a gap: whoever scanned that gap must see the key as scanned too.
+    let after = match order::next(t, k)? {
+        0 => order::supremum(t)?,
+        n => n,
+    };
+    locks::inherit_gap(t, after, k)?;
+    Ok(k)
+}
+
+/// A new entry for `key`, in the table but not yet in key order.
+fn new_entry(t: &mut Txn<'_>, key: &[u8]) -> Result<Off, Error> {
     let hash = hash_bytes(key);
-    let k = t.alloc_zeroed(K_KEY + key.len() as u64)?;
+    let k = t.alloc_zeroed(order::entry_size(key.len(), order::height_for(hash)))?;
     t.init_u64(k + K_HASH, hash)?;
     t.init_u32(k + K_KLEN, key.len() as u32)?;
+    order::init_height(t, k, hash)?;
     t.init_bytes(k + K_KEY, key)?;
     KEYS.insert(t, hash, k)?;
     Ok(k)
 }
 
-/// Removes `k` if nothing needs it: not committed, no pending write, no holder, no queue.
+/// The entry of `key`, which must be new and follow every key `a` linked so far (building the
+/// region from the log, in key order).
+pub fn insert_last(t: &mut Txn<'_>, a: &mut order::Appender, key: &[u8]) -> Result<Off, Error> {
+    let k = new_entry(t, key)?;
+    a.append(t, k)?;
+    Ok(k)
+}
+
+/// Removes `k` if nothing needs it: not committed, no pending write, no holder, no gap holder,
+/// no queue. The supremum stays.
 pub fn maybe_remove(t: &mut Txn<'_>, k: Off) -> Result<(), Error> {
     if t.get_u64(k + K_VAL)? != 0
         || t.get_u64(k + K_POWNER)? != 0
         || t.get_u64(k + K_XOWNER)? != 0
         || s_count(t, k)? != 0
+        || t.get_u64(k + K_G1)? != 0
         || !queue(k).is_empty(t)?
+        || k == order::supremum(t)?
     {
         return Ok(());
     }
@@ -60,7 +87,10 @@ pub fn maybe_remove(t: &mut Txn<'_>, k: Off) -> Result<(), Error> {
     if !KEYS.remove(t, hash, k)? {
         return Err(Error::Corrupt(format!("key entry {k} is not in the table")));
     }
+    let key = key_of(t, k)?;
+    order::remove(t, k, &key)?;
     s_more(k).clear(t)?;
+    g_more(k).clear(t)?;
     t.free(k)
 }
 

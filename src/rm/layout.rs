@@ -29,8 +29,11 @@
 //! | 30 | the backup pin: slot + 1 of the process copying the log (0 = none); no segment is reclaimed while it lives |
 //! | 31 | the store's path as its builder opened it (canonical): heap block offset (0 = unknown) |
 //! | 32 | its length in bytes |
+//! | 33 | key order: the head of the skip list ([`MAX_LEVEL`](super::order::MAX_LEVEL) next-entry words) |
+//! | 34 | key order: the supremum, a key entry after every key (in no table or list; holds the gap locks of the end) |
+//! | 35 | key order: entries removed so far (a cursor's kept entry is valid while this stays) |
 //!
-//! # Key entry (one per key that is committed, written by a branch, locked or waited for)
+//! # Key entry (one per key that is committed, written by a branch, locked or waited for; all in key order too)
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | hash of the key (the table's) |
@@ -42,16 +45,24 @@
 //! | 32 | 8 | pending write's branch (0 = none; always the exclusive holder) |
 //! | 40 | 8 | pending value: LSN of its bytes (0 = a delete) |
 //! | 48 | 4 | pending value's length |
-//! | 52 | 4 | zero |
+//! | 52 | 1 | height of its tower in the key order (1–24) |
+//! | 53 | 3 | zero |
 //! | 56 | 8 | pending write's record LSN |
 //! | 64 | 8 | shared holder 1 |
 //! | 72 | 8 | shared holder 2 |
 //! | 80 | 8 | more shared holders ([`Vec64`]) |
 //! | 88 | 8 | queue of waiting requests, in grant order ([`Vec64`] of wait records) |
-//! | 96 | n | key bytes |
+//! | 96 | 8 | gap holder 1: a branch that scanned the gap before this key (0 = none) |
+//! | 104 | 8 | more gap holders ([`Vec64`]) |
+//! | 112 | n | key bytes |
+//! | 112 + n, 8-aligned | 8 | the entry before it in key order (0 = first) |
+//! | then | 8 × height | the next entry at each level (0 = last) |
 //!
-//! An entry is removed as soon as it is not committed, has no pending write, no holder and no
-//! queue. Lock owners are branch records, by offset: a record outlives its locks.
+//! An entry is removed as soon as it is not committed, has no pending write, no holder, no gap
+//! holder and no queue. Lock owners are branch records, by offset: a record outlives its locks.
+//! A gap lock on an entry covers the keys between the entry before it and it; a new entry
+//! created in that gap gives every gap holder a shared lock and a gap lock on it (see
+//! `locks.rs`).
 //!
 //! # Branch record (an XA branch, a local transaction, or a one-operation write)
 //! | offset | size | field |
@@ -71,7 +82,7 @@
 //! | 40 | 8 | LSN of the record stating a prepared or heuristic branch (PREPARE, MOVE, HEURISTIC) |
 //! | 48 | 8 | since: when it began, was prepared or completed heuristically (ns since the Unix epoch; for a branch rebuilt from the log, the time its PREPARE, MOVE or HEURISTIC record states) |
 //! | 56 | 8 | associations ([`Vec64`] of thread-of-control ids; bit 63 = suspended) |
-//! | 64 | 8 | locks held ([`Vec64`] of key entries; bit 0 = exclusive) |
+//! | 64 | 8 | locks held ([`Vec64`] of key entries; bit 0 = exclusive, bit 1 = a gap lock) |
 //! | 72 | 8 | requests waiting now ([`Vec64`] of wait records) |
 //! | 80 | 8 | savepoint journal ([`Vec64`], 3 words an entry: key entry, value LSN, length and flags) |
 //! | 88 | 8 | savepoints ([`Vec64`], 2 words each: id, journal length when set; id bit 63 = a nested transaction's level) |
@@ -123,6 +134,9 @@ pub const R_NEXT_SEQ: Off = root(29);
 pub const R_BACKUP: Off = root(30);
 pub const R_PATH: Off = root(31);
 pub const R_PATH_LEN: Off = root(32);
+pub const R_ORDER: Off = root(33);
+pub const R_SUPREMUM: Off = root(34);
+pub const R_ORDER_GEN: Off = root(35);
 
 /// The key table.
 pub const KEYS: Table = Table::at(R_KEYS);
@@ -144,7 +158,13 @@ pub const K_S1: u64 = 64;
 pub const K_S2: u64 = 72;
 pub const K_SMORE: u64 = 80;
 pub const K_QUEUE: u64 = 88;
-pub const K_KEY: u64 = 96;
+pub const K_HEIGHT: u64 = 52;
+pub const K_G1: u64 = 96;
+pub const K_GMORE: u64 = 104;
+pub const K_KEY: u64 = 112;
+
+/// The supremum's wait word (it has no key to hash).
+pub const SUPREMUM_HASH: u64 = 0x5afe_0fe1_1d5a_fe00;
 
 // ---- branch records ------------------------------------------------------------------------
 
@@ -193,6 +213,13 @@ pub const NESTED: u64 = 1 << 63;
 pub const SUSPENDED: u64 = 1 << 63;
 /// Bit 0 of a held lock: exclusive (key entries are 16-aligned).
 pub const EXCL: u64 = 1;
+/// Bit 1 of a held lock: a gap lock (on the keys before the entry).
+pub const GAP: u64 = 2;
+
+/// The key entry of a held lock.
+pub fn held_entry(h: u64) -> Off {
+    h & !(EXCL | GAP)
+}
 
 // ---- wait records ----------------------------------------------------------------------------
 
@@ -357,6 +384,11 @@ pub fn set_s_count(t: &mut Txn<'_>, k: Off, n: u64) -> Result<(), Error> {
 /// The more-shared-holders array of a key entry.
 pub fn s_more(k: Off) -> Vec64 {
     Vec64::at(k + K_SMORE)
+}
+
+/// The more-gap-holders array of a key entry.
+pub fn g_more(k: Off) -> Vec64 {
+    Vec64::at(k + K_GMORE)
 }
 
 /// The queue of a key entry.

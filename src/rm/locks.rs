@@ -26,6 +26,17 @@
 //! releases and requests leaving the queue remove edges. The graph is computed from the queues
 //! and holders when needed, never stored, so it cannot go stale — across processes too. (The
 //! same rules and proof as the in-process table these replaced.)
+//!
+//! # Gap locks (phantoms)
+//! A serializable scan takes, besides a shared lock on every entry it passes, a *gap lock* on
+//! it and on the first entry past its range (the supremum past the last key): a gap lock on an
+//! entry covers the keys between the entry before it and it. Gap locks never wait and never
+//! make anyone wait, so they add no edge to the waits-for graph. Instead, an entry created
+//! inside a gap (`keys::find_or_insert`) hands every holder of that gap a shared lock and a gap
+//! lock on the new entry before anyone can lock it: a writer of a key inside a scanned range
+//! then waits for the scanner's shared lock like any writer of a key the scanner read. An entry
+//! with gap holders is not removed, so a gap only ever grows (more conservative) when its
+//! neighbour goes. Gap locks are released with shared ones (at `xa_prepare`, and at the end).
 
 use super::keys;
 use super::layout::*;
@@ -281,6 +292,59 @@ fn grant(t: &mut Txn<'_>, k: Off, owner: Off, mode: Mode) -> Result<(), Error> {
     }
 }
 
+/// The gap holders of `k`.
+pub fn gap_holders(t: &Txn<'_>, k: Off) -> Result<Vec<Off>, Error> {
+    let first = t.get_u64(k + K_G1)?;
+    if first == 0 {
+        return Ok(Vec::new());
+    }
+    let mut v = vec![first];
+    v.extend(g_more(k).items(t)?);
+    Ok(v)
+}
+
+/// Gives `owner` a gap lock on `k` (granted at once: gap locks conflict with nothing).
+pub fn gap_lock(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
+    let first = t.get_u64(k + K_G1)?;
+    if first == owner {
+        return Ok(());
+    }
+    if first == 0 {
+        t.set_u64(k + K_G1, owner)?;
+    } else {
+        if g_more(k).position(t, |o| o == owner)?.is_some() {
+            return Ok(());
+        }
+        g_more(k).push(t, owner)?;
+    }
+    locks(owner).push(t, k | GAP)
+}
+
+/// Takes `owner` out of `k`'s gap holders.
+fn remove_gap(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
+    let more = g_more(k);
+    if t.get_u64(k + K_G1)? == owner {
+        let rest = more.items(t)?;
+        t.set_u64(k + K_G1, rest.first().copied().unwrap_or(0))?;
+        if !rest.is_empty() {
+            more.remove(t, 0)?;
+        }
+        return Ok(());
+    }
+    more.remove_value(t, owner)?;
+    Ok(())
+}
+
+/// A new entry `k` was created in the gap before `after`: every holder of that gap gets a shared
+/// lock and a gap lock on `k` (nobody else holds or waits for `k` yet).
+pub fn inherit_gap(t: &mut Txn<'_>, after: Off, k: Off) -> Result<(), Error> {
+    for o in gap_holders(t, after)? {
+        grant(t, k, o, Mode::Shared)?;
+        gap_lock(t, k, o)?;
+    }
+    Ok(())
+}
+
 /// Takes `owner` out of `k`'s shared holders.
 fn remove_shared(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
     let mut all = shared_holders(t, k)?;
@@ -301,8 +365,10 @@ fn remove_shared(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
 /// Releases one lock (`held` as in the owner's list: key entry, bit 0 exclusive) and wakes the
 /// key's waiters; removes the entry if nothing needs it any more.
 fn release_one(t: &mut Txn<'_>, owner: Off, held: u64) -> Result<(), Error> {
-    let k = held & !EXCL;
-    if held & EXCL != 0 {
+    let k = held_entry(held);
+    if held & GAP != 0 {
+        remove_gap(t, k, owner)?;
+    } else if held & EXCL != 0 {
         if t.get_u64(k + K_XOWNER)? == owner {
             t.set_u64(k + K_XOWNER, 0)?;
         }
@@ -321,7 +387,7 @@ pub fn release_all(t: &mut Txn<'_>, owner: Off) -> Result<(), Error> {
     locks(owner).clear(t)
 }
 
-/// Releases the shared locks of `owner` and keeps its exclusive ones (`xa_prepare`).
+/// Releases the shared and gap locks of `owner` and keeps its exclusive ones (`xa_prepare`).
 pub fn release_shared(t: &mut Txn<'_>, owner: Off) -> Result<(), Error> {
     let all = locks(owner).items(t)?;
     if all.iter().all(|h| h & EXCL != 0) {

@@ -20,6 +20,7 @@ use super::branch;
 use super::keys::{self, Pending, ValueLoc};
 use super::layout::*;
 use super::locks;
+use super::order;
 use super::{Rm, MUTEX_WAIT};
 use crate::config::{Config, Isolation, SyncMode};
 use crate::error::{Error, Outcome};
@@ -269,8 +270,13 @@ pub(super) fn build<M: Media>(
         let n = replay.index.map.len() as u64;
         Table::create(t, R_KEYS, n + n / 2 + 64).map_err(shm_err)?;
         Table::create(t, R_BRANCHES, 64).map_err(shm_err)?;
-        for (key, loc) in &replay.index.map {
-            let k = keys::find_or_insert(t, key).map_err(shm_err)?;
+        order::create(t).map_err(shm_err)?;
+        // In key order, so each entry is linked at the end of the key order in constant time.
+        let mut sorted: Vec<(&Vec<u8>, &ValueLoc)> = replay.index.map.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut order_end = order::Appender::new(t).map_err(shm_err)?;
+        for (key, loc) in sorted {
+            let k = keys::insert_last(t, &mut order_end, key).map_err(shm_err)?;
             keys::set_committed(t, k, Some(*loc)).map_err(shm_err)?;
         }
         let mut prepared: Vec<(u64, Stated)> =

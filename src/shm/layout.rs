@@ -38,8 +38,9 @@
 pub const MAGIC: [u8; 8] = *b"MMXAREG1";
 /// Format version: of this layout and of the layers' layouts in the heap (`rm::layout`); 3
 /// since branch records have their time fields, the RM's roots 30–32 hold the backup pin and
-/// the store's path, and local transactions have records of their own.
-pub const VERSION: u32 = 3;
+/// the store's path, and local transactions have records of their own; 4 since key entries are
+/// in key order (a skip list, roots 33–35) and carry gap locks.
+pub const VERSION: u32 = 4;
 
 /// Header state: being built by the one process that created it (unjournaled writes allowed).
 pub const STATE_BUILDING: u32 = 1;

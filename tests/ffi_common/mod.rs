@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use mmxa::ffi::abi::{XaSwitch, Xid};
+use mmxa::ffi::cursor::{mmxa_cursor_close, mmxa_cursor_next, mmxa_cursor_open};
 use mmxa::ffi::data::{mmxa_delete, mmxa_get, mmxa_get_for_update, mmxa_last_error, mmxa_put};
 use mmxa::ffi::switch::mmxa_switch;
 use mmxa::status::{MMXA_EBUFSIZE, MMXA_NOTFOUND, MMXA_OK};
@@ -302,6 +303,99 @@ impl Rm {
         }
     }
 
+    /// Every entry of a cursor over `lo..hi` with `flags` (`None` bounds are open), read with
+    /// buffers of the sizes the entries need (asked first with NULL buffers), or the first error
+    /// code. The cursor is closed either way.
+    pub fn scan(
+        &self,
+        lo: Option<&[u8]>,
+        hi: Option<&[u8]>,
+        flags: c_long,
+    ) -> Result<Entries, i32> {
+        let mut c = 0u64;
+        let (lo, hi) = (lo.unwrap_or(&[]), hi.unwrap_or(&[]));
+        let ptr = |b: &[u8]| -> *const std::ffi::c_void {
+            if b.is_empty() {
+                std::ptr::null()
+            } else {
+                b.as_ptr().cast()
+            }
+        };
+        // SAFETY: both bounds are valid for their lengths (NULL with 0); `c` is writable.
+        let rc = unsafe {
+            mmxa_cursor_open(
+                self.rmid,
+                ptr(lo),
+                lo.len(),
+                ptr(hi),
+                hi.len(),
+                flags,
+                &mut c,
+            )
+        };
+        if rc != MMXA_OK {
+            return Err(rc);
+        }
+        let mut out = Vec::new();
+        let result = loop {
+            let (mut kl, mut vl) = (0usize, 0usize);
+            // SAFETY: NULL buffers with capacity 0 ask the lengths; both lengths are writable.
+            let rc = unsafe {
+                mmxa_cursor_next(
+                    c,
+                    std::ptr::null_mut(),
+                    0,
+                    &mut kl,
+                    std::ptr::null_mut(),
+                    0,
+                    &mut vl,
+                )
+            };
+            match rc {
+                MMXA_NOTFOUND => break Ok(out),
+                MMXA_EBUFSIZE => {}
+                other => break Err(other),
+            }
+            let (mut k, mut v) = (vec![0u8; kl], vec![0u8; vl]);
+            // SAFETY: `k` and `v` hold their lengths in writable bytes; lengths are writable.
+            let rc = unsafe {
+                mmxa_cursor_next(
+                    c,
+                    k.as_mut_ptr().cast(),
+                    k.len(),
+                    &mut kl,
+                    v.as_mut_ptr().cast(),
+                    v.len(),
+                    &mut vl,
+                )
+            };
+            if rc != MMXA_OK {
+                break Err(rc);
+            }
+            k.truncate(kl);
+            v.truncate(vl);
+            out.push((k, v));
+        };
+        assert_eq!(mmxa_cursor_close(c), MMXA_OK, "mmxa_cursor_close");
+        result
+    }
+
+    /// The keys of [`Rm::scan`] as strings, asserting no error.
+    #[track_caller]
+    pub fn scan_keys(&self, lo: Option<&str>, hi: Option<&str>, flags: c_long) -> Vec<String> {
+        match self.scan(lo.map(str::as_bytes), hi.map(str::as_bytes), flags) {
+            Ok(v) => v
+                .into_iter()
+                .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+                .collect(),
+            Err(code) => panic!(
+                "scan on rmid {}: code {code} ({:?})",
+                self.rmid,
+                last_error()
+            ),
+        }
+    }
+
     /// `mmxa_put` asserting `MMXA_OK`.
     #[track_caller]
     pub fn put_ok(&self, key: &str, value: &str) {
@@ -325,6 +419,9 @@ impl Rm {
         }
     }
 }
+
+/// Keys and values in the order a cursor read them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// How long a test waits for a step in another thread before it declares that thread stuck.
 /// Only a failing test ever waits this long.

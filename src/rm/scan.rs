@@ -1,0 +1,365 @@
+//! Ordered range reads: cursors over key order, over committed data or inside a branch.
+//!
+//! Owns: what a cursor sees and locks, and reading it in batches. A cursor walks the key order
+//! (`order.rs`) between its bounds, forwards or backwards. Outside any branch it reads committed
+//! values and locks nothing. Inside a branch (or local transaction) it sees what the branch
+//! sees — its own writes merged in, its own deletes gone — and under `isolation=serializable`
+//! it takes a shared lock and a gap lock on every entry it passes and a gap lock on the first
+//! entry past its range (next-key locking, see `locks.rs`): until the branch prepares or ends,
+//! no other branch can change, delete or insert a key in the range it read. Each step takes one
+//! section for up to [`BATCH`] entries; the values are read from the log outside it.
+
+use super::data::{Target, Working};
+use super::keys::{self, ValueLoc};
+use super::layout::*;
+use super::locks::{self, Mode, Try};
+use super::order;
+use super::{Rm, Sect, Toc};
+use crate::error::{Error, Result};
+use crate::log::Media;
+use crate::shm::{Off, Txn};
+use std::collections::VecDeque;
+use std::ops::Bound;
+
+/// Entries one section passes at most.
+const BATCH: usize = 64;
+
+/// Journal bytes after which a locking batch stops early (the journal holds 1 MiB).
+const JOURNAL_BUDGET: u64 = 256 << 10;
+
+/// The keys a cursor reads: between two bounds, in byte order or reversed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    pub lo: Bound<Vec<u8>>,
+    pub hi: Bound<Vec<u8>>,
+    pub reverse: bool,
+}
+
+impl Range {
+    /// Every key.
+    pub fn all() -> Range {
+        Range {
+            lo: Bound::Unbounded,
+            hi: Bound::Unbounded,
+            reverse: false,
+        }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Range {
+        // The first key after every key with the prefix: the prefix without its trailing 0xff
+        // bytes, its last byte plus one (none if it is all 0xff).
+        let mut end = prefix.to_vec();
+        while end.last() == Some(&0xff) {
+            end.pop();
+        }
+        let hi = match end.last_mut() {
+            Some(b) => {
+                *b += 1;
+                Bound::Excluded(end)
+            }
+            None => Bound::Unbounded,
+        };
+        Range {
+            lo: Bound::Included(prefix.to_vec()),
+            hi,
+            reverse: false,
+        }
+    }
+
+    /// The same range, read from the high end down.
+    pub fn reversed(mut self) -> Range {
+        self.reverse = true;
+        self
+    }
+
+    /// Whether entry `k` is not past the end a cursor moves towards.
+    fn not_past_end(&self, t: &Txn<'_>, k: Off) -> Sect<bool> {
+        let (bound, past) = if self.reverse {
+            (&self.lo, std::cmp::Ordering::Less)
+        } else {
+            (&self.hi, std::cmp::Ordering::Greater)
+        };
+        Ok(match bound {
+            Bound::Unbounded => true,
+            Bound::Included(b) => order::cmp_key(t, k, b)? != past,
+            Bound::Excluded(b) => {
+                let c = order::cmp_key(t, k, b)?;
+                c != past && c != std::cmp::Ordering::Equal
+            }
+        })
+    }
+
+    /// The first entry a cursor at `pos` (the last key it passed, None before the first) reads
+    /// next, or 0.
+    fn seek(&self, t: &Txn<'_>, pos: Option<&[u8]>) -> Sect<Off> {
+        Ok(match (pos, self.reverse) {
+            (Some(p), false) => order::first_from(t, p, false)?,
+            (Some(p), true) => order::last_before(t, p, false)?,
+            (None, false) => match &self.lo {
+                Bound::Unbounded => order::first(t)?,
+                Bound::Included(k) => order::first_from(t, k, true)?,
+                Bound::Excluded(k) => order::first_from(t, k, false)?,
+            },
+            (None, true) => match &self.hi {
+                Bound::Unbounded => order::last(t)?,
+                Bound::Included(k) => order::last_before(t, k, true)?,
+                Bound::Excluded(k) => order::last_before(t, k, false)?,
+            },
+        })
+    }
+
+    /// The first entry past the high bound (the supremum past the last key): its gap holds
+    /// the keys between the range's last entry and the bound.
+    fn past_high(&self, t: &Txn<'_>) -> Sect<Off> {
+        let e = match &self.hi {
+            Bound::Unbounded => 0,
+            Bound::Included(k) => order::first_from(t, k, false)?,
+            Bound::Excluded(k) => order::first_from(t, k, true)?,
+        };
+        Ok(if e == 0 { order::supremum(t)? } else { e })
+    }
+}
+
+/// An open cursor: where it is and what it has read ahead.
+#[derive(Debug)]
+pub struct Scan {
+    range: Range,
+    /// The tag of the branch (or local transaction) it reads in; None: committed data.
+    tag: Option<u64>,
+    /// The key of the last entry passed; None before the first.
+    pos: Option<Vec<u8>>,
+    /// The last entry passed and the key order's generation when it was: while that has not
+    /// changed the entry is still there, and the next step starts from it without a search.
+    finger: Option<(Off, u64)>,
+    ready: VecDeque<(Vec<u8>, Vec<u8>)>,
+    end: bool,
+}
+
+impl Scan {
+    /// Puts an entry [`Rm::scan_next`] returned back in front: the next call returns it again.
+    pub fn unread(&mut self, item: (Vec<u8>, Vec<u8>)) {
+        self.ready.push_front(item);
+    }
+}
+
+/// What one section of a cursor found.
+struct Batch {
+    found: Vec<(Vec<u8>, ValueLoc)>,
+    /// A key whose shared lock must be waited for before going on.
+    wait: Option<Vec<u8>>,
+    end: bool,
+    last: Option<(Vec<u8>, Off)>,
+    generation: u64,
+}
+
+impl<M: Media> Rm<M> {
+    /// Opens a cursor over `range` for the thread `toc`: inside its branch or local transaction
+    /// if it has one (then only usable while the thread works in it), else over committed data.
+    pub fn scan(&self, toc: Toc, range: Range) -> Result<Scan> {
+        for b in [&range.lo, &range.hi] {
+            if let Bound::Included(k) | Bound::Excluded(k) = b {
+                Self::check_bound(k)?;
+            }
+        }
+        let tag = self.current(toc)?.map(|w| w.tag);
+        Ok(Scan {
+            range,
+            tag,
+            pos: None,
+            finger: None,
+            ready: VecDeque::new(),
+            end: false,
+        })
+    }
+
+    fn check_bound(k: &[u8]) -> Result<()> {
+        if k.len() > crate::status::MMXA_MAX_KEY {
+            return Err(Error::TooBig(format!(
+                "a bound of {} bytes exceeds {}",
+                k.len(),
+                crate::status::MMXA_MAX_KEY
+            )));
+        }
+        Ok(())
+    }
+
+    /// The cursor's next key and value (None: no more).
+    pub fn scan_next(&self, toc: Toc, s: &mut Scan) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        // What was read ahead in a branch is the branch's too.
+        if let Some(tag) = s.tag {
+            self.cursor_branch(toc, tag)?;
+        }
+        loop {
+            if let Some(item) = s.ready.pop_front() {
+                return Ok(Some(item));
+            }
+            if s.end {
+                return Ok(None);
+            }
+            self.fill(toc, s)?;
+        }
+    }
+
+    /// The branch a cursor reads in, if the thread still works in it.
+    fn cursor_branch(&self, toc: Toc, tag: u64) -> Result<Working> {
+        let wrong = || {
+            Error::Protocol(
+                "the cursor was opened in a branch or local transaction this thread does not \
+                 work in now"
+                    .into(),
+            )
+        };
+        let tocs = self.tocs()?;
+        let st = tocs.get(&toc).ok_or_else(wrong)?;
+        if st.local == Some(tag) {
+            return Ok(Working {
+                target: Target::Txn,
+                tag,
+            });
+        }
+        match st.active {
+            Some(x) => Ok(Working {
+                target: Target::Xa(x),
+                tag,
+            }),
+            None => Err(wrong()),
+        }
+    }
+
+    /// Reads the next batch of the cursor into its read-ahead (possibly nothing, when every
+    /// entry passed was invisible or a lock had to be waited for).
+    fn fill(&self, toc: Toc, s: &mut Scan) -> Result<()> {
+        let working = match s.tag {
+            Some(tag) => Some(self.cursor_branch(toc, tag)?),
+            None => None,
+        };
+        let locking = working.is_some() && self.serializable();
+        let slot = self.slot;
+        let (range, pos, finger) = (&s.range, s.pos.as_deref(), s.finger);
+        let batch = self.shared(|t| {
+            let owner = match &working {
+                Some(w) => {
+                    let b = match w.find(t)? {
+                        Some(b) if t.get_u8(b + B_UNDONE)? == 0 => b,
+                        _ => {
+                            return Err(Error::Protocol(
+                                "the cursor's branch is not the thread's branch any more (it \
+                                 ended, or the thread works in another one)"
+                                    .into(),
+                            )
+                            .into())
+                        }
+                    };
+                    Self::usable(t, b)?;
+                    Some(b)
+                }
+                None => None,
+            };
+            let lock_owner = owner.filter(|_| locking);
+            let generation = order::generation(t)?;
+            let step = |t: &Txn<'_>, e: Off| -> Sect<Off> {
+                Ok(if range.reverse {
+                    order::prev(t, e)?
+                } else {
+                    order::next(t, e)?
+                })
+            };
+            let mut e = match finger {
+                Some((f, g)) if g == generation => step(t, f)?,
+                _ => range.seek(t, pos)?,
+            };
+            if let (Some(b), true, None) = (lock_owner, range.reverse, pos) {
+                let past = range.past_high(t)?;
+                locks::gap_lock(t, past, b)?;
+            }
+            let mut out = Batch {
+                found: Vec::new(),
+                wait: None,
+                end: false,
+                last: None,
+                generation,
+            };
+            for _ in 0..BATCH {
+                if e == 0 || !range.not_past_end(t, e)? {
+                    if let (Some(b), false) = (lock_owner, range.reverse) {
+                        let past = if e == 0 { order::supremum(t)? } else { e };
+                        locks::gap_lock(t, past, b)?;
+                    }
+                    out.end = true;
+                    break;
+                }
+                if let Some(b) = lock_owner {
+                    if locks::try_lock(t, e, b, Mode::Shared, false, slot)? != Try::Granted {
+                        out.wait = Some(key_of(t, e)?);
+                        break;
+                    }
+                    locks::gap_lock(t, e, b)?;
+                }
+                let key = key_of(t, e)?;
+                if let Some(v) = keys::visible(t, e, owner)? {
+                    out.found.push((key.clone(), v));
+                }
+                out.last = Some((key, e));
+                e = step(t, e)?;
+                if t.journal_used() > JOURNAL_BUDGET {
+                    break;
+                }
+            }
+            out.generation = order::generation(t)?;
+            Ok(out)
+        })?;
+        if let Some((key, e)) = batch.last {
+            s.pos = Some(key);
+            s.finger = Some((e, batch.generation));
+        }
+        for (key, loc) in batch.found {
+            if let Some(v) = self.value_at(&key, loc, working.as_ref())? {
+                s.ready.push_back((key, v));
+            }
+        }
+        s.end = batch.end;
+        if let (Some(key), Some(w)) = (batch.wait, &working) {
+            self.lock_in_branch(w, &key, Mode::Shared)?;
+        }
+        Ok(())
+    }
+
+    /// The value at `loc`, which `key` read as in a section; if a reclaim moved it meanwhile,
+    /// what the key reads as now (for `branch`, or committed data).
+    pub(super) fn value_at(
+        &self,
+        key: &[u8],
+        loc: ValueLoc,
+        branch: Option<&Working>,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut loc = Some(loc);
+        for _ in 0..16 {
+            let Some(l) = loc else {
+                return Ok(None);
+            };
+            let mut out = Vec::with_capacity(l.len as usize);
+            match self.log.read_into(l.lsn, l.len as usize, &mut out) {
+                Ok(()) => return Ok(Some(out)),
+                Err(crate::log::LogError::Gone(_)) => {
+                    std::thread::sleep(std::time::Duration::from_micros(50))
+                }
+                Err(e) => return Err(Error::Io(e.to_string())),
+            }
+            loc = self.shared(|t| {
+                let owner = match branch {
+                    Some(w) => Some(Self::record_of(t, w)?),
+                    None => None,
+                };
+                match keys::find(t, key)? {
+                    Some(k) => Ok(keys::visible(t, k, owner)?),
+                    None => Ok(None),
+                }
+            })?;
+        }
+        Err(Error::Io(format!(
+            "the value of a key kept moving while it was read ({} bytes)",
+            key.len()
+        )))
+    }
+}

@@ -1,0 +1,853 @@
+//! Ordered range reads through the real C entry points (`mmxa_cursor_open/next/close`).
+//!
+//! - order, bounds (inclusive, exclusive, open, prefix), reverse, across segment files and
+//!   across a rebuild of the shared state from the log; a random model check against a sorted
+//!   map;
+//! - inside a branch: own writes merged in order, own deletes gone, committed data outside;
+//! - phantoms: under `isolation=serializable` a key inserted into (or deleted from) a range a
+//!   branch scanned waits for that branch; the scan-count-insert race lets one branch through;
+//!   under `read_committed` both go through (the anomaly is allowed there); scans in branches
+//!   always count the same number of keys while writers move keys in and out of the range;
+//! - the protocol: buffers too small, a cursor used outside its branch, unknown cursors.
+
+mod ffi_common;
+mod rng;
+
+use ffi_common::{check, last_error, xid, Rm, Worker};
+use mmxa::ffi::abi::Xid;
+use mmxa::ffi::cursor::*;
+use mmxa::ffi::txn::*;
+use mmxa::status::*;
+use mmxa::xa::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+
+static NEXT_RMID: AtomicI32 = AtomicI32::new(1);
+
+fn rm(dir: &Path, extra: &str) -> Rm {
+    Rm::new(NEXT_RMID.fetch_add(1, Ordering::Relaxed), dir, extra)
+}
+
+static NEXT_XID: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_xid() -> Xid {
+    let n = NEXT_XID.fetch_add(1, Ordering::Relaxed);
+    xid(
+        0x5ca,
+        format!("scan-{n}-{}", std::process::id()).as_bytes(),
+        b"b",
+    )
+}
+
+#[track_caller]
+fn begin(r: &Rm) {
+    check("mmxa_txn_begin", mmxa_txn_begin(r.rmid), MMXA_OK);
+}
+
+#[track_caller]
+fn commit(r: &Rm) {
+    check("mmxa_txn_commit", mmxa_txn_commit(r.rmid), MMXA_OK);
+}
+
+fn keys(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn keys_come_in_byte_order_between_any_bounds_and_backwards() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    for k in ["b", "ab", "a", "abc", "ba", "c", "bz", "b\u{7f}"] {
+        r.put_ok(k, &format!("v-{k}"));
+    }
+    check("binary key", r.put(&[0xff, 0x00], b"hi"), MMXA_OK);
+    check("binary key", r.put(&[0x00], b"lo"), MMXA_OK);
+    let all = r.scan(None, None, 0).expect("scan");
+    let mut want: Vec<Vec<u8>> = all.iter().map(|(k, _)| k.clone()).collect();
+    want.sort();
+    assert_eq!(all.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), want);
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[0], (vec![0x00], b"lo".to_vec()));
+    assert_eq!(all[9], (vec![0xff, 0x00], b"hi".to_vec()));
+    for (k, v) in &all[1..9] {
+        assert_eq!(v, format!("v-{}", String::from_utf8_lossy(k)).as_bytes());
+    }
+    let rev = r.scan(None, None, MMXA_SCAN_REVERSE).expect("reverse");
+    assert_eq!(rev, all.iter().rev().cloned().collect::<Vec<_>>());
+
+    let s = |lo, hi, f| r.scan_keys(lo, hi, f);
+    assert_eq!(s(Some("ab"), Some("b"), 0), keys(&["ab", "abc"]));
+    assert_eq!(
+        s(Some("ab"), Some("b"), MMXA_SCAN_HI_INCL),
+        keys(&["ab", "abc", "b"])
+    );
+    assert_eq!(s(Some("ab"), Some("b"), MMXA_SCAN_LO_EXCL), keys(&["abc"]));
+    assert_eq!(
+        s(
+            Some("ab"),
+            Some("b"),
+            MMXA_SCAN_LO_EXCL | MMXA_SCAN_HI_INCL | MMXA_SCAN_REVERSE
+        ),
+        keys(&["b", "abc"])
+    );
+    assert_eq!(
+        s(Some("aa"), Some("ac"), MMXA_SCAN_REVERSE),
+        keys(&["abc", "ab"])
+    );
+    assert_eq!(s(Some("bb"), Some("d"), 0), keys(&["bz", "b\u{7f}", "c"]));
+    assert_eq!(
+        s(Some("bb"), Some("d"), MMXA_SCAN_REVERSE),
+        keys(&["c", "b\u{7f}", "bz"])
+    );
+    assert_eq!(
+        s(Some("b"), None, MMXA_SCAN_PREFIX),
+        keys(&["b", "ba", "bz", "b\u{7f}"])
+    );
+    assert_eq!(
+        s(Some("b"), None, MMXA_SCAN_PREFIX | MMXA_SCAN_REVERSE),
+        keys(&["b\u{7f}", "bz", "ba", "b"])
+    );
+    assert_eq!(s(Some("ab"), None, MMXA_SCAN_PREFIX), keys(&["ab", "abc"]));
+    assert_eq!(s(Some("zz"), None, MMXA_SCAN_PREFIX), keys(&[]));
+    assert_eq!(s(Some("c"), Some("a"), 0), keys(&[]), "lo after hi: empty");
+    assert_eq!(s(Some("c"), Some("a"), MMXA_SCAN_REVERSE), keys(&[]));
+    assert_eq!(s(Some("b"), Some("b"), MMXA_SCAN_HI_INCL), keys(&["b"]));
+    // A prefix of 0xff bytes runs to the end of the key space.
+    let ff = r
+        .scan(Some(&[0xff]), None, MMXA_SCAN_PREFIX)
+        .expect("prefix 0xff");
+    assert_eq!(ff, vec![(vec![0xff, 0x00], b"hi".to_vec())]);
+    r.close_ok();
+}
+
+#[test]
+fn a_branch_sees_its_own_writes_in_order_and_others_see_committed_data() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    let other = Worker::new("other");
+    r.open_ok();
+    for k in ["a", "c", "d", "e"] {
+        r.put_ok(k, "old");
+    }
+    {
+        let r = r.clone();
+        other.run(move || r.open_ok());
+    }
+    let x = fresh_xid();
+    check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
+    r.put_ok("b", "new");
+    r.put_ok("c", "new");
+    check("delete", r.delete(b"d"), MMXA_OK);
+    r.put_ok("f", "new");
+    check("delete", r.delete(b"f"), MMXA_OK);
+    let mine = r.scan(None, None, 0).expect("scan in the branch");
+    let text: Vec<(String, String)> = mine
+        .iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into(),
+                String::from_utf8_lossy(v).into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [("a", "old"), ("b", "new"), ("c", "new"), ("e", "old")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(text, want);
+    assert_eq!(
+        r.scan_keys(None, None, MMXA_SCAN_REVERSE),
+        keys(&["e", "c", "b", "a"])
+    );
+    // Outside the branch: committed data, without waiting for the branch's locks.
+    let r2 = r.clone();
+    let seen = other.run(move || r2.scan_keys(None, None, 0));
+    assert_eq!(seen, keys(&["a", "c", "d", "e"]));
+    check("xa_end", r.end(&x, TMSUCCESS), XA_OK);
+    check("xa_commit", r.commit(&x, TMONEPHASE), XA_OK);
+    let r2 = r.clone();
+    let seen = other.run(move || r2.scan_keys(None, None, 0));
+    assert_eq!(seen, keys(&["a", "b", "c", "e"]));
+    let r2 = r.clone();
+    other.run(move || r2.close_ok());
+    r.close_ok();
+}
+
+#[test]
+fn values_across_segment_files_and_a_rebuild_from_the_log() {
+    let dir = ffi_common::private_dir();
+    // Small segments: the values live in many files.
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    let mut model = BTreeMap::new();
+    let mut g = rng::Rng::new(0x5eed_5ca1);
+    for i in 0..3000u64 {
+        let k = format!("k{:05}", g.below(100_000));
+        let v = vec![b'a' + (i % 26) as u8; 4000 + (i as usize % 5000)];
+        check("put", r.put(k.as_bytes(), &v), MMXA_OK);
+        model.insert(k.into_bytes(), v);
+    }
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        })
+        .count();
+    assert!(segments >= 3, "the values span {segments} segment files");
+    let want: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+    assert_eq!(r.scan(None, None, 0).expect("scan"), want);
+    // Closed and opened again, the shared state is rebuilt from the log in key order.
+    r.close_ok();
+    r.open_ok();
+    assert_eq!(r.scan(None, None, 0).expect("scan after rebuild"), want);
+    let rev: Vec<_> = want.iter().rev().cloned().collect();
+    assert_eq!(r.scan(None, None, MMXA_SCAN_REVERSE).expect("reverse"), rev);
+    // New keys go between the rebuilt ones.
+    r.put_ok("k00000a", "x");
+    r.put_ok("k99999z", "y");
+    let all = r.scan(None, None, 0).expect("scan");
+    assert_eq!(all.len(), want.len() + 2);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    r.close_ok();
+}
+
+#[test]
+fn random_operations_scan_like_a_sorted_map() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    let seed = std::env::var("MMXA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x1234_5678u64);
+    eprintln!("seed {seed} (MMXA_TEST_SEED to replay)");
+    let mut g = rng::Rng::new(seed);
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let key = |g: &mut rng::Rng| -> Vec<u8> {
+        let n = g.range(1, 3) as usize;
+        (0..n)
+            .map(|_| b"abcd\x00\xff"[g.below(6) as usize])
+            .collect()
+    };
+    for step in 0..1500 {
+        let in_txn = g.below(4) == 0;
+        if in_txn {
+            begin(&r);
+        }
+        let mut txn_model = model.clone();
+        for _ in 0..g.range(1, if in_txn { 6 } else { 1 }) {
+            let k = key(&mut g);
+            match g.below(3) {
+                0 => {
+                    let v = format!("{step}").into_bytes();
+                    check("put", r.put(&k, &v), MMXA_OK);
+                    txn_model.insert(k, v);
+                }
+                1 => {
+                    let want = if txn_model.remove(&k).is_some() {
+                        MMXA_OK
+                    } else {
+                        MMXA_NOTFOUND
+                    };
+                    check("delete", r.delete(&k), want);
+                }
+                _ => {
+                    let (lo, hi) = (key(&mut g), key(&mut g));
+                    let flags = g.below(8) as std::os::raw::c_long;
+                    let got = r.scan(Some(&lo), Some(&hi), flags).expect("scan");
+                    use std::ops::Bound::*;
+                    let lo_b = if flags & MMXA_SCAN_LO_EXCL != 0 {
+                        Excluded(lo.clone())
+                    } else {
+                        Included(lo.clone())
+                    };
+                    let hi_b = if flags & MMXA_SCAN_HI_INCL != 0 {
+                        Included(hi.clone())
+                    } else {
+                        Excluded(hi.clone())
+                    };
+                    let mut want: Vec<(Vec<u8>, Vec<u8>)> =
+                        if lo > hi || (lo == hi && flags & 6 != 4) {
+                            Vec::new()
+                        } else {
+                            txn_model
+                                .range((lo_b, hi_b))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect()
+                        };
+                    if flags & MMXA_SCAN_REVERSE != 0 {
+                        want.reverse();
+                    }
+                    assert_eq!(got, want, "step {step}: scan {lo:?}..{hi:?} flags {flags}");
+                }
+            }
+        }
+        if in_txn {
+            if g.below(3) == 0 {
+                check("rollback", mmxa_txn_rollback(r.rmid), MMXA_OK);
+            } else {
+                commit(&r);
+                model = txn_model;
+            }
+        } else {
+            model = txn_model;
+        }
+        if step % 500 == 499 {
+            r.close_ok();
+            r.open_ok();
+        }
+    }
+    let all: Vec<_> = model.into_iter().collect();
+    assert_eq!(r.scan(None, None, 0).expect("final scan"), all);
+    r.close_ok();
+}
+
+/// A store with keys "b", "c", "d", "f", "h" and a second thread of control open on it.
+fn gap_store(extra: &str) -> (tempfile::TempDir, Rm, Worker) {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), extra);
+    r.open_ok();
+    for k in ["b", "c", "d", "f", "h"] {
+        r.put_ok(k, "0");
+    }
+    let w = Worker::new("writer");
+    let r2 = r.clone();
+    w.run(move || r2.open_ok());
+    (dir, r, w)
+}
+
+/// What a write of `key` in a local transaction of the worker's thread answers (it then rolls
+/// back, so every probe starts from the same data).
+fn probe(w: &Worker, r: &Rm, key: &'static str, delete: bool) -> i32 {
+    let r = r.clone();
+    w.run(move || {
+        begin(&r);
+        let rc = if delete {
+            r.delete(key.as_bytes())
+        } else {
+            r.put(key.as_bytes(), b"x")
+        };
+        let _ = mmxa_txn_rollback(r.rmid);
+        rc
+    })
+}
+
+#[test]
+fn under_serializable_a_scanned_range_takes_no_phantom_until_the_scanner_prepares() {
+    // lock_timeout_ms bounds every blocked write: a write the scan protects against times out.
+    let (_dir, r, w) = gap_store("lock_timeout_ms=200");
+    let x = fresh_xid();
+    check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
+    assert_eq!(r.scan_keys(Some("c"), Some("e"), 0), keys(&["c", "d"]));
+    // Inside the range, an insert, a delete and an update wait (and time out).
+    assert_eq!(
+        probe(&w, &r, "cc", false),
+        MMXA_ELOCKTIMEOUT,
+        "insert into the range"
+    );
+    assert_eq!(
+        probe(&w, &r, "dz", false),
+        MMXA_ELOCKTIMEOUT,
+        "insert up to the bound"
+    );
+    assert_eq!(
+        probe(&w, &r, "c", true),
+        MMXA_ELOCKTIMEOUT,
+        "delete from the range"
+    );
+    assert_eq!(
+        probe(&w, &r, "d", false),
+        MMXA_ELOCKTIMEOUT,
+        "update in the range"
+    );
+    // Next-key locking: the gap before the first key and the gap up to the key after the
+    // range are locked whole (so "e" waits too, past the bound); keys beyond go on.
+    assert_eq!(
+        probe(&w, &r, "bz", false),
+        MMXA_ELOCKTIMEOUT,
+        "gap before the first key"
+    );
+    assert_eq!(
+        probe(&w, &r, "e", false),
+        MMXA_ELOCKTIMEOUT,
+        "gap up to the next key"
+    );
+    assert_eq!(
+        probe(&w, &r, "f", false),
+        MMXA_OK,
+        "the key after the range: gap only"
+    );
+    assert_eq!(probe(&w, &r, "g", false), MMXA_OK, "beyond the next key");
+    assert_eq!(probe(&w, &r, "a", false), MMXA_OK, "before the gap");
+    assert_eq!(
+        probe(&w, &r, "b", true),
+        MMXA_OK,
+        "the key before the range"
+    );
+    // A reader that creates an entry for an absent key in the range splits the gap: the
+    // scanner keeps it covered.
+    let r2 = r.clone();
+    assert_eq!(
+        w.run(move || {
+            begin(&r2);
+            let got = r2.get(b"cz");
+            let _ = mmxa_txn_rollback(r2.rmid);
+            got
+        }),
+        Ok(None)
+    );
+    assert_eq!(
+        probe(&w, &r, "cz", false),
+        MMXA_ELOCKTIMEOUT,
+        "after the gap was split"
+    );
+    // The scanner sees the same range again.
+    assert_eq!(r.scan_keys(Some("c"), Some("e"), 0), keys(&["c", "d"]));
+    check("xa_end", r.end(&x, TMSUCCESS), XA_OK);
+    // Read-only: prepare answers XA_RDONLY and releases everything.
+    check("xa_prepare", r.prepare(&x), XA_RDONLY);
+    assert_eq!(probe(&w, &r, "cc", false), MMXA_OK);
+    assert_eq!(probe(&w, &r, "e", false), MMXA_OK);
+    r.close_ok();
+}
+
+#[test]
+fn a_reverse_scan_and_a_scan_to_the_end_lock_their_gaps_too() {
+    let (_dir, r, w) = gap_store("lock_timeout_ms=200");
+    begin(&r);
+    assert_eq!(
+        r.scan_keys(Some("c"), Some("e"), MMXA_SCAN_REVERSE),
+        keys(&["d", "c"])
+    );
+    assert_eq!(probe(&w, &r, "cc", false), MMXA_ELOCKTIMEOUT);
+    assert_eq!(probe(&w, &r, "e", false), MMXA_ELOCKTIMEOUT);
+    assert_eq!(probe(&w, &r, "g", false), MMXA_OK);
+    check("rollback", mmxa_txn_rollback(r.rmid), MMXA_OK);
+    // A scan to the end locks the gap after the last key.
+    begin(&r);
+    assert_eq!(r.scan_keys(Some("g"), None, 0), keys(&["h"]));
+    assert_eq!(
+        probe(&w, &r, "z", false),
+        MMXA_ELOCKTIMEOUT,
+        "past the last key"
+    );
+    assert_eq!(probe(&w, &r, "a", false), MMXA_OK);
+    check("rollback", mmxa_txn_rollback(r.rmid), MMXA_OK);
+    begin(&r);
+    assert_eq!(
+        r.scan_keys(None, Some("b"), MMXA_SCAN_HI_INCL | MMXA_SCAN_REVERSE),
+        keys(&["b"])
+    );
+    assert_eq!(
+        probe(&w, &r, "a", false),
+        MMXA_ELOCKTIMEOUT,
+        "before the first key"
+    );
+    check("commit", mmxa_txn_commit(r.rmid), MMXA_OK);
+    assert_eq!(probe(&w, &r, "a", false), MMXA_OK, "released at the end");
+    r.close_ok();
+}
+
+#[test]
+fn under_read_committed_a_scan_locks_nothing() {
+    let (_dir, r, w) = gap_store("isolation=read_committed;lock_timeout_ms=200");
+    begin(&r);
+    assert_eq!(r.scan_keys(Some("c"), Some("e"), 0), keys(&["c", "d"]));
+    assert_eq!(probe(&w, &r, "cc", false), MMXA_OK);
+    assert_eq!(probe(&w, &r, "c", true), MMXA_OK);
+    let r2 = r.clone();
+    w.run(move || r2.put_ok("cc", "phantom"));
+    // The phantom appears in the same transaction's next scan: allowed at this level.
+    assert_eq!(
+        r.scan_keys(Some("c"), Some("e"), 0),
+        keys(&["c", "cc", "d"])
+    );
+    commit(&r);
+    r.close_ok();
+}
+
+/// Two transactions each count the keys under a prefix and, seeing none, insert one: the
+/// scan-count-insert race. Returns how many of them committed.
+fn count_then_insert_race(extra: &str) -> (usize, Vec<String>) {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), extra);
+    r.open_ok();
+    r.put_ok("other", "x");
+    let barrier = Arc::new(Barrier::new(2));
+    let workers: Vec<Worker> = ["a", "b"].iter().map(|n| Worker::new(n)).collect();
+    let pending: Vec<_> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let (r, barrier) = (r.clone(), barrier.clone());
+            w.submit(move || {
+                r.open_ok();
+                begin(&r);
+                let n = r.scan_keys(Some("slot/"), None, MMXA_SCAN_PREFIX).len();
+                barrier.wait();
+                let mut ok = n == 0;
+                if ok {
+                    let rc = r.put(format!("slot/{i}").as_bytes(), b"taken");
+                    ok = rc == MMXA_OK;
+                    if !ok {
+                        assert!(
+                            rc == MMXA_EDEADLOCK || rc == MMXA_ELOCKTIMEOUT,
+                            "insert: {rc} ({})",
+                            last_error()
+                        );
+                    }
+                }
+                let committed = ok && mmxa_txn_commit(r.rmid) == MMXA_OK;
+                if !committed {
+                    let _ = mmxa_txn_rollback(r.rmid);
+                }
+                r.close_ok();
+                committed
+            })
+        })
+        .collect();
+    let committed = pending
+        .into_iter()
+        .filter(|_| true)
+        .map(|p| p.wait())
+        .filter(|&c| c)
+        .count();
+    let slots = r.scan_keys(Some("slot/"), None, MMXA_SCAN_PREFIX);
+    r.close_ok();
+    (committed, slots)
+}
+
+#[test]
+fn the_scan_count_insert_race_lets_one_through_under_serializable_only() {
+    let (committed, slots) = count_then_insert_race("lock_timeout_ms=10000");
+    assert_eq!(committed, 1, "one of the two commits, the other fails");
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    let (committed, slots) = count_then_insert_race("isolation=read_committed");
+    assert_eq!(committed, 2, "read committed lets both through");
+    assert_eq!(slots.len(), 2, "the anomaly: {slots:?}");
+}
+
+#[test]
+fn scans_in_branches_always_count_the_same_while_writers_move_keys() {
+    const KEYS: usize = 20;
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "lock_timeout_ms=10000");
+    r.open_ok();
+    for i in 0..KEYS {
+        r.put_ok(&format!("m/{:04}", i * 50), "0");
+    }
+    r.put_ok("m0", "after the range");
+    r.put_ok("l", "before the range");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let moves = Arc::new(AtomicU64::new(0));
+    let scans = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..2u64 {
+        let (r, stop, moves) = (r.clone(), stop.clone(), moves.clone());
+        threads.push(std::thread::spawn(move || {
+            r.open_ok();
+            let mut g = rng::Rng::new(0xabc + t);
+            while !stop.load(Ordering::Relaxed) {
+                // Move one key of the range elsewhere in it: delete it, insert another.
+                begin(&r);
+                let all = match r.scan(Some(b"m/"), None, MMXA_SCAN_PREFIX) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        let _ = mmxa_txn_rollback(r.rmid);
+                        continue;
+                    }
+                };
+                let from = all[g.below(all.len() as u64) as usize].0.clone();
+                let to = format!("m/{:04}", g.below(1000)).into_bytes();
+                let ok = all.iter().all(|(k, _)| *k != to)
+                    && r.delete(&from) == MMXA_OK
+                    && r.put(&to, b"1") == MMXA_OK
+                    && mmxa_txn_commit(r.rmid) == MMXA_OK;
+                if ok {
+                    moves.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let _ = mmxa_txn_rollback(r.rmid);
+                }
+            }
+            r.close_ok();
+        }));
+    }
+    for t in 0..2u64 {
+        let (r, stop, scans) = (r.clone(), stop.clone(), scans.clone());
+        threads.push(std::thread::spawn(move || {
+            r.open_ok();
+            let mut n = 0;
+            while n < 150 {
+                begin(&r);
+                let flags = if t == 0 { 0 } else { MMXA_SCAN_REVERSE };
+                match r.scan(Some(b"m/"), None, flags | MMXA_SCAN_PREFIX) {
+                    Ok(v) => {
+                        assert_eq!(v.len(), KEYS, "a scan counted {} keys", v.len());
+                        assert!(v.iter().all(|(k, _)| k.starts_with(b"m/")));
+                        if mmxa_txn_commit(r.rmid) == MMXA_OK {
+                            n += 1;
+                            scans.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(rc) => {
+                        assert!(
+                            rc == MMXA_EDEADLOCK || rc == MMXA_ELOCKTIMEOUT,
+                            "scan: {rc}"
+                        );
+                        let _ = mmxa_txn_rollback(r.rmid);
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            r.close_ok();
+        }));
+    }
+    for t in threads {
+        t.join().expect("thread");
+    }
+    eprintln!(
+        "{} scans, {} moves",
+        scans.load(Ordering::Relaxed),
+        moves.load(Ordering::Relaxed)
+    );
+    assert_eq!(r.scan_keys(Some("m/"), None, MMXA_SCAN_PREFIX).len(), KEYS);
+    r.close_ok();
+}
+
+#[test]
+fn a_cursor_works_only_in_its_branch_and_buffers_too_small_keep_the_entry() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    let other = Worker::new("other");
+    r.open_ok();
+    r.put_ok("a", "1");
+    r.put_ok("b", "22");
+    {
+        let r = r.clone();
+        other.run(move || r.open_ok());
+    }
+    let x = fresh_xid();
+    check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
+    let mut c = 0u64;
+    // SAFETY: NULL bounds with length 0; `c` is writable.
+    let rc =
+        unsafe { mmxa_cursor_open(r.rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c) };
+    check("mmxa_cursor_open", rc, MMXA_OK);
+    assert_ne!(c, 0);
+    let next = |c: u64, kcap: usize, vcap: usize| -> (i32, usize, usize, Vec<u8>) {
+        let (mut k, mut v) = (vec![0u8; kcap], vec![0u8; vcap]);
+        let (mut kl, mut vl) = (0usize, 0usize);
+        // SAFETY: the buffers hold their capacities; the lengths are writable.
+        let rc = unsafe {
+            mmxa_cursor_next(
+                c,
+                k.as_mut_ptr().cast(),
+                kcap,
+                &mut kl,
+                v.as_mut_ptr().cast(),
+                vcap,
+                &mut vl,
+            )
+        };
+        (rc, kl, vl, k)
+    };
+    let (rc, kl, vl, _) = next(c, 1, 1);
+    assert_eq!((rc, kl, vl), (MMXA_OK, 1, 1));
+    let (rc, kl, vl, _) = next(c, 1, 1);
+    assert_eq!((rc, kl, vl), (MMXA_EBUFSIZE, 1, 2), "value too small");
+    let (rc, kl, vl, _) = next(c, 0, 8);
+    assert_eq!(
+        (rc, kl, vl),
+        (MMXA_EBUFSIZE, 1, 2),
+        "key too small; still the same entry"
+    );
+    // Another thread is not in the branch.
+    let got = other.run(move || next(c, 8, 8).0);
+    assert_eq!(got, MMXA_EPROTO);
+    let (rc, kl, vl, k) = next(c, 8, 8);
+    assert_eq!((rc, kl, vl, &k[..1]), (MMXA_OK, 1, 2, &b"b"[..]));
+    assert_eq!(next(c, 8, 8).0, MMXA_NOTFOUND);
+    // Once the thread has ended its association, the cursor may not read in the branch.
+    check("xa_end", r.end(&x, TMSUCCESS), XA_OK);
+    assert_eq!(next(c, 8, 8).0, MMXA_EPROTO, "{}", last_error());
+    check("close", mmxa_cursor_close(c), MMXA_OK);
+    check("close again", mmxa_cursor_close(c), MMXA_EINVAL);
+    assert_eq!(next(c, 8, 8).0, MMXA_EINVAL);
+    assert_eq!(next(0, 8, 8).0, MMXA_EINVAL);
+    check("xa_commit", r.commit(&x, TMONEPHASE), XA_OK);
+    // A cursor over committed data serves any thread that has the store open.
+    // SAFETY: as above.
+    let rc =
+        unsafe { mmxa_cursor_open(r.rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c) };
+    check("mmxa_cursor_open", rc, MMXA_OK);
+    assert_eq!(next(c, 8, 8).0, MMXA_OK);
+    assert_eq!(other.run(move || next(c, 8, 8)).3[..1], b"b"[..]);
+    check("close", mmxa_cursor_close(c), MMXA_OK);
+    // A cursor opened in a local transaction reads on after it is promoted.
+    begin(&r);
+    r.put_ok("c", "3");
+    // SAFETY: as above.
+    let rc =
+        unsafe { mmxa_cursor_open(r.rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c) };
+    check("mmxa_cursor_open", rc, MMXA_OK);
+    assert_eq!(next(c, 8, 8).0, MMXA_OK);
+    let y = fresh_xid();
+    // SAFETY: a valid XID on our stack.
+    check("promote", unsafe { mmxa_txn_promote(r.rmid, &y) }, XA_OK);
+    let (rc, _, _, k) = next(c, 8, 8);
+    assert_eq!((rc, &k[..1]), (MMXA_OK, &b"b"[..]));
+    let (rc, _, _, k) = next(c, 8, 8);
+    assert_eq!((rc, &k[..1]), (MMXA_OK, &b"c"[..]), "its own write");
+    check("close", mmxa_cursor_close(c), MMXA_OK);
+    check("xa_end", r.end(&y, TMSUCCESS), XA_OK);
+    check("xa_commit", r.commit(&y, TMONEPHASE), XA_OK);
+    let r2 = r.clone();
+    other.run(move || r2.close_ok());
+    r.close_ok();
+    // A closed store: the cursor's rmid is not open.
+    r.open_ok();
+    // SAFETY: as above.
+    let rc =
+        unsafe { mmxa_cursor_open(r.rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c) };
+    check("mmxa_cursor_open", rc, MMXA_OK);
+    r.close_ok();
+    assert_eq!(next(c, 8, 8).0, MMXA_ENOTOPEN);
+    check("close", mmxa_cursor_close(c), MMXA_OK);
+}
+
+#[test]
+fn bad_arguments_are_refused_without_harm() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    r.put_ok("a", "1");
+    let mut c = 0u64;
+    let k = b"k";
+    // SAFETY: every pointer is NULL or valid for its length; `c` is writable.
+    unsafe {
+        let null = std::ptr::null();
+        assert_eq!(
+            mmxa_cursor_open(r.rmid, null, 0, null, 0, 0, std::ptr::null_mut()),
+            MMXA_EINVAL
+        );
+        assert_eq!(
+            mmxa_cursor_open(r.rmid, null, 3, null, 0, 0, &mut c),
+            MMXA_EINVAL
+        );
+        assert_eq!(
+            mmxa_cursor_open(r.rmid, null, 0, null, 3, 0, &mut c),
+            MMXA_EINVAL
+        );
+        assert_eq!(
+            mmxa_cursor_open(r.rmid, null, 0, null, 0, 0x100, &mut c),
+            MMXA_EINVAL
+        );
+        assert_eq!(
+            mmxa_cursor_open(
+                r.rmid,
+                k.as_ptr().cast(),
+                1,
+                k.as_ptr().cast(),
+                1,
+                MMXA_SCAN_PREFIX,
+                &mut c
+            ),
+            MMXA_EINVAL
+        );
+        let big = vec![b'x'; MMXA_MAX_KEY + 1];
+        assert_eq!(
+            mmxa_cursor_open(r.rmid, big.as_ptr().cast(), big.len(), null, 0, 0, &mut c),
+            MMXA_ETOOBIG
+        );
+        assert_eq!(
+            mmxa_cursor_open(r.rmid + 1000, null, 0, null, 0, 0, &mut c),
+            MMXA_ENOTOPEN
+        );
+        assert_eq!(c, 0, "nothing written on an error");
+        assert_eq!(
+            mmxa_cursor_open(r.rmid, null, 0, null, 0, 0, &mut c),
+            MMXA_OK
+        );
+        let mut n = 0usize;
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            mmxa_cursor_next(
+                c,
+                buf.as_mut_ptr().cast(),
+                8,
+                std::ptr::null_mut(),
+                buf.as_mut_ptr().cast(),
+                8,
+                &mut n
+            ),
+            MMXA_EINVAL
+        );
+        assert_eq!(
+            mmxa_cursor_next(
+                c,
+                std::ptr::null_mut(),
+                8,
+                &mut n,
+                buf.as_mut_ptr().cast(),
+                8,
+                &mut n
+            ),
+            MMXA_EINVAL
+        );
+        let (mut kl, mut vl) = (0usize, 0usize);
+        assert_eq!(
+            mmxa_cursor_next(
+                c,
+                buf.as_mut_ptr().cast(),
+                8,
+                &mut kl,
+                buf.as_mut_ptr().cast(),
+                8,
+                &mut vl
+            ),
+            MMXA_OK,
+            "the entry survived the refused calls"
+        );
+        assert_eq!((kl, vl), (1, 1));
+        assert_eq!(mmxa_cursor_close(c), MMXA_OK);
+    }
+    r.close_ok();
+}
+
+#[test]
+fn a_thousand_open_cursors_and_a_long_range_in_one_branch() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    begin(&r);
+    for i in 0..3000 {
+        r.put_ok(&format!("k{i:05}"), "v");
+    }
+    commit(&r);
+    // Many batches of locks in one branch.
+    begin(&r);
+    assert_eq!(r.scan_keys(None, None, 0).len(), 3000);
+    assert_eq!(r.scan_keys(None, None, MMXA_SCAN_REVERSE).len(), 3000);
+    commit(&r);
+    let mut ids = Vec::new();
+    for _ in 0..1000 {
+        let mut c = 0u64;
+        // SAFETY: NULL bounds with length 0; `c` is writable.
+        let rc = unsafe {
+            mmxa_cursor_open(r.rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c)
+        };
+        check("open", rc, MMXA_OK);
+        ids.push(c);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "distinct cursor numbers");
+    for c in ids {
+        check("close", mmxa_cursor_close(c), MMXA_OK);
+    }
+    r.close_ok();
+}
