@@ -2,8 +2,10 @@
 //!
 //! Owns: the allocator state in the header and the block headers. Blocks tile the heap from
 //! [`HEAP_OFF`] to `top` exactly, each with a 16-byte header in front of the offset handed out;
-//! above `top` nothing is allocated (the bytes there are garbage). Small blocks come in 18 size
-//! classes of payload 16 B << c (16 B to 2 MiB); larger ones are whole pages. Freed blocks go
+//! above `top` nothing is allocated (the bytes there are garbage). Small blocks come in 42 size
+//! classes (see [`class_payload`]): payloads of 16 B to 256 B in steps of 16 (key entries and
+//! branch records live there, and a power-of-two step would waste up to half of each), then two
+//! per doubling (× 1.5, × 2) up to 2 MiB; larger ones are whole pages. Freed blocks go
 //! on a free list per class (LIFO) or the large list (first fit within 2x, no splitting or
 //! coalescing); otherwise blocks are cut from `top`, growing the region when needed. Every
 //! metadata change is journaled (the figures are counted in the section and written once at
@@ -20,15 +22,14 @@
 //! | 24 | 8 | bytes in free-listed blocks (headers included) |
 //! | 32 | 8 | free-listed blocks |
 //! | 40 | 8 | head of the large free list: a payload offset, 0 = empty |
-//! | 48 | 144 | heads of the 18 class free lists, class 0 first |
-//! | 192 | 192 | zero |
+//! | 48 | 336 | heads of the 42 class free lists, class 0 first |
 //!
 //! # Block header (16 bytes before the payload offset)
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `0xB10C` |
 //! | 2 | 1 | state: 1 allocated, 2 free |
-//! | 3 | 1 | class 0..=17 (block length 16 + 16 << class), or 255: large |
+//! | 3 | 1 | class 0..=41 (block length 16 + [`class_payload`]), or 255: large |
 //! | 4 | 4 | large: block length in 4 KiB pages (header included); small: 0 |
 //! | 8 | 8 | free: the next free block's payload offset (0 = end); allocated: 0 |
 
@@ -47,9 +48,11 @@ const FREE_BLOCKS: u64 = ALLOC_OFF + 32;
 const LARGE_HEAD: u64 = ALLOC_OFF + 40;
 const HEADS: u64 = ALLOC_OFF + 48;
 /// Number of small size classes.
-pub const CLASSES: usize = 18;
-/// The largest payload of a small block (class 17).
-pub const MAX_SMALL: u64 = 16 << (CLASSES - 1);
+pub const CLASSES: usize = 42;
+/// The largest payload of a small block (the last class).
+pub const MAX_SMALL: u64 = class_payload(CLASSES as u8 - 1);
+/// Classes in steps of 16 bytes.
+const FINE: u8 = 16;
 const LARGE: u8 = 255;
 const MAGIC: u64 = 0xB10C;
 const ALLOCATED: u8 = 1;
@@ -58,8 +61,9 @@ const FREE: u8 = 2;
 pub const BLOCK_HEADER: u64 = 16;
 
 const _: () = {
-    assert!(HEADS + 8 * CLASSES as u64 <= ALLOC_OFF + 192);
+    assert!(HEADS + 8 * CLASSES as u64 <= ALLOC_OFF + ALLOC_AREA);
     assert!(MAX_SMALL == 2 << 20);
+    assert!(class_payload(FINE - 1) == 256 && class_payload(FINE) == 384);
 };
 
 /// Allocator figures, for `mmxa status`.
@@ -89,8 +93,24 @@ struct Header {
     len: u64,
 }
 
+/// The payload of a small block of `class`: 16 × (class + 1) up to 256 B, then 384, 512, 768,
+/// 1024, … (× 1.5 and × 2 in turn) up to 2 MiB. Every one is a multiple of 16, so blocks stay
+/// 16-aligned.
+const fn class_payload(class: u8) -> u64 {
+    if class < FINE {
+        16 * (class as u64 + 1)
+    } else {
+        let j = (class - FINE) as u64;
+        if j % 2 == 0 {
+            3 << (7 + j / 2)
+        } else {
+            1 << (9 + j / 2)
+        }
+    }
+}
+
 fn small_len(class: u8) -> u64 {
-    BLOCK_HEADER + (16u64 << class)
+    BLOCK_HEADER + class_payload(class)
 }
 
 fn word0(state: u8, class: u8, pages: u32) -> u64 {
@@ -124,8 +144,15 @@ fn decode(off: Off, w: u64) -> Result<Header, Error> {
 /// The class (or large) and block length for a payload of `len` bytes.
 fn size_for(len: u64) -> Result<(u8, u64), Error> {
     if len <= MAX_SMALL {
-        let c = len.max(16).next_power_of_two().trailing_zeros() - 4;
-        Ok((c as u8, small_len(c as u8)))
+        let mut c = if len <= 256 {
+            (len.max(1) - 1) / 16
+        } else {
+            FINE as u64
+        } as u8;
+        while class_payload(c) < len {
+            c += 1;
+        }
+        Ok((c, small_len(c)))
     } else {
         let blen = len
             .checked_add(BLOCK_HEADER + PAGE - 1)

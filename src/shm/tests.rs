@@ -511,7 +511,13 @@ fn shm_allocator_sizes_reuse_and_deferred_free() {
     assert_eq!(class_len(0), 32);
     assert_eq!(class_len(16), 32);
     assert_eq!(class_len(17), 48);
+    assert_eq!(class_len(100), 16 + 112);
+    assert_eq!(class_len(256), 16 + 256);
+    assert_eq!(class_len(257), 16 + 384);
+    assert_eq!(class_len(385), 16 + 512);
+    assert_eq!(class_len(600), 16 + 768);
     assert_eq!(class_len(1000), 16 + 1024);
+    assert_eq!(class_len(1025), 16 + 1536);
     assert_eq!(class_len(MAX_SMALL), 16 + MAX_SMALL);
     assert_eq!(class_len(MAX_SMALL + 1), MAX_SMALL + 4096);
     let r = anon();
@@ -554,7 +560,7 @@ fn shm_allocator_sizes_reuse_and_deferred_free() {
         48 + (3 << 20) + 4096,
         "block lengths include headers"
     );
-    assert_eq!(u.free_bytes, 48 + 144);
+    assert_eq!(u.free_bytes, 48 + 128);
 }
 
 #[test]
