@@ -8,10 +8,13 @@
 //!   branch scanned waits for that branch; the scan-count-insert race lets one branch through;
 //!   under `read_committed` both go through (the anomaly is allowed there); scans in branches
 //!   always count the same number of keys while writers move keys in and out of the range;
-//! - the protocol: buffers too small, a cursor used outside its branch, unknown cursors.
+//! - the protocol: buffers too small, a cursor used outside its branch, unknown cursors;
+//! - a process dying inside a section that links a key into the key order, or at random, leaves
+//!   the order whole (repaired from the journal by the processes that go on).
 
 mod ffi_common;
 mod rng;
+mod shell;
 
 use ffi_common::{check, last_error, xid, Rm, Worker};
 use mmxa::ffi::abi::Xid;
@@ -19,10 +22,12 @@ use mmxa::ffi::cursor::*;
 use mmxa::ffi::txn::*;
 use mmxa::status::*;
 use mmxa::xa::*;
-use std::collections::BTreeMap;
+use shell::Shell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 static NEXT_RMID: AtomicI32 = AtomicI32::new(1);
 
@@ -850,4 +855,159 @@ fn a_thousand_open_cursors_and_a_long_range_in_one_branch() {
         check("close", mmxa_cursor_close(c), MMXA_OK);
     }
     r.close_ok();
+}
+
+/// The key order seen by `r` after a crash: forwards it is strictly increasing and is the
+/// reverse scan reversed, every key reads back the same by a point read, and the keys are
+/// `want` (give or take `either`, a key whose write was in flight).
+fn check_order(r: &Rm, want: &BTreeSet<String>, either: Option<&str>, ctx: &str) {
+    let fwd = r.scan(None, None, 0).expect("scan");
+    let mut rev = r.scan(None, None, MMXA_SCAN_REVERSE).expect("reverse scan");
+    rev.reverse();
+    assert_eq!(fwd, rev, "{ctx}: forwards and backwards differ");
+    assert!(
+        fwd.windows(2).all(|w| w[0].0 < w[1].0),
+        "{ctx}: not in order"
+    );
+    for (k, v) in &fwd {
+        assert_eq!(r.get(k), Ok(Some(v.clone())), "{ctx}: point read of {k:?}");
+    }
+    let got: BTreeSet<String> = fwd
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .filter(|k| Some(k.as_str()) != either)
+        .collect();
+    let want: BTreeSet<String> = want
+        .iter()
+        .filter(|k| Some(k.as_str()) != either)
+        .cloned()
+        .collect();
+    assert_eq!(got, want, "{ctx}: keys");
+}
+
+/// A process that inserts and deletes keys (so entries are linked into and out of the key
+/// order) dies: at a crash point inside the section that links a new key (its 1st, 2nd, 9th,
+/// 40th pass), or by SIGKILL at a random moment. The store stays open in the test process
+/// meanwhile, so the next section repairs the shared state from the journal rather than
+/// rebuilding it; the key order must be whole and hold exactly the acknowledged writes.
+#[test]
+fn a_process_dying_while_it_changes_the_key_order_leaves_it_whole() {
+    const T: &str = "a_process_dying_while_it_changes_the_key_order_leaves_it_whole";
+    shell::shell_if_child();
+    let seed = std::env::var("MMXA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0dd_5eed_u64);
+    eprintln!("seed {seed} (MMXA_TEST_SEED to replay)");
+    let mut g = rng::Rng::new(seed);
+    let cases: Vec<Option<u64>> = [Some(1), Some(2), Some(9), Some(40)]
+        .into_iter()
+        .chain(std::iter::repeat_n(None, 12))
+        .collect();
+    let (mut killed_at_point, mut acked) = (0, 0);
+    for (round, case) in cases.into_iter().enumerate() {
+        let dir = ffi_common::private_dir();
+        let info = shell::open_string(dir.path(), "");
+        let r = Rm {
+            rmid: NEXT_RMID.fetch_add(1, Ordering::Relaxed),
+            info: info.clone(),
+        };
+        r.open_ok();
+        let mut present = BTreeSet::new();
+        for i in (0..200).step_by(2) {
+            let k = format!("k{:06}", i * 5000);
+            r.put_ok(&k, "base");
+            present.insert(k);
+        }
+        // Two inserts of fresh keys for every delete of a present one.
+        let mut model = present.clone();
+        let ops: Vec<(bool, String)> = (0..300)
+            .map(|j| {
+                if j % 3 == 2 && !model.is_empty() {
+                    let v: Vec<&String> = model.iter().collect();
+                    let k = v[g.below(v.len() as u64) as usize].clone();
+                    model.remove(&k);
+                    (false, k)
+                } else {
+                    let k = format!("k{:06}x", g.below(1_000_000));
+                    model.insert(k.clone());
+                    (true, k)
+                }
+            })
+            .collect();
+        let env = case.map(|n| format!("rm.lock_in_section:{n}"));
+        let env: Vec<(&str, &str)> = env.iter().map(|v| (mmxa::crash::ENV, v.as_str())).collect();
+        let mut child = Shell::spawn_env(T, "churn", &env);
+        child.rc(&format!("open 1 {info}"), XA_OK);
+        let cmd = |(insert, k): &(bool, String)| {
+            if *insert {
+                format!("put 1 {k} v")
+            } else {
+                format!("del 1 {k}")
+            }
+        };
+        let mut answers = Vec::new();
+        if case.is_some() {
+            for op in &ops {
+                child.send(&cmd(op));
+                match child.recv_or_exit() {
+                    Some(a) => answers.push(a),
+                    None => break,
+                }
+            }
+            assert!(
+                answers.len() < ops.len(),
+                "round {round}: the crash point was reached"
+            );
+            killed_at_point += 1;
+        } else {
+            for op in &ops {
+                child.send(&cmd(op));
+            }
+            std::thread::sleep(Duration::from_millis(g.range(1, 40)));
+            child.sigkill();
+            answers = child.rest();
+        }
+        let _ = child.finish();
+        // Every answered write is in the store; the one in flight may or may not be.
+        let mut want = present.clone();
+        for ((insert, k), a) in ops.iter().zip(&answers) {
+            let rc: i32 = a.parse().unwrap_or(i32::MIN);
+            if *insert {
+                assert_eq!(rc, MMXA_OK, "round {round}: put {k}");
+                want.insert(k.clone());
+            } else {
+                assert!(
+                    rc == MMXA_OK || rc == MMXA_NOTFOUND,
+                    "round {round}: del {k}: {rc}"
+                );
+                want.remove(k);
+            }
+        }
+        acked += answers.len();
+        let either = ops.get(answers.len()).map(|(_, k)| k.as_str());
+        if let Some(k) = either {
+            // The dead process may hold that key with a logged write; a lock on it waits until
+            // the reaper finished or dropped that write, so the key stays as it is from here.
+            begin(&r);
+            assert!(r.get_for_update(k.as_bytes()).is_ok(), "{}", last_error());
+            check("rollback", mmxa_txn_rollback(r.rmid), MMXA_OK);
+        }
+        let ctx = format!("round {round} ({case:?}), {} answered", answers.len());
+        check_order(&r, &want, either, &ctx);
+        // The repaired order takes more changes.
+        let mut want: BTreeSet<String> = r.scan_keys(None, None, 0).into_iter().collect();
+        for _ in 0..40 {
+            let k = format!("k{:06}y", g.below(1_000_000));
+            r.put_ok(&k, "after");
+            want.insert(k);
+        }
+        for k in want.iter().step_by(3).cloned().collect::<Vec<_>>() {
+            check("delete", r.delete(k.as_bytes()), MMXA_OK);
+            want.remove(&k);
+        }
+        check_order(&r, &want, None, &format!("{ctx}, then more changes"));
+        r.close_ok();
+    }
+    eprintln!("{killed_at_point} deaths at the crash point, {acked} acknowledged writes checked");
 }
