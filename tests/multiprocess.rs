@@ -1960,6 +1960,53 @@ fn a_stopped_process_delays_only_the_keys_it_holds() {
 /// until the reader's branch ends, and a write blocks a reader likewise: with a short timeout
 /// the blocked request times out, with a long one it goes on when the other branch ends (the
 /// reader then sees the value committed).
+/// A range scanned in one process (serializable) takes no phantom from another until the
+/// scanner prepares; a scanner killed with its gap locks loses them to the reaper.
+#[test]
+fn a_range_scanned_in_one_process_takes_no_phantom_from_another() {
+    const T: &str = "a_range_scanned_in_one_process_takes_no_phantom_from_another";
+    serve();
+    let tmp = private_dir();
+    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
+    let mut p = open_all(T, &info, &["scanner", "writer"]);
+    for k in ["b", "d", "f"] {
+        p[0].rc(&format!("put 1 {k} 0"), MMXA_OK);
+    }
+    p[0].rc("start 1 s 0", XA_OK);
+    assert_eq!(p[0].run("scan 1 b e 0"), "0 b,d");
+    p[1].rc("start 1 w 0", XA_OK);
+    p[1].send("put 1 c phantom");
+    p[0].await_waits(1, 1);
+    assert_eq!(
+        p[0].run("scan 1 b e 0"),
+        "0 b,d",
+        "no phantom in the same branch"
+    );
+    p[0].rc(&format!("end 1 s {TMSUCCESS}"), XA_OK);
+    p[0].rc("prepare 1 s", XA_RDONLY);
+    assert_eq!(
+        p[1].recv_within(PROMPT, "the insert waiting for the scan"),
+        MMXA_OK.to_string()
+    );
+    p[1].rc(&format!("end 1 w {TMSUCCESS}"), XA_OK);
+    p[1].rc(&format!("commit 1 w {TMONEPHASE}"), XA_OK);
+    // A scanner that dies holding its locks: the insert goes on once it is reaped.
+    p[0].rc("txn_begin 1", MMXA_OK);
+    assert_eq!(
+        p[0].run("scan 1 - - 8"),
+        "0 b,c,d,f",
+        "prefix of nothing: every key"
+    );
+    p[1].send("put 1 e late");
+    p[0].await_waits(1, 1);
+    p[0].sigkill();
+    assert_eq!(
+        p[1].recv_within(PROMPT, "the insert after the scanner died"),
+        MMXA_OK.to_string()
+    );
+    assert_eq!(p[1].run("scan 1 - - 1"), "0 f,e,d,c,b");
+}
+
 #[test]
 fn a_read_lock_in_one_process_blocks_a_writer_in_another() {
     const T: &str = "a_read_lock_in_one_process_blocks_a_writer_in_another";

@@ -196,6 +196,24 @@ fn command(line: &str, infos: &mut BTreeMap<i32, String>, extra: Option<Extra>) 
             r.put(key.as_bytes(), value.as_bytes()).to_string()
         }
         "del" => r.delete(w.next().unwrap_or("").as_bytes()).to_string(),
+        // scan RMID LO HI FLAGS ("-" for an open bound): "0 k1,k2,..." or the error code.
+        "scan" => {
+            fn bound(s: Option<&str>) -> Option<&[u8]> {
+                s.filter(|s| *s != "-").map(str::as_bytes)
+            }
+            let (lo, hi) = (bound(w.next()), bound(w.next()));
+            let flags = w.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+            match r.scan(lo, hi, flags) {
+                Ok(v) => {
+                    let keys: Vec<String> = v
+                        .iter()
+                        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                        .collect();
+                    format!("0 {}", keys.join(","))
+                }
+                Err(rc) => rc.to_string(),
+            }
+        }
         "savepoint" => {
             let mut id = 0u64;
             // SAFETY: a live, writable u64.
