@@ -28,7 +28,8 @@
  *   - the same once more in a second process: an idle first process (this program run again
  *     with --hold) opens the store first and keeps it open, doing nothing (blocked in read on a
  *     pipe), while this process opens the same store and runs the point; the table gives both
- *     CPU figures per branch, their ratio, and the CPU the idle process used meanwhile.
+ *     CPU figures per branch, their ratio, and the CPU the idle process used meanwhile;
+ *   - the scan points (below), cursors over a pre-loaded store, in a table of their own.
  *
  * The multi-process point: P processes x T threads (BENCH_MP, default 4x8), durable 2PC, one put
  * per branch, every thread its own keys and XIDs, for each RM on one store:
@@ -99,6 +100,49 @@
  *     value must carry exactly that many version increments (a lost update leaves it lower, a
  *     write of a rolled-back attempt higher) and BDB must hold exactly 100,000 keys.
  *
+ * The scan points: for each RM one fresh store, pre-loaded with 1,000,000 keys ("s" and 15
+ * decimal digits, so key order is numeric order; 100-byte values that begin with their key) put
+ * in a permuted order (step i writes key i * 999983 mod 1,000,000), so neither store receives
+ * its keys in key order. The load is not measured: mmxa in local transactions (mmxa_txn_begin,
+ * mmxa_txn_commit) of 1,000 puts with its default sync=msync (a commit of 5,000 puts of this size
+ * fails: its shared-state section exceeds the 1 MiB journal); BDB in 1PC XA branches of 1,000
+ * puts, then a checkpoint (its pages written to the database file); then the file system is
+ * synced. BDB's cache for this store is 512 MiB, more than its database (about 216 MiB), so
+ * neither RM reads from the disk. Then, on the loaded store:
+ *   - iterate: full iterations in key order, outside any transaction, each timed (keys/s and
+ *     wall-clock µs per key; CPU time printed too); three in a row, the median is reported and
+ *     the three rates printed (one iteration lasts well under a second, so one run of another
+ *     program moves a single figure a lot). mmxa: mmxa_cursor_open with no bounds, then
+ *     mmxa_cursor_next until MMXA_NOTFOUND. BDB: DB->cursor with a NULL txn outside any branch,
+ *     its cheapest read (no transaction, a read lock only on the page the cursor is on;
+ *     DB_READ_UNCOMMITTED still requests a lock per page and needs the database opened for it),
+ *     then DBC->get(DB_NEXT) until DB_NOTFOUND. Both copy every key and value into the caller's
+ *     buffers (BDB: DB_DBT_USERMEM);
+ *   - range reads: 10,000 reads of 100 keys, at 1 thread, then at 8 threads (1,250 each, each
+ *     thread its own xorshift for the start keys), each read in its own branch: a new XID,
+ *     xa_start, a cursor from a random existing key (uniform over the keys with at least 99
+ *     after them), 100 keys read, the cursor closed, xa_end(TMSUCCESS), xa_commit(TMONEPHASE).
+ *     mmxa: mmxa_cursor_open(lo = the start key, inclusive; no upper bound) and 100
+ *     mmxa_cursor_next, with the default isolation=serializable, so the reads lock the keys
+ *     and the gaps they cover. BDB: DB->cursor with a NULL txn inside the branch, which in an
+ *     XA environment belongs to the thread's XA transaction (checked at every read: the cursor
+ *     has a transaction; the iteration's cursor has none), DBC->get(DB_SET_RANGE) then DB_NEXT
+ *     99 times, at BDB's default isolation for transactions (degree 3: page read locks held to
+ *     the commit). The BDB rules above hold (xa_* calls under the mutex); the branches write
+ *     nothing, so the TM does not call log_flush (BDB's log syncs per read are printed: 0).
+ *     Reads/s counts from the start of the threads to the end of the last one; µs per read are
+ *     the p50 and p99 from xa_start to the return of xa_commit; the mean time in each call is
+ *     printed below the point;
+ *   - mmxa only, once more at 1 thread, the range read with an upper bound: hi = the key 100
+ *     after the start (exclusive), the cursor read until MMXA_NOTFOUND, which must come after
+ *     exactly 100 keys. Without a bound an mmxa cursor reads ahead in batches of 64 entries, so
+ *     a 100-key read passes (and locks) 128; with it, 100 and the first one past the range. Its
+ *     row compares it with BDB's 1-thread range read (BDB has no upper bound to give).
+ * Every key and value a scan returns is checked inside the timed loop (the same work for both
+ * RMs): the key must be the one expected next in key order, which makes the order and the count
+ * exact (an iteration must return all 1,000,000 keys), and the value must have 100 bytes and
+ * begin with the key. The scan points run a fixed amount of work, not BENCH_SECONDS.
+ *
  * Measurements: a 1-second warm-up of each RM (not reported), then each point, on a fresh store,
  * runs at least BENCH_SECONDS seconds (default 5); within a point mmxa and BDB take turns going
  * first. Stores are closed and the file system synced (syncfs) after each point; the data
@@ -132,12 +176,14 @@
  * Environment: BENCH_SECONDS (default 5), BENCH_DIR (parent of the temporary data directory,
  * default /tmp), BENCH_THREADS (comma-separated thread counts, default 1,8,32; at most 64),
  * BENCH_MP (the multi-process point's PROCSxTHREADS, default 4x8), BENCH_ONLY (comma-separated
- * groups to run, default all: put, mp, rmw, probe, none; for profiling one kind of point).
- * A run measures 31 points of BENCH_SECONDS each (12 put, 2 multi-process, 12 RMW, 3 probe,
- * 2 sync=none) plus about 15 s of warm-up, pre-loading, verification and syncs.
- * Output: progress lines, then a Markdown table (as in docs/performance.md). The machine's load average is
- * printed at the start and the end: other work on the machine shows up in the numbers. No
- * timing is a pass/fail criterion; the exit status only reports errors.
+ * groups to run, default all: put, mp, rmw, probe, none, scan; for profiling one kind of point;
+ * BENCH_ONLY=scan runs only the scan points). A run measures 31 points of BENCH_SECONDS each
+ * (12 put, 2 multi-process, 12 RMW, 3 probe, 2 sync=none) plus about 15 s of warm-up,
+ * pre-loading, verification and syncs, then the scan points (about 25 s, mostly loading).
+ * Output: progress lines, then Markdown tables (as in docs/performance.md): the transaction
+ * points, then the scan points. The machine's load average is printed at the start and the end:
+ * other work on the machine shows up in the numbers. No timing is a pass/fail criterion; the
+ * exit status only reports errors.
  */
 #define _GNU_SOURCE
 
@@ -300,6 +346,25 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 static void rm_rf(const char *path)
 {
     nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS);
+}
+
+static uint64_t g_du_bytes;
+
+static int du_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F)
+        g_du_bytes += (uint64_t)sb->st_blocks * 512u;
+    return 0;
+}
+
+/* The disk space a directory's files use (allocated blocks). */
+static uint64_t du_bytes(const char *path)
+{
+    g_du_bytes = 0;
+    nftw(path, du_entry, 32, FTW_PHYS);
+    return g_du_bytes;
 }
 
 /*
@@ -698,6 +763,9 @@ static int rm_check(struct rm *rm, const char *key, const unsigned char *want)
 
 /* ---- opening and closing one RM instance for a point --------------------------------------- */
 
+/* BDB's cache; the scan points' store gets one that holds its whole database. */
+static unsigned long g_bdb_cache_bytes = 134217728ul;
+
 static void write_db_config(const char *home, int threads)
 {
     char path[4200];
@@ -712,7 +780,7 @@ static void write_db_config(const char *home, int threads)
      * DB_TXN_NOSYNC / WRITE_NOSYNC); the log buffer only batches records between flushes.
      */
     fprintf(f,
-            "set_cachesize 0 134217728 1\n"
+            "set_cachesize 0 %lu 1\n"
             "set_lg_bsize 8388608\n"
             "set_lg_max 67108864\n"
             "set_tx_max %d\n"
@@ -721,7 +789,7 @@ static void write_db_config(const char *home, int threads)
             "set_lk_max_objects 200000\n"
             "set_lk_max_lockers 200000\n"
             "set_lk_detect DB_LOCK_DEFAULT\n",
-            4 * threads + 100, 4 * threads + 100);
+            g_bdb_cache_bytes, 4 * threads + 100, 4 * threads + 100);
     if (fclose(f) != 0)
         die("cannot write %s: %s", path, strerror(errno));
 }
@@ -1818,6 +1886,474 @@ static void run_probe(int threads, struct result *res)
     print_mem(&res->mem, NULL, NULL);
 }
 
+/* ---- scan points: cursors over a pre-loaded store -------------------------------------------- */
+
+/*
+ * The scan store: SCAN_KEYS keys "s" + 15 decimal digits (so key order is index order), loaded
+ * in the order idx = i * SCAN_STRIDE mod SCAN_KEYS, a permutation far from key order; each
+ * value is its key followed by 84 bytes that depend on the index.
+ */
+#define SCAN_KEYS 1000000u
+#define SCAN_STRIDE 999983u               /* a prime, so coprime with SCAN_KEYS */
+#define SCAN_LOAD_BATCH 1000u             /* puts per loading transaction (mmxa fails at 5000) */
+#define SCAN_READS 10000u                 /* range reads per range-read point, all threads */
+#define SCAN_RANGE 100u                   /* keys per range read */
+#define SCAN_CACHE_BYTES (512ul << 20)    /* BDB's cache: more than the loaded database */
+#define SCAN_THREAD_POINTS 2
+static const int g_scan_threads[SCAN_THREAD_POINTS] = {1, 8};
+#define SCAN_BOUNDED SCAN_THREAD_POINTS   /* the mmxa-only range-read point with an upper bound */
+#define SCAN_ITERATIONS 3                 /* timed iterations per store; the median is reported */
+
+static void make_scan_key(uint32_t idx, char key[KEY_LEN + 1])
+{
+    snprintf(key, KEY_LEN + 1, "s%015" PRIu32, idx);
+}
+
+static void make_scan_value(uint32_t idx, const char *key, unsigned char val[VALUE_LEN])
+{
+    uint64_t x = ((uint64_t)idx + 1) * 0xD6E8FEB86659FD93ull;
+    memcpy(val, key, KEY_LEN);
+    for (unsigned i = KEY_LEN; i < VALUE_LEN; i++) {
+        x ^= x >> 29;
+        x *= 0xBF58476D1CE4E5B9ull;
+        x ^= x >> 32;
+        val[i] = (unsigned char)('!' + x % 94);
+    }
+}
+
+/* The key after `key` in key order: its 15-digit decimal counter plus one. */
+static inline void scan_key_next(char key[KEY_LEN + 1])
+{
+    for (int i = KEY_LEN - 1; i > 0; i--) {
+        if (key[i] != '9') {
+            key[i]++;
+            return;
+        }
+        key[i] = '0';
+    }
+}
+
+/*
+ * The check of every entry a scan returns, inside the timed loop (it costs both RMs the same):
+ * the key must be `want`, the one expected next in key order (so the order and the count are
+ * exact, not only increasing), and the value 100 bytes starting with the key.
+ */
+static inline void scan_check(const struct rm *rm, const char *what, uint64_t n,
+                              const char *want, const char *key, size_t klen,
+                              const unsigned char *val, size_t vlen)
+{
+    if (klen == KEY_LEN && memcmp(key, want, KEY_LEN) == 0 && vlen == VALUE_LEN &&
+        memcmp(val, want, KEY_LEN) == 0)
+        return;
+    die("%s: entry %" PRIu64 " of the %s is \"%.*s\" (%zu-byte key, %zu-byte value), expected "
+        "\"%s\" with a %u-byte value starting with it", rm->name, n, what,
+        (int)(klen < KEY_LEN ? klen : KEY_LEN), key, klen, vlen, want, VALUE_LEN);
+}
+
+/*
+ * Loads the scan store, before any clock starts. mmxa: local transactions (mmxa_txn_begin,
+ * mmxa_txn_commit) of SCAN_LOAD_BATCH puts, durable (sync=msync); BDB: 1PC XA branches of
+ * SCAN_LOAD_BATCH puts, its log flushed after each. Then the file system is synced (settle).
+ */
+static void scan_load(struct rm *rm, unsigned point)
+{
+    char key[KEY_LEN + 1];
+    unsigned char val[VALUE_LEN];
+    XID xid;
+    uint64_t seq = 0;
+    for (uint32_t first = 0; first < SCAN_KEYS; first += SCAN_LOAD_BATCH) {
+        if (rm->kind == RM_MMXA) {
+            int rc = mmxa_txn_begin(rm->rmid);
+            if (rc != MMXA_OK)
+                die("mmxa: mmxa_txn_begin returned %d (%s): %s", rc, mmxa_strerror(rc),
+                    rm_detail(rm));
+        } else {
+            make_xid_for(&xid, point, 0xffffu, seq++, rm->kind);
+            xa_must(rm, OP_START, &xid, TMNOFLAGS, XA_OK);
+        }
+        for (uint32_t i = first; i < first + SCAN_LOAD_BATCH && i < SCAN_KEYS; i++) {
+            uint32_t idx = (uint32_t)((uint64_t)i * SCAN_STRIDE % SCAN_KEYS);
+            make_scan_key(idx, key);
+            make_scan_value(idx, key, val);
+            if (rm_put(rm, key, val) != 0)
+                die("%s: lock conflict while loading the scan store alone", rm->name);
+        }
+        if (rm->kind == RM_MMXA) {
+            int rc = mmxa_txn_commit(rm->rmid);
+            if (rc != MMXA_OK)
+                die("mmxa: mmxa_txn_commit returned %d (%s): %s", rc, mmxa_strerror(rc),
+                    rm_detail(rm));
+        } else {
+            xa_must(rm, OP_END, &xid, TMSUCCESS, XA_OK);
+            xa_must(rm, OP_COMMIT, &xid, TMONEPHASE, XA_OK);
+            rm_after_commit(rm);
+        }
+    }
+    settle();
+}
+
+/*
+ * One full iteration of the store in key order, outside any transaction, timed: mmxa, a cursor
+ * over every key (mmxa_cursor_open with no bounds, mmxa_cursor_next until MMXA_NOTFOUND); BDB, a
+ * cursor opened with a NULL txn outside any branch (no transaction: each page is read-locked
+ * only while the cursor is on it), DBC->get(DB_NEXT) until DB_NOTFOUND. Both copy each key and
+ * value into the caller's buffers. res: tps = keys/s, p50_us = wall-clock µs per key.
+ */
+static void scan_iterate(struct rm *rm, struct result *res)
+{
+    char want[KEY_LEN + 1], kbuf[KEY_LEN + 16];
+    unsigned char vbuf[VALUE_LEN + 28];
+    uint64_t n = 0, t0, t1, cpu0, cpu1;
+    struct rusage ru0, ru1;
+    double secs;
+
+    memset(res, 0, sizeof *res);
+    make_scan_key(0, want);
+    getrusage(RUSAGE_SELF, &ru0);
+    cpu0 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    t0 = now_ns(CLOCK_MONOTONIC);
+    if (rm->kind == RM_MMXA) {
+        uint64_t c = 0;
+        size_t klen = 0, vlen = 0;
+        int rc = mmxa_cursor_open(rm->rmid, NULL, 0, NULL, 0, 0, &c);
+        if (rc != MMXA_OK)
+            die("mmxa: mmxa_cursor_open (every key, outside any branch) returned %d (%s): %s",
+                rc, mmxa_strerror(rc), rm_detail(rm));
+        while ((rc = mmxa_cursor_next(c, kbuf, sizeof kbuf, &klen, vbuf, sizeof vbuf, &vlen)) ==
+               MMXA_OK) {
+            scan_check(rm, "iteration", n, want, kbuf, klen, vbuf, vlen);
+            scan_key_next(want);
+            n++;
+        }
+        if (rc != MMXA_NOTFOUND)
+            die("mmxa: mmxa_cursor_next (entry %" PRIu64 " of the iteration) returned %d (%s): "
+                "%s", n, rc, mmxa_strerror(rc), rm_detail(rm));
+        rc = mmxa_cursor_close(c);
+        if (rc != MMXA_OK)
+            die("mmxa: mmxa_cursor_close returned %d (%s): %s", rc, mmxa_strerror(rc),
+                rm_detail(rm));
+    } else {
+        DBC *dbc = NULL;
+        DBT k, v;
+        int rc = rm->dbp->cursor(rm->dbp, NULL, &dbc, 0);
+        if (rc != 0)
+            die("BDB: DB->cursor (outside any branch) returned %d (%s)", rc, db_strerror(rc));
+        if (dbc->txn != NULL)
+            die("BDB: a cursor opened outside any branch belongs to a transaction");
+        memset(&k, 0, sizeof k);
+        memset(&v, 0, sizeof v);
+        k.data = kbuf;
+        k.ulen = sizeof kbuf;
+        k.flags = DB_DBT_USERMEM;
+        v.data = vbuf;
+        v.ulen = sizeof vbuf;
+        v.flags = DB_DBT_USERMEM;
+        while ((rc = dbc->get(dbc, &k, &v, DB_NEXT)) == 0) {
+            scan_check(rm, "iteration", n, want, kbuf, k.size, vbuf, v.size);
+            scan_key_next(want);
+            n++;
+        }
+        if (rc != DB_NOTFOUND)
+            die("BDB: DBC->get(DB_NEXT) (entry %" PRIu64 " of the iteration) returned %d (%s)",
+                n, rc, db_strerror(rc));
+        rc = dbc->close(dbc);
+        if (rc != 0)
+            die("BDB: DBC->close returned %d (%s)", rc, db_strerror(rc));
+    }
+    t1 = now_ns(CLOCK_MONOTONIC);
+    cpu1 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    getrusage(RUSAGE_SELF, &ru1);
+    if (n != SCAN_KEYS)
+        die("%s: the iteration returned %" PRIu64 " keys, %u were loaded", rm->name, n,
+            SCAN_KEYS);
+    secs = (double)(t1 - t0) / 1e9;
+    res->valid = 1;
+    res->branches = n;
+    res->verified = n;
+    res->tps = (double)n / secs;
+    res->p50_us = secs * 1e6 / (double)n;
+    res->cpu_us_per_branch = (double)(cpu1 - cpu0) / 1000.0 / (double)n;
+    res->user_us_per_branch = tv_us(&ru1.ru_utime, &ru0.ru_utime) / (double)n;
+    res->sys_us_per_branch = tv_us(&ru1.ru_stime, &ru0.ru_stime) / (double)n;
+}
+
+/*
+ * The SCAN_RANGE keys from key idx on, in the calling thread's branch, each checked. mmxa: a
+ * cursor from idx (lo inclusive, no upper bound), SCAN_RANGE mmxa_cursor_next; when bounded, hi
+ * is the key SCAN_RANGE after idx (exclusive) and the cursor is read until MMXA_NOTFOUND, which
+ * must come after exactly SCAN_RANGE keys. BDB: DB->cursor with a NULL txn, which in an XA
+ * environment belongs to the thread's XA transaction (checked: the cursor must have a
+ * transaction), DB_SET_RANGE then DB_NEXT. Both cursors are closed before xa_end, as BDB
+ * requires.
+ */
+static void scan_range(struct rm *rm, uint32_t idx, int bounded)
+{
+    char start[KEY_LEN + 1], want[KEY_LEN + 1], kbuf[KEY_LEN + 16];
+    unsigned char vbuf[VALUE_LEN + 28];
+    make_scan_key(idx, start);
+    memcpy(want, start, sizeof want);
+    if (rm->kind == RM_MMXA) {
+        char hi[KEY_LEN + 1];
+        uint64_t c = 0;
+        size_t klen = 0, vlen = 0;
+        int rc;
+        make_scan_key(idx + SCAN_RANGE, hi);
+        rc = mmxa_cursor_open(rm->rmid, start, KEY_LEN, bounded ? hi : NULL,
+                              bounded ? KEY_LEN : 0, 0, &c);
+        if (rc != MMXA_OK)
+            die("mmxa: mmxa_cursor_open(\"%s\") in a branch returned %d (%s): %s", start, rc,
+                mmxa_strerror(rc), rm_detail(rm));
+        for (unsigned j = 0; j < SCAN_RANGE; j++) {
+            rc = mmxa_cursor_next(c, kbuf, sizeof kbuf, &klen, vbuf, sizeof vbuf, &vlen);
+            if (rc != MMXA_OK)
+                die("mmxa: mmxa_cursor_next (entry %u of the range read from \"%s\") returned "
+                    "%d (%s): %s", j, start, rc, mmxa_strerror(rc), rm_detail(rm));
+            scan_check(rm, "range read", j, want, kbuf, klen, vbuf, vlen);
+            scan_key_next(want);
+        }
+        if (bounded &&
+            (rc = mmxa_cursor_next(c, kbuf, sizeof kbuf, &klen, vbuf, sizeof vbuf, &vlen)) !=
+                MMXA_NOTFOUND)
+            die("mmxa: mmxa_cursor_next after the %u keys of the range [\"%s\", \"%s\") "
+                "returned %d (%s), expected MMXA_NOTFOUND", SCAN_RANGE, start, hi, rc,
+                mmxa_strerror(rc));
+        rc = mmxa_cursor_close(c);
+        if (rc != MMXA_OK)
+            die("mmxa: mmxa_cursor_close returned %d (%s): %s", rc, mmxa_strerror(rc),
+                rm_detail(rm));
+    } else {
+        DBC *dbc = NULL;
+        DBT k, v;
+        int rc = rm->dbp->cursor(rm->dbp, NULL, &dbc, 0);
+        if (rc != 0)
+            die("BDB: DB->cursor in a branch returned %d (%s)", rc, db_strerror(rc));
+        if (dbc->txn == NULL)
+            die("BDB: a cursor opened in a branch with a NULL txn has no transaction (it "
+                "should belong to the thread's XA transaction)");
+        memset(&k, 0, sizeof k);
+        memset(&v, 0, sizeof v);
+        memcpy(kbuf, start, KEY_LEN);
+        k.data = kbuf;
+        k.size = KEY_LEN;
+        k.ulen = sizeof kbuf;
+        k.flags = DB_DBT_USERMEM;
+        v.data = vbuf;
+        v.ulen = sizeof vbuf;
+        v.flags = DB_DBT_USERMEM;
+        for (unsigned j = 0; j < SCAN_RANGE; j++) {
+            rc = dbc->get(dbc, &k, &v, j == 0 ? DB_SET_RANGE : DB_NEXT);
+            if (rc != 0)
+                die("BDB: DBC->get(%s) (entry %u of the range read from \"%s\") returned %d "
+                    "(%s)", j == 0 ? "DB_SET_RANGE" : "DB_NEXT", j, start, rc, db_strerror(rc));
+            scan_check(rm, "range read", j, want, kbuf, k.size, vbuf, v.size);
+            scan_key_next(want);
+        }
+        rc = dbc->close(dbc);
+        if (rc != 0)
+            die("BDB: DBC->close returned %d (%s)", rc, db_strerror(rc));
+    }
+}
+
+struct scan_worker {
+    struct hist hist;                /* first: large and written only by its thread */
+    struct rm *rm;
+    unsigned id, point;
+    uint64_t reads;                  /* range reads to do */
+    int bounded;                     /* mmxa: the cursor has an upper bound (scan_range) */
+    uint64_t rng;                    /* xorshift state for the start keys */
+    uint64_t call_ns[C_CALLS];       /* C_START, C_GET (the cursor), C_END, C_COMMIT */
+    pthread_t thread;
+} __attribute__((aligned(64)));
+
+static struct scan_worker g_scan_workers[MAX_THREADS];
+
+/* A range-read thread: its own xa_open, then w->reads branches of one range read each. */
+static void *scan_worker_main(void *arg)
+{
+    struct scan_worker *w = arg;
+    struct rm *rm = w->rm;
+    xa_must(rm, OP_OPEN, NULL, TMNOFLAGS, XA_OK); /* R state is per thread */
+    pthread_barrier_wait(&g_barrier);
+    for (uint64_t n = 0; n < w->reads; n++) {
+        uint32_t idx = (uint32_t)(xorshift(&w->rng) % (SCAN_KEYS - SCAN_RANGE + 1));
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+        struct lap l = {w->call_ns, t0};
+        XID xid;
+        make_xid_for(&xid, w->point, w->id, n, rm->kind);
+        xa_must(rm, OP_START, &xid, TMNOFLAGS, XA_OK);
+        lap(&l, C_START);
+        scan_range(rm, idx, w->bounded);
+        lap(&l, C_GET);
+        xa_must(rm, OP_END, &xid, TMSUCCESS, XA_OK);
+        lap(&l, C_END);
+        xa_must(rm, OP_COMMIT, &xid, TMONEPHASE, XA_OK);
+        lap(&l, C_COMMIT);
+        w->hist.count[h_index(l.t - t0)]++;
+    }
+    xa_must(rm, OP_CLOSE, NULL, TMNOFLAGS, XA_OK);
+    return NULL;
+}
+
+/*
+ * SCAN_READS range reads on `threads` threads (an equal share each), each in its own 1PC
+ * branch: xa_start, scan_range from a random start (uniform, per-thread xorshift, so every read
+ * finds SCAN_RANGE keys), xa_end(TMSUCCESS), xa_commit(TMONEPHASE). res: tps = reads/s, p50 and
+ * p99 per read, CPU per read, BDB's log syncs per read (the branches write nothing).
+ */
+static void scan_reads(struct rm *rm, unsigned point, int tpoint, int threads, int bounded,
+                       struct result *res)
+{
+    uint64_t t_start, t_end, cpu0, cpu1, syncs0 = 0, syncs1 = 0, total = 0;
+    struct rusage ru0, ru1;
+
+    memset(res, 0, sizeof *res);
+    if (pthread_barrier_init(&g_barrier, NULL, (unsigned)threads + 1) != 0)
+        die("pthread_barrier_init failed");
+    for (int i = 0; i < threads; i++) {
+        struct scan_worker *w = &g_scan_workers[i];
+        memset(&w->hist, 0, sizeof w->hist);
+        w->rm = rm;
+        w->id = 0x100u * (unsigned)(tpoint + 1) + (unsigned)i; /* XIDs unique in the store */
+        w->point = point;
+        w->bounded = bounded;
+        w->reads = SCAN_READS / (unsigned)threads;
+        w->reads += (unsigned)i < SCAN_READS % (unsigned)threads;
+        w->rng = 0xD6E8FEB86659FD93ull * (uint64_t)(i + 1) + point;
+        memset(w->call_ns, 0, sizeof w->call_ns);
+        if (pthread_create(&w->thread, NULL, scan_worker_main, w) != 0)
+            die("pthread_create failed");
+    }
+    if (rm->kind == RM_BDB)
+        syncs0 = bdb_log_syncs(rm);
+    pthread_barrier_wait(&g_barrier);
+    t_start = now_ns(CLOCK_MONOTONIC);
+    cpu0 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    getrusage(RUSAGE_SELF, &ru0);
+    for (int i = 0; i < threads; i++)
+        pthread_join(g_scan_workers[i].thread, NULL);
+    t_end = now_ns(CLOCK_MONOTONIC);
+    cpu1 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    getrusage(RUSAGE_SELF, &ru1);
+    pthread_barrier_destroy(&g_barrier);
+    if (rm->kind == RM_BDB)
+        syncs1 = bdb_log_syncs(rm);
+
+    memset(&g_merged, 0, sizeof g_merged);
+    for (int i = 0; i < threads; i++) {
+        h_merge(&g_merged, &g_scan_workers[i].hist);
+        total += g_scan_workers[i].reads;
+        for (int c = 0; c < C_CALLS; c++)
+            res->call_us[c] += (double)g_scan_workers[i].call_ns[c] / 1000.0;
+    }
+    for (int c = 0; c < C_CALLS; c++)
+        res->call_us[c] /= (double)total;
+    res->valid = 1;
+    res->breakdown = 1;
+    res->branches = total;
+    res->verified = total;
+    res->tps = (double)total / ((double)(t_end - t_start) / 1e9);
+    res->p50_us = h_quantile_us(&g_merged, 0.50);
+    res->p99_us = h_quantile_us(&g_merged, 0.99);
+    res->cpu_us_per_branch = (double)(cpu1 - cpu0) / 1000.0 / (double)total;
+    res->user_us_per_branch = tv_us(&ru1.ru_utime, &ru0.ru_utime) / (double)total;
+    res->sys_us_per_branch = tv_us(&ru1.ru_stime, &ru0.ru_stime) / (double)total;
+    res->syncs_per_branch = (double)(syncs1 - syncs0) / (double)total;
+}
+
+/*
+ * The scan points for one RM, on one fresh store: load it (not timed), iterate it
+ * SCAN_ITERATIONS times (the median is reported), then the range reads at each thread count of
+ * g_scan_threads, and for mmxa once more at 1 thread with an upper bound (rr[SCAN_BOUNDED]);
+ * close it. Prints a line per point.
+ */
+static void measure_scan(enum rm_kind kind, unsigned point, struct result *iter,
+                         struct result rr[SCAN_BOUNDED + 1])
+{
+    struct rm rm;
+    struct mem during, after, trimmed;
+    struct result runs[SCAN_ITERATIONS];
+    unsigned long cache = g_bdb_cache_bytes;
+    uint64_t t0;
+    char name[64];
+    const char *rmname = kind == RM_MMXA ? "mmxa" : "BDB";
+
+    snprintf(name, sizeof name, "p%02u-%s", point, kind == RM_MMXA ? "mmxa" : "bdb");
+    watch_start("scan %s: loading", rmname);
+    g_bdb_cache_bytes = SCAN_CACHE_BYTES;
+    rm_setup(&rm, kind, (kind == RM_MMXA ? 100 : 200) + (int)point, name, "",
+             g_scan_threads[SCAN_THREAD_POINTS - 1] + 1);
+    g_bdb_cache_bytes = cache;
+    t0 = now_ns(CLOCK_MONOTONIC);
+    scan_load(&rm, point);
+    if (kind == RM_BDB) {
+        /* Writes the loaded pages to the database file, as a deployment's checkpoints would. */
+        int rc = rm.env->txn_checkpoint(rm.env, 0, 0, DB_FORCE);
+        if (rc != 0)
+            die("BDB: DB_ENV->txn_checkpoint returned %d (%s)", rc, db_strerror(rc));
+        settle();
+    }
+    watch_stop();
+    printf("  %-4s loaded %u keys in %.1f s (not measured; %s of %u puts); data directory "
+           "%.0f MiB on disk", rm.name, SCAN_KEYS, (double)(now_ns(CLOCK_MONOTONIC) - t0) / 1e9,
+           kind == RM_MMXA ? "local transactions" : "1PC XA branches", SCAN_LOAD_BATCH,
+           (double)du_bytes(rm.dir) / 1048576.0);
+    if (kind == RM_BDB) {
+        char db[4200];
+        snprintf(db, sizeof db, "%s/bench.db", rm.dir);
+        printf(" (database file %.0f MiB; the rest is log and cache regions)",
+               (double)du_bytes(db) / 1048576.0);
+    }
+    printf("\n");
+
+    watch_start("scan %s: iteration", rmname);
+    for (int k = 0; k < SCAN_ITERATIONS; k++)
+        scan_iterate(&rm, &runs[k]);
+    watch_stop();
+    /* The median by rate: sort the few runs. */
+    for (int a = 1; a < SCAN_ITERATIONS; a++)
+        for (int b = a; b > 0 && runs[b].tps < runs[b - 1].tps; b--) {
+            struct result tmp = runs[b];
+            runs[b] = runs[b - 1];
+            runs[b - 1] = tmp;
+        }
+    *iter = runs[SCAN_ITERATIONS / 2];
+    printf("  %-4s iterate        %9.0f keys/s  %6.3f us/key  cpu %.3f us/key (user %.3f, sys "
+           "%.3f)  the median of %d iterations (",
+           rm.name, iter->tps, iter->p50_us, iter->cpu_us_per_branch, iter->user_us_per_branch,
+           iter->sys_us_per_branch, SCAN_ITERATIONS);
+    for (int k = 0; k < SCAN_ITERATIONS; k++)
+        printf("%s%.0f", k == 0 ? "" : ", ", runs[k].tps);
+    printf(" keys/s), each checked: %" PRIu64 " keys in key order\n", iter->verified);
+
+    for (int i = 0; i < SCAN_BOUNDED + (kind == RM_MMXA); i++) {
+        struct result *r = &rr[i];
+        int bounded = i == SCAN_BOUNDED;
+        int t = bounded ? 1 : g_scan_threads[i];
+        watch_start("scan %s: range reads T=%d%s", rmname, t, bounded ? " bounded" : "");
+        scan_reads(&rm, point, i, t, bounded, r);
+        watch_stop();
+        printf("  %-4s range reads T=%-2d %7.0f reads/s  p50 %7.1f us  p99 %8.1f us  cpu %5.1f "
+               "us/read (user %.1f, sys %.1f)%s",
+               rm.name, t, r->tps, r->p50_us, r->p99_us, r->cpu_us_per_branch,
+               r->user_us_per_branch, r->sys_us_per_branch,
+               bounded ? "  with an upper bound" : "");
+        if (kind == RM_BDB)
+            printf("  log syncs %.2f/read", r->syncs_per_branch);
+        printf("\n       checked %" PRIu64 " reads of %u keys; mean time per read (us): "
+               "xa_start %.1f, cursor (open, %u reads, close) %.1f, xa_end %.1f, "
+               "xa_commit %.1f\n",
+               r->verified, SCAN_RANGE, r->call_us[C_START], SCAN_RANGE + bounded,
+               r->call_us[C_GET], r->call_us[C_END], r->call_us[C_COMMIT]);
+    }
+    read_mem(&during);
+    rm_teardown(&rm);
+    read_mem(&after);
+    malloc_trim(0);
+    read_mem(&trimmed);
+    printf("       ");
+    print_mem(&during, &after, &trimmed);
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
 static int g_threads[8] = {1, 8, 32};
@@ -1825,7 +2361,7 @@ static int g_nthreads = 3;
 static int g_mp_procs = 4, g_mp_threads = 8; /* BENCH_MP */
 
 /* BENCH_ONLY: which groups of points run (all by default). */
-enum { G_PUT = 1, G_MP = 2, G_RMW = 4, G_PROBE = 8, G_NONE = 16, G_ALL = 31 };
+enum { G_PUT = 1, G_MP = 2, G_RMW = 4, G_PROBE = 8, G_NONE = 16, G_SCAN = 32, G_ALL = 63 };
 static int g_only = G_ALL;
 
 static void parse_env(void)
@@ -1861,17 +2397,17 @@ static void parse_env(void)
     }
     s = getenv("BENCH_ONLY");
     if (s != NULL && s[0] != '\0') {
-        static const char *const names[] = {"put", "mp", "rmw", "probe", "none"};
+        static const char *const names[] = {"put", "mp", "rmw", "probe", "none", "scan"};
         char buf[128], *save = NULL, *tok;
         g_only = 0;
         snprintf(buf, sizeof buf, "%s", s);
         for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
             int found = 0;
-            for (int i = 0; i < 5; i++)
+            for (int i = 0; i < 6; i++)
                 if (strcmp(tok, names[i]) == 0)
                     g_only |= 1 << i, found = 1;
             if (!found)
-                die("BENCH_ONLY: a comma-separated list of put, mp, rmw, probe, none");
+                die("BENCH_ONLY: a comma-separated list of put, mp, rmw, probe, none, scan");
         }
     }
 }
@@ -1918,6 +2454,8 @@ int main(int argc, char **argv)
     char tmpl[4096];
     struct result mm[2][8], bdb[2][8], rmw_mm[2][8], rmw_bdb[2][8], probe[8], none, none2;
     struct result mp_mm, mp_bdb;
+    struct result scan_iter[2], scan_rr[2][SCAN_BOUNDED + 1]; /* [0] mmxa, [1] BDB */
+    struct mem end_mem;
     struct utsname un;
     struct statfs sfs;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1938,6 +2476,8 @@ int main(int argc, char **argv)
     memset(&none2, 0, sizeof none2);
     memset(&mp_mm, 0, sizeof mp_mm);
     memset(&mp_bdb, 0, sizeof mp_bdb);
+    memset(scan_iter, 0, sizeof scan_iter);
+    memset(scan_rr, 0, sizeof scan_rr);
     setvbuf(stdout, NULL, _IOLBF, 0);
     parse_env();
     signal(SIGALRM, watchdog);
@@ -2047,13 +2587,34 @@ int main(int argc, char **argv)
         measure_with(RM_MMXA, point, 1, 1, 0, ";sync=none", 1, &none2);
     }
 
+    if (g_only & G_SCAN) {
+        printf("scan: %u keys loaded in a permuted order, one store per RM; %d iterations "
+               "outside any transaction, then %u range reads of %u keys in 1PC branches at",
+               SCAN_KEYS, SCAN_ITERATIONS, SCAN_READS, SCAN_RANGE);
+        for (int i = 0; i < SCAN_THREAD_POINTS; i++)
+            printf("%s %d thread%s", i == 0 ? "" : " and", g_scan_threads[i],
+                   g_scan_threads[i] == 1 ? "" : "s");
+        printf(":\n");
+        point++;
+        if (point % 2 == 1) {
+            measure_scan(RM_MMXA, point, &scan_iter[0], scan_rr[0]);
+            measure_scan(RM_BDB, point, &scan_iter[1], scan_rr[1]);
+        } else {
+            measure_scan(RM_BDB, point, &scan_iter[1], scan_rr[1]);
+            measure_scan(RM_MMXA, point, &scan_iter[0], scan_rr[0]);
+        }
+    }
+
+    read_mem(&end_mem);
     rm_rf(g_root);
     g_root[0] = '\0';
 
-    /* The table, in Markdown. */
-    printf("\n| point | threads | mmxa tps | mmxa p50 µs | mmxa p99 µs | BDB tps | BDB p50 µs "
-           "| BDB p99 µs | mmxa/BDB |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    /* The tables, in Markdown: the transaction points, then the scan points. */
+    if (g_only & ~G_SCAN) {
+        printf("\n| point | threads | mmxa tps | mmxa p50 µs | mmxa p99 µs | BDB tps "
+               "| BDB p50 µs | BDB p99 µs | mmxa/BDB |\n");
+        printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    }
     for (int mode = 0; mode < 2; mode++) {
         for (int i = 0; i < g_nthreads; i++) {
             const struct result *a = &mm[mode][i], *b = &bdb[mode][i];
@@ -2130,6 +2691,42 @@ int main(int argc, char **argv)
                                           : 0.0,
                none2.tps, p50, p99);
     }
+    if (scan_iter[0].valid && scan_iter[1].valid) {
+        const struct result *a = &scan_iter[0], *b = &scan_iter[1];
+        printf("\n| scan point | threads | mmxa rate | mmxa µs | mmxa p99 µs | BDB rate "
+               "| BDB µs | BDB p99 µs | mmxa/BDB |\n");
+        printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        printf("| iterate %u keys in key order, outside any transaction, median of %d (rate: "
+               "keys/s; µs: per key) | 1 | %.0f | %.3f | | %.0f | %.3f | | %.2f× |\n",
+               SCAN_KEYS, SCAN_ITERATIONS, a->tps, a->p50_us, b->tps, b->p50_us,
+               b->tps > 0 ? a->tps / b->tps : 0.0);
+        for (int i = 0; i < SCAN_THREAD_POINTS; i++) {
+            char a50[32], a99[32], b50[32], b99[32];
+            a = &scan_rr[0][i];
+            b = &scan_rr[1][i];
+            fmt_us(a50, sizeof a50, a->p50_us);
+            fmt_us(a99, sizeof a99, a->p99_us);
+            fmt_us(b50, sizeof b50, b->p50_us);
+            fmt_us(b99, sizeof b99, b->p99_us);
+            if (i == 0)
+                printf("| range read: %u keys from a random key in a 1PC XA branch, "
+                       "serializable (rate: reads/s; µs: p50 per read)", SCAN_RANGE);
+            else
+                printf("| range read");
+            printf(" | %d | %.0f | %s | %s | %.0f | %s | %s | %.2f× |\n", g_scan_threads[i],
+                   a->tps, a50, a99, b->tps, b50, b99, b->tps > 0 ? a->tps / b->tps : 0.0);
+        }
+        a = &scan_rr[0][SCAN_BOUNDED];
+        if (a->valid) {
+            char a50[32], a99[32];
+            fmt_us(a50, sizeof a50, a->p50_us);
+            fmt_us(a99, sizeof a99, a->p99_us);
+            printf("| range read, mmxa with an upper bound (hi: the key %u after the start, "
+                   "exclusive; read to MMXA_NOTFOUND) | 1 | %.0f | %s | %s | | | | %.2f× BDB's "
+                   "1-thread range read |\n", SCAN_RANGE, a->tps, a50, a99,
+                   scan_rr[1][0].tps > 0 ? a->tps / scan_rr[1][0].tps : 0.0);
+        }
+    }
     if (mp_mm.valid && mp_bdb.valid) {
         const struct result *in = NULL;
         for (int i = 0; i < g_nthreads; i++)
@@ -2145,7 +2742,7 @@ int main(int argc, char **argv)
                mp_bdb.tps > 0 ? mp_mm.tps / mp_bdb.tps : 0.0, g_mp_procs, mp_bdb.tps);
     }
     printf("\nTotal run time %.0f s; peak RSS (VmHWM) at the end %.1f MiB; load average %s.\n",
-           (double)(now_ns(CLOCK_MONOTONIC) - run_start) / 1e9,
-           none.valid ? none.mem.hwm_kb / 1024.0 : 0.0, loadavg());
+           (double)(now_ns(CLOCK_MONOTONIC) - run_start) / 1e9, end_mem.hwm_kb / 1024.0,
+           loadavg());
     return 0;
 }
