@@ -49,7 +49,11 @@ fn main() {
         rm.txn_begin(toc).expect("begin");
         for _ in 0..1000.min(n - i) {
             let k = (i.wrapping_mul(step)) % n;
-            let k = if n.is_power_of_two() || gcd(step, n) == 1 { k } else { i };
+            let k = if n.is_power_of_two() || gcd(step, n) == 1 {
+                k
+            } else {
+                i
+            };
             rm.put(toc, &key(k), Some(&[b'v'; 100])).expect("put");
             i += 1;
         }

@@ -8,7 +8,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MMXAREG1` |
-//! | 8 | 4 | format version, 3 (1 before branch records had their time fields and the RM's roots 30–32 held the backup pin and the store's path; 2 before local transactions' records; see `rm::layout`) |
+//! | 8 | 4 | format version, 4 (1 before branch records had their time fields and the RM's roots 30–32 held the backup pin and the store's path; 2 before local transactions' records; 3 before the key order and the sleeper counts; see `rm::layout`) |
 //! | 12 | 4 | state: 1 building, 2 ready, 3 broken (a builder gave up) |
 //! | 16 | 8 | size: the region's length in bytes, a multiple of 4096; only grows; read lock-free |
 //! | 24 | 8 | max size: the address space every process reserves, fixed at creation |
@@ -23,7 +23,8 @@
 //! | 1152 | 512 | roots: 64 × u64 for the layers above (offsets of their tables, counters) |
 //! | 1664 | 384 | allocator state (see `alloc`) |
 //! | 2048 | 16384 | slot table: 1024 × 16 bytes (see `slots`) |
-//! | 18432 | 2048 | zero |
+//! | 18432 | 1024 | sleepers: 256 × u32, the threads asleep on each wait word (never journaled; a releaser skips the wake-up call of a word whose count is 0) |
+//! | 19456 | 1024 | zero |
 //! | 20480 | 8 | journal length: bytes of entries in use, 0 = nothing to undo (the commit point) |
 //! | 20488 | 4088 | zero |
 //! | 24576 | 1 MiB | journal entries (see `journal`) |
@@ -108,6 +109,12 @@ pub(super) const fn wait_word(i: usize) -> u64 {
     WAIT_OFF + 4 * i as u64
 }
 
+pub(super) const SLEEPERS_OFF: u64 = 18432;
+
+pub(super) const fn sleepers_word(i: usize) -> u64 {
+    SLEEPERS_OFF + 4 * i as u64
+}
+
 pub(super) const fn slot_off(i: usize) -> u64 {
     SLOTS_OFF + SLOT_SIZE * i as u64
 }
@@ -123,6 +130,8 @@ const _: () = {
     assert!(SLOTS_OFF == 2048);
     assert!(SLOTS_OFF + SLOT_SIZE * SLOTS as u64 == 18432);
     assert!(SLOTS_OFF + SLOT_SIZE * SLOTS as u64 <= JOURNAL_LEN_OFF);
+    assert!(SLOTS_OFF + SLOT_SIZE * SLOTS as u64 <= SLEEPERS_OFF);
+    assert!(SLEEPERS_OFF + 4 * WAIT_WORDS as u64 <= JOURNAL_LEN_OFF);
     assert!(JOURNAL_LEN_OFF % 4096 == 0 && JOURNAL_OFF % 4096 == 0);
     assert!(HEAP_OFF == 1_073_152 && HEAP_OFF % 4096 == 0);
     assert!(DEFAULT_MAX_SIZE <= LIMIT_MAX_SIZE);

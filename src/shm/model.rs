@@ -13,7 +13,8 @@
 //!    [`Waitable`]) against model futexes (wait compares and sleeps atomically, like the
 //!    kernel's) and a releaser that may die at every step. A lost wake-up shows as a deadlock,
 //!    which loom reports. The releaser's side and the repair mirror `Txn::commit` and
-//!    `Region::enter`: bump under the mutex, wake before unlock, repair wakes every word.
+//!    `Region::enter`: bump under the mutex, wake before unlock only if the word's sleeper count
+//!    says someone sleeps, repair wakes every word.
 //!
 //! The real primitives (pthread, futex syscalls) cannot run under loom; these models are what
 //! the code above them assumes of them.
@@ -239,6 +240,7 @@ struct WaitWorld {
     m: RobustMutex,
     mem: Mem,
     word: AtomicU32,
+    sleepers: AtomicU32,
     futex: Mutex<()>,
     cv: Condvar,
 }
@@ -283,11 +285,15 @@ impl<'a> Waitable for Waiter<'a> {
         Ok(())
     }
     fn word(&self, _: &Held<'a>) -> u32 {
+        self.w.sleepers.fetch_add(1, Ordering::Relaxed);
         self.w.word.load(Ordering::Acquire)
     }
     fn sleep(&self, seen: u32) -> Result<bool, Error> {
         self.w.futex_wait(seen);
         Ok(true)
+    }
+    fn awake(&self) {
+        self.w.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -305,7 +311,7 @@ fn release(w: &WaitWorld, p: &Proc<'_>) {
             w.word.fetch_add(1, Ordering::Release);
         }
         JOURNAL.clear(p).unwrap();
-        if p.effect() {
+        if p.effect() && w.sleepers.load(Ordering::Relaxed) != 0 {
             w.futex_wake();
         }
     }
@@ -327,6 +333,7 @@ fn shm_model_no_lost_wake_up() {
                 m: RobustMutex::new(),
                 mem: Mem::new(),
                 word: AtomicU32::new(0),
+                sleepers: AtomicU32::new(0),
                 futex: Mutex::new(()),
                 cv: Condvar::new(),
             });

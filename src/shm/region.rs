@@ -404,8 +404,21 @@ impl Region {
         wait_word(wait_index(key))
     }
 
+    /// Wakes the sleepers of wait word `i`, if it has any.
     pub(super) fn wake_index(&self, i: usize) {
+        if self.hdr32(sleepers_word(i)).load(Ordering::Relaxed) != 0 {
+            let _ = self.map.futex_wake(wait_word(i), u32::MAX);
+        }
+    }
+
+    /// Wakes every sleeper of wait word `i` (a repair: counts may be off).
+    pub(super) fn wake_index_always(&self, i: usize) {
         let _ = self.map.futex_wake(wait_word(i), u32::MAX);
+    }
+
+    /// The count of sleepers on `key`'s wait word.
+    pub(super) fn sleepers(&self, key: u64) -> &AtomicU32 {
+        self.hdr32(sleepers_word(wait_index(key)))
     }
 }
 

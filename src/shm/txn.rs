@@ -131,7 +131,7 @@ impl Region {
             }
             // The dead owner may have bumped words it never woke.
             for i in 0..WAIT_WORDS {
-                self.wake_index(i);
+                self.wake_index_always(i);
             }
             t.repaired = true;
         }

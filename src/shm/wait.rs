@@ -14,6 +14,12 @@
 //! dies before waking dies holding the mutex, whose next owner wakes every word. Words are shared
 //! by hashing (256 of them): a wake-up may be for another key, so the waiter re-checks.
 //!
+//! Each word has a count of its sleepers beside it: a waiter counts itself in under the mutex,
+//! when it reads the word, and out when its sleep ends; a releaser skips the wake-up call (a
+//! system call) for a word nobody sleeps on. A count read under the mutex includes every waiter
+//! that read the word before, so no sleeper is skipped; a waiter that died counted in only costs
+//! wake-up calls for nobody.
+//!
 //! Real waits also sleep at most [`RECHECK`] at a time, then re-check: the condition may be
 //! waiting on a process that died without a wake-up (a key held by a dead process is released
 //! only when someone reaps it, which the check may do).
@@ -21,6 +27,7 @@
 use super::region::Region;
 use super::txn::Txn;
 use super::Error;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The longest a waiter sleeps before it re-checks its condition anyway.
@@ -34,10 +41,12 @@ pub(crate) trait Waitable {
     fn enter(&self) -> Result<Self::Held, Error>;
     /// Commits and releases.
     fn leave(&self, held: Self::Held) -> Result<(), Error>;
-    /// The wait word (read while holding the mutex).
+    /// The wait word (read while holding the mutex), counting the caller in as its sleeper.
     fn word(&self, held: &Self::Held) -> u32;
     /// Sleeps while the word holds `seen`; `Ok(false)` once the deadline has passed.
     fn sleep(&self, seen: u32) -> Result<bool, Error>;
+    /// Counts the caller out of the word's sleepers (after `word`, once it will not sleep).
+    fn awake(&self);
 }
 
 /// Waits until `check` (run under the mutex) returns `Some`, and returns it with the mutex
@@ -55,11 +64,18 @@ pub(crate) fn wait_until<W: Waitable, T>(
             return Ok((held, v));
         }
         let seen = w.word(&held);
-        w.leave(held)?;
+        let left = w.leave(held);
+        if let Err(e) = left {
+            w.awake();
+            return Err(e);
+        }
         if last {
+            w.awake();
             return Err(Error::Timeout);
         }
-        last = !w.sleep(seen)?;
+        let slept = w.sleep(seen);
+        w.awake();
+        last = !slept?;
     }
 }
 
@@ -82,7 +98,14 @@ impl<'r> Waitable for RegionWait<'r> {
     }
 
     fn word(&self, held: &Txn<'r>) -> u32 {
+        self.r.sleepers(self.key).fetch_add(1, Ordering::Relaxed);
         held.wait_word(self.key)
+    }
+
+    fn awake(&self) {
+        let n = self.r.sleepers(self.key);
+        // Never below zero (a count reset by a rebuild while this process slept).
+        let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 
     fn sleep(&self, seen: u32) -> Result<bool, Error> {
