@@ -289,7 +289,9 @@ fn dlopen_switch_example_drives_a_branch() {
 /// The C++ RAII example: a committed transfer, one rolled back by the branch's destructor when an
 /// exception leaves its scope, and a two-phase commit; then the same with a local transaction:
 /// committed, rolled back by its destructor, and promoted to a branch that is prepared and
-/// committed; run twice on the same store.
+/// committed; cursors read with a range-for: committed data outside a transaction, the local
+/// transaction's own write inside it, bounds and reverse, and an exception for a cursor read
+/// after its transaction ended; run twice on the same store.
 #[test]
 fn raii_example_rolls_back_in_the_destructor() {
     let bin = build_program(
@@ -334,6 +336,18 @@ fn raii_example_rolls_back_in_the_destructor() {
         &first,
         "after a promoted bonus of 2 for bob: alice = 60, bob = 93",
     );
+    assert_contains(&first, "accounts: alice = 100, bob = 50");
+    assert_contains(
+        &first,
+        "accounts in a local transaction opening carol's: alice = 60, bob = 93, carol = 1000\n  \
+         from b, last first: carol = 1000, bob = 93\n\
+         accounts after its rollback: alice = 60, bob = 93\n\
+         accounts from a to b: alice = 60\n",
+    );
+    assert_contains(
+        &first,
+        "a cursor read after its transaction: mmxa_cursor_next failed with -12: ",
+    );
     // The promoted transaction was finished by its branch: no rollback by either destructor.
     let out = stdout_of(&first);
     assert_eq!(
@@ -350,6 +364,14 @@ fn raii_example_rolls_back_in_the_destructor() {
     assert_contains(
         &second,
         "after a promoted bonus of 2 for bob: alice = 20, bob = 136",
+    );
+    assert_contains(
+        &second,
+        "accounts in a local transaction opening carol's: alice = 20, bob = 136, carol = 1000\n",
+    );
+    assert_contains(
+        &second,
+        "accounts after its rollback: alice = 20, bob = 136\n",
     );
 }
 
