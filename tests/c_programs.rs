@@ -377,7 +377,9 @@ fn raii_example_rolls_back_in_the_destructor() {
 
 /// The Python (ctypes) example: a two-store transaction with two-phase commit, then one rolled
 /// back on both stores, then a local transaction on one store promoted to a global one and
-/// committed on both. Skipped without python3.
+/// committed on both; a cursor lists bank A's accounts in key order (growing its buffers), over
+/// committed data and inside each transfer's branch, where the branch's write shows. Skipped
+/// without python3.
 #[test]
 fn python_example_commits_on_both_stores() {
     if Command::new("python3").arg("--version").output().is_err() {
@@ -420,6 +422,17 @@ fn python_example_commits_on_both_stores() {
         &out,
         "promoted transfer of 5 committed: alice@A = 65, bob@B = 85",
     );
+    assert_contains(&out, "\naccounts@A: alice = 100, carol = 40\n");
+    assert_contains(
+        &out,
+        "\n  accounts@A in the branch: alice = 70, carol = 40\n",
+    );
+    assert_contains(
+        &out,
+        "\n  accounts@A in the branch: alice = -930, carol = 40\n",
+    );
+    assert_contains(&out, "\naccounts@A, last first: carol = 40, alice = 65\n");
+    assert_contains(&out, "\naccounts@A from b: carol = 40\n");
     // MMXA_LIB instead of the argument; the balances carry over.
     let again = Command::new("python3")
         .arg(&script)
@@ -436,6 +449,7 @@ fn python_example_commits_on_both_stores() {
         &again,
         "promoted transfer of 5 committed: alice@A = 30, bob@B = 120",
     );
+    assert_contains(&again, "\naccounts@A: alice = 65, carol = 40\n");
     // A library it cannot load: a message saying what to do, not a traceback.
     let missing = Command::new("python3")
         .arg(&script)
