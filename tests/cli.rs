@@ -788,6 +788,19 @@ fn scan_lists_committed_entries_in_byte_order() {
         let out = fails(args, 2);
         assert!(out.contains(says), "{args:?}: {out}");
     }
+    // An argument that is not UTF-8: a usage error, not a panic.
+    use std::os::unix::ffi::OsStrExt;
+    let o = Command::new(env!("CARGO_BIN_EXE_mmxa"))
+        .args(["scan", dir, "--from"])
+        .arg(std::ffi::OsStr::from_bytes(b"\xffk"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("argument \"\u{fffd}k\" is not UTF-8"),
+        "{}",
+        text(&o)
+    );
     let big = "k".repeat(MMXA_MAX_KEY + 1);
     let out = fails(&["scan", dir, "--to", &big], 2);
     assert!(out.contains("--to: a key of 1025 bytes"), "{out}");

@@ -1213,9 +1213,21 @@ fn after_end(tail: &Path, off: u64) -> Result<AfterEnd, Fail> {
     })
 }
 
+/// The arguments as text; one that is not UTF-8 is a usage error (`std::env::args` would panic).
+fn text_args(argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, Fail> {
+    argv.map(|a| {
+        a.into_string().map_err(|a| {
+            usage(format!(
+                "argument {:?} is not UTF-8 (keys, paths and XIDs are given as text)",
+                a.to_string_lossy()
+            ))
+        })
+    })
+    .collect()
+}
+
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    match run(argv) {
+    match text_args(std::env::args_os().skip(1)).and_then(run) {
         Ok(out) => {
             let _ = std::io::stdout().write_all(out.as_bytes());
             ExitCode::SUCCESS
