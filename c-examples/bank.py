@@ -7,6 +7,8 @@ XA_OK; otherwise both are rolled back. The script plays the transaction monitor 
 the function pointers of `mmxa_switch`, and the application, through mmxa_put / mmxa_get.
 Last, a local transaction (mmxa_txn_begin) on bank A is promoted to a global transaction
 (mmxa_txn_promote) once it turns out to need bank B too, and is committed on both the same way.
+Bank A's accounts are listed in key order with a cursor (mmxa_cursor_open/next/close): over
+committed data, and inside the branch of a transfer, where the branch's own writes show.
 
 Usage: python3 bank.py DATA_DIR [LIBRARY]
 LIBRARY defaults to $MMXA_LIB, then to "libmmxa.so.0" (an installed library).
@@ -16,14 +18,15 @@ import ctypes
 import os
 import sys
 from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char, c_char_p, c_int, c_long,
-                    c_size_t, c_void_p, create_string_buffer, sizeof)
+                    c_size_t, c_uint64, c_void_p, create_string_buffer, sizeof)
 
 # ---- the ABI of xa.h and mmxa.h -------------------------------------------------------------
 
 XIDDATASIZE = 128
 TMNOFLAGS, TMSUCCESS, TMFAIL = 0, 0x04000000, 0x20000000
 XA_OK, XA_RDONLY = 0, 3
-MMXA_OK, MMXA_NOTFOUND = 0, 1
+MMXA_OK, MMXA_NOTFOUND, MMXA_EBUFSIZE = 0, 1, -3
+MMXA_SCAN_REVERSE, MMXA_SCAN_LO_EXCL, MMXA_SCAN_HI_INCL, MMXA_SCAN_PREFIX = 1, 2, 4, 8
 XA_NAMES = {0: "XA_OK", 3: "XA_RDONLY", 100: "XA_RBROLLBACK", 104: "XA_RBOTHER",
             -3: "XAER_RMERR", -4: "XAER_NOTA", -5: "XAER_INVAL", -6: "XAER_PROTO",
             -7: "XAER_RMFAIL", -8: "XAER_DUPID"}
@@ -62,6 +65,11 @@ def load(path):
     lib.mmxa_last_error.restype = c_char_p
     lib.mmxa_txn_begin.argtypes = [c_int]
     lib.mmxa_txn_promote.argtypes = [c_int, POINTER(XID)]
+    lib.mmxa_cursor_open.argtypes = [c_int, c_void_p, c_size_t, c_void_p, c_size_t, c_long,
+                                     POINTER(c_uint64)]
+    lib.mmxa_cursor_next.argtypes = [c_uint64, c_void_p, c_size_t, POINTER(c_size_t),
+                                     c_void_p, c_size_t, POINTER(c_size_t)]
+    lib.mmxa_cursor_close.argtypes = [c_uint64]
     return lib
 
 
@@ -104,11 +112,42 @@ class Bank:
             raise RuntimeError("mmxa_get_for_update: %d: %s" % (rc, self.error()))
         return int(buf.raw[:length.value])
 
-    def set_balance(self, value):
-        key, val = self.owner.encode(), str(value).encode()
+    def set_balance(self, value, owner=None):
+        key, val = (owner or self.owner).encode(), str(value).encode()
         rc = self.lib.mmxa_put(self.rmid, key, len(key), val, len(val))
         if rc != MMXA_OK:
             raise RuntimeError("mmxa_put: %d: %s" % (rc, self.error()))
+
+    def scan(self, lo=b"", hi=b"", flags=0):
+        """Yields (key, value) in byte order from lo (inclusive) to hi (exclusive), an empty bound
+        being open; flags as mmxa_cursor_open takes them. Inside the thread's branch the cursor
+        sees the branch's writes; outside, committed data. Closed when the loop ends."""
+        cursor = c_uint64(0)
+        rc = self.lib.mmxa_cursor_open(self.rmid, lo, len(lo), hi, len(hi), flags, byref(cursor))
+        if rc != MMXA_OK:
+            raise RuntimeError("mmxa_cursor_open: %d: %s" % (rc, self.error()))
+        # Small buffers, grown when an entry does not fit: MMXA_EBUFSIZE stores the lengths it
+        # needs and leaves the entry next.
+        key, value = create_string_buffer(4), create_string_buffer(2)
+        key_len, value_len = c_size_t(0), c_size_t(0)
+        try:
+            while True:
+                rc = self.lib.mmxa_cursor_next(cursor, key, sizeof(key), byref(key_len),
+                                               value, sizeof(value), byref(value_len))
+                if rc == MMXA_NOTFOUND:
+                    return
+                if rc == MMXA_EBUFSIZE:
+                    key = create_string_buffer(max(key_len.value, sizeof(key)))
+                    value = create_string_buffer(max(value_len.value, sizeof(value)))
+                    continue
+                if rc != MMXA_OK:
+                    raise RuntimeError("mmxa_cursor_next: %d: %s" % (rc, self.error()))
+                yield key.raw[:key_len.value], value.raw[:value_len.value]
+        finally:
+            self.lib.mmxa_cursor_close(cursor)
+
+    def accounts(self, **scan):
+        return ", ".join("%s = %s" % (k.decode(), v.decode()) for k, v in self.scan(**scan))
 
     def close(self):
         self.sw.xa_close_entry(self.info, self.rmid, TMNOFLAGS)
@@ -126,6 +165,7 @@ def transfer(sw, a, b, amount, xid):
         new_a = a.balance() - amount
         a.set_balance(new_a)
         b.set_balance(b.balance() + amount)
+        print("  accounts@A in the branch: %s" % a.accounts())
         if new_a < 0:
             print("  %s would be overdrawn: rolling back" % a.owner)
             ok = False
@@ -206,8 +246,10 @@ def main():
     try:
         if a.balance() is None:  # first run: one-operation writes, durable at once
             a.set_balance(100)
+            a.set_balance(40, "carol")
             b.set_balance(50)
         print("balances before: alice@A = %d, bob@B = %d" % (a.balance(), b.balance()))
+        print("accounts@A: %s" % a.accounts())
         run = os.getpid()
         committed = transfer(sw, a, b, 30, make_xid(b"py-30-%d" % run, b"1"))
         print("transfer of 30 %s: alice@A = %d, bob@B = %d"
@@ -218,6 +260,8 @@ def main():
         committed = promoted_transfer(lib, sw, a, b, 5, make_xid(b"py-5-%d" % run, b"1"))
         print("promoted transfer of 5 %s: alice@A = %d, bob@B = %d"
               % ("committed" if committed else "rolled back", a.balance(), b.balance()))
+        print("accounts@A, last first: %s" % a.accounts(flags=MMXA_SCAN_REVERSE))
+        print("accounts@A from b: %s" % a.accounts(lo=b"b"))
     finally:
         a.close()
         b.close()

@@ -9,6 +9,9 @@
 // isolation as a branch; commit() or rollback() finish it, its destructor rolls back an
 // unfinished one. promote() hands it over to an XA branch (a `Branch` built from it), which is
 // then finished through the switch like any other.
+// `Scan` is a cursor (mmxa_cursor_open) read with a range-for and closed by its destructor:
+// inside the thread's branch or local transaction it sees that transaction's own writes,
+// outside it reads committed data.
 //
 // Usage: raii DATA_DIR      (prints the balances before and after each step)
 // Build: c++ -std=c++11 -I include c-examples/raii.cpp -L target/release -lmmxa
@@ -19,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -86,6 +90,80 @@ class Store {
   private:
     int rmid_;
     std::string info_;
+};
+
+// The keys of a store between `lo` (inclusive) and `hi` (exclusive) in byte order, an empty
+// bound being open; `flags` as mmxa_cursor_open takes them (MMXA_SCAN_REVERSE,
+// MMXA_SCAN_PREFIX, ...). Single pass: `for (const Scan::Entry &e : Scan(store, "a", "m"))`,
+// or in C++17 `for (const auto &[key, value] : Scan(store, "a", "m"))`.
+// Opened in the thread's branch or local transaction, it belongs to it (see mmxa.h); an
+// error while reading throws, and the destructor closes the cursor either way.
+class Scan {
+  public:
+    struct Entry {
+        std::string key, value;
+    };
+
+    Scan(const Store &store, const std::string &lo, const std::string &hi, long flags = 0)
+    {
+        int rc = mmxa_cursor_open(store.rmid(), lo.data(), lo.size(), hi.data(), hi.size(),
+                                  flags, &id_);
+        if (rc != MMXA_OK)
+            throw Error("mmxa_cursor_open", rc);
+    }
+    ~Scan() { mmxa_cursor_close(id_); }
+    Scan(const Scan &) = delete;
+    Scan &operator=(const Scan &) = delete;
+
+    class iterator {
+      public:
+        explicit iterator(Scan *scan) : scan_(scan) {}
+        const Entry &operator*() const { return scan_->entry_; }
+        const Entry *operator->() const { return &scan_->entry_; }
+        iterator &operator++()
+        {
+            if (!scan_->next())
+                scan_ = nullptr;
+            return *this;
+        }
+        bool operator==(const iterator &o) const { return scan_ == o.scan_; }
+        bool operator!=(const iterator &o) const { return scan_ != o.scan_; }
+
+      private:
+        Scan *scan_; // nullptr: past the last entry
+    };
+
+    iterator begin() { return ++iterator(this); }
+    iterator end() { return iterator(nullptr); }
+
+  private:
+    // Reads the next entry into entry_; false at the end. A buffer too small leaves the entry
+    // next (MMXA_EBUFSIZE, with the lengths it needs): grow and ask again.
+    bool next()
+    {
+        for (;;) {
+            entry_.key.resize(key_cap_);
+            entry_.value.resize(value_cap_);
+            size_t key_len = 0, value_len = 0;
+            int rc = mmxa_cursor_next(id_, &entry_.key[0], key_cap_, &key_len,
+                                      &entry_.value[0], value_cap_, &value_len);
+            if (rc == MMXA_OK) {
+                entry_.key.resize(key_len);
+                entry_.value.resize(value_len);
+                return true;
+            }
+            if (rc == MMXA_NOTFOUND)
+                return false;
+            if (rc != MMXA_EBUFSIZE)
+                throw Error("mmxa_cursor_next", rc);
+            key_cap_ = std::max(key_cap_, key_len);
+            value_cap_ = std::max(value_cap_, value_len);
+        }
+    }
+
+    uint64_t id_ = 0;
+    size_t key_cap_ = 16, value_cap_ = 4; // small, to show the growing
+    Entry entry_;
 };
 
 XID make_xid(const std::string &gtrid, const std::string &bqual)
@@ -253,6 +331,16 @@ void show(const char *when, const Store &s)
     std::printf("%s: alice = %ld, bob = %ld\n", when, s.balance("alice"), s.balance("bob"));
 }
 
+// The accounts in [lo, hi) (all by default) as a cursor of this thread sees them.
+void list(const char *when, const Store &s, const std::string &lo = "",
+          const std::string &hi = "", long flags = 0)
+{
+    std::string out;
+    for (const Scan::Entry &e : Scan(s, lo, hi, flags))
+        out += (out.empty() ? "" : ", ") + e.key + " = " + e.value;
+    std::printf("%s: %s\n", when, out.c_str());
+}
+
 // Moves `amount` from alice to bob in the thread's branch or local transaction; throws on
 // overdraft, after writing, so that the caller's destructor has writes to roll back.
 void move(Store &store, long amount)
@@ -296,6 +384,7 @@ int main(int argc, char **argv)
             store.set_balance("bob", 50);
         }
         show("before", store);
+        list("accounts", store);
 
         transfer(store, "raii-transfer-30", 30);
         show("after transfer of 30 (committed)", store);
@@ -336,6 +425,32 @@ int main(int argc, char **argv)
             branch.commit();
         }
         show("after a promoted bonus of 2 for bob", store);
+
+        {
+            // A cursor inside a local transaction sees its writes: carol's new account, listed
+            // in key order, then from "b" up, last first; rolled back, it is gone.
+            LocalTxn txn(store);
+            store.set_balance("carol", 1000);
+            list("accounts in a local transaction opening carol's", store);
+            list("  from b, last first", store, "b", "", MMXA_SCAN_REVERSE);
+            txn.rollback();
+        }
+        list("accounts after its rollback", store);
+        list("accounts from a to b", store, "a", "b");
+
+        {
+            // A cursor belongs to the transaction it was opened in: read after that ended, it
+            // throws (MMXA_EPROTO), and its destructor still closes it.
+            LocalTxn txn(store);
+            Scan scan(store, "", "");
+            txn.commit();
+            try {
+                for (const Scan::Entry &e : scan)
+                    std::printf("unexpected: %s\n", e.key.c_str());
+            } catch (const Error &e) {
+                std::printf("a cursor read after its transaction: %s\n", e.what());
+            }
+        }
     } catch (const std::exception &e) {
         std::printf("error: %s\n", e.what());
         return 1;

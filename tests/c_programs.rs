@@ -289,7 +289,9 @@ fn dlopen_switch_example_drives_a_branch() {
 /// The C++ RAII example: a committed transfer, one rolled back by the branch's destructor when an
 /// exception leaves its scope, and a two-phase commit; then the same with a local transaction:
 /// committed, rolled back by its destructor, and promoted to a branch that is prepared and
-/// committed; run twice on the same store.
+/// committed; cursors read with a range-for: committed data outside a transaction, the local
+/// transaction's own write inside it, bounds and reverse, and an exception for a cursor read
+/// after its transaction ended; run twice on the same store.
 #[test]
 fn raii_example_rolls_back_in_the_destructor() {
     let bin = build_program(
@@ -334,6 +336,18 @@ fn raii_example_rolls_back_in_the_destructor() {
         &first,
         "after a promoted bonus of 2 for bob: alice = 60, bob = 93",
     );
+    assert_contains(&first, "accounts: alice = 100, bob = 50");
+    assert_contains(
+        &first,
+        "accounts in a local transaction opening carol's: alice = 60, bob = 93, carol = 1000\n  \
+         from b, last first: carol = 1000, bob = 93\n\
+         accounts after its rollback: alice = 60, bob = 93\n\
+         accounts from a to b: alice = 60\n",
+    );
+    assert_contains(
+        &first,
+        "a cursor read after its transaction: mmxa_cursor_next failed with -12: ",
+    );
     // The promoted transaction was finished by its branch: no rollback by either destructor.
     let out = stdout_of(&first);
     assert_eq!(
@@ -351,11 +365,21 @@ fn raii_example_rolls_back_in_the_destructor() {
         &second,
         "after a promoted bonus of 2 for bob: alice = 20, bob = 136",
     );
+    assert_contains(
+        &second,
+        "accounts in a local transaction opening carol's: alice = 20, bob = 136, carol = 1000\n",
+    );
+    assert_contains(
+        &second,
+        "accounts after its rollback: alice = 20, bob = 136\n",
+    );
 }
 
 /// The Python (ctypes) example: a two-store transaction with two-phase commit, then one rolled
 /// back on both stores, then a local transaction on one store promoted to a global one and
-/// committed on both. Skipped without python3.
+/// committed on both; a cursor lists bank A's accounts in key order (growing its buffers), over
+/// committed data and inside each transfer's branch, where the branch's write shows. Skipped
+/// without python3.
 #[test]
 fn python_example_commits_on_both_stores() {
     if Command::new("python3").arg("--version").output().is_err() {
@@ -398,6 +422,17 @@ fn python_example_commits_on_both_stores() {
         &out,
         "promoted transfer of 5 committed: alice@A = 65, bob@B = 85",
     );
+    assert_contains(&out, "\naccounts@A: alice = 100, carol = 40\n");
+    assert_contains(
+        &out,
+        "\n  accounts@A in the branch: alice = 70, carol = 40\n",
+    );
+    assert_contains(
+        &out,
+        "\n  accounts@A in the branch: alice = -930, carol = 40\n",
+    );
+    assert_contains(&out, "\naccounts@A, last first: carol = 40, alice = 65\n");
+    assert_contains(&out, "\naccounts@A from b: carol = 40\n");
     // MMXA_LIB instead of the argument; the balances carry over.
     let again = Command::new("python3")
         .arg(&script)
@@ -414,6 +449,7 @@ fn python_example_commits_on_both_stores() {
         &again,
         "promoted transfer of 5 committed: alice@A = 30, bob@B = 120",
     );
+    assert_contains(&again, "\naccounts@A: alice = 65, carol = 40\n");
     // A library it cannot load: a message saying what to do, not a traceback.
     let missing = Command::new("python3")
         .arg(&script)

@@ -636,3 +636,172 @@ fn status_lists_open_local_transactions() {
     assert_eq!(ok(&["get", dir, "k1"]), "v\n");
     app.rc("close 1", XA_OK);
 }
+
+/// `scan` lists committed entries in byte order, on a store another process is using: bounds
+/// (from inclusive, to exclusive), prefix, reverse, limit, bytes shown as `dump` shows them,
+/// `--json`; a prepared branch's and an open local transaction's writes are not listed until
+/// they commit. Usage errors are found before the store is looked at.
+#[test]
+fn scan_lists_committed_entries_in_byte_order() {
+    use mmxa::config::Config;
+    use mmxa::rm::Rm;
+    const T: &str = "scan_lists_committed_entries_in_byte_order";
+    shell_if_child();
+    let tmp = ffi_common::private_dir();
+    let dir = dir_str(tmp.path());
+    let long = "v".repeat(200);
+    {
+        let mut cfg = Config::new(tmp.path());
+        cfg.segment_size = 4 << 20;
+        let rm = Rm::open(cfg).unwrap();
+        let entries: [(&[u8], &[u8]); 8] = [
+            (b"b", b"say \"hi\" \\ bye"),
+            (b"acct:2", b"250"),
+            (b"z", long.as_bytes()),
+            (b"a", b"1"),
+            (b"acct:10", b"7"),
+            (b"bin\x00\xff", b"\xfe\x01"),
+            (b"ab", b"2"),
+            (b"acct:1", b"100"),
+        ];
+        for (k, v) in entries {
+            rm.put(1, k, Some(v)).unwrap();
+        }
+    }
+    let mut tm = Shell::spawn(T, "tm");
+    tm.rc(&format!("open 1 {}", open_string(tmp.path(), "")), XA_OK);
+    tm.rc("start 1 pp 0", XA_OK);
+    tm.rc("put 1 acct:3 prepared", MMXA_OK);
+    tm.rc(&format!("end 1 pp {TMSUCCESS}"), XA_OK);
+    tm.rc("prepare 1 pp", XA_OK);
+    tm.rc("txn_begin 1", MMXA_OK);
+    tm.rc("put 1 acct:4 local", MMXA_OK);
+    tm.rc("del 1 a", MMXA_OK);
+
+    let line = |k: &str, v: &str| format!("key={k} value={v}\n");
+    let all = [
+        line("\"a\"", "\"1\""),
+        line("\"ab\"", "\"2\""),
+        line("\"acct:1\"", "\"100\""),
+        line("\"acct:10\"", "\"7\""),
+        line("\"acct:2\"", "\"250\""),
+        line("\"b\"", r#""say \"hi\" \\ bye""#),
+        line("0x62696e00ff", "0xfe01"),
+        line("\"z\"", &format!("\"{long}\"")),
+    ];
+    let lines = |r: std::ops::Range<usize>| all[r].concat();
+    let rev = |r: std::ops::Range<usize>| all[r].iter().rev().cloned().collect::<String>();
+    assert_eq!(ok(&["scan", dir]), lines(0..8));
+    assert_eq!(ok(&["scan", dir, "--from", "ab", "--to", "b"]), lines(1..5));
+    assert_eq!(ok(&["scan", dir, "--from", "acct:10"]), lines(3..8));
+    assert_eq!(ok(&["scan", dir, "--to", "acct:10"]), lines(0..3));
+    assert_eq!(ok(&["scan", dir, "--prefix", "acct:"]), lines(2..5));
+    assert_eq!(ok(&["scan", dir, "--prefix", "acct:1"]), lines(2..4));
+    assert_eq!(
+        ok(&["scan", "--reverse", dir, "--prefix", "acct:"]),
+        rev(2..5)
+    );
+    assert_eq!(ok(&["scan", dir, "--reverse", "--from", "b"]), rev(5..8));
+    assert_eq!(
+        ok(&["scan", dir, "--reverse", "--from", "ab", "--to", "b"]),
+        rev(1..5)
+    );
+    assert_eq!(ok(&["scan", dir, "--limit", "2"]), lines(0..2));
+    assert_eq!(ok(&["scan", dir, "--reverse", "--limit", "2"]), rev(6..8));
+    assert_eq!(ok(&["scan", dir, "--limit", "0"]), "");
+    assert_eq!(ok(&["scan", dir, "--from", "c", "--to", "d"]), "");
+    assert_eq!(ok(&["scan", dir, "--from", "b", "--to", "a"]), "");
+
+    assert_eq!(
+        ok(&["--json", "scan", dir, "--prefix", "acct:1"]),
+        "[{\"key\":\"acct:1\",\"value\":\"100\"},{\"key\":\"acct:10\",\"value\":\"7\"}]\n"
+    );
+    assert_eq!(
+        ok(&["scan", dir, "--json", "--from", "b", "--to", "c"]),
+        "[{\"key\":\"b\",\"value\":\"say \\\"hi\\\" \\\\ bye\"},\
+         {\"key_hex\":\"62696e00ff\",\"value_hex\":\"fe01\"}]\n"
+    );
+    assert_eq!(ok(&["scan", dir, "--json", "--prefix", "x"]), "[]\n");
+
+    // Committed, they are listed; the local transaction's delete too.
+    tm.rc("txn_commit 1", MMXA_OK);
+    tm.rc(&format!("commit 1 pp {TMNOFLAGS}"), XA_OK);
+    assert_eq!(
+        ok(&[
+            "scan",
+            dir,
+            "--prefix",
+            "acct:",
+            "--reverse",
+            "--limit",
+            "2"
+        ]),
+        line("\"acct:4\"", "\"local\"") + &line("\"acct:3\"", "\"prepared\"")
+    );
+    assert_eq!(ok(&["scan", dir, "--limit", "1"]), lines(1..2));
+    tm.rc("close 1", XA_OK);
+
+    // Errors: a missing store as for get; usage errors before the store is looked at.
+    let missing = tmp.path().join("missing");
+    let m = dir_str(&missing);
+    let want = format!("no mmxa store in {m} (create one with mmxa init or xa_open)");
+    assert!(fails(&["get", m, "k"], 3).contains(&want));
+    assert!(fails(&["scan", m], 3).contains(&want));
+    for (args, says) in [
+        (
+            &["scan", m, "--limit", "x"][..],
+            "--limit x: expected a number",
+        ),
+        (
+            &["scan", dir, "--limit", "-1"],
+            "--limit -1: expected a number",
+        ),
+        (&["scan", dir, "--limit"], "--limit needs a number"),
+        (&["scan", dir, "--from"], "--from needs a KEY"),
+        (
+            &["scan", m, "--prefix", "a", "--to", "b"],
+            "--prefix takes no --from or --to",
+        ),
+        (
+            &["scan", dir, "--prefix", "a", "--from", "b"],
+            "--prefix takes no --from or --to",
+        ),
+        (
+            &["scan", dir, "--from", "a", "--from", "b"],
+            "--from is given twice",
+        ),
+        (
+            &["scan", dir, "k"],
+            "scan: expected no operands after STORE",
+        ),
+        (&["scan", dir, "--backwards"], "unknown option --backwards"),
+        (
+            &["get", dir, "a", "--reverse"],
+            "get: --reverse is an option of scan only",
+        ),
+        (
+            &["status", dir, "--limit", "3"],
+            "status: --limit is an option of scan only",
+        ),
+        (&["scan"], "scan: STORE is missing"),
+    ] {
+        let out = fails(args, 2);
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+    // An argument that is not UTF-8: a usage error, not a panic.
+    use std::os::unix::ffi::OsStrExt;
+    let o = Command::new(env!("CARGO_BIN_EXE_mmxa"))
+        .args(["scan", dir, "--from"])
+        .arg(std::ffi::OsStr::from_bytes(b"\xffk"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("argument \"\u{fffd}k\" is not UTF-8"),
+        "{}",
+        text(&o)
+    );
+    let big = "k".repeat(MMXA_MAX_KEY + 1);
+    let out = fails(&["scan", dir, "--to", &big], 2);
+    assert!(out.contains("--to: a key of 1025 bytes"), "{out}");
+}

@@ -8,10 +8,12 @@
 use mmxa::config::{self, Config, SyncMode};
 use mmxa::error::{Error, Outcome};
 use mmxa::log::{Log, LogError, Mapped, Record};
-use mmxa::rm::{BranchReport, Report, Rm};
+use mmxa::rm::{BranchReport, Range, Report, Rm};
+use mmxa::status::MMXA_MAX_KEY;
 use mmxa::xid::Xid;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::ops::Bound;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,6 +48,13 @@ commands:
   rollback STORE XID --reason TEXT
                                heuristically roll back a prepared branch (answers: XA_HEURRB)
   get STORE KEY                print the committed value of KEY
+  scan STORE [--from KEY] [--to KEY] [--prefix P] [--reverse] [--limit N]
+                               print the committed keys and values in byte order (memcmp, a
+                               shorter key first), one key=\"...\" value=\"...\" per line
+                               (bytes as dump shows them: printable ASCII quoted, else 0x and
+                               hex): from KEY (--from, inclusive) to KEY (--to, exclusive), or
+                               every key that starts with P (--prefix); --reverse: from the
+                               last key down; --limit: at most N entries
   dump STORE                   print every record of the log, oldest first (PREPARE,
                                HEURISTIC and MOVE with the time of the prepare or decision)
   verify STORE                 check every record's checksum up to the end of the log and
@@ -61,8 +70,10 @@ commands:
                                lists its in-doubt branches; exit status 4 if it is damaged
 
 options:
-  --json      machine-readable output (status, recover, get, verify; dump prints one
-              JSON object per record); status and recover give each branch's times
+  --json      machine-readable output (status, recover, get, scan, verify; dump prints one
+              JSON object per record; scan an array of {\"key\":...,\"value\":...}, with
+              \"key_hex\" or \"value_hex\" for bytes that are not UTF-8); status and recover
+              give each branch's times
   -h, --help  this text
   --version   the version of the tool (the library's: mmxa_version())
 
@@ -78,6 +89,7 @@ examples:
   mmxa --json recover 'dir=/var/lib/app/a;sync=fdatasync'
   mmxa rollback /var/lib/app/a 4d4d5841.7478312d31.62 --reason 'TM lost, ticket 4711'
   mmxa recover --mysql /var/lib/app/a
+  mmxa scan /var/lib/app/a --prefix acct: --limit 10
   mmxa backup --verify /var/lib/app/a /backup/a-2026-12-06
 ";
 
@@ -86,7 +98,7 @@ const VERSION: &str = concat!("mmxa ", env!("CARGO_PKG_VERSION"));
 
 /// The commands, checked before any store is touched.
 const COMMANDS: &[&str] = &[
-    "init", "status", "recover", "commit", "rollback", "get", "dump", "verify", "backup",
+    "init", "status", "recover", "commit", "rollback", "get", "scan", "dump", "verify", "backup",
 ];
 
 /// A failure, with the exit status it means.
@@ -106,7 +118,20 @@ struct Args {
     mysql: bool,
     verify: bool,
     reason: Option<String>,
+    scan: ScanArgs,
+    /// The first option of `scan` given, refused by the other commands.
+    scan_opt: Option<String>,
     rest: Vec<String>,
+}
+
+/// The options of `scan`.
+#[derive(Default)]
+struct ScanArgs {
+    from: Option<String>,
+    to: Option<String>,
+    prefix: Option<String>,
+    reverse: bool,
+    limit: Option<usize>,
 }
 
 fn parse_args(argv: Vec<String>) -> Result<Args, Fail> {
@@ -115,11 +140,38 @@ fn parse_args(argv: Vec<String>) -> Result<Args, Fail> {
         mysql: false,
         verify: false,
         reason: None,
+        scan: ScanArgs::default(),
+        scan_opt: None,
         rest: Vec::new(),
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
+        if matches!(
+            arg.as_str(),
+            "--from" | "--to" | "--prefix" | "--reverse" | "--limit"
+        ) {
+            a.scan_opt.get_or_insert_with(|| arg.clone());
+        }
+        let mut value = |what: &str, slot: &Option<String>| -> Result<String, Fail> {
+            if slot.is_some() {
+                return Err(usage(format!("{arg} is given twice")));
+            }
+            it.next()
+                .ok_or_else(|| usage(format!("{arg} needs {what}")))
+        };
         match arg.as_str() {
+            "--from" => a.scan.from = Some(value("a KEY", &a.scan.from)?),
+            "--to" => a.scan.to = Some(value("a KEY", &a.scan.to)?),
+            "--prefix" => a.scan.prefix = Some(value("a prefix", &a.scan.prefix)?),
+            "--reverse" => a.scan.reverse = true,
+            "--limit" => {
+                let n = value("a number of entries", &None)?;
+                a.scan.limit = Some(n.parse().map_err(|_| {
+                    usage(format!(
+                        "--limit {n}: expected a number of entries (0 or more)"
+                    ))
+                })?);
+            }
             "--json" => a.json = true,
             "--mysql" => a.mysql = true,
             "--verify" => a.verify = true,
@@ -528,10 +580,25 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
             Err(usage(format!("{cmd}: expected {what} (see --help)")))
         }
     };
+    if let Some(opt) = &a.scan_opt {
+        if cmd != "scan" {
+            return Err(usage(format!("{cmd}: {opt} is an option of scan only")));
+        }
+    }
     if cmd == "init" {
         want(0, "no further operands")?;
         return init(store);
     }
+    // Checked before the store is looked at: a usage error is one whatever the store.
+    let range = if cmd == "scan" {
+        want(
+            0,
+            "no operands after STORE (the bounds are --from, --to, --prefix)",
+        )?;
+        Some(scan_range(&a.scan)?)
+    } else {
+        None
+    };
     let cfg = store_config(store)?;
     match cmd {
         "status" => {
@@ -618,12 +685,99 @@ fn run(argv: Vec<String>) -> Result<String, Fail> {
                 Err(e) => Err(store_err(e.to_string())),
             }
         }
+        "scan" => match range {
+            Some(range) => scan(&cfg, range, a.scan.limit, a.json),
+            None => Err(usage("scan: no range")),
+        },
         "dump" | "verify" => {
             want(0, "no further operands")?;
             inspect(&cfg, cmd == "verify", a.json)
         }
         "backup" => backup(&cfg, operands, a.verify, a.json),
         _ => Err(usage(format!("unknown command {cmd} (see --help)"))),
+    }
+}
+
+/// The range `scan`'s options name.
+fn scan_range(o: &ScanArgs) -> Result<Range, Fail> {
+    let mut range = match &o.prefix {
+        Some(_) if o.from.is_some() || o.to.is_some() => {
+            return Err(usage(
+                "scan: --prefix takes no --from or --to (the prefix sets both bounds)",
+            ))
+        }
+        Some(p) => Range::prefix(p.as_bytes()),
+        None => {
+            let mut r = Range::all();
+            if let Some(k) = &o.from {
+                r.lo = Bound::Included(k.as_bytes().to_vec());
+            }
+            if let Some(k) = &o.to {
+                r.hi = Bound::Excluded(k.as_bytes().to_vec());
+            }
+            r
+        }
+    };
+    for (opt, k) in [
+        ("--from", &o.from),
+        ("--to", &o.to),
+        ("--prefix", &o.prefix),
+    ] {
+        if let Some(k) = k.as_ref().filter(|k| k.len() > MMXA_MAX_KEY) {
+            return Err(usage(format!(
+                "scan: {opt}: a key of {} bytes is longer than any key can be ({MMXA_MAX_KEY})",
+                k.len()
+            )));
+        }
+    }
+    if o.reverse {
+        range = range.reversed();
+    }
+    Ok(range)
+}
+
+/// `scan`: prints the committed entries of `range` as it reads them (a cursor outside any
+/// branch: committed data, no locks), at most `limit`.
+fn scan(cfg: &Config, range: Range, limit: Option<usize>, json: bool) -> Result<String, Fail> {
+    let (_site, s) = reach(cfg)?;
+    let toc = mmxa::rm::new_toc();
+    let mut cursor = s.scan(toc, range).map_err(|e| store_err(e.to_string()))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    // A closed pipe (`| head`) ends the listing quietly, as for dump.
+    let mut open = !json || out.write_all(b"[").is_ok();
+    let mut n = 0usize;
+    let mut failed = None;
+    while open && limit.map_or(true, |l| n < l) {
+        match s.scan_next(toc, &mut cursor) {
+            Ok(Some((k, v))) => {
+                let item = if json {
+                    let sep = if n == 0 { "" } else { "," };
+                    format!(
+                        "{sep}{{{},{}}}",
+                        bytes_json("key", &k),
+                        bytes_json("value", &v)
+                    )
+                } else {
+                    format!("key={} value={}\n", show_all(&k), show_all(&v))
+                };
+                open = out.write_all(item.as_bytes()).is_ok();
+                n += 1;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if json && open && failed.is_none() {
+        let _ = out.write_all(b"]\n");
+    }
+    let _ = out.flush();
+    match failed {
+        Some(e) => Err(store_err(format!("scan: after {n} entries: {e}"))),
+        None => Ok(String::new()),
     }
 }
 
@@ -773,18 +927,31 @@ fn backup(cfg: &Config, operands: &[String], verify: bool, json: bool) -> Result
     Ok(out)
 }
 
-/// Printable bytes as text, others as hex; long values shortened.
+/// Printable bytes as quoted text (`"` and `\` escaped), others as `0x` and hex.
+fn show_all(b: &[u8]) -> String {
+    if b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        format!("{:?}", String::from_utf8_lossy(b))
+    } else {
+        format!("0x{}", hex(b))
+    }
+}
+
+/// [`show_all`], long values shortened.
 fn show(b: &[u8]) -> String {
     let head = &b[..b.len().min(64)];
-    let mut s = if head.iter().all(|c| (0x20..0x7f).contains(c)) {
-        format!("{:?}", String::from_utf8_lossy(head))
-    } else {
-        format!("0x{}", hex(head))
-    };
+    let mut s = show_all(head);
     if b.len() > head.len() {
         let _ = write!(s, "… ({} bytes)", b.len());
     }
     s
+}
+
+/// Bytes as a JSON field: `"name":"text"` if they are UTF-8, else `"name_hex":"hex"`.
+fn bytes_json(name: &str, b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(t) => format!("{}:{}", js(name), js(t)),
+        Err(_) => format!("{}:{}", js(&format!("{name}_hex")), js(&hex(b))),
+    }
 }
 
 /// A field of a dumped record.
@@ -855,10 +1022,7 @@ fn describe(lsn: u64, rec: &Record<'_>, json: bool, now: u64) -> String {
             let _ = match v {
                 Num(n) => write!(line, ",{}:{n}", js(k)),
                 Text(t) => write!(line, ",{}:{}", js(k), js(t)),
-                Bytes(b) => match std::str::from_utf8(b) {
-                    Ok(t) => write!(line, ",{}:{}", js(k), js(t)),
-                    Err(_) => write!(line, ",{}:{}", js(&format!("{k}_hex")), js(&hex(b))),
-                },
+                Bytes(b) => write!(line, ",{}", bytes_json(k, b)),
                 Time(Some(ns)) => write!(
                     line,
                     ",{}:{},{}:{ns},\"age_ms\":{}",
@@ -1049,9 +1213,21 @@ fn after_end(tail: &Path, off: u64) -> Result<AfterEnd, Fail> {
     })
 }
 
+/// The arguments as text; one that is not UTF-8 is a usage error (`std::env::args` would panic).
+fn text_args(argv: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, Fail> {
+    argv.map(|a| {
+        a.into_string().map_err(|a| {
+            usage(format!(
+                "argument {:?} is not UTF-8 (keys, paths and XIDs are given as text)",
+                a.to_string_lossy()
+            ))
+        })
+    })
+    .collect()
+}
+
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    match run(argv) {
+    match text_args(std::env::args_os().skip(1)).and_then(run) {
         Ok(out) => {
             let _ = std::io::stdout().write_all(out.as_bytes());
             ExitCode::SUCCESS

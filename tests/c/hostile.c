@@ -30,6 +30,12 @@
  *                     level_out; mmxa_txn_promote with NULL, null and malformed XIDs (the local
  *                     transaction stays open), a duplicate XID, the caller's XID never written;
  *                     xa_start inside a local transaction -> XAER_OUTSIDE
+ *   cursors           mmxa_cursor_* on unopened rmids; NULL out-pointer, NULL bounds with lengths,
+ *                     unknown flags, a prefix with hi or bound flags, oversized bounds (the id
+ *                     never written on failure); NULL lengths, NULL buffers with capacities,
+ *                     too small buffers (the entry stays next, buffers untouched); zero, unknown
+ *                     and closed ids; a cursor of a branch after suspend/end/commit and in
+ *                     another thread (unopened, outside the branch, joined); a closed rmid
  *
  * CHK(call, want) checks an XA call, CHKM a data call: on a mismatch they print file:line, the
  * call, got and expected, the context, and mmxa_last_error(). Both also check the last-error
@@ -1110,7 +1116,7 @@ struct tctx {
     int rc[8];
 };
 
-static void run_thread(void *(*fn)(void *), struct tctx *t)
+static void run_thread(void *(*fn)(void *), void *t)
 {
     pthread_t th;
     if (pthread_create(&th, NULL, fn, t) != 0 || pthread_join(th, NULL) != 0) {
@@ -1523,6 +1529,231 @@ static void local_txns(void)
     CHK(close_rm(rmid), XA_OK);
 }
 
+/* ---- cursors ------------------------------------------------------------------------------ */
+
+/* The cursor's next entry: MMXA_OK if it is key=value, -100 for another one, else the code. */
+static int next_is(uint64_t c, const char *key, const char *value)
+{
+    char k[64], v[64];
+    size_t kl = 0, vl = 0;
+    int rc = mmxa_cursor_next(c, k, sizeof k, &kl, v, sizeof v, &vl);
+    if (rc != MMXA_OK)
+        return rc;
+    return kl == strlen(key) && memcmp(k, key, kl) == 0 && vl == strlen(value) &&
+                   memcmp(v, value, vl) == 0
+               ? MMXA_OK
+               : -100;
+}
+
+struct cctx {
+    int rmid;
+    const char *info;
+    XID xid;
+    uint64_t outside, inside; /* opened by the main thread outside and inside its branch */
+    int rc[8];
+};
+
+/* Another thread: needs the rmid open; reads a cursor of committed data, not a branch's unless
+ * it joins the branch. */
+static void *t_cursor(void *arg)
+{
+    struct cctx *c = arg;
+    c->rc[0] = next_is(c->outside, "b", "22");
+    c->rc[1] = sw->xa_open_entry((char *)c->info, c->rmid, TMNOFLAGS);
+    c->rc[2] = next_is(c->outside, "b", "22");
+    c->rc[3] = next_is(c->inside, "m", "in-branch");
+    c->rc[4] = sw->xa_start_entry(&c->xid, c->rmid, TMJOIN);
+    c->rc[5] = next_is(c->inside, "m", "in-branch");
+    c->rc[6] = sw->xa_end_entry(&c->xid, c->rmid, TMSUCCESS);
+    c->rc[7] = sw->xa_close_entry((char *)"", c->rmid, TMNOFLAGS);
+    return NULL;
+}
+
+static void cursors(void)
+{
+    static const int odd_rmids[] = {100, 0, -1, INT_MIN, INT_MAX};
+    static const long bad_flags[] = {0x10, 0x100, 1L << 40, -1, LONG_MIN, LONG_MAX};
+    int rmid = 100;
+    const char *info = info_for("cursors", ""), *other_info = info_for("cursors-other", "");
+    size_t i, kl, vl;
+    int rc;
+    char key[8], val[8], *bigkey;
+    uint64_t c = 0, c2 = 0;
+    XID x;
+    struct cctx t;
+    section("cursors");
+    bigkey = malloc(MMXA_MAX_KEY + 1);
+    if (bigkey == NULL)
+        exit(2);
+    memset(bigkey, 0xff, MMXA_MAX_KEY + 1); /* after every key of this store */
+
+    /* Not open: MMXA_ENOTOPEN, pointers checked first (as the data API), id never written. */
+    for (i = 0; i < sizeof odd_rmids / sizeof odd_rmids[0]; i++) {
+        snprintf(ctx, sizeof ctx, "rmid %d not open", odd_rmids[i]);
+        CHKM(mmxa_cursor_open(odd_rmids[i], NULL, 0, NULL, 0, 0, &c), MMXA_ENOTOPEN);
+        CHKM(mmxa_cursor_open(odd_rmids[i], "a", 1, "b", 1, MMXA_SCAN_REVERSE, &c),
+             MMXA_ENOTOPEN);
+        CHKM(mmxa_cursor_open(odd_rmids[i], NULL, 0, NULL, 0, 0, NULL), MMXA_EINVAL);
+        CHKMV(c, 0);
+    }
+    ctx[0] = '\0';
+
+    CHK(open_rm(info, rmid), XA_OK);
+    CHKM(put_s(rmid, "a", "1"), MMXA_OK);
+    CHKM(put_s(rmid, "b", "22"), MMXA_OK);
+    CHKM(put_s(rmid, "c", ""), MMXA_OK);
+    CHKM(put_s(rmid, "d", "4444"), MMXA_OK);
+
+    /* mmxa_cursor_open: bad arguments, the id never written. */
+    CHKM(mmxa_cursor_open(rmid, NULL, 0, NULL, 0, 0, NULL), MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, NULL, 1, NULL, 0, 0, &c), MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, NULL, 0, NULL, 3, 0, &c), MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, NULL, SIZE_MAX, NULL, 0, 0, &c), MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, NULL, 1, NULL, 0, MMXA_SCAN_PREFIX, &c), MMXA_EINVAL);
+    for (i = 0; i < sizeof bad_flags / sizeof bad_flags[0]; i++) {
+        snprintf(ctx, sizeof ctx, "flags %#lx", bad_flags[i]);
+        CHKM(mmxa_cursor_open(rmid, NULL, 0, NULL, 0, bad_flags[i], &c), MMXA_EINVAL);
+        CHKM(mmxa_cursor_open(rmid, NULL, 0, NULL, 0, bad_flags[i] | MMXA_SCAN_REVERSE, &c),
+             MMXA_EINVAL);
+    }
+    ctx[0] = '\0';
+    CHKM(mmxa_cursor_open(rmid, "a", 1, "b", 1, MMXA_SCAN_PREFIX, &c), MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, NULL, 0, "b", 1, MMXA_SCAN_PREFIX, &c), MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, "a", 1, NULL, 0, MMXA_SCAN_PREFIX | MMXA_SCAN_LO_EXCL, &c),
+         MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, "a", 1, NULL, 0, MMXA_SCAN_PREFIX | MMXA_SCAN_HI_INCL, &c),
+         MMXA_EINVAL);
+    CHKM(mmxa_cursor_open(rmid, bigkey, MMXA_MAX_KEY + 1, NULL, 0, 0, &c), MMXA_ETOOBIG);
+    CHKM(mmxa_cursor_open(rmid, NULL, 0, bigkey, MMXA_MAX_KEY + 1, 0, &c), MMXA_ETOOBIG);
+    CHKM(mmxa_cursor_open(rmid, bigkey, MMXA_MAX_KEY + 1, NULL, 0, MMXA_SCAN_PREFIX, &c),
+         MMXA_ETOOBIG);
+    CHKM(mmxa_cursor_open(rmid, "a", SIZE_MAX, NULL, 0, 0, &c), MMXA_ETOOBIG);
+    CHKM(mmxa_cursor_open(rmid, "a", 1, "b", SIZE_MAX, 0, &c), MMXA_ETOOBIG);
+    CHKMV(c, 0);
+    /* The longest bound is a bound; a bound past the last key reads nothing. */
+    CHKM(mmxa_cursor_open(rmid, bigkey, MMXA_MAX_KEY, NULL, 0, 0, &c), MMXA_OK);
+    EXPECT(c != 0);
+    kl = vl = 77;
+    CHKM(mmxa_cursor_next(c, NULL, 0, &kl, NULL, 0, &vl), MMXA_NOTFOUND);
+    CHKM(mmxa_cursor_next(c, NULL, 0, &kl, NULL, 0, &vl), MMXA_NOTFOUND); /* and stays there */
+    CHKM(mmxa_cursor_close(c), MMXA_OK);
+    /* lo above hi: empty, not an error; a prefix with a non-NULL empty hi is accepted. */
+    CHKM(mmxa_cursor_open(rmid, "d", 1, "a", 1, MMXA_SCAN_REVERSE, &c), MMXA_OK);
+    CHKM(next_is(c, "x", "x"), MMXA_NOTFOUND);
+    CHKM(mmxa_cursor_close(c), MMXA_OK);
+    CHKM(mmxa_cursor_open(rmid, "c", 1, "", 0, MMXA_SCAN_PREFIX | MMXA_SCAN_REVERSE, &c),
+         MMXA_OK);
+    CHKM(next_is(c, "c", ""), MMXA_OK);
+    CHKM(next_is(c, "c", ""), MMXA_NOTFOUND);
+    CHKM(mmxa_cursor_close(c), MMXA_OK);
+
+    /* mmxa_cursor_next: bad arguments never consume the entry. */
+    CHKM(mmxa_cursor_open(rmid, NULL, 0, NULL, 0, 0, &c), MMXA_OK);
+    CHKM(mmxa_cursor_next(c, key, sizeof key, NULL, val, sizeof val, &vl), MMXA_EINVAL);
+    CHKM(mmxa_cursor_next(c, key, sizeof key, &kl, val, sizeof val, NULL), MMXA_EINVAL);
+    CHKM(mmxa_cursor_next(c, NULL, 0, NULL, NULL, 0, NULL), MMXA_EINVAL);
+    CHKM(mmxa_cursor_next(c, NULL, 5, &kl, val, sizeof val, &vl), MMXA_EINVAL);
+    CHKM(mmxa_cursor_next(c, key, sizeof key, &kl, NULL, 5, &vl), MMXA_EINVAL);
+    CHKM(mmxa_cursor_next(c, NULL, SIZE_MAX, &kl, NULL, SIZE_MAX, &vl), MMXA_EINVAL);
+    /* Asking the lengths, and buffers one byte short: MMXA_EBUFSIZE, the lengths, buffers
+     * untouched, the entry still next. */
+    kl = vl = 77;
+    CHKM(mmxa_cursor_next(c, NULL, 0, &kl, NULL, 0, &vl), MMXA_EBUFSIZE);
+    CHKMV(kl, 1);
+    CHKMV(vl, 1);
+    CHKM(next_is(c, "a", "1"), MMXA_OK);
+    memset(key, '#', sizeof key);
+    memset(val, '#', sizeof val);
+    kl = vl = 77;
+    CHKM(mmxa_cursor_next(c, key, sizeof key, &kl, val, 1, &vl), MMXA_EBUFSIZE);
+    CHKMV(kl, 1);
+    CHKMV(vl, 2);
+    CHKM(mmxa_cursor_next(c, key, 0, &kl, val, sizeof val, &vl), MMXA_EBUFSIZE);
+    EXPECT(memcmp(key, "########", 8) == 0 && memcmp(val, "########", 8) == 0);
+    kl = vl = 77;
+    CHKM(mmxa_cursor_next(c, key, 1, &kl, val, 2, &vl), MMXA_OK); /* exactly big enough */
+    EXPECT(kl == 1 && vl == 2 && memcmp(key, "b#", 2) == 0 && memcmp(val, "22#", 3) == 0);
+    /* An empty value fits a NULL buffer of capacity 0. */
+    kl = vl = 77;
+    CHKM(mmxa_cursor_next(c, key, sizeof key, &kl, NULL, 0, &vl), MMXA_OK);
+    EXPECT(kl == 1 && vl == 0 && key[0] == 'c');
+    CHKM(next_is(c, "d", "4444"), MMXA_OK);
+    CHKM(next_is(c, "d", "4444"), MMXA_NOTFOUND);
+    CHKM(next_is(c, "d", "4444"), MMXA_NOTFOUND);
+
+    /* Zero, unknown and closed ids. */
+    CHKM(mmxa_cursor_close(c), MMXA_OK);
+    CHKM(next_is(c, "a", "1"), MMXA_EINVAL);
+    CHKM(mmxa_cursor_close(c), MMXA_EINVAL);
+    CHKM(next_is(0, "a", "1"), MMXA_EINVAL);
+    CHKM(next_is(UINT64_MAX, "a", "1"), MMXA_EINVAL);
+    CHKM(next_is(c + 1000, "a", "1"), MMXA_EINVAL);
+    CHKM(mmxa_cursor_close(0), MMXA_EINVAL);
+    CHKM(mmxa_cursor_close(UINT64_MAX), MMXA_EINVAL);
+    CHKM(mmxa_cursor_next(c, NULL, 0, NULL, NULL, 0, NULL), MMXA_EINVAL);
+
+    /* A branch's cursor: sees its write; not usable while suspended or after the end. */
+    x = mkxid(11, "cursor-branch", "b", 0);
+    CHK(sw->xa_start_entry(&x, rmid, TMNOFLAGS), XA_OK);
+    CHKM(put_s(rmid, "m", "in-branch"), MMXA_OK);
+    CHKM(mmxa_cursor_open(rmid, "m", 1, NULL, 0, MMXA_SCAN_PREFIX, &c), MMXA_OK);
+    CHKM(mmxa_cursor_open(rmid, "b", 1, "c", 1, MMXA_SCAN_HI_INCL, &c2), MMXA_OK);
+    CHK(sw->xa_end_entry(&x, rmid, TMSUSPEND), XA_OK);
+    CHKM(next_is(c, "m", "in-branch"), MMXA_EPROTO);
+    CHKM(mmxa_cursor_open(rmid, "m", 1, NULL, 0, MMXA_SCAN_PREFIX, &t.inside), MMXA_OK);
+    CHKM(next_is(t.inside, "m", "in-branch"), MMXA_NOTFOUND); /* outside: committed data */
+    CHKM(mmxa_cursor_close(t.inside), MMXA_OK);
+    CHK(sw->xa_start_entry(&x, rmid, TMRESUME), XA_OK);
+    CHKM(next_is(c, "m", "in-branch"), MMXA_OK);
+    CHKM(next_is(c, "m", "in-branch"), MMXA_NOTFOUND);
+    CHKM(next_is(c2, "b", "22"), MMXA_OK);
+    CHK(sw->xa_end_entry(&x, rmid, TMSUCCESS), XA_OK);
+    CHKM(next_is(c2, "c", ""), MMXA_EPROTO);
+    CHK(sw->xa_commit_entry(&x, rmid, TMONEPHASE), XA_OK);
+    CHKM(next_is(c2, "c", ""), MMXA_EPROTO);
+    CHKM(mmxa_cursor_close(c), MMXA_OK);
+    CHKM(mmxa_cursor_close(c2), MMXA_OK);
+
+    /* Other threads: the rmid must be open there; a branch's cursor needs the branch. */
+    memset(&t, 0, sizeof t);
+    t.rmid = rmid;
+    t.info = info;
+    t.xid = mkxid(11, "cursor-thread", "b", 0);
+    CHKM(mmxa_cursor_open(rmid, "b", 1, NULL, 0, 0, &t.outside), MMXA_OK);
+    CHK(sw->xa_start_entry(&t.xid, rmid, TMNOFLAGS), XA_OK);
+    CHKM(put_s(rmid, "m", "in-branch"), MMXA_OK);
+    CHKM(mmxa_cursor_open(rmid, "m", 1, "n", 1, 0, &t.inside), MMXA_OK);
+    run_thread(t_cursor, &t);
+    CHKMV(t.rc[0], MMXA_ENOTOPEN);
+    CHKV(t.rc[1], XA_OK);
+    CHKMV(t.rc[2], MMXA_OK);
+    CHKMV(t.rc[3], MMXA_EPROTO);
+    CHKV(t.rc[4], XA_OK);
+    CHKMV(t.rc[5], MMXA_OK);
+    CHKV(t.rc[6], XA_OK);
+    CHKV(t.rc[7], XA_OK);
+    CHKM(next_is(t.inside, "m", "in-branch"), MMXA_NOTFOUND); /* the thread read it */
+    CHKM(next_is(t.outside, "c", ""), MMXA_OK);
+    CHK(sw->xa_end_entry(&t.xid, rmid, TMSUCCESS), XA_OK);
+    CHK(sw->xa_rollback_entry(&t.xid, rmid, TMNOFLAGS), XA_OK);
+    CHKM(mmxa_cursor_close(t.inside), MMXA_OK);
+
+    /* A closed rmid: MMXA_ENOTOPEN, and the cursor still has to be closed. */
+    CHK(close_rm(rmid), XA_OK);
+    CHKM(next_is(t.outside, "d", "4444"), MMXA_ENOTOPEN);
+    CHKM(mmxa_cursor_open(rmid, NULL, 0, NULL, 0, 0, &c), MMXA_ENOTOPEN);
+    /* The same rmid reopened on another store: the cursor was the first store's. */
+    CHK(open_rm(other_info, rmid), XA_OK);
+    CHKM(put_s(rmid, "e-other", "5"), MMXA_OK);
+    rc = next_is(t.outside, "d", "4444");
+    SOFT(rc != MMXA_OK && rc != -100,
+         "a cursor outlives xa_close and reads the store next opened under its rmid");
+    CHK(close_rm(rmid), XA_OK);
+    CHKM(mmxa_cursor_close(t.outside), MMXA_OK);
+    CHKM(mmxa_cursor_close(t.outside), MMXA_EINVAL);
+    free(bigkey);
+}
+
 int main(int argc, char **argv)
 {
     const char *alarm_env = getenv("HOSTILE_ALARM");
@@ -1549,6 +1780,7 @@ int main(int argc, char **argv)
     threads();
     data_calls();
     local_txns();
+    cursors();
     section(NULL);
 
     printf("hostile: %d checks, %d failed, %d notes\n", checks, failures, notes);
