@@ -46,17 +46,19 @@ pub fn next(id: u64, take: impl FnOnce(&[u8], &[u8]) -> bool) -> Result<Option<b
     let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
     let c = &mut *c;
     let scan = &mut c.scan;
-    let Some(item) = registry::data_call(c.rmid, |rm, toc| rm.scan_next(toc, scan))? else {
-        return Ok(None);
-    };
-    let taken = take(&item.0, &item.1);
-    if !taken {
-        c.scan.unread(item);
+    let taken = registry::data_call(c.rmid, |rm, toc| {
+        Ok(rm.scan_peek(toc, scan)?.map(|(k, v)| take(k, v)))
+    })?;
+    if taken == Some(true) {
+        c.scan.advance();
     }
-    Ok(Some(taken))
+    Ok(taken)
 }
 
-/// Closes cursor `id`.
+/// Closes cursor `id` (0, never a cursor's number, is nothing to close).
 pub fn close(id: u64) -> Result<()> {
+    if id == 0 {
+        return Ok(());
+    }
     table().remove(&id).map(|_| ()).ok_or_else(|| unknown(id))
 }

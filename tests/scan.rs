@@ -412,11 +412,25 @@ fn under_serializable_a_scanned_range_takes_no_phantom_until_the_scanner_prepare
     );
     // The scanner sees the same range again.
     assert_eq!(r.scan_keys(Some("c"), Some("e"), 0), keys(&["c", "d"]));
+    // It writes a key it scanned: the gap before that key stays locked.
+    r.put_ok("d", "1");
+    assert_eq!(
+        probe(&w, &r, "czz", false),
+        MMXA_ELOCKTIMEOUT,
+        "gap of an upgraded key"
+    );
     check("xa_end", r.end(&x, TMSUCCESS), XA_OK);
-    // Read-only: prepare answers XA_RDONLY and releases everything.
-    check("xa_prepare", r.prepare(&x), XA_RDONLY);
+    // Prepare releases the shared and gap locks, and keeps the exclusive one.
+    check("xa_prepare", r.prepare(&x), XA_OK);
     assert_eq!(probe(&w, &r, "cc", false), MMXA_OK);
+    assert_eq!(probe(&w, &r, "czz", false), MMXA_OK);
     assert_eq!(probe(&w, &r, "e", false), MMXA_OK);
+    assert_eq!(
+        probe(&w, &r, "d", false),
+        MMXA_ELOCKTIMEOUT,
+        "written, prepared"
+    );
+    check("xa_commit", r.commit(&x, TMNOFLAGS), XA_OK);
     r.close_ok();
 }
 
@@ -1010,4 +1024,143 @@ fn a_process_dying_while_it_changes_the_key_order_leaves_it_whole() {
         r.close_ok();
     }
     eprintln!("{killed_at_point} deaths at the crash point, {acked} acknowledged writes checked");
+}
+
+#[test]
+fn a_cursor_in_a_transaction_sees_the_writes_made_while_it_reads() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    for k in ["a", "c", "e", "g"] {
+        r.put_ok(k, "old");
+    }
+    begin(&r);
+    let mut c = 0u64;
+    // SAFETY: NULL bounds with length 0; `c` is writable.
+    let rc =
+        unsafe { mmxa_cursor_open(r.rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c) };
+    check("mmxa_cursor_open", rc, MMXA_OK);
+    let next = |c: u64| -> Option<(String, String)> {
+        let (mut k, mut v) = ([0u8; 16], [0u8; 16]);
+        let (mut kl, mut vl) = (0usize, 0usize);
+        // SAFETY: the buffers hold 16 writable bytes each; the lengths are writable.
+        let rc = unsafe {
+            mmxa_cursor_next(
+                c,
+                k.as_mut_ptr().cast(),
+                16,
+                &mut kl,
+                v.as_mut_ptr().cast(),
+                16,
+                &mut vl,
+            )
+        };
+        match rc {
+            MMXA_OK => Some((
+                String::from_utf8_lossy(&k[..kl]).into(),
+                String::from_utf8_lossy(&v[..vl]).into(),
+            )),
+            MMXA_NOTFOUND => None,
+            other => panic!("mmxa_cursor_next: {other} ({})", last_error()),
+        }
+    };
+    let kv = |k: &str, v: &str| Some((k.to_string(), v.to_string()));
+    assert_eq!(next(c), kv("a", "old"));
+    // Ahead of the cursor: an update, an insert, a delete; behind it: an insert.
+    r.put_ok("c", "mine");
+    r.put_ok("b", "new");
+    check("delete", r.delete(b"e"), MMXA_OK);
+    r.put_ok("0", "behind");
+    assert_eq!(next(c), kv("b", "new"));
+    assert_eq!(next(c), kv("c", "mine"));
+    // A write of the entry just handed out, and a savepoint rollback, while reading.
+    r.put_ok("c", "again");
+    let mut sp = 0u64;
+    // SAFETY: `sp` is writable.
+    check(
+        "savepoint",
+        unsafe { mmxa::ffi::data::mmxa_savepoint(r.rmid, &mut sp) },
+        MMXA_OK,
+    );
+    r.put_ok("f", "undone");
+    check(
+        "rollback to savepoint",
+        mmxa::ffi::data::mmxa_rollback_to_savepoint(r.rmid, sp),
+        MMXA_OK,
+    );
+    assert_eq!(next(c), kv("g", "old"));
+    assert_eq!(next(c), None);
+    check("close", mmxa_cursor_close(c), MMXA_OK);
+    commit(&r);
+    r.close_ok();
+}
+
+#[test]
+fn a_cursor_reads_only_the_store_it_was_opened_on() {
+    let (one, two) = (ffi_common::private_dir(), ffi_common::private_dir());
+    let rmid = NEXT_RMID.fetch_add(1, Ordering::Relaxed);
+    let a = Rm::new(rmid, one.path(), "");
+    let b = Rm::new(rmid, two.path(), "");
+    a.open_ok();
+    for i in 0..200 {
+        a.put_ok(&format!("x{i:03}"), "a");
+    }
+    let mut c = 0u64;
+    // SAFETY: NULL bounds with length 0; `c` is writable.
+    let rc = unsafe { mmxa_cursor_open(rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c) };
+    check("mmxa_cursor_open", rc, MMXA_OK);
+    let next = |c: u64| -> i32 {
+        let (mut k, mut v) = ([0u8; 16], [0u8; 16]);
+        let (mut kl, mut vl) = (0usize, 0usize);
+        // SAFETY: the buffers hold 16 writable bytes each; the lengths are writable.
+        unsafe {
+            mmxa_cursor_next(
+                c,
+                k.as_mut_ptr().cast(),
+                16,
+                &mut kl,
+                v.as_mut_ptr().cast(),
+                16,
+                &mut vl,
+            )
+        }
+    };
+    assert_eq!(next(c), MMXA_OK);
+    a.close_ok();
+    assert_eq!(next(c), MMXA_ENOTOPEN);
+    // The same rmid, another store: the cursor was the first store's.
+    b.open_ok();
+    for i in 0..200 {
+        b.put_ok(&format!("y{i:03}"), "b");
+    }
+    assert_eq!(next(c), MMXA_EINVAL, "{}", last_error());
+    b.close_ok();
+    // The same store opened again is another instance too.
+    a.open_ok();
+    assert_eq!(next(c), MMXA_EINVAL);
+    check("close", mmxa_cursor_close(c), MMXA_OK);
+    check("close 0", mmxa_cursor_close(0), MMXA_OK);
+    a.close_ok();
+}
+
+#[test]
+fn large_values_read_in_order_in_bounded_batches() {
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; MMXA_MAX_VALUE - i];
+    for i in 0..40 {
+        check(
+            "put",
+            r.put(format!("big{i:02}").as_bytes(), &value(i)),
+            MMXA_OK,
+        );
+    }
+    let all = r.scan(Some(b"big"), None, MMXA_SCAN_PREFIX).expect("scan");
+    assert_eq!(all.len(), 40);
+    for (i, (k, v)) in all.iter().enumerate() {
+        assert_eq!(k, format!("big{i:02}").as_bytes());
+        assert!(*v == value(i), "value of {i}");
+    }
+    r.close_ok();
 }

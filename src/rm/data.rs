@@ -55,6 +55,15 @@ impl Working {
     }
 }
 
+/// Notes a write of the branch `.1` when dropped, however the write ended.
+struct WrittenOnDrop<'a, M: Media>(&'a Rm<M>, u64);
+
+impl<M: Media> Drop for WrittenOnDrop<'_, M> {
+    fn drop(&mut self) {
+        self.0.note_write(self.1);
+    }
+}
+
 impl<M: Media> Rm<M> {
     /// The branch or local transaction `toc` works in, if any (refused if rollback-only).
     pub(super) fn current(&self, toc: Toc) -> Result<Option<Working>> {
@@ -327,6 +336,8 @@ impl<M: Media> Rm<M> {
 
     fn branch_write(&self, w: &Working, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
         self.lock_in_branch(w, key, Mode::Exclusive)?;
+        // The branch's cursors read again after this write (see `scan.rs`).
+        let _written = WrittenOnDrop(self, w.tag);
         let r = self.appending(|t| {
             let b = Self::record_of(t, w)?;
             let k = keys::find(t, key)?
@@ -397,6 +408,7 @@ impl<M: Media> Rm<M> {
         pick: &dyn Fn(&[u64]) -> Result<usize>,
     ) -> Result<()> {
         let w = *w;
+        let _written = WrittenOnDrop(self, w.tag);
         let r = self.appending(|t| {
             let b = Self::record_of(t, &w)?;
             Self::usable(t, b)?;

@@ -48,12 +48,12 @@
 //! | 52 | 1 | height of its tower in the key order (1–24) |
 //! | 53 | 3 | zero |
 //! | 56 | 8 | pending write's record LSN |
-//! | 64 | 8 | shared holder 1 |
-//! | 72 | 8 | shared holder 2 |
+//! | 64 | 8 | shared holder 1 (a branch record; bit 0 set when it holds the gap before the key too: a next-key lock) |
+//! | 72 | 8 | shared holder 2 (the same) |
 //! | 80 | 8 | more shared holders ([`Vec64`]) |
 //! | 88 | 8 | queue of waiting requests, in grant order ([`Vec64`] of wait records) |
-//! | 96 | 8 | gap holder 1: a branch that scanned the gap before this key (0 = none) |
-//! | 104 | 8 | more gap holders ([`Vec64`]) |
+//! | 96 | 8 | gap-only holder 1: a branch holding the gap before this key but not the key (0 = none) |
+//! | 104 | 8 | more gap-only holders ([`Vec64`]) |
 //! | 112 | n | key bytes |
 //! | 112 + n, 8-aligned | 8 | the entry before it in key order (0 = first) |
 //! | then | 8 × height | the next entry at each level (0 = last) |
@@ -61,7 +61,7 @@
 //! An entry is removed as soon as it is not committed, has no pending write, no holder, no gap
 //! holder and no queue. Lock owners are branch records, by offset: a record outlives its locks.
 //! A gap lock on an entry covers the keys between the entry before it and it; a new entry
-//! created in that gap gives every gap holder a shared lock and a gap lock on it (see
+//! created in that gap gives every gap holder a shared lock and the gap on it (see
 //! `locks.rs`).
 //!
 //! # Branch record (an XA branch, a local transaction, or a one-operation write)

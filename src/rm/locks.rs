@@ -28,18 +28,24 @@
 //! same rules and proof as the in-process table these replaced.)
 //!
 //! # Gap locks (phantoms)
-//! A serializable scan takes, besides a shared lock on every entry it passes, a *gap lock* on
-//! it and on the first entry past its range (the supremum past the last key): a gap lock on an
-//! entry covers the keys between the entry before it and it. Gap locks never wait and never
-//! make anyone wait, so they add no edge to the waits-for graph. Instead, an entry created
-//! inside a gap (`keys::find_or_insert`) hands every holder of that gap a shared lock and a gap
-//! lock on the new entry before anyone can lock it: a writer of a key inside a scanned range
-//! then waits for the scanner's shared lock like any writer of a key the scanner read. An entry
-//! with gap holders is not removed, so a gap only ever grows (more conservative) when its
-//! neighbour goes. Gap locks are released with shared ones (at `xa_prepare`, and at the end).
+//! A serializable scan takes a *next-key lock* on every entry it passes — a shared lock that
+//! holds the gap before the key too (bit [`NK`] of its shared-holder word) — and a gap-only lock
+//! on the first entry past its range (the supremum past the last key): a gap covers the keys
+//! between the entry before it and it. Gaps never wait and never make anyone wait, so they add
+//! no edge to the waits-for graph. Instead, an entry created inside a gap
+//! (`keys::find_or_insert`) hands every holder of that gap a next-key lock on the new entry
+//! before anyone can lock it: a writer of a key inside a scanned range then waits for the
+//! scanner's shared lock like any writer of a key the scanner read. An entry with gap holders is
+//! not removed, so a gap only ever grows (more conservative) when its neighbour goes. A shared
+//! lock upgraded to exclusive keeps its gap as a gap-only lock. Gaps are released with shared
+//! locks (at `xa_prepare`, and at the end).
 
 use super::keys;
 use super::layout::*;
+
+/// Bit 0 of a shared holder's word: the holder holds the gap before the key too (a next-key
+/// lock, taken by a serializable scan). Branch records are 16-aligned.
+const NK: u64 = 1;
 use crate::shm::{Error, Off, Txn};
 
 /// How a key is locked.
@@ -70,6 +76,12 @@ impl Mode {
 
 /// The shared holders of `k`.
 pub fn shared_holders(t: &Txn<'_>, k: Off) -> Result<Vec<Off>, Error> {
+    Ok(holder_words(t, k)?.into_iter().map(|w| w & !NK).collect())
+}
+
+/// The shared holders' words of `k`: a branch record, bit 0 ([`NK`]) set when it holds the
+/// gap before the key too.
+fn holder_words(t: &Txn<'_>, k: Off) -> Result<Vec<u64>, Error> {
     let n = s_count(t, k)?;
     let mut v = Vec::with_capacity(n as usize);
     if n >= 1 {
@@ -92,9 +104,39 @@ pub fn held(t: &Txn<'_>, k: Off, owner: Off) -> Result<Option<Mode>, Error> {
     if t.get_u64(k + K_XOWNER)? == owner {
         return Ok(Some(Mode::Exclusive));
     }
-    Ok(shared_holders(t, k)?
-        .contains(&owner)
-        .then_some(Mode::Shared))
+    Ok(holds_shared(t, k, owner)?.then_some(Mode::Shared))
+}
+
+/// Whether `owner` is a shared holder of `k` (without collecting the holders).
+fn holds_shared(t: &Txn<'_>, k: Off, owner: Off) -> Result<bool, Error> {
+    Ok(shared_word_at(t, k, owner)?.is_some())
+}
+
+/// Where a shared holder's word is.
+enum Word {
+    /// In the entry, at this offset.
+    At(Off),
+    /// In the more-shared-holders array, at this index.
+    More(u64),
+}
+
+/// Where `owner`'s shared-holder word of `k` is, and what it holds.
+fn shared_word_at(t: &Txn<'_>, k: Off, owner: Off) -> Result<Option<(Word, u64)>, Error> {
+    let n = s_count(t, k)?;
+    for (i, at) in [(1, k + K_S1), (2, k + K_S2)] {
+        if n >= i {
+            let w = t.get_u64(at)?;
+            if w & !NK == owner {
+                return Ok(Some((Word::At(at), w)));
+            }
+        }
+    }
+    if n > 2 {
+        if let Some(i) = s_more(k).position(t, |o| o & !NK == owner)? {
+            return Ok(Some((Word::More(i), s_more(k).get(t, i)?)));
+        }
+    }
+    Ok(None)
 }
 
 /// Owners other than `owner` whose locks on `k` conflict with `mode`.
@@ -186,6 +228,18 @@ pub fn try_lock(
     queue_it: bool,
     slot: u32,
 ) -> Result<Try, Error> {
+    let x = t.get_u64(k + K_XOWNER)?;
+    if x == owner {
+        return Ok(Try::Granted);
+    }
+    // The common case, without collecting holders and queue: a shared request on a key nobody
+    // holds exclusively and nobody waits for is granted at once (the grant rule, in short).
+    if mode == Mode::Shared && x == 0 && queue(k).is_empty(t)? {
+        if !holds_shared(t, k, owner)? {
+            grant(t, k, owner, Mode::Shared)?;
+        }
+        return Ok(Try::Granted);
+    }
     let have = held(t, k, owner)?;
     if have.is_some_and(|h| h >= mode) {
         return Ok(Try::Granted);
@@ -269,37 +323,59 @@ fn grant(t: &mut Txn<'_>, k: Off, owner: Off, mode: Mode) -> Result<(), Error> {
     match mode {
         Mode::Exclusive => {
             if held(t, k, owner)? == Some(Mode::Shared) {
-                remove_shared(t, k, owner)?;
+                // An upgrade keeps the gap the shared lock held, as a lock of its own.
+                let had_gap = remove_shared(t, k, owner)?;
                 let l = locks(owner);
                 if let Some(i) = l.position(t, |x| x == k)? {
                     l.set(t, i, k | EXCL)?;
+                }
+                if had_gap {
+                    gap_lock(t, k, owner)?;
                 }
             } else {
                 locks(owner).push(t, k | EXCL)?;
             }
             t.set_u64(k + K_XOWNER, owner)
         }
-        Mode::Shared => {
-            let n = s_count(t, k)?;
-            match n {
-                0 => t.set_u64(k + K_S1, owner)?,
-                1 => t.set_u64(k + K_S2, owner)?,
-                _ => s_more(k).push(t, owner)?,
-            }
-            set_s_count(t, k, n + 1)?;
-            locks(owner).push(t, k)
-        }
+        Mode::Shared => grant_shared(t, k, owner, 0),
     }
 }
 
-/// The gap holders of `k`.
-pub fn gap_holders(t: &Txn<'_>, k: Off) -> Result<Vec<Off>, Error> {
-    let first = t.get_u64(k + K_G1)?;
-    if first == 0 {
-        return Ok(Vec::new());
+/// Adds `owner` (with `nk`: [`NK`] when it takes the gap too) to `k`'s shared holders.
+fn grant_shared(t: &mut Txn<'_>, k: Off, owner: Off, nk: u64) -> Result<(), Error> {
+    let n = s_count(t, k)?;
+    match n {
+        0 => t.set_u64(k + K_S1, owner | nk)?,
+        1 => t.set_u64(k + K_S2, owner | nk)?,
+        _ => s_more(k).push(t, owner | nk)?,
     }
-    let mut v = vec![first];
-    v.extend(g_more(k).items(t)?);
+    set_s_count(t, k, n + 1)?;
+    locks(owner).push(t, k)
+}
+
+/// Gives `owner`, which holds `k` (shared or exclusive), the gap before `k` too: a next-key
+/// lock. A shared holder marks its holder word; an exclusive holder takes a gap lock.
+pub fn lock_gap_of_held(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
+    match shared_word_at(t, k, owner)? {
+        Some((_, w)) if w & NK != 0 => Ok(()),
+        Some((Word::At(at), w)) => t.set_u64(at, w | NK),
+        Some((Word::More(i), w)) => s_more(k).set(t, i, w | NK),
+        None => gap_lock(t, k, owner),
+    }
+}
+
+/// The gap holders of `k`: its shared holders that hold the gap too, and its gap-only holders.
+pub fn gap_holders(t: &Txn<'_>, k: Off) -> Result<Vec<Off>, Error> {
+    let mut v: Vec<Off> = holder_words(t, k)?
+        .into_iter()
+        .filter(|w| w & NK != 0)
+        .map(|w| w & !NK)
+        .collect();
+    let first = t.get_u64(k + K_G1)?;
+    if first != 0 {
+        v.push(first);
+        v.extend(g_more(k).items(t)?);
+    }
     Ok(v)
 }
 
@@ -339,19 +415,41 @@ fn remove_gap(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
 /// lock and a gap lock on `k` (nobody else holds or waits for `k` yet).
 pub fn inherit_gap(t: &mut Txn<'_>, after: Off, k: Off) -> Result<(), Error> {
     for o in gap_holders(t, after)? {
-        grant(t, k, o, Mode::Shared)?;
-        gap_lock(t, k, o)?;
+        if !holds_shared(t, k, o)? {
+            grant_shared(t, k, o, NK)?;
+        }
     }
     Ok(())
 }
 
-/// Takes `owner` out of `k`'s shared holders.
-fn remove_shared(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
-    let mut all = shared_holders(t, k)?;
-    let Some(i) = all.iter().position(|&o| o == owner) else {
-        return Ok(());
+/// Takes `owner` out of `k`'s shared holders; returns whether it held the gap too.
+fn remove_shared(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<bool, Error> {
+    // The common cases without collecting holders: the only one, or one of the inline two.
+    let (s1, s2) = (t.get_u64(k + K_S1)?, t.get_u64(k + K_S2)?);
+    match s_count(t, k)? {
+        1 if s1 & !NK == owner => {
+            t.set_u64(k + K_S1, 0)?;
+            set_s_count(t, k, 0)?;
+            return Ok(s1 & NK != 0);
+        }
+        2 if s2 & !NK == owner => {
+            t.set_u64(k + K_S2, 0)?;
+            set_s_count(t, k, 1)?;
+            return Ok(s2 & NK != 0);
+        }
+        2 if s1 & !NK == owner => {
+            t.set_u64(k + K_S1, s2)?;
+            t.set_u64(k + K_S2, 0)?;
+            set_s_count(t, k, 1)?;
+            return Ok(s1 & NK != 0);
+        }
+        _ => {}
+    }
+    let mut all = holder_words(t, k)?;
+    let Some(i) = all.iter().position(|&o| o & !NK == owner) else {
+        return Ok(false);
     };
-    all.remove(i);
+    let had_gap = all.remove(i) & NK != 0;
     let more = s_more(k);
     t.set_u64(k + K_S1, all.first().copied().unwrap_or(0))?;
     t.set_u64(k + K_S2, all.get(1).copied().unwrap_or(0))?;
@@ -359,7 +457,8 @@ fn remove_shared(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {
     for &o in all.iter().skip(2) {
         more.push(t, o)?;
     }
-    set_s_count(t, k, all.len() as u64)
+    set_s_count(t, k, all.len() as u64)?;
+    Ok(had_gap)
 }
 
 /// Releases one lock (`held` as in the owner's list: key entry, bit 0 exclusive) and wakes the

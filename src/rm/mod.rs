@@ -67,6 +67,47 @@ use std::time::{Duration, Instant};
 pub type Toc = u64;
 
 static NEXT_TOC: AtomicU64 = AtomicU64::new(1);
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// This process's threads of control and what they work in. Every change (through `DerefMut`)
+/// bumps `changes`, which can be read without the lock: a cursor that checked its thread's
+/// association need not check again while it has not moved.
+struct Tocs {
+    map: FxHashMap<Toc, TocState>,
+    changes: Arc<AtomicU64>,
+}
+
+impl Tocs {
+    /// An empty map whose changes count in `changes`.
+    fn counting(changes: Arc<AtomicU64>) -> Tocs {
+        Tocs {
+            map: FxHashMap::default(),
+            changes,
+        }
+    }
+}
+
+impl std::ops::Deref for Tocs {
+    type Target = FxHashMap<Toc, TocState>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Tocs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.changes.fetch_add(1, Ordering::Release);
+        &mut self.map
+    }
+}
+
+/// Slots of [`Rm::write_epochs`].
+const WRITE_EPOCHS: usize = 64;
+
+/// A new number for an open instance.
+fn new_instance() -> u64 {
+    NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
+}
 
 /// A new thread-of-control number, unique in this process.
 pub fn new_toc() -> Toc {
@@ -96,7 +137,9 @@ pub struct Rm<M: Media = Mapped> {
     /// This process's slot generation (a slot reused later has another one).
     generation: u64,
     /// This process's threads of control.
-    tocs: Mutex<FxHashMap<Toc, TocState>>,
+    tocs: Mutex<Tocs>,
+    /// `tocs`'s change count, readable without its lock (the same counter: see [`Rm::tocs`]).
+    toc_changes: Arc<AtomicU64>,
     panicked: AtomicBool,
     /// Lock waits end at once (the store is being shut down under them).
     interrupted: AtomicBool,
@@ -106,6 +149,11 @@ pub struct Rm<M: Media = Mapped> {
     compacting: AtomicBool,
     /// Dropped as if the process had died (tests): no cleanup.
     crashed: bool,
+    /// This open instance's number, unique in the process (a cursor belongs to one).
+    instance: u64,
+    /// Bumped by every write of a branch in this process, in the slot of the branch's tag: a
+    /// cursor in a branch drops what it read ahead when its slot moved.
+    write_epochs: [AtomicU64; WRITE_EPOCHS],
     /// Completions of this process whose record is durable but whose finishing section could
     /// not be entered in time (branch record, tag): finished by this process's next section.
     deferred: Mutex<Vec<(Off, u64)>>,
@@ -280,6 +328,7 @@ impl Rm {
         let media = Mapped::with_mode(&cfg.dir, cfg.file_mode());
         let log = Log::attach(media, cfg.segment_size, cfg.sync, region.clone(), peer)
             .map_err(|e| e.to_string())?;
+        let changes = Arc::new(AtomicU64::new(0));
         let mut rm = Rm {
             cfg,
             log,
@@ -287,12 +336,15 @@ impl Rm {
             lockfile: Some(lockfile.clone()),
             slot: 0,
             generation: 0,
-            tocs: Mutex::new(FxHashMap::default()),
+            tocs: Mutex::new(Tocs::counting(changes.clone())),
+            toc_changes: changes,
             panicked: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
             last_reap: Mutex::new(Instant::now()),
             compacting: AtomicBool::new(false),
             crashed: false,
+            instance: new_instance(),
+            write_epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             deferred: Mutex::new(Vec::new()),
             has_deferred: AtomicBool::new(false),
             mutex_wait: MUTEX_WAIT,
@@ -377,7 +429,7 @@ impl<M: Media> Rm<M> {
     }
 
     /// This process's threads of control.
-    fn tocs(&self) -> Result<MutexGuard<'_, FxHashMap<Toc, TocState>>> {
+    fn tocs(&self) -> Result<MutexGuard<'_, Tocs>> {
         if let Some(why) = self.failed() {
             return Err(Error::Failed(why));
         }

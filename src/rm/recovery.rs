@@ -24,13 +24,12 @@ use super::order;
 use super::{Rm, MUTEX_WAIT};
 use crate::config::{Config, Isolation, SyncMode};
 use crate::error::{Error, Outcome};
-use crate::fxhash::FxHashMap;
 use crate::log::{Log, LogError, Lsn, Mapped, Media, Record};
 use crate::shm::{self, LockFile, Off, Region, Table, Txn};
 use crate::xid::Xid;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -353,6 +352,7 @@ pub(super) fn build<M: Media>(
     if let Some(end) = last {
         log.sync_to(end).map_err(|e| e.to_string())?;
     }
+    let changes = Arc::new(AtomicU64::new(0));
     Ok(Rm {
         cfg,
         log,
@@ -360,12 +360,15 @@ pub(super) fn build<M: Media>(
         lockfile,
         slot,
         generation,
-        tocs: Mutex::new(FxHashMap::default()),
+        tocs: Mutex::new(super::Tocs::counting(changes.clone())),
+        toc_changes: changes,
         panicked: AtomicBool::new(false),
         interrupted: AtomicBool::new(false),
         last_reap: Mutex::new(Instant::now()),
         compacting: AtomicBool::new(false),
         crashed: false,
+        instance: super::new_instance(),
+        write_epochs: std::array::from_fn(|_| AtomicU64::new(0)),
         deferred: Mutex::new(Vec::new()),
         has_deferred: AtomicBool::new(false),
         mutex_wait: MUTEX_WAIT,

@@ -20,9 +20,18 @@ use crate::log::Media;
 use crate::shm::{Off, Txn};
 use std::collections::VecDeque;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
+
+/// Entries the first section of a cursor passes at most; each next one passes twice as many, up
+/// to [`BATCH`]: a short read locks few entries it does not return, a long one takes few
+/// sections.
+const FIRST_BATCH: usize = 16;
 
 /// Entries one section passes at most.
 const BATCH: usize = 64;
+
+/// Value bytes one section reads ahead at most (at least one entry).
+const BATCH_BYTES: u64 = 256 << 10;
 
 /// Journal bytes after which a locking batch stops early (the journal holds 1 MiB).
 const JOURNAL_BUDGET: u64 = 256 << 10;
@@ -125,10 +134,21 @@ impl Range {
 #[derive(Debug)]
 pub struct Scan {
     range: Range,
+    /// The open instance of the store it reads.
+    instance: u64,
     /// The tag of the branch (or local transaction) it reads in; None: committed data.
     tag: Option<u64>,
+    /// The branch's write epoch when the read-ahead was read (see [`Rm::note_write`]).
+    epoch: u64,
     /// The key of the last entry passed; None before the first.
     pos: Option<Vec<u8>>,
+    /// In a branch: the key of the last entry handed out (where to read again from when the
+    /// branch's own writes made the read-ahead stale).
+    returned: Option<Vec<u8>>,
+    /// Entries the next section may pass.
+    batch: usize,
+    /// The thread that last passed the branch check, and the threads' change count then.
+    checked: Option<(Toc, u64)>,
     /// The last entry passed and the key order's generation when it was: while that has not
     /// changed the entry is still there, and the next step starts from it without a search.
     finger: Option<(Off, u64)>,
@@ -137,9 +157,13 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// Puts an entry [`Rm::scan_next`] returned back in front: the next call returns it again.
-    pub fn unread(&mut self, item: (Vec<u8>, Vec<u8>)) {
-        self.ready.push_front(item);
+    /// Moves past the entry [`Rm::scan_peek`] showed.
+    pub fn advance(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let item = self.ready.pop_front()?;
+        if self.tag.is_some() {
+            self.returned = Some(item.0.clone());
+        }
+        Some(item)
     }
 }
 
@@ -165,8 +189,13 @@ impl<M: Media> Rm<M> {
         let tag = self.current(toc)?.map(|w| w.tag);
         Ok(Scan {
             range,
+            instance: self.instance,
             tag,
+            epoch: tag.map_or(0, |t| self.write_epoch(t)),
             pos: None,
+            returned: None,
+            batch: FIRST_BATCH,
+            checked: None,
             finger: None,
             ready: VecDeque::new(),
             end: false,
@@ -186,19 +215,58 @@ impl<M: Media> Rm<M> {
 
     /// The cursor's next key and value (None: no more).
     pub fn scan_next(&self, toc: Toc, s: &mut Scan) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        // What was read ahead in a branch is the branch's too.
-        if let Some(tag) = s.tag {
-            self.cursor_branch(toc, tag)?;
+        self.scan_peek(toc, s)?;
+        Ok(s.advance())
+    }
+
+    /// The cursor's next key and value, left next (None: no more); [`Scan::advance`] moves on.
+    pub fn scan_peek<'s>(
+        &self,
+        toc: Toc,
+        s: &'s mut Scan,
+    ) -> Result<Option<&'s (Vec<u8>, Vec<u8>)>> {
+        if s.instance != self.instance {
+            return Err(Error::Invalid(
+                "the cursor's store was closed (a cursor reads only the store instance it was \
+                 opened on)"
+                    .into(),
+            ));
         }
-        loop {
-            if let Some(item) = s.ready.pop_front() {
-                return Ok(Some(item));
+        if let Some(tag) = s.tag {
+            // What was read ahead in a branch is the branch's too, and only as long as the
+            // branch has not written since: then read again from the last entry handed out.
+            let changes = self.toc_changes();
+            if s.checked != Some((toc, changes)) {
+                self.cursor_branch(toc, tag)?;
+                s.checked = Some((toc, changes));
             }
-            if s.end {
-                return Ok(None);
+            let epoch = self.write_epoch(tag);
+            if epoch != s.epoch {
+                s.epoch = epoch;
+                s.ready.clear();
+                s.pos = s.returned.clone();
+                s.finger = None;
+                s.end = false;
             }
+        }
+        while s.ready.is_empty() && !s.end {
             self.fill(toc, s)?;
         }
+        Ok(s.ready.front())
+    }
+
+    /// The count of changes to this process's threads' associations (read before checking one).
+    fn toc_changes(&self) -> u64 {
+        self.toc_changes.load(Ordering::Acquire)
+    }
+
+    /// Notes that the branch `tag` wrote (or undid writes), so its cursors read again.
+    pub(super) fn note_write(&self, tag: u64) {
+        self.write_epochs[tag as usize % self.write_epochs.len()].fetch_add(1, Ordering::Release);
+    }
+
+    fn write_epoch(&self, tag: u64) -> u64 {
+        self.write_epochs[tag as usize % self.write_epochs.len()].load(Ordering::Acquire)
     }
 
     /// The branch a cursor reads in, if the thread still works in it.
@@ -236,7 +304,8 @@ impl<M: Media> Rm<M> {
         };
         let locking = working.is_some() && self.serializable();
         let slot = self.slot;
-        let (range, pos, finger) = (&s.range, s.pos.as_deref(), s.finger);
+        let (range, pos, finger, batch) = (&s.range, s.pos.as_deref(), s.finger, s.batch);
+        s.batch = (s.batch * 2).min(BATCH);
         let batch = self.shared(|t| {
             let owner = match &working {
                 Some(w) => {
@@ -273,6 +342,7 @@ impl<M: Media> Rm<M> {
                 let past = range.past_high(t)?;
                 locks::gap_lock(t, past, b)?;
             }
+            let mut last: Off = 0;
             let mut out = Batch {
                 found: Vec::new(),
                 wait: None,
@@ -280,7 +350,8 @@ impl<M: Media> Rm<M> {
                 last: None,
                 generation,
             };
-            for _ in 0..BATCH {
+            let mut bytes = 0u64;
+            for _ in 0..batch {
                 if e == 0 || !range.not_past_end(t, e)? {
                     if let (Some(b), false) = (lock_owner, range.reverse) {
                         let past = if e == 0 { order::supremum(t)? } else { e };
@@ -294,17 +365,20 @@ impl<M: Media> Rm<M> {
                         out.wait = Some(key_of(t, e)?);
                         break;
                     }
-                    locks::gap_lock(t, e, b)?;
+                    locks::lock_gap_of_held(t, e, b)?;
                 }
-                let key = key_of(t, e)?;
                 if let Some(v) = keys::visible(t, e, owner)? {
-                    out.found.push((key.clone(), v));
+                    out.found.push((key_of(t, e)?, v));
+                    bytes += v.len as u64;
                 }
-                out.last = Some((key, e));
+                last = e;
                 e = step(t, e)?;
-                if t.journal_used() > JOURNAL_BUDGET {
+                if t.journal_used() > JOURNAL_BUDGET || bytes >= BATCH_BYTES {
                     break;
                 }
+            }
+            if last != 0 {
+                out.last = Some((key_of(t, last)?, last));
             }
             out.generation = order::generation(t)?;
             Ok(out)

@@ -1576,7 +1576,6 @@ static void cursors(void)
     int rmid = 100;
     const char *info = info_for("cursors", ""), *other_info = info_for("cursors-other", "");
     size_t i, kl, vl;
-    int rc;
     char key[8], val[8], *bigkey;
     uint64_t c = 0, c2 = 0;
     XID x;
@@ -1688,7 +1687,7 @@ static void cursors(void)
     CHKM(next_is(0, "a", "1"), MMXA_EINVAL);
     CHKM(next_is(UINT64_MAX, "a", "1"), MMXA_EINVAL);
     CHKM(next_is(c + 1000, "a", "1"), MMXA_EINVAL);
-    CHKM(mmxa_cursor_close(0), MMXA_EINVAL);
+    CHKM(mmxa_cursor_close(0), MMXA_OK); /* 0 is never a cursor: nothing to close */
     CHKM(mmxa_cursor_close(UINT64_MAX), MMXA_EINVAL);
     CHKM(mmxa_cursor_next(c, NULL, 0, NULL, NULL, 0, NULL), MMXA_EINVAL);
 
@@ -1745,9 +1744,7 @@ static void cursors(void)
     /* The same rmid reopened on another store: the cursor was the first store's. */
     CHK(open_rm(other_info, rmid), XA_OK);
     CHKM(put_s(rmid, "e-other", "5"), MMXA_OK);
-    rc = next_is(t.outside, "d", "4444");
-    SOFT(rc != MMXA_OK && rc != -100,
-         "a cursor outlives xa_close and reads the store next opened under its rmid");
+    CHKM(next_is(t.outside, "d", "4444"), MMXA_EINVAL);
     CHK(close_rm(rmid), XA_OK);
     CHKM(mmxa_cursor_close(t.outside), MMXA_OK);
     CHKM(mmxa_cursor_close(t.outside), MMXA_EINVAL);
