@@ -353,6 +353,17 @@ fn grant_shared(t: &mut Txn<'_>, k: Off, owner: Off, nk: u64) -> Result<(), Erro
     locks(owner).push(t, k)
 }
 
+/// A next-key lock on `k` for `owner` in one step, in the common case: nobody holds `k`
+/// exclusively or waits for it, and `owner` does not hold it yet. False (nothing changed) in
+/// any other case: then [`try_lock`] and [`lock_gap_of_held`].
+pub fn try_next_key(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<bool, Error> {
+    if t.get_u64(k + K_XOWNER)? != 0 || !queue(k).is_empty(t)? || holds_shared(t, k, owner)? {
+        return Ok(false);
+    }
+    grant_shared(t, k, owner, NK)?;
+    Ok(true)
+}
+
 /// Gives `owner`, which holds `k` (shared or exclusive), the gap before `k` too: a next-key
 /// lock. A shared holder marks its holder word; an exclusive holder takes a gap lock.
 pub fn lock_gap_of_held(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<(), Error> {

@@ -361,11 +361,13 @@ impl<M: Media> Rm<M> {
                     break;
                 }
                 if let Some(b) = lock_owner {
-                    if locks::try_lock(t, e, b, Mode::Shared, false, slot)? != Try::Granted {
-                        out.wait = Some(key_of(t, e)?);
-                        break;
+                    if !locks::try_next_key(t, e, b)? {
+                        if locks::try_lock(t, e, b, Mode::Shared, false, slot)? != Try::Granted {
+                            out.wait = Some(key_of(t, e)?);
+                            break;
+                        }
+                        locks::lock_gap_of_held(t, e, b)?;
                     }
-                    locks::lock_gap_of_held(t, e, b)?;
                 }
                 if let Some(v) = keys::visible(t, e, owner)? {
                     out.found.push((key_of(t, e)?, v));
