@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example scan_time                # 1,000,000 keys
 //! cargo run --release --example scan_time -- 100000
+//! MMXA_SCAN_READ_COMMITTED=1 cargo run --release --example scan_time   # no read locks
 //! ```
 
 use mmxa::config::{Config, SyncMode};
@@ -39,6 +40,9 @@ fn main() {
         .expect("temporary directory");
     let mut cfg = Config::new(dir.path());
     cfg.sync = SyncMode::None;
+    if std::env::var("MMXA_SCAN_READ_COMMITTED").is_ok_and(|v| v == "1") {
+        cfg.isolation = mmxa::config::Isolation::ReadCommitted;
+    }
     let rm = Rm::open(cfg).expect("open");
     // A shuffled load order: a multiplicative permutation of 0..n.
     let t = Instant::now();

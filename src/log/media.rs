@@ -59,4 +59,9 @@ pub trait SegmentFile: Send + Sync + 'static {
         let _ = (off, len);
         Ok(())
     }
+    /// Asks the processor to start loading the first bytes of `len` at `off` into its caches
+    /// (a hint for a read soon after; doing nothing is a valid implementation).
+    fn prefetch(&self, off: u64, len: usize) {
+        let _ = (off, len);
+    }
 }

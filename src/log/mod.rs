@@ -575,6 +575,14 @@ impl<M: Media> Log<M> {
             .map_err(io_err("read value"))
     }
 
+    /// Starts loading the first bytes of the `len` bytes at `lsn` into the processor's caches (a
+    /// hint: a value about to be read).
+    pub fn prefetch(&self, lsn: Lsn, len: usize) {
+        if let Ok(seg) = self.seg_at(lsn) {
+            seg.file.prefetch(lsn - seg.base, len);
+        }
+    }
+
     /// The segment `id`, mapped: from this process's cache, or opened from the media (and
     /// cached). A segment before the shared first id is [`LogError::Gone`] (its file is or
     /// will soon be deleted); the cache lets go of such segments here.

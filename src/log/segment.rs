@@ -255,6 +255,25 @@ impl SegmentFile for Segment {
     /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: the pages written through the shared mapping
     /// are dirty in the page cache, and this queues them for writeback (`msync(MS_ASYNC)` does
     /// nothing on Linux). A writeback error is still reported by the next sync of the file.
+    fn prefetch(&self, off: u64, len: usize) {
+        // The first lines only: enough for the values a cursor reads ahead.
+        let len = len.clamp(1, 256);
+        let Ok(start) = self.check(off, len) else {
+            return;
+        };
+        #[cfg(target_arch = "x86_64")]
+        for line in (0..len).step_by(64) {
+            // SAFETY: `start + line` is inside the mapping (checked above); a prefetch reads
+            // nothing the program sees and cannot fault.
+            unsafe {
+                let p = self.map.as_ptr().add(start + line);
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = start;
+    }
+
     fn start_writeback(&self, off: u64, len: usize) -> io::Result<()> {
         let start = self.check(off, len)?;
         let Some(f) = &self.file else {

@@ -389,6 +389,11 @@ impl<M: Media> Rm<M> {
             s.pos = Some(key);
             s.finger = Some((e, batch.generation));
         }
+        // The values are in the log, wherever their writes were appended: start loading all of
+        // them before copying the first, so their cache misses overlap.
+        for (_, loc) in &batch.found {
+            self.log.prefetch(loc.lsn, loc.len as usize);
+        }
         for (key, loc) in batch.found {
             if let Some(v) = self.value_at(&key, loc, working.as_ref())? {
                 s.ready.push_back((key, v));
