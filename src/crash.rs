@@ -76,6 +76,9 @@ pub const POINTS: &[&str] = &[
     "rm.apply_in_section",
     // A dead peer's leftovers are being ended, in a section not yet committed.
     "rm.reap_in_section",
+    // A completion (or rollback) too big for one section has committed a section of its
+    // finishing and not begun the next.
+    "rm.finish_step",
 ];
 
 const UNREAD: u8 = 0;

@@ -835,3 +835,73 @@ fn a_promoted_prepared_branch_survives_sigkill() {
     assert!(r.recover_all().is_empty());
     r.close_ok();
 }
+
+/// A transaction's size is not bounded by the shared state's journal: commits and rollbacks of
+/// 20,000 writes, as a local transaction and as a two-phase XA branch, and a rollback to a
+/// savepoint that undoes 20,000 writes.
+#[test]
+fn transactions_of_many_writes_commit_and_roll_back() {
+    const N: usize = 20_000;
+    let dir = tempdir();
+    let r = rm(dir.path(), "");
+    r.open_ok();
+    let put_all = |r: &Rm, tag: &str| {
+        for i in 0..N {
+            check(
+                "put",
+                r.put(format!("{tag}{i:06}").as_bytes(), b"v"),
+                MMXA_OK,
+            );
+        }
+    };
+    begin(&r);
+    put_all(&r, "a");
+    commit(&r);
+    begin(&r);
+    put_all(&r, "b");
+    check("rollback", mmxa_txn_rollback(r.rmid), MMXA_OK);
+    let x = fresh_xid("big");
+    check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
+    let mut sp = 0u64;
+    // SAFETY: `sp` is writable.
+    check(
+        "savepoint",
+        unsafe { mmxa::ffi::data::mmxa_savepoint(r.rmid, &mut sp) },
+        MMXA_OK,
+    );
+    put_all(&r, "c");
+    check(
+        "rollback to savepoint",
+        mmxa::ffi::data::mmxa_rollback_to_savepoint(r.rmid, sp),
+        MMXA_OK,
+    );
+    put_all(&r, "d");
+    check("xa_end", r.end(&x, TMSUCCESS), XA_OK);
+    check("xa_prepare", r.prepare(&x), XA_OK);
+    check("xa_commit", r.commit(&x, TMNOFLAGS), XA_OK);
+    let y = fresh_xid("big");
+    check("xa_start", r.start(&y, TMNOFLAGS), XA_OK);
+    for i in 0..N {
+        check("delete", r.delete(format!("a{i:06}").as_bytes()), MMXA_OK);
+    }
+    check("xa_end", r.end(&y, TMSUCCESS), XA_OK);
+    check("xa_prepare", r.prepare(&y), XA_OK);
+    check("xa_rollback", r.rollback(&y), XA_OK);
+    let count = |p: &str| {
+        r.scan(Some(p.as_bytes()), None, mmxa::status::MMXA_SCAN_PREFIX)
+            .expect("scan")
+            .len()
+    };
+    assert_eq!(
+        (count("a"), count("b"), count("c"), count("d")),
+        (N, 0, 0, N)
+    );
+    // And after a rebuild from the log.
+    r.close_ok();
+    r.open_ok();
+    assert_eq!(
+        (count("a"), count("b"), count("c"), count("d")),
+        (N, 0, 0, N)
+    );
+    r.close_ok();
+}

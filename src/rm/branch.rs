@@ -192,41 +192,94 @@ pub fn active_count(t: &Txn<'_>, b: Off) -> Result<usize, Error> {
         .count())
 }
 
-/// Drops the branch's pending writes (a rollback) and returns how many there were.
-pub fn drop_pending(t: &mut Txn<'_>, b: Off) -> Result<u64, Error> {
-    let mut n = 0;
-    for h in locks(b).items(t)? {
-        let k = held_entry(h);
-        if h & EXCL != 0 && keys::pending(t, k)?.is_some_and(|p| p.owner == b) {
-            keys::set_pending(t, k, None)?;
-            n += 1;
-        }
-    }
-    t.set_u64(b + B_WRITES, 0)?;
-    journal(b).clear(t)?;
-    savepoints(b).clear(t)?;
-    Ok(n)
+/// Journal bytes a section that winds a branch down may use before it stops and commits: work
+/// proportional to a transaction's size is done in as many sections as it needs, so that no
+/// section outgrows the region's journal (1 MiB, which must also hold the frees a section
+/// defers to its commit).
+pub const STEP_BUDGET: u64 = 256 << 10;
+
+/// Whether section `t` has used its budget ([`STEP_BUDGET`]).
+pub fn spent(t: &Txn<'_>) -> bool {
+    t.journal_used() > STEP_BUDGET
 }
 
-/// Applies the branch's pending writes to committed data (a commit).
-pub fn apply_pending(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
-    for h in locks(b).items(t)? {
-        let k = held_entry(h);
-        if h & EXCL == 0 {
+/// What winding a branch down does with its pending write on each key it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wind {
+    /// Makes it committed data (a commit).
+    Apply,
+    /// Drops it (a rollback).
+    Drop,
+}
+
+/// Winds the branch down from its last lock back: for each, its pending write on that key is
+/// applied or dropped, the lock released and taken off the branch's list, until none is left
+/// or the section's budget is spent (see [`STEP_BUDGET`]). Every step leaves a consistent
+/// state — each key's pending write goes with its lock — so any process may go on with it in
+/// a later section. Returns whether no lock is left.
+pub fn wind_down(t: &mut Txn<'_>, b: Off, how: Wind) -> Result<bool, Error> {
+    let l = locks(b);
+    let len = l.len(t)?;
+    let mut n = len;
+    let mut writes = 0;
+    while n > 0 && !spent(t) {
+        let h = l.get(t, n - 1)?;
+        if h & EXCL != 0 {
+            let k = held_entry(h);
+            if let Some(p) = keys::pending(t, k)?.filter(|p| p.owner == b) {
+                if how == Wind::Apply {
+                    keys::set_committed(t, k, p.value)?;
+                }
+                keys::set_pending(t, k, None)?;
+                writes += 1;
+            }
+        }
+        locks::release_one(t, b, h)?;
+        n -= 1;
+    }
+    if n < len {
+        // Written once per section, not per key: the journal keeps every write's old bytes.
+        l.truncate(t, n)?;
+        let w = t.get_u64(b + B_WRITES)?;
+        t.set_u64(b + B_WRITES, w.saturating_sub(writes))?;
+    }
+    Ok(n == 0)
+}
+
+/// Releases the shared and gap locks of `b` and keeps its exclusive ones (`xa_prepare`), until
+/// none is left or the section's budget is spent. Returns whether none is left.
+pub fn release_reads(t: &mut Txn<'_>, b: Off) -> Result<bool, Error> {
+    let l = locks(b);
+    let len = l.len(t)?;
+    // From the end: the items past `i` are exclusive; a released one is replaced by the last
+    // item (exclusive, or itself), so the list shrinks by one each time.
+    let (mut i, mut n) = (len, len);
+    while i > 0 {
+        let h = l.get(t, i - 1)?;
+        if h & EXCL != 0 {
+            i -= 1;
             continue;
         }
-        if let Some(p) = keys::pending(t, k)?.filter(|p| p.owner == b) {
-            keys::set_committed(t, k, p.value)?;
-            keys::set_pending(t, k, None)?;
+        if spent(t) {
+            break;
         }
+        locks::release_one(t, b, h)?;
+        if i < n {
+            let last = l.get(t, n - 1)?;
+            l.set(t, i - 1, last)?;
+        }
+        n -= 1;
+        i -= 1;
     }
-    t.set_u64(b + B_WRITES, 0)?;
-    journal(b).clear(t)?;
-    savepoints(b).clear(t)
+    if n < len {
+        l.truncate(t, n)?;
+    }
+    Ok(i == 0)
 }
 
 /// Ends a branch that is done: releases its locks, takes its waits out of their queues, and
-/// removes its record. Its pending writes must have been applied or dropped.
+/// removes its record. Its pending writes must have been applied or dropped (its locks wound
+/// down, see [`wind_down`], unless there are few).
 pub fn finish(t: &mut Txn<'_>, b: Off) -> Result<(), Error> {
     for w in waits(b).items(t)? {
         locks::unqueue(t, w)?;

@@ -14,6 +14,7 @@ use super::locks::{self, Mode, Try};
 use super::{shm_error, Rm, Sect, Toc};
 use crate::crash::crash_point;
 use crate::error::{Error, Rb, Result};
+use crate::fxhash::FxHashMap;
 use crate::log::{Media, Record};
 use crate::shm::{self, Off, Txn};
 use crate::status::{MMXA_MAX_KEY, MMXA_MAX_VALUE};
@@ -401,6 +402,12 @@ impl<M: Media> Rm<M> {
 
     /// Undoes the writes of branch `w` since the savepoint `pick` finds (by its index among
     /// the set ones); with `release` that savepoint goes too, else it stays set.
+    ///
+    /// The keys to undo are found again from the branch's savepoint journal in each section
+    /// and undone in order, as many per section as its budget allows ([`branch::spent`]); the
+    /// journal and the savepoints are cut back in the last one. A failure once part of the undo
+    /// is done (or a change of the branch by another thread meanwhile) leaves the branch
+    /// rollback-only.
     pub(super) fn undo_to(
         &self,
         w: &Working,
@@ -408,85 +415,115 @@ impl<M: Media> Rm<M> {
         pick: &dyn Fn(&[u64]) -> Result<usize>,
     ) -> Result<()> {
         let w = *w;
+        // The branch's cursors read again after this undo (see `scan.rs`).
         let _written = WrittenOnDrop(self, w.tag);
-        let r = self.appending(|t| {
-            let b = Self::record_of(t, &w)?;
-            Self::usable(t, b)?;
-            let sps = savepoints(b).items(t)?;
-            let pos = pick(&sps)?;
-            if branch::active_count(t, b)? > 1 {
-                return Err(Error::Invalid(
-                    "other threads are associated with the branch (joined); end their \
-                     associations first"
-                        .into(),
-                )
-                .into());
-            }
-            let mark = sps[2 * pos + 1];
-            let keep = if release { 2 * pos } else { 2 * pos + 2 };
-            savepoints(b).truncate(t, keep as u64)?;
-            let entries = journal(b).items(t)?;
-            let mark = (mark as usize).min(entries.len());
-            // The state each key had at the savepoint: its earliest journal entry after it.
-            let mut target: Vec<(Off, Option<Option<ValueLoc>>)> = Vec::new();
-            for e in entries[mark..].chunks(3).rev() {
-                let (k, lsn, flags) = (e[0], e[1], e[2]);
-                let prev = (flags & 1 != 0).then(|| {
-                    (flags & 2 != 0).then_some(ValueLoc {
-                        lsn,
-                        len: (flags >> 8) as u32,
-                    })
-                });
-                match target.iter_mut().find(|(x, _)| *x == k) {
-                    Some(slot) => slot.1 = prev,
-                    None => target.push((k, prev)),
+        // Keys undone so far, and the journal and savepoint lengths they were found with.
+        let mut done = 0usize;
+        let mut seen: Option<(u64, u64)> = None;
+        let r = loop {
+            let step = self.appending(|t| {
+                let b = Self::record_of(t, &w)?;
+                Self::usable(t, b)?;
+                if branch::active_count(t, b)? > 1 {
+                    return Err(Error::Invalid(
+                        "other threads are associated with the branch (joined); end their \
+                         associations first"
+                            .into(),
+                    )
+                    .into());
                 }
-            }
-            journal(b).truncate(t, mark as u64)?;
-            let mut value = Vec::new();
-            for (k, prev) in target {
-                let key = key_of(t, k)?;
-                // What the key must read as: the branch's earlier write, or committed data.
-                let loc = match prev {
-                    Some(loc) => loc,
-                    None => keys::committed(t, k)?,
-                };
-                value.clear();
-                if let Some(l) = loc {
-                    self.log.read_into(l.lsn, l.len as usize, &mut value)?;
+                let sps = savepoints(b).items(t)?;
+                let entries = journal(b).items(t)?;
+                let lens = (entries.len() as u64, sps.len() as u64);
+                if seen.is_some_and(|s| s != lens) {
+                    return Err(Error::Internal(
+                        "the branch changed during a rollback to a savepoint".into(),
+                    )
+                    .into());
                 }
-                let v = loc.map(|_| value.as_slice());
-                let a = self.log.append(t, &Self::record(w.tag, &key, v))?;
-                match prev {
-                    Some(_) => keys::set_pending(
-                        t,
-                        k,
-                        Some(Pending {
-                            owner: b,
-                            value: ValueLoc::of_record(a.lsn, &key, v),
-                            record: a.lsn,
-                        }),
-                    )?,
-                    None => {
-                        keys::set_pending(t, k, None)?;
-                        let n = t.get_u64(b + B_WRITES)?;
-                        t.set_u64(b + B_WRITES, n.saturating_sub(1))?;
-                    }
+                let pos = pick(&sps)?;
+                let mark = (sps[2 * pos + 1] as usize).min(entries.len());
+                let target = undo_targets(&entries[mark..]);
+                let mut i = done;
+                let mut value = Vec::new();
+                while i < target.len() && !branch::spent(t) {
+                    let (k, prev) = target[i];
+                    self.undo_one(t, &w, b, k, prev, &mut value)?;
+                    i += 1;
                 }
-            }
-            Ok(())
-        });
-        if let Err(e @ (Error::NoSpace(_) | Error::Io(_))) = &r {
-            // The branch is not what the caller asked for any more.
-            let why = format!("a rollback to a savepoint failed: {e}");
-            let _ = self.shared(|t| {
-                if let Ok(b) = Self::record_of(t, &w) {
-                    branch::mark_rollback_only(t, b, Rb::Other, &why)?;
+                if i == target.len() {
+                    let keep = if release { 2 * pos } else { 2 * pos + 2 };
+                    savepoints(b).truncate(t, keep as u64)?;
+                    journal(b).truncate(t, mark as u64)?;
                 }
-                Ok(())
+                Ok((i, target.len(), lens))
             });
+            match step {
+                Ok((i, n, lens)) if i < n => {
+                    done = i;
+                    seen = Some(lens);
+                }
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = &r {
+            // Part of the undo is done, or the log failed it: the branch is not what the caller
+            // asked for any more.
+            if done > 0 || matches!(e, Error::NoSpace(_) | Error::Io(_)) {
+                let why = format!("a rollback to a savepoint failed: {e}");
+                let _ = self.shared(|t| {
+                    if let Ok(b) = Self::record_of(t, &w) {
+                        branch::mark_rollback_only(t, b, Rb::Other, &why)?;
+                    }
+                    Ok(())
+                });
+            }
         }
         r
+    }
+
+    /// Undoes the branch's writes to `k` since a savepoint: `prev` is what the key held for
+    /// the branch then (`Some(loc)`: its own earlier write; None: none, so committed data). The
+    /// undo is logged as a write of the branch.
+    fn undo_one(
+        &self,
+        t: &mut Txn<'_>,
+        w: &Working,
+        b: Off,
+        k: Off,
+        prev: Option<Option<ValueLoc>>,
+        value: &mut Vec<u8>,
+    ) -> Sect<()> {
+        let key = key_of(t, k)?;
+        // What the key must read as: the branch's earlier write, or committed data.
+        let loc = match prev {
+            Some(loc) => loc,
+            None => keys::committed(t, k)?,
+        };
+        value.clear();
+        if let Some(l) = loc {
+            self.log.read_into(l.lsn, l.len as usize, value)?;
+        }
+        let v = loc.map(|_| value.as_slice());
+        let a = self.log.append(t, &Self::record(w.tag, &key, v))?;
+        match prev {
+            Some(_) => keys::set_pending(
+                t,
+                k,
+                Some(Pending {
+                    owner: b,
+                    value: ValueLoc::of_record(a.lsn, &key, v),
+                    record: a.lsn,
+                }),
+            )?,
+            None => {
+                keys::set_pending(t, k, None)?;
+                let n = t.get_u64(b + B_WRITES)?;
+                t.set_u64(b + B_WRITES, n.saturating_sub(1))?;
+            }
+        }
+        Ok(())
     }
 
     fn local_write(&self, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
@@ -512,8 +549,7 @@ impl<M: Media> Rm<M> {
         let _ = self.shared(|t| {
             if let Ok(b) = find(t) {
                 if branch::busy(t, b)? == Busy::None {
-                    branch::drop_pending(t, b)?;
-                    branch::finish(t, b)?;
+                    self.roll_back(t, b, tag)?;
                 }
             }
             Ok(())
@@ -556,9 +592,7 @@ impl<M: Media> Rm<M> {
         self.log.sync_to(a.end)?;
         self.finish_logged(b, tag, |t| {
             let b = find(t)?;
-            branch::apply_pending(t, b)?;
-            branch::finish(t, b)?;
-            Ok(())
+            Ok(super::reap::complete(t, b)?)
         })?;
         Ok(existed)
     }
@@ -619,4 +653,27 @@ impl<M: Media> Rm<M> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The state each key written since a savepoint had then, from the savepoint journal's entries
+/// after it (3 words each: key entry, value LSN, flags): its earliest entry's, in the order the
+/// keys were first written since (the same order every time it is computed).
+fn undo_targets(entries: &[u64]) -> Vec<(Off, Option<Option<ValueLoc>>)> {
+    let mut target: Vec<(Off, Option<Option<ValueLoc>>)> = Vec::new();
+    let mut at: FxHashMap<Off, usize> = FxHashMap::default();
+    for e in entries.chunks_exact(3) {
+        let (k, lsn, flags) = (e[0], e[1], e[2]);
+        if at.contains_key(&k) {
+            continue;
+        }
+        let prev = (flags & 1 != 0).then(|| {
+            (flags & 2 != 0).then_some(ValueLoc {
+                lsn,
+                len: (flags >> 8) as u32,
+            })
+        });
+        at.insert(k, target.len());
+        target.push((k, prev));
+    }
+    target
 }

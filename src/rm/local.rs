@@ -125,12 +125,9 @@ impl<M: Media> Rm<M> {
             }
         };
         self.log.sync_to(a.end)?;
-        self.finish_logged(b, tag, |t| {
-            if let Some(b) = branch::find_txn(t, tag)? {
-                branch::apply_pending(t, b)?;
-                branch::finish(t, b)?;
-            }
-            Ok(())
+        self.finish_logged(b, tag, |t| match branch::find_txn(t, tag)? {
+            Some(b) => Ok(super::reap::complete(t, b)?),
+            None => Ok(true),
         })?;
         self.maybe_compact();
         Ok(())

@@ -474,7 +474,7 @@ fn remove_shared(t: &mut Txn<'_>, k: Off, owner: Off) -> Result<bool, Error> {
 
 /// Releases one lock (`held` as in the owner's list: key entry, bit 0 exclusive) and wakes the
 /// key's waiters; removes the entry if nothing needs it any more.
-fn release_one(t: &mut Txn<'_>, owner: Off, held: u64) -> Result<(), Error> {
+pub(super) fn release_one(t: &mut Txn<'_>, owner: Off, held: u64) -> Result<(), Error> {
     let k = held_entry(held);
     if held & GAP != 0 {
         remove_gap(t, k, owner)?;
@@ -495,23 +495,6 @@ pub fn release_all(t: &mut Txn<'_>, owner: Off) -> Result<(), Error> {
         release_one(t, owner, h)?;
     }
     locks(owner).clear(t)
-}
-
-/// Releases the shared and gap locks of `owner` and keeps its exclusive ones (`xa_prepare`).
-pub fn release_shared(t: &mut Txn<'_>, owner: Off) -> Result<(), Error> {
-    let all = locks(owner).items(t)?;
-    if all.iter().all(|h| h & EXCL != 0) {
-        return Ok(());
-    }
-    locks(owner).clear(t)?;
-    for h in all {
-        if h & EXCL != 0 {
-            locks(owner).push(t, h)?;
-        } else {
-            release_one(t, owner, h)?;
-        }
-    }
-    Ok(())
 }
 
 /// Takes the exclusive lock of `k` for `owner` if nobody holds it (recovery of prepared

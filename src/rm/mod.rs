@@ -158,6 +158,8 @@ pub struct Rm<M: Media = Mapped> {
     /// not be entered in time (branch record, tag): finished by this process's next section.
     deferred: Mutex<Vec<(Off, u64)>>,
     has_deferred: AtomicBool,
+    /// Held while the deferred completions are finished (taken before the region's mutex).
+    finishing: Mutex<()>,
     /// How long a section waits for the mutex ([`MUTEX_WAIT`]; shorter in tests).
     mutex_wait: Duration,
     /// Runs just before a completion's finishing section (tests).
@@ -347,6 +349,7 @@ impl Rm {
             write_epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             deferred: Mutex::new(Vec::new()),
             has_deferred: AtomicBool::new(false),
+            finishing: Mutex::new(()),
             mutex_wait: MUTEX_WAIT,
             #[cfg(test)]
             before_finish: Mutex::new(None),
@@ -361,6 +364,9 @@ impl Rm {
             .map_err(open_err)?;
         rm.slot = slot.index + 1;
         rm.generation = slot.generation;
+        // What the reaping in `claim_slot` orphaned (too big for its section).
+        rm.finish_orphans(rm.log.durable())
+            .map_err(|e| e.to_string())?;
         let peer = Rm::<Mapped>::peer(Some(&lockfile), rm.slot);
         let media = Mapped::with_mode(&rm.cfg.dir, rm.cfg.file_mode());
         rm.log = Log::attach(
@@ -450,14 +456,15 @@ impl<M: Media> Rm<M> {
     }
 
     /// Finishes the busy completion of branch `b` (tag `tag`), whose record is durable, with
-    /// `f` in a section. When the mutex cannot be had in time (a peer stopped inside a section)
-    /// the outcome is decided and durable all the same: the finish is left to this process's
-    /// next section (or to whoever reaps it) and the caller may acknowledge the outcome.
+    /// `f` in as many sections as it needs (`f` says when it is done). When the mutex cannot be
+    /// had in time (a peer stopped inside a section) the outcome is decided and durable all the
+    /// same: the rest is left to this process's next section (or to whoever reaps it) and the
+    /// caller may acknowledge the outcome.
     fn finish_logged(
         &self,
         b: Off,
         tag: u64,
-        f: impl FnOnce(&mut Txn<'_>) -> Sect<()>,
+        f: impl FnMut(&mut Txn<'_>) -> Sect<bool>,
     ) -> Result<()> {
         if let Some(why) = self.failed() {
             return Err(Error::Failed(why));
@@ -469,45 +476,105 @@ impl<M: Media> Rm<M> {
         if let Some(f) = self.before_finish.lock().unwrap().take() {
             f();
         }
-        let mut t = match self.region.lock(self.mutex_wait) {
-            Ok(t) => t,
-            Err(shm::Error::Timeout) => {
-                self.deferred
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((b, tag));
-                self.has_deferred.store(true, Ordering::Release);
-                return Ok(());
+        if !self.in_steps(f)? {
+            self.defer(b, tag);
+        }
+        Ok(())
+    }
+
+    /// Runs `step` in sections, each committed, until it says it is done; a process that dies
+    /// between two leaves a consistent state for a peer to go on from. `Ok(false)`: the mutex
+    /// could not be had in time.
+    fn in_steps(&self, mut step: impl FnMut(&mut Txn<'_>) -> Sect<bool>) -> Result<bool> {
+        let mut first = true;
+        loop {
+            if !first {
+                crate::crash::crash_point("rm.finish_step");
             }
-            Err(e) => return Err(shm_error(e)),
-        };
-        match f(&mut t) {
-            Ok(()) => t.commit().map_err(shm_error),
-            Err(Step::Roll(_)) => Err(Error::Internal("a finishing section rolled".into())),
-            Err(Step::Fail(e)) => Err(e),
+            first = false;
+            let mut t = match self.region.lock(self.mutex_wait) {
+                Ok(t) => t,
+                Err(shm::Error::Timeout) => return Ok(false),
+                Err(e) => return Err(shm_error(e)),
+            };
+            match step(&mut t) {
+                Ok(done) => {
+                    t.commit().map_err(shm_error)?;
+                    if done {
+                        return Ok(true);
+                    }
+                }
+                Err(Step::Roll(_)) => {
+                    return Err(Error::Internal("a finishing section rolled".into()))
+                }
+                Err(Step::Fail(e)) => return Err(e),
+            }
         }
     }
 
-    /// Finishes the completions [`Rm::finish_logged`] deferred.
+    /// Leaves the busy completion of `b` (tag `tag`), whose record (if it needs one) is
+    /// durable, to this process's next section.
+    fn defer(&self, b: Off, tag: u64) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((b, tag));
+        self.has_deferred.store(true, Ordering::Release);
+    }
+
+    /// Finishes the completions [`Rm::finish_logged`] deferred, and the rollbacks too big for
+    /// the section that began them.
     fn finish_deferred(&self) -> Result<()> {
-        let mut list = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
-        if !list.is_empty() {
-            let mut t = self.region.lock(self.mutex_wait).map_err(shm_error)?;
-            let owner = self.busy_owner();
-            for &(b, tag) in list.iter() {
+        // Held throughout, so a thread that gets past it finds its own deferred work done; the
+        // list's own lock is taken only briefly (sections push to it).
+        let _finishing = self.finishing.lock().unwrap_or_else(|p| p.into_inner());
+        let list = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        self.has_deferred.store(false, Ordering::Release);
+        let owner = self.busy_owner();
+        let mut left = Vec::new();
+        let mut failure = None;
+        for (b, tag) in list {
+            if failure.is_some() || left.contains(&(b, tag)) {
+                left.push((b, tag));
+                continue;
+            }
+            let r = self.in_steps(|t| {
                 // Still ours and busy: nobody else finishes a live process's completion.
-                if branch::tag(&t, b).is_ok_and(|x| x == tag)
-                    && branch::busy(&t, b).is_ok_and(|k| k != Busy::None)
+                if branch::tag(t, b).is_ok_and(|x| x == tag)
+                    && branch::busy(t, b).is_ok_and(|k| k != Busy::None)
                     && t.get_u64(b + B_BUSY_SLOT).is_ok_and(|o| o == owner)
                 {
-                    reap::complete(&mut t, b).map_err(shm_error)?;
+                    return Ok(reap::complete(t, b)?);
+                }
+                Ok(true)
+            });
+            match r {
+                Ok(true) => {}
+                Ok(false) => {
+                    failure = Some(shm_error(shm::Error::Timeout));
+                    left.push((b, tag));
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    left.push((b, tag));
                 }
             }
-            t.commit().map_err(shm_error)?;
-            list.clear();
         }
-        self.has_deferred.store(false, Ordering::Release);
-        Ok(())
+        if !left.is_empty() {
+            self.deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(left);
+            self.has_deferred.store(true, Ordering::Release);
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// After a committed section: finishes what it left to finish (a big rollback).
+    fn after_section(&self) {
+        if self.has_deferred.load(Ordering::Acquire) {
+            let _ = self.finish_deferred();
+        }
     }
 
     /// Runs `f` in a section and commits it; when the log needs a new segment, the section is
@@ -518,6 +585,7 @@ impl<M: Media> Rm<M> {
             match f(&mut t) {
                 Ok(v) => {
                     t.commit().map_err(shm_error)?;
+                    self.after_section();
                     return Ok(v);
                 }
                 Err(Step::Roll(full)) => {
@@ -535,6 +603,7 @@ impl<M: Media> Rm<M> {
         match f(&mut t) {
             Ok(v) => {
                 t.commit().map_err(shm_error)?;
+                self.after_section();
                 Ok(v)
             }
             Err(Step::Roll(_)) => Err(Error::Internal(
@@ -615,6 +684,8 @@ impl<M: Media> Drop for Rm<M> {
                         let _ = t.commit();
                     }
                 }
+                // What was too big for that section (orphaned): finished now.
+                let _ = self.finish_orphans(durable);
             }
             let _ = lf.release_slot(&self.region, MUTEX_WAIT);
             let _ = lf.close_store();

@@ -14,11 +14,17 @@
 //!   not yet, the branch stays busy for anyone to finish after a sync (its owner set to 0);
 //! - a one-operation write that had not logged anything is dropped.
 //!
+//! Finishing a completion or a rollback takes work proportional to the branch's size, done in
+//! sections of bounded size (`branch::wind_down`): one too big for the reaper's section is left
+//! busy with no owner (an orphan, its record's LSN kept), and finished by
+//! [`complete_orphans`] in as many later sections as it needs — by this reaper at once, or by
+//! any process that finds it.
+//!
 //! Dead processes are found by the kernel's OFD locks on their slot bytes (`src/shm/slots.rs`):
 //! at every open, and by any thread whose lock wait lasts a while (`Rm::reap_if_due`), so a
 //! waiter gets a dead holder's lock within about a second.
 
-use super::branch;
+use super::branch::{self, Wind};
 use super::layout::*;
 use super::{locks, Rm, Sect};
 use crate::error::Rb;
@@ -27,7 +33,8 @@ use crate::shm::{self, Off, Txn};
 
 /// Ends thread `gtoc`'s association with branch `b` as `xa_end(TMFAIL)` would, and rolls the
 /// branch back if it is left with no association. No record is logged: an unprepared branch is
-/// rolled back at recovery anyway.
+/// rolled back at recovery anyway. A rollback too big for this section is left as an orphaned
+/// completion, for [`complete_orphans`] (any process) to finish.
 pub(super) fn abandon(t: &mut Txn<'_>, b: Off, gtoc: u64) -> Result<(), shm::Error> {
     branch::dissociate(t, b, gtoc)?;
     if branch::phase(t, b)? != PHASE_WORKING || branch::busy(t, b)? != Busy::None {
@@ -40,10 +47,21 @@ pub(super) fn abandon(t: &mut Txn<'_>, b: Off, gtoc: u64) -> Result<(), shm::Err
         "a thread of control associated with the branch ended without xa_end",
     )?;
     if !branch::associated(t, b)? {
-        branch::drop_pending(t, b)?;
-        branch::finish(t, b)?;
+        roll_back(t, b, 0)?;
     }
     Ok(())
+}
+
+/// Rolls back the working branch `b` as a busy completion of process `owner` (slot + 1 and
+/// generation; 0: an orphan, which any process finishes) that needs no record: as much of it as
+/// this section's budget allows. Returns whether it is done; if not, its owner (or, for an
+/// orphan, whoever finds it) finishes it with [`complete`].
+pub(super) fn roll_back(t: &mut Txn<'_>, b: Off, owner: u64) -> Result<bool, shm::Error> {
+    t.set_u8(b + B_BUSY, Busy::Rollback as u8)?;
+    t.set_u64(b + B_BUSY_SLOT, owner)?;
+    t.set_u64(b + B_BUSY_LSN, 0)?;
+    t.set_u64(b + B_BUSY_AT, 0)?;
+    complete(t, b)
 }
 
 /// The time the busy completion's record of `b` states (now, if it stated none).
@@ -54,48 +72,80 @@ fn logged_at(t: &Txn<'_>, b: Off) -> Result<u64, shm::Error> {
     }
 }
 
-/// Finishes the busy completion of `b` (its record is durable).
-pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<(), shm::Error> {
+/// Clears the busy mark of `b`.
+fn end_busy(t: &mut Txn<'_>, b: Off) -> Result<(), shm::Error> {
+    t.set_u8(b + B_BUSY, Busy::None as u8)?;
+    t.set_u64(b + B_BUSY_SLOT, 0)?;
+    t.set_u64(b + B_BUSY_LSN, 0)?;
+    t.set_u64(b + B_BUSY_AT, 0)
+}
+
+/// Goes on with the busy completion of `b` (its record, if it needs one, is durable) as far as
+/// this section's budget allows ([`branch::STEP_BUDGET`]); returns whether it is done. Every
+/// step leaves a state any process can go on from: the branch stays busy, with its record's
+/// LSN, until the last step, which ends it as the record says.
+pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<bool, shm::Error> {
     match branch::busy(t, b)? {
-        Busy::None => Ok(()),
+        Busy::None => Ok(true),
         Busy::Prepare => {
-            t.set_u8(b + B_BUSY, Busy::None as u8)?;
-            t.set_u64(b + B_BUSY_SLOT, 0)?;
-            t.set_u64(b + B_BUSY_LSN, 0)?;
+            // The shared locks the prepare's first section had no room to release.
+            if !branch::release_reads(t, b)? {
+                return Ok(false);
+            }
+            let at = logged_at(t, b)?;
+            end_busy(t, b)?;
             t.set_u8(b + B_PHASE, PHASE_PREPARED)?;
-            set_since(t, b, logged_at(t, b)?)?;
-            t.set_u64(b + B_BUSY_AT, 0)?;
+            set_since(t, b, at)?;
             journal(b).clear(t)?;
-            savepoints(b).clear(t)
+            savepoints(b).clear(t)?;
+            Ok(true)
         }
         Busy::Commit | Busy::Local => {
-            branch::apply_pending(t, b)?;
-            branch::finish(t, b)
+            if !branch::wind_down(t, b, Wind::Apply)? {
+                return Ok(false);
+            }
+            branch::finish(t, b)?;
+            Ok(true)
         }
         Busy::Rollback => {
-            branch::drop_pending(t, b)?;
-            branch::finish(t, b)
+            if !branch::wind_down(t, b, Wind::Drop)? {
+                return Ok(false);
+            }
+            if branch::associated(t, b)? {
+                // Rolled back under its threads (`xa_rollback` from another one): the record
+                // stays, undone, until their last association ends.
+                end_busy(t, b)?;
+                t.set_u64(b + B_WRITES, 0)?;
+                journal(b).clear(t)?;
+                savepoints(b).clear(t)?;
+            } else {
+                branch::finish(t, b)?;
+            }
+            Ok(true)
         }
         Busy::Heuristic => {
-            let outcome = outcome_from_u8(t.get_u8(b + B_OUTCOME)?)?;
-            t.set_u8(b + B_BUSY, Busy::None as u8)?;
-            t.set_u64(b + B_BUSY_SLOT, 0)?;
-            t.set_u64(b + B_BUSY_LSN, 0)?;
-            t.set_u8(b + B_PHASE, PHASE_HEURISTIC)?;
-            set_since(t, b, logged_at(t, b)?)?;
-            t.set_u64(b + B_BUSY_AT, 0)?;
-            if outcome == crate::error::Outcome::Commit {
-                branch::apply_pending(t, b)?;
-            } else {
-                branch::drop_pending(t, b)?;
+            let how = match outcome_from_u8(t.get_u8(b + B_OUTCOME)?)? {
+                crate::error::Outcome::Commit => Wind::Apply,
+                _ => Wind::Drop,
+            };
+            if !branch::wind_down(t, b, how)? {
+                return Ok(false);
             }
-            locks::release_all(t, b)
+            let at = logged_at(t, b)?;
+            end_busy(t, b)?;
+            t.set_u8(b + B_PHASE, PHASE_HEURISTIC)?;
+            set_since(t, b, at)?;
+            journal(b).clear(t)?;
+            savepoints(b).clear(t)?;
+            Ok(true)
         }
     }
 }
 
 /// Ends what the dead process `slot` (+1) of `generation` left (see the module doc); its busy
-/// completions whose record is durable (`≤ durable`) are finished, the others orphaned.
+/// completions whose record is durable (`≤ durable`) are finished, or, those too big for this
+/// section, orphaned with their record's LSN for [`complete_orphans`] to finish; the others are
+/// orphaned until their record is durable.
 pub(super) fn reap_slot(
     t: &mut Txn<'_>,
     slot: u32,
@@ -122,16 +172,14 @@ pub(super) fn reap_slot(
             }
         }
         if t.get_u64(b + B_BUSY_SLOT)? == owner {
-            if t.get_u64(b + B_BUSY_LSN)? <= durable {
-                complete(t, b)?;
+            if t.get_u64(b + B_BUSY_LSN)? <= durable && complete(t, b)? {
                 continue;
             }
             t.set_u64(b + B_BUSY_SLOT, 0)?;
         }
         if t.get_u8(b + B_KIND)? == KIND_LOCAL {
             if t.get_u64(b + B_LOCAL_SLOT)? == slot as u64 && branch::busy(t, b)? == Busy::None {
-                branch::drop_pending(t, b)?;
-                branch::finish(t, b)?;
+                roll_back(t, b, 0)?;
             }
             continue;
         }
@@ -150,18 +198,19 @@ pub(super) fn reap_slot(
     Ok(())
 }
 
-/// Finishes orphaned completions (owner died before its record was durable) whose record is
-/// durable now.
-fn complete_orphans(t: &mut Txn<'_>, durable: u64) -> Result<(), shm::Error> {
+/// Goes on with orphaned completions (their owner died, or they need no owner) whose record is
+/// durable, as far as this section's budget allows. Returns whether none is left to do.
+pub(super) fn complete_orphans(t: &mut Txn<'_>, durable: u64) -> Result<bool, shm::Error> {
     for b in BRANCHES.all(t)? {
         if branch::busy(t, b)? != Busy::None
             && t.get_u64(b + B_BUSY_SLOT)? == 0
             && t.get_u64(b + B_BUSY_LSN)? <= durable
+            && !complete(t, b)?
         {
-            complete(t, b)?;
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 impl<M: Media> Rm<M> {
@@ -191,8 +240,15 @@ impl<M: Media> Rm<M> {
                 crate::crash::crash_point("rm.reap_in_section");
                 lf.free_dead_slot(t, &d)?;
             }
-            complete_orphans(t, durable)?;
             Ok(())
-        })
+        })?;
+        self.finish_orphans(durable)
+    }
+
+    /// Finishes the orphaned completions whose record is durable (`≤ durable`), in as many
+    /// sections as they need.
+    pub(super) fn finish_orphans(&self, durable: u64) -> crate::error::Result<()> {
+        self.in_steps(|t| Ok(complete_orphans(t, durable)?))?;
+        Ok(())
     }
 }

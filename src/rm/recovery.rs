@@ -370,6 +370,7 @@ pub(super) fn build<M: Media>(
         instance: super::new_instance(),
         write_epochs: std::array::from_fn(|_| AtomicU64::new(0)),
         deferred: Mutex::new(Vec::new()),
+        finishing: Mutex::new(()),
         has_deferred: AtomicBool::new(false),
         mutex_wait: MUTEX_WAIT,
         #[cfg(test)]

@@ -86,6 +86,8 @@ impl<M: Media> Rm<M> {
             }
             Ok(())
         });
+        // The rollbacks too big for that section.
+        let _ = self.finish_orphans(0);
     }
 
     // ---- xa_start / xa_end -------------------------------------------------------------
@@ -193,7 +195,11 @@ impl<M: Media> Rm<M> {
                     }
                     EndMode::Success | EndMode::Fail => {}
                 }
-            } else if t.get_u8(b + B_UNDONE)? != 0 && !branch::associated(t, b)? {
+            } else if t.get_u8(b + B_UNDONE)? != 0
+                && !branch::associated(t, b)?
+                && branch::busy(t, b)? == Busy::None
+            {
+                // (Still being rolled back, it is removed when that ends.)
                 branch::finish(t, b)?;
             }
             Ok(doomed)
@@ -215,18 +221,27 @@ impl<M: Media> Rm<M> {
 
     // ---- completion ----------------------------------------------------------------------
 
-    /// Rolls back an unprepared branch that nobody is associated with, in `t`. The ROLLBACK
-    /// record needs no sync: without a PREPARE or COMMIT the branch is rolled back at restart
-    /// anyway.
+    /// Rolls back an unprepared branch that nobody is associated with, in `t` — or, if it is
+    /// too big for one section, begins to, and finishes after `t` commits (in this process's
+    /// following sections). The ROLLBACK record needs no sync: without a PREPARE or COMMIT the
+    /// branch is rolled back at restart anyway.
     pub(super) fn discard(&self, t: &mut Txn<'_>, b: Off) -> Sect<()> {
-        let had = branch::drop_pending(t, b)?;
-        if had > 0 {
+        let tag = branch::tag(t, b)?;
+        if t.get_u64(b + B_WRITES)? > 0 {
             // Best effort (a full disk must not keep the branch's locks): without it, open
             // rolls the tag back like any unprepared branch.
-            let tag = branch::tag(t, b)?;
             let _ = self.log.append(t, &Record::Rollback { tag });
         }
-        branch::finish(t, b)?;
+        self.roll_back(t, b, tag)
+    }
+
+    /// Rolls back the working branch `b` (tag `tag`), its record logged if it needs one, as a
+    /// busy completion of this process: what this section has no room for is finished after it
+    /// commits ([`Rm::finish_deferred`]).
+    pub(super) fn roll_back(&self, t: &mut Txn<'_>, b: Off, tag: u64) -> Sect<()> {
+        if !super::reap::roll_back(t, b, self.busy_owner())? {
+            self.defer(b, tag);
+        }
         Ok(())
     }
 
@@ -259,6 +274,15 @@ impl<M: Media> Rm<M> {
         t.set_u64(b + B_BUSY_AT, at)?;
         crash_point("rm.completion_logged");
         Ok(a)
+    }
+
+    /// Goes on with the busy completion of the branch `xid` after a sync, if it is still ours
+    /// (`tag`): one step of [`Rm::finish_logged`].
+    fn finish_step(t: &mut Txn<'_>, xid: &Xid, tag: u64) -> Sect<bool> {
+        match Self::after_sync(t, xid, tag)? {
+            Some(b) => Ok(super::reap::complete(t, b)?),
+            None => Ok(true),
+        }
     }
 
     /// Clears the busy mark after a completion.
@@ -305,8 +329,10 @@ impl<M: Media> Rm<M> {
             }
             let tag = branch::tag(t, b)?;
             // The branch can do no more work: its reads need no lock any more (strict 2PL keeps
-            // only the write locks until the outcome).
-            locks::release_shared(t, b)?;
+            // only the write locks until the outcome). As many as this section has room for
+            // go now, the rest once the PREPARE record is durable: the branch is busy from
+            // this section on, so it takes no lock after releasing one either way.
+            branch::release_reads(t, b)?;
             let rec = Record::Prepare {
                 tag,
                 xid: *xid,
@@ -342,17 +368,8 @@ impl<M: Media> Rm<M> {
         };
         match self.log.sync_to(a.end) {
             Ok(()) => {
-                self.finish_logged(b, tag, |t| {
-                    if let Some(b) = Self::after_sync(t, xid, tag)? {
-                        Self::end_busy(t, b)?;
-                        t.set_u8(b + B_PHASE, PHASE_PREPARED)?;
-                        set_since(t, b, at)?;
-                        t.set_u64(b + B_RECORD_LSN, a.lsn)?;
-                        journal(b).clear(t)?;
-                        savepoints(b).clear(t)?;
-                    }
-                    Ok(())
-                })?;
+                // (It states `at`, and its LSN is the branch's record already.)
+                self.finish_logged(b, tag, |t| Self::finish_step(t, xid, tag))?;
                 self.maybe_compact();
                 Ok(Vote::Prepared)
             }
@@ -440,12 +457,9 @@ impl<M: Media> Rm<M> {
         crash_point("rm.completion_pending");
         self.log.sync_to(a.end)?;
         self.finish_logged(b, tag, |t| {
-            if let Some(b) = Self::after_sync(t, xid, tag)? {
-                branch::apply_pending(t, b)?;
-                crash_point("rm.apply_in_section");
-                branch::finish(t, b)?;
-            }
-            Ok(())
+            let done = Self::finish_step(t, xid, tag)?;
+            crash_point("rm.apply_in_section");
+            Ok(done)
         })?;
         self.maybe_compact();
         Ok(())
@@ -489,17 +503,17 @@ impl<M: Media> Rm<M> {
                     // next call, and the branch is forgotten when the last association ends.
                     t.set_u8(b + B_UNDONE, 1)?;
                     t.set_u64(b + B_MIGRATED, 0)?;
-                    let had = branch::drop_pending(t, b)?;
-                    if had > 0 {
+                    let tag = branch::tag(t, b)?;
+                    if t.get_u64(b + B_WRITES)? > 0 {
                         // Best effort, as in `discard`.
-                        let tag = branch::tag(t, b)?;
                         let _ = self.log.append(t, &Record::Rollback { tag });
                     }
                     // Its threads' lock waits end (they find their requests gone).
                     for w in waits(b).items(t)? {
                         locks::unqueue(t, w)?;
                     }
-                    locks::release_all(t, b)?;
+                    // The record stays (undone) while they are associated.
+                    self.roll_back(t, b, tag)?;
                     Ok(First::Done(Ok(())))
                 }
             }
@@ -520,13 +534,7 @@ impl<M: Media> Rm<M> {
             }
             return Err(e.into());
         }
-        self.finish_logged(b, tag, |t| {
-            if let Some(b) = Self::after_sync(t, xid, tag)? {
-                branch::drop_pending(t, b)?;
-                branch::finish(t, b)?;
-            }
-            Ok(())
-        })
+        self.finish_logged(b, tag, |t| Self::finish_step(t, xid, tag))
     }
 
     /// `xa_forget`.
@@ -620,12 +628,8 @@ impl<M: Media> Rm<M> {
             });
             return Err(e.into());
         }
-        self.finish_logged(b, tag, |t| {
-            if let Some(b) = Self::after_sync(t, xid, tag)? {
-                Self::complete_heuristic(t, b, outcome, a.lsn, reason, at)?;
-            }
-            Ok(())
-        })?;
+        // (The first section recorded the outcome, reason and record; the record states `at`.)
+        self.finish_logged(b, tag, |t| Self::finish_step(t, xid, tag))?;
         // The log holds the decision; the audit line is its human-readable trail.
         let _ = crate::audit::record(
             &self.cfg.dir,
@@ -634,30 +638,6 @@ impl<M: Media> Rm<M> {
             outcome.name(),
             reason,
         );
-        Ok(())
-    }
-
-    /// The effect of a durable HEURISTIC record, stating time `at`, on a prepared branch.
-    pub(super) fn complete_heuristic(
-        t: &mut Txn<'_>,
-        b: Off,
-        outcome: Outcome,
-        lsn: u64,
-        reason: &str,
-        at: u64,
-    ) -> Sect<()> {
-        Self::end_busy(t, b)?;
-        t.set_u8(b + B_PHASE, PHASE_HEURISTIC)?;
-        t.set_u8(b + B_OUTCOME, outcome_to_u8(outcome))?;
-        set_since(t, b, at)?;
-        t.set_u64(b + B_RECORD_LSN, lsn)?;
-        set_text(t, b, reason)?;
-        if outcome == Outcome::Commit {
-            branch::apply_pending(t, b)?;
-        } else {
-            branch::drop_pending(t, b)?;
-        }
-        locks::release_all(t, b)?;
         Ok(())
     }
 
