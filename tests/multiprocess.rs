@@ -673,8 +673,10 @@ fn a_killed_waiter_leaves_the_queue() {
 /// [`work`]), `transfer NAME STOPFILE` (the torture's, see [`transfer`]), `snap RMID NAME...`
 /// (the values of every key of those workers, see [`snap`]), `probe RMID GTRID KEY...` (locks
 /// every key exclusively in a new branch, then rolls it back: answers `ok`, or the first key
-/// that could not be locked) and `tsnap RMID NAME:LAST...` (the torture's accounts and
-/// markers).
+/// that could not be locked), `tsnap RMID NAME:LAST...` (the torture's accounts and
+/// markers), `big RMID HOW PREFIX N` and `bigcheck RMID PREFIX N present|absent` (a transaction
+/// of N writes and its check, see [`big`]) and `branches RMID` (how many branch records and
+/// local transactions the store has: `B L`).
 fn extra(w: &[&str], infos: &BTreeMap<i32, String>) -> Option<String> {
     let rmid = |i: usize| -> i32 { w[i].parse().expect("rmid") };
     Some(match w.first().copied()? {
@@ -691,6 +693,22 @@ fn extra(w: &[&str], infos: &BTreeMap<i32, String>) -> Option<String> {
         "snap" => snap(&shell::rm(rmid(1), infos), &w[2..]),
         "probe" => probe(&shell::rm(rmid(1), infos), w[2], &w[3..]),
         "tsnap" => tsnap(&shell::rm(rmid(1), infos), rmid(1), &w[2..]),
+        "big" => big(
+            &shell::rm(rmid(1), infos),
+            w[2],
+            w[3],
+            w[4].parse().expect("n"),
+        ),
+        "bigcheck" => bigcheck(
+            &shell::rm(rmid(1), infos),
+            w[2],
+            w[3].parse().expect("n"),
+            w[4] == "present",
+        ),
+        "branches" => match mmxa::registry::call(rmid(1), |rm, _| Ok(rm.status())) {
+            Ok(st) => format!("{} {}", st.branches.len(), st.locals.len()),
+            Err(e) => format!("{} {}", e.xa_code(), e.message()),
+        },
         _ => return None,
     })
 }
@@ -945,6 +963,173 @@ fn probe(r: &Rm, g: &str, keys: &[&str]) -> String {
     answer
 }
 
+/// The key `i` of a big transaction's keys `prefix`, and its value.
+fn big_kv(prefix: &str, i: usize) -> (String, String) {
+    (format!("{prefix}{i:06}"), format!("v{i}"))
+}
+
+/// A transaction writing `n` keys (see [`big_kv`]), ended as `how` says: `local` (a local
+/// transaction, committed), `localrb` (one rolled back), `xa` (a branch, `xa_end`, prepared
+/// and committed: its gtrid is `prefix`) or `hold` (a branch left active).
+fn big(r: &Rm, how: &str, prefix: &str, n: usize) -> String {
+    let x = shell::shell_xid(prefix);
+    let local = how.starts_with("local");
+    let begun = if local {
+        mmxa::ffi::txn::mmxa_txn_begin(r.rmid)
+    } else {
+        r.start(&x, TMNOFLAGS)
+    };
+    if let Err(e) = expect("begin", begun, 0) {
+        return e;
+    }
+    for i in 0..n {
+        let (k, v) = big_kv(prefix, i);
+        if let Err(e) = expect("put", r.put(k.as_bytes(), v.as_bytes()), MMXA_OK) {
+            return e;
+        }
+    }
+    let ended = match how {
+        "local" => expect("commit", mmxa::ffi::txn::mmxa_txn_commit(r.rmid), MMXA_OK),
+        "localrb" => expect(
+            "rollback",
+            mmxa::ffi::txn::mmxa_txn_rollback(r.rmid),
+            MMXA_OK,
+        ),
+        "xa" => expect("end", r.end(&x, TMSUCCESS), XA_OK)
+            .and_then(|_| expect("prepare", r.prepare(&x), XA_OK))
+            .and_then(|_| expect("commit", r.commit(&x, TMNOFLAGS), XA_OK)),
+        "hold" => Ok(()),
+        _ => panic!("big: {how}?"),
+    };
+    match ended {
+        Ok(()) => "ok".into(),
+        Err(e) => e,
+    }
+}
+
+/// Checks the keys of [`big`]: each locked for update in a new branch (so a lock left would
+/// hold the answer up) and read as written (`present`) or absent, and a prefix scan counts
+/// them; answers `ok` or what differs.
+fn bigcheck(r: &Rm, prefix: &str, n: usize, present: bool) -> String {
+    let x = shell::shell_xid(&format!("{prefix}check"));
+    if let Err(e) = expect("start", r.start(&x, TMNOFLAGS), XA_OK) {
+        return e;
+    }
+    let mut answer = "ok".to_string();
+    for i in 0..n {
+        let (k, v) = big_kv(prefix, i);
+        match r.get_for_update(k.as_bytes()) {
+            Ok(got) if got == present.then(|| v.into_bytes()) => {}
+            Ok(got) => {
+                answer = format!(
+                    "{k} = {:?}",
+                    got.map(|g| String::from_utf8_lossy(&g).into_owned())
+                );
+                break;
+            }
+            Err(rc) => {
+                answer = format!("{k}: {}", failed("get_for_update", rc));
+                break;
+            }
+        }
+    }
+    let _ = r.end(&x, TMSUCCESS);
+    let _ = r.rollback(&x);
+    if answer == "ok" {
+        match r.scan(Some(prefix.as_bytes()), None, MMXA_SCAN_PREFIX) {
+            Ok(all) if all.len() == if present { n } else { 0 } => {}
+            Ok(all) => answer = format!("a scan counts {} keys", all.len()),
+            Err(rc) => answer = failed("scan", rc),
+        }
+    }
+    answer
+}
+
+/// Keys of the transactions too big for one section in [`a_process_dying_in_the_middle_of_a_big_transaction_leaves_it_to_a_peer`] and in the crash round of `rm.finish_step`.
+const BIG: usize = 5000;
+
+/// A process that dies between two sections of a big transaction's end — a local commit, a
+/// two-phase commit, a rollback: its outcome decided — or with a big branch still active,
+/// leaves the rest to a peer: the peer, waiting for the first lock still held, finds the dead
+/// process and finishes it, promptly (within [`PROMPT`], though its lock timeout is 60 s); then
+/// every write of the committed ones is there, none of the others, no lock is left and no
+/// branch record.
+#[test]
+fn a_process_dying_in_the_middle_of_a_big_transaction_leaves_it_to_a_peer() {
+    const T: &str = "a_process_dying_in_the_middle_of_a_big_transaction_leaves_it_to_a_peer";
+    serve();
+    let tmp = private_dir();
+    let info = open_string(tmp.path(), "lock_timeout_ms=60000");
+    let mut peer = Shell::spawn(T, "peer");
+    peer.rc(&format!("open 1 {info}"), XA_OK);
+    // (How it ends, the pass of `rm.finish_step` to die at (None: SIGKILLed once it answers),
+    // whether its writes stay.)
+    let cases = [
+        ("local", Some(2), true),
+        ("xa", Some(1), true),
+        ("localrb", Some(1), false),
+        ("hold", None, false),
+    ];
+    for (how, pass, committed) in cases {
+        let prefix = format!("{how}.");
+        let armed = pass.map(|n| format!("rm.finish_step:{n}"));
+        let env: Vec<(&str, &str)> = armed
+            .iter()
+            .map(|a| (mmxa::crash::ENV, a.as_str()))
+            .collect();
+        let mut v = Shell::spawn_env(T, &format!("v-{how}"), &env);
+        v.rc(&format!("open 1 {info}"), XA_OK);
+        v.send(&format!("big 1 {how} {prefix} {BIG}"));
+        if pass.is_some() {
+            assert_eq!(
+                v.recv_or_exit(),
+                None,
+                "{how}: v did not die at its crash point"
+            );
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                v.child.wait().unwrap().signal(),
+                Some(libc::SIGABRT),
+                "{how}"
+            );
+        } else {
+            assert_eq!(v.recv(), "ok", "{how}");
+            v.sigkill();
+        }
+        let started = Instant::now();
+        let present = if committed { "present" } else { "absent" };
+        assert_eq!(
+            peer.run(&format!("bigcheck 1 {prefix} {BIG} {present}")),
+            "ok",
+            "{how}"
+        );
+        assert!(
+            started.elapsed() < PROMPT,
+            "{how}: the peer waited {:?} for the dead process's locks",
+            started.elapsed()
+        );
+        assert_eq!(
+            peer.run("branches 1"),
+            "0 0",
+            "{how}: a branch record is left"
+        );
+        if how != "localrb" && how != "local" {
+            peer.rc(&format!("rollback 1 {}", prefix), XAER_NOTA);
+        }
+    }
+    // And the same after a rebuild from the log.
+    peer.rc("close 1", XA_OK);
+    peer.rc(&format!("open 1 {info}"), XA_OK);
+    for (how, _, committed) in cases {
+        let present = if committed { "present" } else { "absent" };
+        assert_eq!(
+            peer.run(&format!("bigcheck 1 {how}. {BIG} {present}")),
+            "ok",
+            "{how}, rebuilt"
+        );
+    }
+}
+
 // ---- 3. a process dying inside a section (crash points) ------------------------------------
 
 /// What the test process saw of one worker: its acknowledgements, by transaction number.
@@ -1192,7 +1377,8 @@ impl Expect<'_> {
 const ROUND_SEGMENT_KIB: u64 = 8;
 
 /// The crash points of `mmxa::crash::POINTS` and the passes to die at; the round of
-/// `rm.reap_in_section` dies reaping that many dead processes at its open.
+/// `rm.reap_in_section` dies reaping that many dead processes at its open, the round of
+/// `rm.finish_step` in the middle of a commit of [`BIG`] keys, before its work.
 const CRASH_CASES: &[(&str, &[u64])] = &[
     ("rm.lock_in_section", &[1, 2, 40, 300]),
     ("rm.write_in_section", &[1, 3, 30, 250]),
@@ -1200,6 +1386,7 @@ const CRASH_CASES: &[(&str, &[u64])] = &[
     ("rm.completion_pending", &[1, 2, 9, 80]),
     ("rm.apply_in_section", &[1, 2, 9, 80]),
     ("rm.reap_in_section", &[1, 2, 3]),
+    ("rm.finish_step", &[1, 3]),
     ("log.appended_in_section", &[1, 2, 70, 600]),
     ("log.roll_created", &[1, 2, 3, 8]),
     ("log.rolled", &[1, 2, 3, 8]),
@@ -1269,10 +1456,16 @@ fn crash_round(test: &str, point: &str, n: u64, figures: &mut RoundFigures) -> b
     let mut v = Worker::spawn(test, "v", &[(mmxa::crash::ENV, &armed)]);
     v.shell.send(&openk);
     let opened = v.shell.recv_or_exit();
+    // For the finishing point: a commit too big for one section, that v dies in.
+    let finishing = point == "rm.finish_step";
     if let Some(a) = &opened {
         assert_eq!(a, &XA_OK.to_string(), "{ctx}: v's open");
-        v.shell
-            .send(&format!("work 1 v {} {ROUND_MAX}", stop("v").display()));
+        if finishing {
+            v.shell.send(&format!("big 1 local big.v. {BIG}"));
+        } else {
+            v.shell
+                .send(&format!("work 1 v {} {ROUND_MAX}", stop("v").display()));
+        }
     }
     s.shell
         .send(&format!("work 1 s {} 1000000", stop("s").display()));
@@ -1282,6 +1475,11 @@ fn crash_round(test: &str, point: &str, n: u64, figures: &mut RoundFigures) -> b
         || loop {
             s.pump();
             match v.shell.lines.recv_timeout(Duration::from_millis(5)) {
+                // The big commit ended without passing the point that many times.
+                Ok(l) if finishing => {
+                    assert_eq!(l, "ok", "{ctx}: v's big commit");
+                    break false;
+                }
                 Ok(l) => v.books.note(&l),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break true,
                 Err(_) => {}
@@ -1333,6 +1531,14 @@ fn crash_round(test: &str, point: &str, n: u64, figures: &mut RoundFigures) -> b
     let names = "s v";
     let seen = parse_snap(&live[0].run(&format!("snap 1 {names}")));
     expect.check(&seen, false, &format!("{ctx}, live"));
+    if finishing {
+        // A peer finished what v left of its big commit.
+        assert_eq!(
+            live[1].run(&format!("bigcheck 1 big.v. {BIG} present")),
+            "ok",
+            "{ctx}: the big commit, live"
+        );
+    }
     for p in live.iter_mut() {
         assert_eq!(p.recover(1), in_doubt, "{ctx}: xa_recover in {}", p.name);
         assert_eq!(
@@ -1384,6 +1590,14 @@ fn crash_round(test: &str, point: &str, n: u64, figures: &mut RoundFigures) -> b
     }
     let resolved = parse_snap(&r.run(&format!("snap 1 {names}")));
     expect.check(&resolved, true, &format!("{ctx}, resolved"));
+    if finishing {
+        // Its COMMIT record was durable: every write is there, its locks are free.
+        assert_eq!(
+            r.run(&format!("bigcheck 1 big.v. {BIG} present")),
+            "ok",
+            "{ctx}: the big commit"
+        );
+    }
     assert!(r.recover(1).is_empty());
     let all: Vec<String> = keys_of("s")
         .into_iter()

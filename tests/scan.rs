@@ -871,6 +871,85 @@ fn a_thousand_open_cursors_and_a_long_range_in_one_branch() {
     r.close_ok();
 }
 
+/// A serializable scan locks every key it passes and the gap before it: a branch that scanned
+/// 100,000 keys holds 200,000 locks, all released at its commit; a branch's prepare releases
+/// those of its reads (a scanned key is writable at once) and keeps its write's (until the
+/// commit) — however many there are. Each, in a local transaction and in an XA branch.
+#[test]
+fn branches_that_scanned_a_hundred_thousand_keys_prepare_and_commit() {
+    const N: usize = 100_000;
+    let dir = ffi_common::private_dir();
+    let r = rm(dir.path(), "isolation=serializable;lock_timeout_ms=200");
+    r.open_ok();
+    let w = Worker::new("writer");
+    let r2 = r.clone();
+    w.run(move || r2.open_ok());
+    begin(&r);
+    for i in 0..N {
+        r.put_ok(&format!("k{i:06}"), "0");
+    }
+    commit(&r);
+    // A local transaction: scan, write, commit.
+    begin(&r);
+    assert_eq!(r.scan(None, None, 0).expect("scan").len(), N);
+    assert_eq!(
+        probe(&w, &r, "k000007", false),
+        MMXA_ELOCKTIMEOUT,
+        "scanned"
+    );
+    r.put_ok("k000000", "1");
+    commit(&r);
+    assert_eq!(
+        probe(&w, &r, "k000007", false),
+        MMXA_OK,
+        "released at the commit"
+    );
+    assert_eq!(probe(&w, &r, "k000000x", false), MMXA_OK, "a gap, released");
+    // An XA branch: scan, write, prepare, commit.
+    let x = fresh_xid();
+    check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
+    assert_eq!(
+        r.scan(None, None, MMXA_SCAN_REVERSE).expect("scan").len(),
+        N
+    );
+    r.put_ok("k050000", "2");
+    check("xa_end", r.end(&x, TMSUCCESS), XA_OK);
+    check("xa_prepare", r.prepare(&x), XA_OK);
+    assert_eq!(
+        probe(&w, &r, "k000007", false),
+        MMXA_OK,
+        "a read, released at prepare"
+    );
+    assert_eq!(
+        probe(&w, &r, "k099999x", false),
+        MMXA_OK,
+        "a gap, released at prepare"
+    );
+    assert_eq!(
+        probe(&w, &r, "k050000", false),
+        MMXA_ELOCKTIMEOUT,
+        "the write stays locked"
+    );
+    check("xa_commit", r.commit(&x, TMNOFLAGS), XA_OK);
+    assert_eq!(
+        probe(&w, &r, "k050000", false),
+        MMXA_OK,
+        "released at the commit"
+    );
+    // A read-only branch that scanned it all: its prepare answers XA_RDONLY, releasing all.
+    let y = fresh_xid();
+    check("xa_start", r.start(&y, TMNOFLAGS), XA_OK);
+    assert_eq!(r.scan(None, None, 0).expect("scan").len(), N);
+    check("xa_end", r.end(&y, TMSUCCESS), XA_OK);
+    check("xa_prepare", r.prepare(&y), XA_RDONLY);
+    assert_eq!(probe(&w, &r, "k000007", false), MMXA_OK);
+    let got = r.scan(None, None, 0).expect("scan");
+    assert_eq!(got.len(), N);
+    assert_eq!(got[0], (b"k000000".to_vec(), b"1".to_vec()));
+    assert_eq!(got[50_000], (b"k050000".to_vec(), b"2".to_vec()));
+    r.close_ok();
+}
+
 /// The key order seen by `r` after a crash: forwards it is strictly increasing and is the
 /// reverse scan reversed, every key reads back the same by a point read, and the keys are
 /// `want` (give or take `either`, a key whose write was in flight).

@@ -694,3 +694,84 @@ fn status_lists_local_transactions_until_they_end_or_are_promoted() {
     rm.rollback(1, &xid(1)).unwrap();
     assert!(rm.status().branches.is_empty() && rm.status().locals.is_empty());
 }
+
+/// Branches too big for one section end every other way too: heuristic commit and rollback of
+/// prepared branches, a rollback by another thread while the branch is active (its record
+/// stays, undone, until the thread's `xa_end`), a nested transaction's rollback, and a thread
+/// that goes away with its branch active. Afterwards every key is free: another branch writes
+/// them all without waiting (its lock timeout is 0).
+#[test]
+fn branches_too_big_for_one_section_end_every_way() {
+    const N: usize = 6000;
+    let dir = private_dir();
+    let mut cfg = Config::new(dir.path());
+    cfg.segment_size = 4 << 20;
+    cfg.lock_timeout = std::time::Duration::ZERO;
+    let rm = Rm::open(cfg).unwrap();
+    let key = |p: &str, i: usize| format!("{p}{i:05}").into_bytes();
+    let write_all = |toc: Toc, p: &str| {
+        for i in 0..N {
+            rm.put(toc, &key(p, i), Some(b"v")).unwrap();
+        }
+    };
+    let count = |p: &str| {
+        (0..N)
+            .filter(|&i| rm.get(99, &key(p, i)).unwrap().is_some())
+            .count()
+    };
+    let scan = Scan {
+        start: true,
+        end: true,
+    };
+    // Heuristic outcomes.
+    for (n, outcome, p) in [(1, Outcome::Commit, "hc"), (2, Outcome::Rollback, "hr")] {
+        rm.start(1, &xid(n), StartMode::New).unwrap();
+        write_all(1, p);
+        rm.end(1, &xid(n), EndMode::Success).unwrap();
+        assert_eq!(rm.prepare(1, &xid(n)), Ok(Vote::Prepared));
+        rm.heuristic(&xid(n), outcome, "test").unwrap();
+        assert_eq!(rm.recover(1, scan, 10).unwrap(), vec![xid(n)]);
+        assert_eq!(branch_report(&rm, &xid(n)).state, outcome.name());
+        rm.forget(1, &xid(n)).unwrap();
+    }
+    assert_eq!((count("hc"), count("hr")), (N, 0));
+    // Rolled back by another thread while active.
+    rm.start(1, &xid(3), StartMode::New).unwrap();
+    write_all(1, "ub");
+    assert_eq!(rm.rollback(2, &xid(3)), Ok(()));
+    assert!(matches!(
+        rm.put(1, b"ub-more", Some(b"v")),
+        Err(Error::RolledBack(..))
+    ));
+    assert!(matches!(
+        rm.end(1, &xid(3), EndMode::Success),
+        Err(Error::RolledBack(..))
+    ));
+    assert!(matches!(rm.rollback(2, &xid(3)), Err(Error::UnknownXid(_))));
+    assert_eq!(count("ub"), 0);
+    // A nested transaction rolled back, its parent committed.
+    rm.txn_begin(1).unwrap();
+    rm.put(1, b"parent", Some(b"v")).unwrap();
+    assert_eq!(rm.txn_begin_nested(1), Ok(1));
+    write_all(1, "nt");
+    rm.txn_rollback_nested(1).unwrap();
+    rm.txn_commit(1).unwrap();
+    assert_eq!(count("nt"), 0);
+    assert!(rm.get(99, b"parent").unwrap().is_some());
+    // A thread gone with its branch active.
+    rm.start(1, &xid(4), StartMode::New).unwrap();
+    write_all(1, "gt");
+    rm.abandon_toc(1);
+    assert!(matches!(rm.rollback(2, &xid(4)), Err(Error::UnknownXid(_))));
+    assert_eq!(count("gt"), 0);
+    // Every key free, no branch left.
+    rm.start(5, &xid(5), StartMode::New).unwrap();
+    for p in ["hc", "hr", "ub", "nt", "gt"] {
+        write_all(5, p);
+    }
+    rm.end(5, &xid(5), EndMode::Success).unwrap();
+    assert_eq!(rm.commit(5, &xid(5), true), Ok(()));
+    let st = rm.status();
+    assert!(st.branches.is_empty() && st.locals.is_empty(), "{st:?}");
+    assert_eq!(rm.len(), 5 * N + 1);
+}
