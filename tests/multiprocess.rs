@@ -970,9 +970,20 @@ fn big_kv(prefix: &str, i: usize) -> (String, String) {
 
 /// A transaction writing `n` keys (see [`big_kv`]), ended as `how` says: `local` (a local
 /// transaction, committed), `localrb` (one rolled back), `xa` (a branch, `xa_end`, prepared
-/// and committed: its gtrid is `prefix`) or `hold` (a branch left active).
+/// and committed: its gtrid is `prefix`), `hold` (a branch left active) or `scanprep` (a
+/// branch that scans every key of the store, serializable, writes only its first key, and is
+/// prepared).
 fn big(r: &Rm, how: &str, prefix: &str, n: usize) -> String {
     let x = shell::shell_xid(prefix);
+    if how == "scanprep" {
+        let (k, v) = big_kv(prefix, 0);
+        let r = expect("start", r.start(&x, TMNOFLAGS), XA_OK)
+            .and_then(|_| r.scan(None, None, 0).map_err(|rc| failed("scan", rc)))
+            .and_then(|_| expect("put", r.put(k.as_bytes(), v.as_bytes()), MMXA_OK))
+            .and_then(|_| expect("end", r.end(&x, TMSUCCESS), XA_OK))
+            .and_then(|_| expect("prepare", r.prepare(&x), XA_OK));
+        return r.map_or_else(|e| e, |_| "ok".into());
+    }
     let local = how.starts_with("local");
     let begun = if local {
         mmxa::ffi::txn::mmxa_txn_begin(r.rmid)
@@ -999,6 +1010,8 @@ fn big(r: &Rm, how: &str, prefix: &str, n: usize) -> String {
             .and_then(|_| expect("prepare", r.prepare(&x), XA_OK))
             .and_then(|_| expect("commit", r.commit(&x, TMNOFLAGS), XA_OK)),
         "hold" => Ok(()),
+        // Its write is the one key of its own; it reads every key first.
+        "scanprep" => Ok(()),
         _ => panic!("big: {how}?"),
     };
     match ended {
@@ -1049,11 +1062,12 @@ fn bigcheck(r: &Rm, prefix: &str, n: usize, present: bool) -> String {
 const BIG: usize = 5000;
 
 /// A process that dies between two sections of a big transaction's end — a local commit, a
-/// two-phase commit, a rollback: its outcome decided — or with a big branch still active,
-/// leaves the rest to a peer: the peer, waiting for the first lock still held, finds the dead
-/// process and finishes it, promptly (within [`PROMPT`], though its lock timeout is 60 s); then
-/// every write of the committed ones is there, none of the others, no lock is left and no
-/// branch record.
+/// two-phase commit, a rollback, a prepare releasing the read locks of a scan of 10,000 keys:
+/// its outcome decided — or with a big branch still active, leaves the rest to a peer: the
+/// peer, waiting for the first lock still held, finds the dead process and finishes it,
+/// promptly (within [`PROMPT`], though its lock timeout is 60 s); then every write of the
+/// committed ones is there, none of the others, no lock is left and no branch record (the
+/// prepared branch, in doubt, commits in the peer).
 #[test]
 fn a_process_dying_in_the_middle_of_a_big_transaction_leaves_it_to_a_peer() {
     const T: &str = "a_process_dying_in_the_middle_of_a_big_transaction_leaves_it_to_a_peer";
@@ -1117,6 +1131,43 @@ fn a_process_dying_in_the_middle_of_a_big_transaction_leaves_it_to_a_peer() {
             peer.rc(&format!("rollback 1 {}", prefix), XAER_NOTA);
         }
     }
+    // A prepare that releases the shared and gap locks of a scan of every key (some 20,000)
+    // dies half way through releasing them: the branch is prepared, its reads released (a
+    // peer locks the keys read), and it commits in the peer.
+    let armed = [(mmxa::crash::ENV, "rm.finish_step:1")];
+    let mut v = Shell::spawn_env(T, "v-scanprep", &armed);
+    v.rc(&format!("open 1 {info}"), XA_OK);
+    v.send("big 1 scanprep scanprep. 1");
+    assert_eq!(
+        v.recv_or_exit(),
+        None,
+        "scanprep: v did not die at its crash point"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        v.child.wait().unwrap().signal(),
+        Some(libc::SIGABRT),
+        "scanprep"
+    );
+    let started = Instant::now();
+    assert_eq!(peer.run(&format!("bigcheck 1 local. {BIG} present")), "ok");
+    assert!(
+        started.elapsed() < PROMPT,
+        "the peer waited for a read lock"
+    );
+    assert_eq!(peer.recover(1), vec!["scanprep.".to_string()]);
+    assert_eq!(
+        peer.get(1, "scanprep.000000"),
+        None,
+        "prepared, not committed"
+    );
+    peer.rc(&format!("commit 1 scanprep. {TMNOFLAGS}"), XA_OK);
+    assert_eq!(peer.get(1, "scanprep.000000").as_deref(), Some("v0"));
+    assert_eq!(
+        peer.run("branches 1"),
+        "0 0",
+        "scanprep: a branch record is left"
+    );
     // And the same after a rebuild from the log.
     peer.rc("close 1", XA_OK);
     peer.rc(&format!("open 1 {info}"), XA_OK);
