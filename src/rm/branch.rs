@@ -2,8 +2,10 @@
 //!
 //! Owns: creating, finding and removing branch records (XA branches, local transactions —
 //! branches with no XID until promoted — and the short-lived records of one-operation writes), their associations with threads of control of any
-//! process, their rollback-only mark, and [`TocState`], what a thread of this process is
-//! associated with (kept in the process: only its own thread reads it). Invariant: the XA state
+//! process, their rollback-only mark, winding an ending branch's locks and pending writes
+//! down in steps of bounded size ([`wind_down`], [`release_reads`]), and [`TocState`], what a
+//! thread of this process is associated with (kept in the process: only its own thread reads
+//! it). Invariant: the XA state
 //! of a branch (S0–S5 of the XA reference §5.3) is a projection of its phase, associations,
 //! busy mark and rollback-only mark, never stored twice; a thread's [`TocState`] agrees with the
 //! associations recorded in the branches (both change in one call, under this process's lock

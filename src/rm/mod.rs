@@ -19,6 +19,10 @@
 //! - no section is held across a lock wait or a sync; a process that dies leaves its section
 //!   undone (the journal) and its threads' associations, waits and in-flight completions to the
 //!   first peer that finds it dead (`reap.rs`), which ends them as the log says.
+//! - no section does work proportional to a transaction's size: ending a branch (applying or
+//!   dropping its writes, releasing its locks) and undoing to a savepoint take as many sections
+//!   as they need, each within a journal budget, each leaving a state any process can go on
+//!   from (a busy completion: its owner, or for an orphan any process, finishes it).
 //!
 //! A thread of control (ToC) is an opaque number chosen by the caller in this process, so the
 //! state machine can be driven, and tested, without threads. The parts: `layout.rs` (the shared

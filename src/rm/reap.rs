@@ -111,9 +111,10 @@ pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<bool, shm::Error> {
             if !branch::wind_down(t, b, Wind::Drop)? {
                 return Ok(false);
             }
-            if branch::associated(t, b)? {
+            if !assoc(b).is_empty(t)? {
                 // Rolled back under its threads (`xa_rollback` from another one): the record
-                // stays, undone, until their last association ends.
+                // stays, undone, until their last association ends. (A migrated association is
+                // no thread's: it goes with the branch.)
                 end_busy(t, b)?;
                 t.set_u64(b + B_WRITES, 0)?;
                 journal(b).clear(t)?;
