@@ -1131,8 +1131,8 @@ fn a_process_dying_in_the_middle_of_a_big_transaction_leaves_it_to_a_peer() {
             peer.rc(&format!("rollback 1 {}", prefix), XAER_NOTA);
         }
     }
-    // A prepare that releases the shared and gap locks of a scan of every key (some 20,000)
-    // dies half way through releasing them: the branch is prepared, its reads released (a
+    // A prepare that releases the next-key locks of a scan of every key (some 10,000) dies
+    // half way through releasing them: the branch is prepared, its reads released (a
     // peer locks the keys read), and it commits in the peer.
     let armed = [(mmxa::crash::ENV, "rm.finish_step:1")];
     let mut v = Shell::spawn_env(T, "v-scanprep", &armed);

@@ -872,9 +872,10 @@ fn a_thousand_open_cursors_and_a_long_range_in_one_branch() {
 }
 
 /// A serializable scan locks every key it passes and the gap before it: a branch that scanned
-/// 100,000 keys holds 200,000 locks, all released at its commit; a branch's prepare releases
-/// those of its reads (a scanned key is writable at once) and keeps its write's (until the
-/// commit) — however many there are. Each, in a local transaction and in an XA branch.
+/// 100,000 keys holds 100,000 next-key locks, all released at its commit; a branch's prepare
+/// releases those of its reads (a scanned key is writable at once) and keeps its write's
+/// (until the commit) — however many there are. Each, in a local transaction and in an XA
+/// branch.
 #[test]
 fn branches_that_scanned_a_hundred_thousand_keys_prepare_and_commit() {
     const N: usize = 100_000;
