@@ -135,6 +135,12 @@ impl<M: Media> Rm<M> {
 
     /// Reclaims the oldest segment, if nothing pins it. Returns whether it was retired.
     pub fn compact_step(&self) -> std::result::Result<bool, LogError> {
+        // One step at a time in this process: two would copy the same values and race to
+        // retire the same segment.
+        let _one = self
+            .compact_step_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let Some((id, base, end)) = self.log.oldest() else {
             return Ok(false);
         };
@@ -153,8 +159,16 @@ impl<M: Media> Rm<M> {
             match self.relog_branches(&seg).map_err(err)? {
                 None => return Ok(false),
                 Some(0) if moved_committed == 0 => {
-                    self.log.retire_oldest(id)?;
-                    return Ok(true);
+                    return match self.log.retire_oldest(id) {
+                        // Another process retired it meanwhile (a reclaimer of its own, or one
+                        // that took over from a dead one): nothing left to do here.
+                        Err(LogError::NotOldest(_))
+                            if self.log.oldest().map(|(first, _, _)| first) != Some(id) =>
+                        {
+                            Ok(false)
+                        }
+                        r => r.map(|()| true),
+                    };
                 }
                 Some(_) => {}
             }

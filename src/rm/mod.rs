@@ -151,6 +151,8 @@ pub struct Rm<M: Media = Mapped> {
     last_reap: Mutex<Instant>,
     /// A reclaiming step of this process is running.
     compacting: AtomicBool,
+    /// Held by a reclaiming step ([`Rm::compact_step`]) while it runs.
+    compact_step_lock: Mutex<()>,
     /// Dropped as if the process had died (tests): no cleanup.
     crashed: bool,
     /// This open instance's number, unique in the process (a cursor belongs to one).
@@ -348,6 +350,7 @@ impl Rm {
             interrupted: AtomicBool::new(false),
             last_reap: Mutex::new(Instant::now()),
             compacting: AtomicBool::new(false),
+            compact_step_lock: Mutex::new(()),
             crashed: false,
             instance: new_instance(),
             write_epochs: std::array::from_fn(|_| AtomicU64::new(0)),

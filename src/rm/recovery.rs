@@ -366,6 +366,7 @@ pub(super) fn build<M: Media>(
         interrupted: AtomicBool::new(false),
         last_reap: Mutex::new(Instant::now()),
         compacting: AtomicBool::new(false),
+        compact_step_lock: Mutex::new(()),
         crashed: false,
         instance: super::new_instance(),
         write_epochs: std::array::from_fn(|_| AtomicU64::new(0)),

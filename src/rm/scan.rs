@@ -414,33 +414,32 @@ impl<M: Media> Rm<M> {
         loc: ValueLoc,
         branch: Option<&Working>,
     ) -> Result<Option<Vec<u8>>> {
-        let mut loc = Some(loc);
-        for _ in 0..16 {
+        let mut out = Vec::with_capacity(loc.len as usize);
+        match self.log.read_into(loc.lsn, loc.len as usize, &mut out) {
+            Ok(()) => return Ok(Some(out)),
+            Err(crate::log::LogError::Gone(_)) => {}
+            Err(e) => return Err(Error::Io(e.to_string())),
+        }
+        // A reclaim moved it and retired its segment meanwhile: read where it is now, inside a
+        // section, where no reclaim can move it again (a segment is only retired once every
+        // value in it was copied, in sections, and the copy found here is not retired yet).
+        self.shared(|t| {
+            let owner = match branch {
+                Some(w) => Some(Self::record_of(t, w)?),
+                None => None,
+            };
+            let loc = match keys::find(t, key)? {
+                Some(k) => keys::visible(t, k, owner)?,
+                None => None,
+            };
             let Some(l) = loc else {
                 return Ok(None);
             };
-            let mut out = Vec::with_capacity(l.len as usize);
-            match self.log.read_into(l.lsn, l.len as usize, &mut out) {
-                Ok(()) => return Ok(Some(out)),
-                Err(crate::log::LogError::Gone(_)) => {
-                    std::thread::sleep(std::time::Duration::from_micros(50))
-                }
-                Err(e) => return Err(Error::Io(e.to_string())),
-            }
-            loc = self.shared(|t| {
-                let owner = match branch {
-                    Some(w) => Some(Self::record_of(t, w)?),
-                    None => None,
-                };
-                match keys::find(t, key)? {
-                    Some(k) => Ok(keys::visible(t, k, owner)?),
-                    None => Ok(None),
-                }
-            })?;
-        }
-        Err(Error::Io(format!(
-            "the value of a key kept moving while it was read ({} bytes)",
-            key.len()
-        )))
+            out.clear();
+            self.log
+                .read_into(l.lsn, l.len as usize, &mut out)
+                .map_err(|e| Error::Io(format!("reading a value: {e}")))?;
+            Ok(Some(out))
+        })
     }
 }
