@@ -48,7 +48,7 @@ pub const MMXA_SCAN_LO_EXCL: c_long = 0x2;
 /// `mmxa_cursor_open` flag: the high bound is inclusive (by default it is exclusive).
 pub const MMXA_SCAN_HI_INCL: c_long = 0x4;
 /// `mmxa_cursor_open` flag: `lo` is a prefix, the range every key that starts with it (`hi` must
-/// be NULL with length 0).
+/// be empty: length 0).
 pub const MMXA_SCAN_PREFIX: c_long = 0x8;
 
 /// Largest key, in bytes.

@@ -19,9 +19,9 @@ const SCAN_FLAGS: c_long =
 
 /// Opens a cursor over the keys between `lo` and `hi` in byte order (`memcmp`, a shorter key
 /// before the longer ones it begins): `lo` inclusive and `hi` exclusive unless `flags` say
-/// otherwise (`MMXA_SCAN_LO_EXCL`, `MMXA_SCAN_HI_INCL`); a NULL bound with length 0 is open
-/// (from the first key, to the last). `MMXA_SCAN_PREFIX`: every key that starts with `lo` (then
-/// `hi` must be NULL with length 0). `MMXA_SCAN_REVERSE`: from the high end down.
+/// otherwise (`MMXA_SCAN_LO_EXCL`, `MMXA_SCAN_HI_INCL`); a bound of length 0 is open (from
+/// the first key, to the last). `MMXA_SCAN_PREFIX`: every key that starts with `lo` (then
+/// `hi` must be empty: length 0). `MMXA_SCAN_REVERSE`: from the high end down.
 /// Inside a branch or local transaction of the calling thread the cursor sees its writes and,
 /// under `isolation=serializable`, locks every key it reads and the gaps between them (no
 /// phantoms) until the branch prepares or ends; only a thread working in that branch may use it
