@@ -2225,6 +2225,37 @@ fn a_stopped_process_delays_only_the_keys_it_holds() {
 /// until the reader's branch ends, and a write blocks a reader likewise: with a short timeout
 /// the blocked request times out, with a long one it goes on when the other branch ends (the
 /// reader then sees the value committed).
+/// A process that dies with thousands of branches (each suspended, each holding a key) is
+/// reaped in as many sections as that takes: a peer waiting for one of its keys gets it, every
+/// branch is rolled back, and a process opening afterwards claims a slot as usual.
+#[test]
+fn a_process_dying_with_thousands_of_branches_is_reaped_in_steps() {
+    const T: &str = "a_process_dying_with_thousands_of_branches_is_reaped_in_steps";
+    const N: usize = 3000;
+    serve();
+    let tmp = fast_dir();
+    let info = open_string(tmp.path(), "lock_timeout_ms=60000;sync=none");
+    let mut p = open_all(T, &info, &["many", "peer"]);
+    for i in 0..N {
+        p[0].rc(&format!("start 1 m{i} 0"), XA_OK);
+        p[0].rc(&format!("put 1 k{i} v"), MMXA_OK);
+        p[0].rc(&format!("end 1 m{i} {TMSUSPEND}"), XA_OK);
+    }
+    p[1].send(&format!("put 1 k{} peer", N - 1));
+    p[0].await_waits(1, 1);
+    p[0].sigkill();
+    assert_eq!(
+        p[1].recv_within(PROMPT, "the write waiting for the dead process's key"),
+        MMXA_OK.to_string()
+    );
+    assert!(p[1].recover(1).is_empty(), "every branch was rolled back");
+    assert_eq!(p[1].get(1, "k0"), None);
+    assert_eq!(p[1].get(1, &format!("k{}", N - 1)).as_deref(), Some("peer"));
+    let mut later = Shell::spawn(T, "later");
+    later.rc(&format!("open 1 {info}"), XA_OK);
+    later.rc("put 1 k0 later", MMXA_OK);
+}
+
 /// A range scanned in one process (serializable) takes no phantom from another until the
 /// scanner prepares; a scanner killed with its gap locks loses them to the reaper.
 #[test]

@@ -363,12 +363,25 @@ impl Rm {
         };
         // Dead peers' leftovers first (with the syncs their in-flight completions need), so the
         // slot this process takes is clean.
-        rm.reap_dead().map_err(|e| e.to_string())?;
-        let slot = lockfile
-            .claim_slot(&rm.region, MUTEX_WAIT, |t, dead| {
-                reap::reap_slot(t, dead.index + 1, dead.generation, rm.log.durable())
-            })
-            .map_err(open_err)?;
+        let mut attempts = 0;
+        let slot = loop {
+            rm.reap_dead().map_err(|e| e.to_string())?;
+            let claimed = lockfile.claim_slot(&rm.region, MUTEX_WAIT, |t, dead| {
+                // A slot whose dead owner left more than this section can end is not taken:
+                // `reap_dead` ends it in steps, and the claim is tried again.
+                match reap::reap_slot(t, dead.index + 1, dead.generation, rm.log.durable())? {
+                    true => Ok(()),
+                    false => Err(shm::Error::Io(std::io::Error::other(
+                        "a dead process left more work than one section can end",
+                    ))),
+                }
+            });
+            attempts += 1;
+            match claimed {
+                Err(shm::Error::Io(_)) if attempts < 5 => continue,
+                r => break r.map_err(open_err)?,
+            }
+        };
         rm.slot = slot.index + 1;
         rm.generation = slot.generation;
         // What the reaping in `claim_slot` orphaned (too big for its section).
@@ -686,11 +699,7 @@ impl<M: Media> Drop for Rm<M> {
             if self.slot > 0 {
                 let durable = self.log.durable();
                 let (slot, generation) = (self.slot, self.generation);
-                if let Ok(mut t) = self.region.lock(MUTEX_WAIT) {
-                    if reap::reap_slot(&mut t, slot, generation, durable).is_ok() {
-                        let _ = t.commit();
-                    }
-                }
+                let _ = self.in_steps(|t| Ok(reap::reap_slot(t, slot, generation, durable)?));
                 // What was too big for that section (orphaned): finished now.
                 let _ = self.finish_orphans(durable);
             }

@@ -147,12 +147,16 @@ pub(super) fn complete(t: &mut Txn<'_>, b: Off) -> Result<bool, shm::Error> {
 /// completions whose record is durable (`≤ durable`) are finished, or, those too big for this
 /// section, orphaned with their record's LSN for [`complete_orphans`] to finish; the others are
 /// orphaned until their record is durable.
+/// Works through the branches in turn as far as the section's budget allows
+/// ([`branch::STEP_BUDGET`]) and returns whether it got through all of them: every step is
+/// idempotent (what was ended is not met again), so a later section goes on where this one
+/// stopped, and the dead slot is freed only once nothing is left.
 pub(super) fn reap_slot(
     t: &mut Txn<'_>,
     slot: u32,
     generation: u64,
     durable: u64,
-) -> Result<(), shm::Error> {
+) -> Result<bool, shm::Error> {
     let owner = slot as u64 | (generation << 32);
     crate::log::reap_claims(t, slot)?;
     // A backup that died (or ended without unpinning) pins nothing any more.
@@ -160,6 +164,9 @@ pub(super) fn reap_slot(
         t.set_u64(R_BACKUP, 0)?;
     }
     for b in BRANCHES.all(t)? {
+        if branch::spent(t) {
+            return Ok(false);
+        }
         // The record may be gone already (finished by an earlier branch's cleanup).
         if BRANCHES
             .find(t, t.get_u64(b + B_HASH)?, |x| Ok(x == b))?
@@ -196,7 +203,7 @@ pub(super) fn reap_slot(
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Goes on with orphaned completions (their owner died, or they need no owner) whose record is
@@ -235,14 +242,19 @@ impl<M: Media> Rm<M> {
         let written = self.log.written();
         self.log.sync_to(written)?;
         let durable = written;
-        self.shared(|t| -> Sect<()> {
+        let done = self.in_steps(|t| -> Sect<bool> {
             for d in lf.dead_slots(t)? {
-                reap_slot(t, d.index + 1, d.generation, durable)?;
+                if !reap_slot(t, d.index + 1, d.generation, durable)? {
+                    return Ok(false);
+                }
                 crate::crash::crash_point("rm.reap_in_section");
                 lf.free_dead_slot(t, &d)?;
             }
-            Ok(())
+            Ok(true)
         })?;
+        if !done {
+            return Err(super::shm_error(shm::Error::Timeout));
+        }
         self.finish_orphans(durable)
     }
 
