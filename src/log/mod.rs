@@ -565,6 +565,12 @@ impl<M: Media> Log<M> {
         self.segment_size
     }
 
+    /// The smallest a new segment can be (the first ones of a log are smaller than the
+    /// configured size): what one section may append, with room to spare, is half of it.
+    pub fn smallest_segment(&self) -> u64 {
+        writer::FIRST_SEGMENT.min(self.segment_size)
+    }
+
     /// Copies `len` bytes at `lsn` (below [`Log::written`], in a committed record) into
     /// `out`. No section: those bytes never change. An LSN whose segment was retired is
     /// [`LogError::Gone`].

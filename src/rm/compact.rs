@@ -36,6 +36,10 @@ const MAX_STEPS: usize = 16;
 /// Committed keys looked at per section.
 const CHUNK: usize = 256;
 
+/// Writes of a branch re-logged in one section at most (each costs about 200 bytes of the
+/// section's 1 MiB journal, with room to spare for the rest).
+const MAX_RELOG_WRITES: usize = 2000;
+
 impl<M: Media> Rm<M> {
     /// Whether the log holds enough dead space to reclaim its oldest segment.
     fn wants_compaction(&self) -> bool {
@@ -200,14 +204,24 @@ impl<M: Media> Rm<M> {
                 }
                 live.sort_unstable();
                 let mut buf = Vec::new();
+                let (mut logged, mut n) = (0u64, 0);
                 for &(_, k) in &live {
                     let key = key_of(t, k)?;
                     let loc = keys::committed(t, k)?;
+                    // A section appends at most half the smallest segment: past that, the rest
+                    // of this chunk goes in the next section (the copies made are out of `seg`,
+                    // so scanning the chunk again finds only the others).
+                    let len = loc.map_or(0, |l| l.len as u64) + key.len() as u64;
+                    if logged > 0 && logged + len > self.section_log_budget() {
+                        return Ok((Some(n), Some(cursor)));
+                    }
                     let copy = self.copy(t, 0, &key, loc, &mut buf)?;
                     keys::set_committed(t, k, copy.1)?;
                     crash_point("compact.copied_committed");
+                    logged += len;
+                    n += 1;
                 }
-                Ok((Some(live.len()), next))
+                Ok((Some(n), next))
             })?;
             let Some(n) = n else {
                 return Ok(None);
@@ -252,7 +266,7 @@ impl<M: Media> Rm<M> {
                 {
                     return Ok(true);
                 }
-                if branch::busy(t, b)? != Busy::None {
+                if branch::busy(t, b)? != Busy::None || self.too_big_to_relog(t, b)? {
                     return Ok(false);
                 }
                 self.relog_saved(t, b, seg)?;
@@ -287,6 +301,26 @@ impl<M: Media> Rm<M> {
             }
         }
         Ok(Some(touched.len()))
+    }
+
+    /// Whether branch `b`'s writes are too many, or too big, to re-log in one section (a
+    /// prepared branch moves in one section: its copies count only with its MOVE record). Such a
+    /// branch pins its segment until it ends, as a completion in progress does.
+    fn too_big_to_relog(&self, t: &Txn<'_>, b: Off) -> Sect<bool> {
+        let writes = branch::pending_writes(t, b)?;
+        let saved = journal(b).items(t)?;
+        if writes.len() + saved.len() / 3 > MAX_RELOG_WRITES {
+            return Ok(true);
+        }
+        let mut bytes = 0;
+        for (k, p) in &writes {
+            bytes += p.value.map_or(0, |v| v.len as u64) + key_len(t, *k)? as u64;
+        }
+        // Values a rollback to a savepoint may restore: length in bits 8 and up of the flags.
+        for e in saved.chunks(3) {
+            bytes += e.get(2).map_or(0, |f| f >> 8);
+        }
+        Ok(bytes > self.section_log_budget())
     }
 
     /// Whether branch `b` refers to a position in `seg`.

@@ -446,9 +446,22 @@ impl<M: Media> Rm<M> {
                 let target = undo_targets(&entries[mark..]);
                 let mut i = done;
                 let mut value = Vec::new();
+                let mut logged = 0u64;
                 while i < target.len() && !branch::spent(t) {
                     let (k, prev) = target[i];
+                    // What the restoring record will take in the log, roughly: a section stops
+                    // before its records would outgrow a fresh segment.
+                    let len = match prev {
+                        Some(loc) => loc,
+                        None => keys::committed(t, k)?,
+                    }
+                    .map_or(0, |l| l.len as u64)
+                        + key_len(t, k)? as u64;
+                    if logged > 0 && logged + len > self.section_log_budget() {
+                        break;
+                    }
                     self.undo_one(t, &w, b, k, prev, &mut value)?;
+                    logged += len;
                     i += 1;
                 }
                 if i == target.len() {

@@ -105,6 +105,9 @@ impl std::ops::DerefMut for Tocs {
     }
 }
 
+/// Rolls in a row after which [`Rm::appending`] gives up.
+const MAX_ROLLS: u32 = 4;
+
 /// Slots of [`Rm::write_epochs`].
 const WRITE_EPOCHS: usize = 64;
 
@@ -600,6 +603,7 @@ impl<M: Media> Rm<M> {
     /// Runs `f` in a section and commits it; when the log needs a new segment, the section is
     /// rolled back, the log rolls, and `f` runs again (so `f` must only change shared state).
     fn appending<T>(&self, mut f: impl FnMut(&mut Txn<'_>) -> Sect<T>) -> Result<T> {
+        let mut rolls = 0;
         loop {
             let mut t = self.section()?;
             match f(&mut t) {
@@ -610,11 +614,27 @@ impl<M: Media> Rm<M> {
                 }
                 Err(Step::Roll(full)) => {
                     drop(t);
+                    // A section appends at most half a segment (`section_log_budget`), so a fresh
+                    // one holds it; a few rolls in a row (others filling the new segments
+                    // meanwhile) are possible, more is a section that can never fit: an error,
+                    // not a roll for ever.
+                    rolls += 1;
+                    if rolls > MAX_ROLLS {
+                        return Err(Error::Internal(format!(
+                            "a section's records did not fit in {MAX_ROLLS} fresh log segments"
+                        )));
+                    }
                     self.log.roll(full)?;
                 }
                 Err(Step::Fail(e)) => return Err(e),
             }
         }
+    }
+
+    /// Log bytes a section that appends many records appends at most (besides its first
+    /// record): half the smallest segment, so that any fresh segment holds what it appends.
+    fn section_log_budget(&self) -> u64 {
+        self.log.smallest_segment() / 2
     }
 
     /// Runs `f` in a section that does not append, and commits it.

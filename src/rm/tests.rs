@@ -775,3 +775,112 @@ fn branches_too_big_for_one_section_end_every_way() {
     assert!(st.branches.is_empty() && st.locals.is_empty(), "{st:?}");
     assert_eq!(rm.len(), 5 * N + 1);
 }
+
+fn open_small(dir: &std::path::Path, segment_size: u64) -> Rm {
+    let mut cfg = Config::new(dir);
+    cfg.sync = SyncMode::None;
+    cfg.segment_size = segment_size;
+    Rm::open(cfg).unwrap()
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        })
+        .count()
+}
+
+/// A rollback to a savepoint restores more bytes than a segment holds (ten values of ~1 MiB,
+/// 4 MiB segments): its records are logged over several sections, each fitting a fresh
+/// segment (before, the one section rolled to a new segment for ever).
+#[test]
+fn a_savepoint_rollback_bigger_than_a_segment_is_logged_in_pieces() {
+    let dir = private_dir();
+    let rm = open_small(dir.path(), 4 << 20);
+    let value = |i: u8, v: u8| vec![b'a' + i + v; MMXA_MAX_VALUE - 64 * i as usize];
+    for i in 0..10u8 {
+        rm.put(1, &[b'k', i], Some(&value(i, 0))).unwrap();
+    }
+    rm.txn_begin(1).unwrap();
+    let sp = rm.savepoint(1).unwrap();
+    for i in 0..10u8 {
+        rm.put(1, &[b'k', i], Some(&value(i, 10))).unwrap();
+    }
+    rm.rollback_to_savepoint(1, sp).unwrap();
+    for i in 0..10u8 {
+        assert!(
+            rm.get(1, &[b'k', i]).unwrap() == Some(value(i, 0)),
+            "key {i}"
+        );
+    }
+    rm.txn_commit(1).unwrap();
+    assert!(
+        segment_files(dir.path()) < 12,
+        "{} segments",
+        segment_files(dir.path())
+    );
+    drop(rm);
+    let rm = open_small(dir.path(), 4 << 20);
+    for i in 0..10u8 {
+        assert!(
+            rm.get(1, &[b'k', i]).unwrap() == Some(value(i, 0)),
+            "key {i} after reopen"
+        );
+    }
+}
+
+/// A prepared branch whose writes are too many (or too big) to move in one section pins its
+/// segment until it ends: reclaiming skips it instead of failing or rolling new segments for
+/// ever (20,000 writes on 1 MiB segments made thousands of segment files before); once the
+/// branch commits, reclaiming goes on.
+#[test]
+fn a_prepared_branch_too_big_to_move_pins_its_segment_until_it_ends() {
+    let dir = private_dir();
+    let rm = open_small(dir.path(), 1 << 20);
+    let x = xid(7);
+    rm.start(1, &x, StartMode::New).unwrap();
+    for i in 0..20_000u32 {
+        rm.put(1, format!("p{i:06}").as_bytes(), Some(&[b'v'; 20]))
+            .unwrap();
+    }
+    rm.end(1, &x, EndMode::Success).unwrap();
+    assert!(rm.prepare(1, &x).is_ok());
+    for i in 0..30_000u32 {
+        rm.put(
+            2,
+            format!("o{:04}", i % 1000).as_bytes(),
+            Some(&[b'w'; 200]),
+        )
+        .unwrap();
+    }
+    let pinned = segment_files(dir.path());
+    assert!(
+        pinned < 40,
+        "{pinned} segments while the branch is prepared"
+    );
+    assert!(
+        matches!(rm.compact_step(), Ok(false)),
+        "the branch pins the oldest segment"
+    );
+    assert_eq!(rm.commit(1, &x, false), Ok(()));
+    for i in 0..30_000u32 {
+        rm.put(
+            2,
+            format!("o{:04}", i % 1000).as_bytes(),
+            Some(&[b'w'; 200]),
+        )
+        .unwrap();
+    }
+    let after = segment_files(dir.path());
+    assert!(
+        after < pinned,
+        "reclaiming went on: {after} segments, {pinned} before"
+    );
+    assert_eq!(
+        rm.get(1, b"p019999").unwrap().as_deref(),
+        Some(&[b'v'; 20][..])
+    );
+}
