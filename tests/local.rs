@@ -12,7 +12,7 @@
 
 mod ffi_common;
 
-use ffi_common::{check, last_error, xid, Rm, Worker};
+use ffi_common::{begin, check, commit, fresh_xid, last_error, xid, Rm, Worker};
 use mmxa::ffi::abi::Xid;
 use mmxa::ffi::txn::*;
 use mmxa::status::*;
@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -34,27 +34,6 @@ fn rm(dir: &Path, extra: &str) -> Rm {
 
 fn tempdir() -> tempfile::TempDir {
     ffi_common::private_dir()
-}
-
-static NEXT_XID: AtomicU64 = AtomicU64::new(1);
-
-fn fresh_xid(tag: &str) -> Xid {
-    let n = NEXT_XID.fetch_add(1, Ordering::Relaxed);
-    xid(
-        0x10c,
-        format!("{tag}-{n}-{}", std::process::id()).as_bytes(),
-        b"b",
-    )
-}
-
-#[track_caller]
-fn begin(r: &Rm) {
-    check("mmxa_txn_begin", mmxa_txn_begin(r.rmid), MMXA_OK);
-}
-
-#[track_caller]
-fn commit(r: &Rm) {
-    check("mmxa_txn_commit", mmxa_txn_commit(r.rmid), MMXA_OK);
 }
 
 fn promote(r: &Rm, x: &Xid) -> i32 {

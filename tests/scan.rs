@@ -16,8 +16,7 @@ mod ffi_common;
 mod rng;
 mod shell;
 
-use ffi_common::{check, last_error, xid, Rm, Worker};
-use mmxa::ffi::abi::Xid;
+use ffi_common::{begin, check, commit, fresh_xid, last_error, Rm, Worker};
 use mmxa::ffi::cursor::*;
 use mmxa::ffi::txn::*;
 use mmxa::status::*;
@@ -33,27 +32,6 @@ static NEXT_RMID: AtomicI32 = AtomicI32::new(1);
 
 fn rm(dir: &Path, extra: &str) -> Rm {
     Rm::new(NEXT_RMID.fetch_add(1, Ordering::Relaxed), dir, extra)
-}
-
-static NEXT_XID: AtomicU64 = AtomicU64::new(1);
-
-fn fresh_xid() -> Xid {
-    let n = NEXT_XID.fetch_add(1, Ordering::Relaxed);
-    xid(
-        0x5ca,
-        format!("scan-{n}-{}", std::process::id()).as_bytes(),
-        b"b",
-    )
-}
-
-#[track_caller]
-fn begin(r: &Rm) {
-    check("mmxa_txn_begin", mmxa_txn_begin(r.rmid), MMXA_OK);
-}
-
-#[track_caller]
-fn commit(r: &Rm) {
-    check("mmxa_txn_commit", mmxa_txn_commit(r.rmid), MMXA_OK);
 }
 
 fn keys(v: &[&str]) -> Vec<String> {
@@ -141,7 +119,7 @@ fn a_branch_sees_its_own_writes_in_order_and_others_see_committed_data() {
         let r = r.clone();
         other.run(move || r.open_ok());
     }
-    let x = fresh_xid();
+    let x = fresh_xid("scan");
     check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
     r.put_ok("b", "new");
     r.put_ok("c", "new");
@@ -325,6 +303,26 @@ fn gap_store(extra: &str) -> (tempfile::TempDir, Rm, Worker) {
     (dir, r, w)
 }
 
+/// A write a probe tries.
+#[derive(Clone, Copy)]
+enum Write {
+    Put(&'static str),
+    Delete(&'static str),
+}
+use Write::*;
+
+/// Asserts what each write answers in a local transaction of the worker's thread.
+#[track_caller]
+fn expect_probes(w: &Worker, r: &Rm, cases: &[(Write, i32, &str)]) {
+    for &(write, want, why) in cases {
+        let got = match write {
+            Put(k) => probe(w, r, k, false),
+            Delete(k) => probe(w, r, k, true),
+        };
+        assert_eq!(got, want, "{why}");
+    }
+}
+
 /// What a write of `key` in a local transaction of the worker's thread answers (it then rolls
 /// back, so every probe starts from the same data).
 fn probe(w: &Worker, r: &Rm, key: &'static str, delete: bool) -> i32 {
@@ -345,53 +343,27 @@ fn probe(w: &Worker, r: &Rm, key: &'static str, delete: bool) -> i32 {
 fn under_serializable_a_scanned_range_takes_no_phantom_until_the_scanner_prepares() {
     // lock_timeout_ms bounds every blocked write: a write the scan protects against times out.
     let (_dir, r, w) = gap_store("lock_timeout_ms=200");
-    let x = fresh_xid();
+    let x = fresh_xid("scan");
     check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
     assert_eq!(r.scan_keys(Some("c"), Some("e"), 0), keys(&["c", "d"]));
-    // Inside the range, an insert, a delete and an update wait (and time out).
-    assert_eq!(
-        probe(&w, &r, "cc", false),
-        MMXA_ELOCKTIMEOUT,
-        "insert into the range"
-    );
-    assert_eq!(
-        probe(&w, &r, "dz", false),
-        MMXA_ELOCKTIMEOUT,
-        "insert up to the bound"
-    );
-    assert_eq!(
-        probe(&w, &r, "c", true),
-        MMXA_ELOCKTIMEOUT,
-        "delete from the range"
-    );
-    assert_eq!(
-        probe(&w, &r, "d", false),
-        MMXA_ELOCKTIMEOUT,
-        "update in the range"
-    );
-    // Next-key locking: the gap before the first key and the gap up to the key after the
-    // range are locked whole (so "e" waits too, past the bound); keys beyond go on.
-    assert_eq!(
-        probe(&w, &r, "bz", false),
-        MMXA_ELOCKTIMEOUT,
-        "gap before the first key"
-    );
-    assert_eq!(
-        probe(&w, &r, "e", false),
-        MMXA_ELOCKTIMEOUT,
-        "gap up to the next key"
-    );
-    assert_eq!(
-        probe(&w, &r, "f", false),
-        MMXA_OK,
-        "the key after the range: gap only"
-    );
-    assert_eq!(probe(&w, &r, "g", false), MMXA_OK, "beyond the next key");
-    assert_eq!(probe(&w, &r, "a", false), MMXA_OK, "before the gap");
-    assert_eq!(
-        probe(&w, &r, "b", true),
-        MMXA_OK,
-        "the key before the range"
+    expect_probes(
+        &w,
+        &r,
+        &[
+            // Inside the range, an insert, a delete and an update wait (and time out).
+            (Put("cc"), MMXA_ELOCKTIMEOUT, "insert into the range"),
+            (Put("dz"), MMXA_ELOCKTIMEOUT, "insert up to the bound"),
+            (Delete("c"), MMXA_ELOCKTIMEOUT, "delete from the range"),
+            (Put("d"), MMXA_ELOCKTIMEOUT, "update in the range"),
+            // Next-key locking: the gap before the first key and the gap up to the key after
+            // the range are locked whole (so "e" waits too, past the bound); keys beyond go on.
+            (Put("bz"), MMXA_ELOCKTIMEOUT, "gap before the first key"),
+            (Put("e"), MMXA_ELOCKTIMEOUT, "gap up to the next key"),
+            (Put("f"), MMXA_OK, "the key after the range: gap only"),
+            (Put("g"), MMXA_OK, "beyond the next key"),
+            (Put("a"), MMXA_OK, "before the gap"),
+            (Delete("b"), MMXA_OK, "the key before the range"),
+        ],
     );
     // A reader that creates an entry for an absent key in the range splits the gap: the
     // scanner keeps it covered.
@@ -405,30 +377,36 @@ fn under_serializable_a_scanned_range_takes_no_phantom_until_the_scanner_prepare
         }),
         Ok(None)
     );
-    assert_eq!(
-        probe(&w, &r, "cz", false),
-        MMXA_ELOCKTIMEOUT,
-        "after the gap was split"
+    expect_probes(
+        &w,
+        &r,
+        &[(Put("cz"), MMXA_ELOCKTIMEOUT, "after the gap was split")],
     );
     // The scanner sees the same range again.
     assert_eq!(r.scan_keys(Some("c"), Some("e"), 0), keys(&["c", "d"]));
     // It writes a key it scanned: the gap before that key stays locked.
     r.put_ok("d", "1");
-    assert_eq!(
-        probe(&w, &r, "czz", false),
-        MMXA_ELOCKTIMEOUT,
-        "gap of an upgraded key"
+    expect_probes(
+        &w,
+        &r,
+        &[(Put("czz"), MMXA_ELOCKTIMEOUT, "gap of an upgraded key")],
     );
     check("xa_end", r.end(&x, TMSUCCESS), XA_OK);
     // Prepare releases the shared and gap locks, and keeps the exclusive one.
     check("xa_prepare", r.prepare(&x), XA_OK);
-    assert_eq!(probe(&w, &r, "cc", false), MMXA_OK);
-    assert_eq!(probe(&w, &r, "czz", false), MMXA_OK);
-    assert_eq!(probe(&w, &r, "e", false), MMXA_OK);
-    assert_eq!(
-        probe(&w, &r, "d", false),
-        MMXA_ELOCKTIMEOUT,
-        "written, prepared"
+    expect_probes(
+        &w,
+        &r,
+        &[
+            (Put("cc"), MMXA_OK, "inside, after the prepare"),
+            (
+                Put("czz"),
+                MMXA_OK,
+                "the upgraded key's gap, after the prepare",
+            ),
+            (Put("e"), MMXA_OK, "up to the next key, after the prepare"),
+            (Put("d"), MMXA_ELOCKTIMEOUT, "written, prepared"),
+        ],
     );
     check("xa_commit", r.commit(&x, TMNOFLAGS), XA_OK);
     r.close_ok();
@@ -442,29 +420,37 @@ fn a_reverse_scan_and_a_scan_to_the_end_lock_their_gaps_too() {
         r.scan_keys(Some("c"), Some("e"), MMXA_SCAN_REVERSE),
         keys(&["d", "c"])
     );
-    assert_eq!(probe(&w, &r, "cc", false), MMXA_ELOCKTIMEOUT);
-    assert_eq!(probe(&w, &r, "e", false), MMXA_ELOCKTIMEOUT);
-    assert_eq!(probe(&w, &r, "g", false), MMXA_OK);
+    expect_probes(
+        &w,
+        &r,
+        &[
+            (Put("cc"), MMXA_ELOCKTIMEOUT, "inside"),
+            (Put("e"), MMXA_ELOCKTIMEOUT, "up to the next key"),
+            (Put("g"), MMXA_OK, "beyond"),
+        ],
+    );
     check("rollback", mmxa_txn_rollback(r.rmid), MMXA_OK);
     // A scan to the end locks the gap after the last key.
     begin(&r);
     assert_eq!(r.scan_keys(Some("g"), None, 0), keys(&["h"]));
-    assert_eq!(
-        probe(&w, &r, "z", false),
-        MMXA_ELOCKTIMEOUT,
-        "past the last key"
+    expect_probes(
+        &w,
+        &r,
+        &[
+            (Put("z"), MMXA_ELOCKTIMEOUT, "past the last key"),
+            (Put("a"), MMXA_OK, "before the range"),
+        ],
     );
-    assert_eq!(probe(&w, &r, "a", false), MMXA_OK);
     check("rollback", mmxa_txn_rollback(r.rmid), MMXA_OK);
     begin(&r);
     assert_eq!(
         r.scan_keys(None, Some("b"), MMXA_SCAN_HI_INCL | MMXA_SCAN_REVERSE),
         keys(&["b"])
     );
-    assert_eq!(
-        probe(&w, &r, "a", false),
-        MMXA_ELOCKTIMEOUT,
-        "before the first key"
+    expect_probes(
+        &w,
+        &r,
+        &[(Put("a"), MMXA_ELOCKTIMEOUT, "before the first key")],
     );
     check("commit", mmxa_txn_commit(r.rmid), MMXA_OK);
     assert_eq!(probe(&w, &r, "a", false), MMXA_OK, "released at the end");
@@ -649,7 +635,7 @@ fn a_cursor_works_only_in_its_branch_and_buffers_too_small_keep_the_entry() {
         let r = r.clone();
         other.run(move || r.open_ok());
     }
-    let x = fresh_xid();
+    let x = fresh_xid("scan");
     check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
     let mut c = 0u64;
     // SAFETY: NULL bounds with length 0; `c` is writable.
@@ -714,7 +700,7 @@ fn a_cursor_works_only_in_its_branch_and_buffers_too_small_keep_the_entry() {
         unsafe { mmxa_cursor_open(r.rmid, std::ptr::null(), 0, std::ptr::null(), 0, 0, &mut c) };
     check("mmxa_cursor_open", rc, MMXA_OK);
     assert_eq!(next(c, 8, 8).0, MMXA_OK);
-    let y = fresh_xid();
+    let y = fresh_xid("scan");
     // SAFETY: a valid XID on our stack.
     check("promote", unsafe { mmxa_txn_promote(r.rmid, &y) }, XA_OK);
     let (rc, _, _, k) = next(c, 8, 8);
@@ -907,7 +893,7 @@ fn branches_that_scanned_a_hundred_thousand_keys_prepare_and_commit() {
     );
     assert_eq!(probe(&w, &r, "k000000x", false), MMXA_OK, "a gap, released");
     // An XA branch: scan, write, prepare, commit.
-    let x = fresh_xid();
+    let x = fresh_xid("scan");
     check("xa_start", r.start(&x, TMNOFLAGS), XA_OK);
     assert_eq!(
         r.scan(None, None, MMXA_SCAN_REVERSE).expect("scan").len(),
@@ -938,7 +924,7 @@ fn branches_that_scanned_a_hundred_thousand_keys_prepare_and_commit() {
         "released at the commit"
     );
     // A read-only branch that scanned it all: its prepare answers XA_RDONLY, releasing all.
-    let y = fresh_xid();
+    let y = fresh_xid("scan");
     check("xa_start", r.start(&y, TMNOFLAGS), XA_OK);
     assert_eq!(r.scan(None, None, 0).expect("scan").len(), N);
     check("xa_end", r.end(&y, TMSUCCESS), XA_OK);

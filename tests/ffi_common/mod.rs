@@ -420,6 +420,38 @@ impl Rm {
     }
 }
 
+static NEXT_XID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// An XID no other call of this process has made: `tag`, a counter and the pid in the gtrid.
+pub fn fresh_xid(tag: &str) -> Xid {
+    let n = NEXT_XID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    xid(
+        0x10c,
+        format!("{tag}-{n}-{}", std::process::id()).as_bytes(),
+        b"b",
+    )
+}
+
+/// `mmxa_txn_begin` in the calling thread, asserting `MMXA_OK`.
+#[track_caller]
+pub fn begin(r: &Rm) {
+    check(
+        "mmxa_txn_begin",
+        mmxa::ffi::txn::mmxa_txn_begin(r.rmid),
+        MMXA_OK,
+    );
+}
+
+/// `mmxa_txn_commit` in the calling thread, asserting `MMXA_OK`.
+#[track_caller]
+pub fn commit(r: &Rm) {
+    check(
+        "mmxa_txn_commit",
+        mmxa::ffi::txn::mmxa_txn_commit(r.rmid),
+        MMXA_OK,
+    );
+}
+
 /// Keys and values in the order a cursor read them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
