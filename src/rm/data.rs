@@ -640,16 +640,7 @@ impl<M: Media> Rm<M> {
         }
         // The value's bytes are read outside the section: a reclaim may retire its segment
         // meanwhile (the value then lives on, copied), and `value_at` looks again.
-        let loc = self.shared(|t| {
-            let owner = match &branch {
-                Some(w) => Some(Self::record_of(t, w)?),
-                None => None,
-            };
-            match keys::find(t, key)? {
-                Some(k) => Ok(keys::visible(t, k, owner)?),
-                None => Ok(None),
-            }
-        })?;
+        let loc = self.shared(|t| Self::visible_now(t, key, branch.as_ref()))?;
         match loc {
             Some(l) => self.value_at(key, l, branch.as_ref()),
             None => Ok(None),

@@ -406,6 +406,22 @@ impl<M: Media> Rm<M> {
         Ok(())
     }
 
+    /// Where `key`'s value is now, as `branch` (or, None, everyone else) reads it.
+    pub(super) fn visible_now(
+        t: &Txn<'_>,
+        key: &[u8],
+        branch: Option<&Working>,
+    ) -> Sect<Option<ValueLoc>> {
+        let owner = match branch {
+            Some(w) => Some(Self::record_of(t, w)?),
+            None => None,
+        };
+        match keys::find(t, key)? {
+            Some(k) => Ok(keys::visible(t, k, owner)?),
+            None => Ok(None),
+        }
+    }
+
     /// The value at `loc`, which `key` read as in a section; if a reclaim moved it meanwhile,
     /// what the key reads as now (for `branch`, or committed data).
     pub(super) fn value_at(
@@ -415,24 +431,26 @@ impl<M: Media> Rm<M> {
         branch: Option<&Working>,
     ) -> Result<Option<Vec<u8>>> {
         let mut out = Vec::with_capacity(loc.len as usize);
-        match self.log.read_into(loc.lsn, loc.len as usize, &mut out) {
-            Ok(()) => return Ok(Some(out)),
-            Err(crate::log::LogError::Gone(_)) => {}
-            Err(e) => return Err(Error::Io(e.to_string())),
+        let mut loc = Some(loc);
+        // A reclaim may move the value and retire its segment between the section that found it
+        // and the read: look again a few times, then read it inside a section.
+        for _ in 0..3 {
+            let Some(l) = loc else {
+                return Ok(None);
+            };
+            out.clear();
+            match self.log.read_into(l.lsn, l.len as usize, &mut out) {
+                Ok(()) => return Ok(Some(out)),
+                Err(crate::log::LogError::Gone(_)) => {}
+                Err(e) => return Err(Error::Io(e.to_string())),
+            }
+            loc = self.shared(|t| Self::visible_now(t, key, branch))?;
         }
         // A reclaim moved it and retired its segment meanwhile: read where it is now, inside a
         // section, where no reclaim can move it again (a segment is only retired once every
         // value in it was copied, in sections, and the copy found here is not retired yet).
         self.shared(|t| {
-            let owner = match branch {
-                Some(w) => Some(Self::record_of(t, w)?),
-                None => None,
-            };
-            let loc = match keys::find(t, key)? {
-                Some(k) => keys::visible(t, k, owner)?,
-                None => None,
-            };
-            let Some(l) = loc else {
+            let Some(l) = Self::visible_now(t, key, branch)? else {
                 return Ok(None);
             };
             out.clear();
