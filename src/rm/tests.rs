@@ -447,21 +447,7 @@ fn a_durable_commit_is_acknowledged_when_its_finish_must_wait() {
 
     // A "stopped peer": another thread takes the mutex just before the finish (when the hook
     // asks it to) and keeps it until told to let go.
-    let region = rm.region.clone();
-    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
-    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        take_rx.recv().unwrap();
-        let t = region.lock(std::time::Duration::from_secs(10)).unwrap();
-        held_tx.send(()).unwrap();
-        go_rx.recv().unwrap();
-        drop(t);
-    });
-    *rm.before_finish.lock().unwrap() = Some(Box::new(move || {
-        take_tx.send(()).unwrap();
-        held_rx.recv().unwrap();
-    }));
+    let (go_tx, holder) = stopped_peer_at_finish(&rm);
     assert_eq!(
         rm.commit(1, &a, false),
         Ok(()),
@@ -630,21 +616,7 @@ fn a_prepare_finished_by_a_peer_is_dated_by_its_record() {
     rm.put(1, b"k", Some(b"v")).unwrap();
     rm.end(1, &a, EndMode::Success).unwrap();
     // A "stopped peer" holds the mutex when the prepare would finish: it is deferred.
-    let region = rm.region.clone();
-    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
-    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        take_rx.recv().unwrap();
-        let t = region.lock(std::time::Duration::from_secs(10)).unwrap();
-        held_tx.send(()).unwrap();
-        go_rx.recv().unwrap();
-        drop(t);
-    });
-    *rm.before_finish.lock().unwrap() = Some(Box::new(move || {
-        take_tx.send(()).unwrap();
-        held_rx.recv().unwrap();
-    }));
+    let (go_tx, holder) = stopped_peer_at_finish(&rm);
     assert_eq!(rm.prepare(1, &a), Ok(Vote::Prepared));
     assert!(rm.has_deferred.load(Ordering::Acquire), "the finish waits");
     go_tx.send(()).unwrap();
@@ -774,6 +746,27 @@ fn branches_too_big_for_one_section_end_every_way() {
     let st = rm.status();
     assert!(st.branches.is_empty() && st.locals.is_empty(), "{st:?}");
     assert_eq!(rm.len(), 5 * N + 1);
+}
+
+/// A "stopped peer": a thread that takes the region's mutex just before `rm`'s next finishing
+/// section (when the hook asks it to) and keeps it until the returned sender says go.
+fn stopped_peer_at_finish(rm: &Rm) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let region = rm.region.clone();
+    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        take_rx.recv().unwrap();
+        let t = region.lock(std::time::Duration::from_secs(10)).unwrap();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(t);
+    });
+    *rm.before_finish.lock().unwrap() = Some(Box::new(move || {
+        take_tx.send(()).unwrap();
+        held_rx.recv().unwrap();
+    }));
+    (go_tx, holder)
 }
 
 fn open_small(dir: &std::path::Path, segment_size: u64) -> Rm {
