@@ -157,12 +157,17 @@ impl<M: Media> Rm<M> {
         // Two passes: the second only confirms that nothing is left in the segment (every new
         // record goes to the tail, so whatever the first pass moved stays moved).
         for _ in 0..2 {
-            let Some(moved_committed) = self.relog_committed(&seg).map_err(err)? else {
+            // Branches first: a completion applying a pending write whose record is in `seg`
+            // after the committed values were scanned would leave a committed value in a
+            // retired segment. Once the branches are moved (or one pins `seg`, being busy),
+            // every pending write left in `seg` is a busy one, which the scan of committed
+            // values finds and is pinned by.
+            let Some(moved_branches) = self.relog_branches(&seg).map_err(err)? else {
                 return Ok(false);
             };
-            match self.relog_branches(&seg).map_err(err)? {
+            match self.relog_committed(&seg).map_err(err)? {
                 None => return Ok(false),
-                Some(0) if moved_committed == 0 => {
+                Some(0) if moved_branches == 0 => {
                     return match self.log.retire_oldest(id) {
                         // Another process retired it meanwhile (a reclaimer of its own, or one
                         // that took over from a dead one): nothing left to do here.
@@ -193,8 +198,15 @@ impl<M: Media> Rm<M> {
                 // Log order within a chunk, so a crash point names the same state each run.
                 let mut live = Vec::new();
                 for k in chunk {
+                    let pending = keys::pending(t, k)?;
+                    if let Some(p) = pending.filter(|p| seg.contains(&p.record)) {
+                        // A completion about to apply a write in `seg` (see `compact_step`).
+                        if branch::busy(t, p.owner)? != Busy::None {
+                            return Ok((None, None));
+                        }
+                    }
                     if let Some(loc) = keys::committed(t, k)?.filter(|l| seg.contains(&l.lsn)) {
-                        if let Some(p) = keys::pending(t, k)? {
+                        if let Some(p) = pending {
                             if branch::busy(t, p.owner)? != Busy::None {
                                 return Ok((None, None));
                             }

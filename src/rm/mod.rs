@@ -105,8 +105,11 @@ impl std::ops::DerefMut for Tocs {
     }
 }
 
-/// Rolls in a row after which [`Rm::appending`] gives up.
-const MAX_ROLLS: u32 = 4;
+/// Rolls in a row after which [`Rm::appending`] gives up: a safety net only (every section
+/// appends at most half a fresh segment), set far above the rolls in a row that other threads
+/// filling small segments meanwhile can cause (four were seen with eight committers on tiny
+/// segments).
+const MAX_ROLLS: u32 = 256;
 
 /// Slots of [`Rm::write_epochs`].
 const WRITE_EPOCHS: usize = 64;
@@ -615,9 +618,9 @@ impl<M: Media> Rm<M> {
                 Err(Step::Roll(full)) => {
                     drop(t);
                     // A section appends at most half a segment (`section_log_budget`), so a fresh
-                    // one holds it; a few rolls in a row (others filling the new segments
-                    // meanwhile) are possible, more is a section that can never fit: an error,
-                    // not a roll for ever.
+                    // one holds it; rolls in a row (others filling the new segments meanwhile)
+                    // are possible, but a bounded number: past that, an error, not a roll for
+                    // ever.
                     rolls += 1;
                     if rolls > MAX_ROLLS {
                         return Err(Error::Internal(format!(
